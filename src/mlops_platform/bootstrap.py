@@ -1,0 +1,86 @@
+"""`init`: a ``.env`` with strong generated secrets and the proxy's first user."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlops_platform.errors import ConfigError
+from mlops_platform.render import htpasswd
+from mlops_platform.render.envfile import env_file_text
+from mlops_platform.settings import PlatformSettings
+
+ALPHABET = string.ascii_letters + string.digits
+GENERATED = ("db_password", "s3_access_key_id", "s3_secret_access_key", "flask_secret_key",
+             "proxy_password")
+
+
+def token(length: int, alphabet: str = ALPHABET) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def generate_secrets() -> dict[str, str]:
+    """Fresh secrets, URL- and shell-safe: letters and digits only."""
+    return {
+        "db_password": token(32),
+        "s3_access_key_id": "MLOPS" + token(15, string.ascii_uppercase + string.digits),
+        "s3_secret_access_key": token(40),
+        "flask_secret_key": token(48),
+        "proxy_password": token(32),
+    }
+
+
+@dataclass
+class InitResult:
+    env_file: Path
+    written: bool
+    values: dict[str, str] = field(default_factory=dict)  # redacted
+    users_file: Path | None = None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only, replacing ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def init_env_file(
+    env_file: Path, *, force: bool = False, values: dict[str, str] | None = None
+) -> InitResult:
+    """Write ``env_file`` with generated secrets; an existing file is kept unless ``force``."""
+    if env_file.exists() and not env_file.is_file():
+        raise ConfigError(f"{env_file} exists and is not a file", fix="choose another --env-file")
+    if env_file.exists() and not force:
+        return InitResult(env_file, written=False)
+    chosen = {"env": "prod", "proxy_user": "admin", **generate_secrets(), **(values or {})}
+    text = env_file_text(chosen, header=(
+        "mlops-platform settings, written by `mlops-platform init`.\n"
+        "Holds secrets: keep it out of version control (mode 600)."
+    ))
+    write_private(env_file, text)
+    shown = {k: ("********" if k in GENERATED else v) for k, v in chosen.items()}
+    return InitResult(env_file, written=True, values=shown)
+
+
+def ensure_users_file(settings: PlatformSettings) -> Path:
+    """The proxy's password file holds ``proxy_user`` with the current password.
+
+    Other users in the file are kept; an entry that no longer matches is replaced.
+    """
+    path = settings.users_file
+    password = settings.proxy_password.get_secret_value()
+    if not password:
+        raise ConfigError("MLOPS_PROXY_PASSWORD is empty",
+                          fix="run `mlops-platform init` or set it")
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    current = htpasswd.parse(text).get(settings.proxy_user)
+    if current is None or not htpasswd.verify(current, password):
+        write_private(path, htpasswd.with_user(text, settings.proxy_user, password))
+    return path

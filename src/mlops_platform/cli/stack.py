@@ -1,0 +1,128 @@
+"""`up`, `down`, `status`, `logs`, `client-env`: the local stack."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+
+import typer
+
+from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, progress, table
+from mlops_platform.render.server import client_env as render_client_env
+from mlops_platform.stack import LocalStack
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("status")(status)
+    app.command("logs")(logs)
+    app.command("client-env")(client_env)
+
+
+def _stack(ctx: typer.Context) -> LocalStack:
+    obj: Context = ctx.obj
+    return LocalStack(obj.settings(), env_file=obj.env_file)
+
+
+def up(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Start PostgreSQL, SeaweedFS, the tracking server and nginx; wait until healthy.
+
+    Example: mlops-platform up
+    """
+    stack = _stack(ctx)
+    result = stack.up(progress)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    for warning in result.warnings:
+        console.print(f"[bold yellow]WARNING:[/bold yellow] {warning}")
+    if not result.started:
+        console.print(f"already running: {', '.join(result.already_running)}; nothing to do")
+    else:
+        console.print(f"started {', '.join(result.started)} in {result.seconds:.1f}s")
+    console.print(f"MLflow is at [bold]{result.url}[/bold]")
+    if result.user:
+        console.print(f"log in as [bold]{result.user}[/bold]; the password is "
+                      "MLOPS_PROXY_PASSWORD in your env file")
+    console.print('clients: eval "$(mlops-platform client-env)"')
+
+
+def down(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Stop the local stack. Data stays in the state folder.
+
+    Example: mlops-platform down
+    """
+    obj: Context = ctx.obj
+    stack = LocalStack(obj.settings(check=False), env_file=obj.env_file)
+    stopped = stack.down(progress)
+    if as_json:
+        print_json({"stopped": stopped})
+    elif stopped:
+        console.print(f"stopped {', '.join(stopped)}; data kept in {stack.state_dir}")
+    else:
+        console.print("nothing was running")
+
+
+def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Show each service with pid, port, health and memory; exit 1 if one is unhealthy.
+
+    Example: mlops-platform status --json
+    """
+    obj: Context = ctx.obj
+    stack = LocalStack(obj.settings(check=False), env_file=obj.env_file)
+    rows = stack.status()
+    ok = all(r.healthy for r in rows)
+    if as_json:
+        print_json({
+            "tracking_url": stack.settings.resolved_public_url,
+            "healthy": ok,
+            "total_rss_mb": stack.total_rss_mb(),
+            "services": [r.as_dict() for r in rows],
+        })
+    else:
+        console.print(table(
+            f"local stack in {stack.state_dir}",
+            ["service", "state", "pid", "port", "rss MB", "url"],
+            [[r.name, "healthy" if r.healthy else ("unhealthy" if r.running else "stopped"),
+              r.pid, r.port, r.rss_mb, r.url] for r in rows],
+        ))
+        console.print(f"tracking URL: {stack.settings.resolved_public_url}")
+    if not ok:
+        raise typer.Exit(1)
+
+
+def logs(
+    ctx: typer.Context,
+    service: str = typer.Argument("tracking", help="postgres, seaweedfs, tracking or nginx."),
+    lines: int = typer.Option(50, "-n", "--lines", min=1, help="How many lines from the end."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
+) -> None:
+    """Print a service's log.
+
+    Example: mlops-platform logs postgres -n 100
+    """
+    obj: Context = ctx.obj
+    stack = LocalStack(obj.settings(check=False), env_file=obj.env_file)
+    path = stack.log_path(service)
+    if not path.exists():
+        console.print(f"{service} has no log yet ({path})")
+        return
+    argv = ["tail", "-n", str(lines)] + (["-F"] if follow else []) + [str(path)]
+    sys.exit(subprocess.call(argv))
+
+
+def client_env(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Print the shell exports that point `mlflow` clients at the platform.
+
+    Example: eval "$(mlops-platform client-env)"
+    """
+    obj: Context = ctx.obj
+    stack = LocalStack(obj.settings(), env_file=obj.env_file)
+    env = render_client_env(stack.settings)
+    if as_json:
+        print_json(env)
+        return
+    for key, value in env.items():
+        typer.echo(f"export {key}={shlex.quote(value)}")

