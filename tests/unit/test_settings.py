@@ -1,0 +1,187 @@
+"""Settings: sources, priorities, validation and the safety checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops_platform.errors import ConfigError
+from mlops_platform.settings import PlatformSettings, load_settings, unknown_variables
+
+STRONG = {
+    "MLOPS_DB_PASSWORD": "db-password-0123456789",
+    "MLOPS_S3_ACCESS_KEY_ID": "MLOPSKEY0123456789",
+    "MLOPS_S3_SECRET_ACCESS_KEY": "s3-secret-0123456789abcdef",
+    "MLOPS_FLASK_SECRET_KEY": "flask-secret-0123456789",
+    "MLOPS_PROXY_PASSWORD": "proxy-password-0123456789",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.upper().startswith("MLOPS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("MLOPS_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    monkeypatch.chdir(tmp_path)
+
+
+def strong(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in STRONG.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_defaults_are_refused_outside_dev(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path / "missing.env")
+    message = str(err.value)
+    for var in STRONG:
+        assert var in message
+    assert "mlops-platform init" in message
+
+
+def test_dev_accepts_placeholders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_ENV", "dev")
+    monkeypatch.setenv("MLOPS_DB_PASSWORD", "changethis")
+    assert load_settings(tmp_path / "missing.env").is_dev
+
+
+@pytest.mark.parametrize("value", ["changethis", "", "password", "CHANGETHIS"])
+def test_placeholder_secret_refused(value: str, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    strong(monkeypatch)
+    monkeypatch.setenv("MLOPS_S3_SECRET_ACCESS_KEY", value)
+    with pytest.raises(ConfigError, match="MLOPS_S3_SECRET_ACCESS_KEY"):
+        load_settings(tmp_path / "missing.env")
+
+
+def test_short_admin_password_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    strong(monkeypatch)
+    monkeypatch.setenv("MLOPS_PROXY_PASSWORD", "elevenchars")
+    with pytest.raises(ConfigError, match="MLOPS_PROXY_PASSWORD is shorter than 12"):
+        load_settings(tmp_path / "missing.env")
+
+
+def test_env_file_is_read_and_environment_wins(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    strong(monkeypatch)
+    env_file = tmp_path / "x.env"
+    env_file.write_text("MLOPS_SERVER_PORT=5123\nMLOPS_PROXY_PORT=8123\n")
+    monkeypatch.setenv("MLOPS_PROXY_PORT", "8999")
+    settings = load_settings(env_file)
+    assert settings.server_port == 5123
+    assert settings.proxy_port == 8999
+
+
+def test_secret_files_win_over_environment(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    strong(monkeypatch)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "db_password").write_text("from-the-secret-file-123\n")
+    monkeypatch.setenv("MLOPS_SECRETS_DIR", str(secrets))
+    settings = load_settings(tmp_path / "missing.env")
+    assert settings.db_password.get_secret_value() == "from-the-secret-file-123"
+
+
+def test_secret_file_that_is_a_directory_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    strong(monkeypatch)
+    secrets = tmp_path / "secrets"
+    (secrets / "proxy_password").mkdir(parents=True)
+    monkeypatch.setenv("MLOPS_SECRETS_DIR", str(secrets))
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_settings(tmp_path / "missing.env")
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "expected"),
+    [
+        ("MLOPS_SERVER_PORT", "http", "MLOPS_SERVER_PORT"),
+        ("MLOPS_SERVER_PORT", "70000", "less than or equal to 65535"),
+        ("MLOPS_ARTIFACT_MODE", "sideways", "MLOPS_ARTIFACT_MODE"),
+        ("MLOPS_S3_BUCKET", "Bad_Bucket", "lowercase"),
+        ("MLOPS_PROXY_BODY_SIZE", "lots", "k, m or g"),
+        ("MLOPS_DB_URL", "sqlite:///mlflow.db", "SQLite is not supported"),
+        ("MLOPS_PUBLIC_URL", "ftp://x", "http:// or https://"),
+        ("MLOPS_S3_PREFIX", "../up", "key prefix"),
+        ("MLOPS_SERVER_WORKERS", "0", "MLOPS_SERVER_WORKERS"),
+    ],
+)
+def test_malformed_values_name_the_variable(var: str, value: str, expected: str,
+                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    strong(monkeypatch)
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(tmp_path / "missing.env")
+
+
+def test_same_port_twice_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    strong(monkeypatch)
+    monkeypatch.setenv("MLOPS_PROXY_PORT", "5000")
+    with pytest.raises(ConfigError, match="MLOPS_PROXY_PORT and MLOPS_SERVER_PORT are both 5000"):
+        load_settings(tmp_path / "missing.env")
+
+
+def test_tls_needs_both_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    strong(monkeypatch)
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    monkeypatch.setenv("MLOPS_PROXY_TLS_CERT_FILE", str(cert))
+    with pytest.raises(ConfigError, match="must be set together"):
+        load_settings(tmp_path / "missing.env")
+
+
+def test_bare_postgresql_url_gets_an_explicit_driver(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    strong(monkeypatch)
+    monkeypatch.setenv("MLOPS_DB_URL", "postgresql://ml:p%40ss@db.example:6543/track?sslmode=require")
+    settings = load_settings(tmp_path / "missing.env")
+    assert settings.external_db
+    assert settings.database_url() == (
+        "postgresql+psycopg://ml@db.example:6543/track?sslmode=require")
+    assert settings.database_url(with_password=True) == (
+        "postgresql+psycopg://ml:p%40ss@db.example:6543/track?sslmode=require")
+    assert "p%40ss" not in str(settings.redacted())
+
+
+def test_password_with_special_characters_is_quoted(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    strong(monkeypatch)
+    monkeypatch.setenv("MLOPS_DB_PASSWORD", "a@b:c/d%e f-long-enough")
+    url = load_settings(tmp_path / "missing.env").database_url(with_password=True)
+    assert url.startswith("postgresql+psycopg://mlflow:a%40b%3Ac%2Fd%25e%20f-long-enough@")
+
+
+def test_redacted_hides_every_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    strong(monkeypatch)
+    shown = str(load_settings(tmp_path / "missing.env").redacted())
+    for value in STRONG.values():
+        assert value not in shown
+
+
+def test_allowed_hosts_carry_the_public_name(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    strong(monkeypatch)
+    monkeypatch.setenv("MLOPS_PUBLIC_URL", "https://mlflow.example.com")
+    monkeypatch.setenv("MLOPS_ALLOWED_HOSTS", "alias.example.com, other:81")
+    hosts = load_settings(tmp_path / "missing.env").allowed_host_list()
+    assert hosts[0] == "mlflow.example.com"
+    assert "alias.example.com" in hosts and "other:81" in hosts
+
+
+def test_unknown_variables_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("MLOPS_DB_PASWORD=x\nMLOPS_SERVER_PORT=5001\n")
+    monkeypatch.setenv("MLOPS_PROXY_PROT", "1")
+    assert unknown_variables(env_file) == ["MLOPS_DB_PASWORD", "MLOPS_PROXY_PROT"]
+
+
+def test_every_field_is_documented() -> None:
+    for name, field in PlatformSettings.model_fields.items():
+        assert field.description, f"{name} has no description"
