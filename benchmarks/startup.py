@@ -24,7 +24,10 @@ from tests.conftest import free_port
 def cli(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mlops_platform", "--env-file", str(env_file), *args],
-        capture_output=True, text=True, check=True, timeout=600,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
 
 
@@ -32,11 +35,16 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="mlops-bench-", dir="/tmp"))
     os.chmod(root, 0o755)
     env_file = root / ".env"
-    init_env_file(env_file, values={
-        "state_dir": str(root / "state"),
-        "db_port": str(free_port()), "s3_port": str(free_port()),
-        "server_port": str(free_port()), "proxy_port": str(free_port()),
-    })
+    init_env_file(
+        env_file,
+        values={
+            "state_dir": str(root / "state"),
+            "db_port": str(free_port()),
+            "s3_port": str(free_port()),
+            "server_port": str(free_port()),
+            "proxy_port": str(free_port()),
+        },
+    )
     rows = []
     try:
         for label in ("cold (initdb)", "warm (same data)"):
@@ -47,8 +55,11 @@ def main() -> None:
             rows.append((label, seconds, status))
             cli(env_file, "down")
     finally:
-        subprocess.run([sys.executable, "-m", "mlops_platform", "--env-file", str(env_file),
-                        "down"], capture_output=True, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "mlops_platform", "--env-file", str(env_file), "down"],
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
     print(f"{'start':<18} {'to healthy s':>12} {'total RSS MB':>13}  per service (MB)")

@@ -14,8 +14,13 @@ from mlops_platform.render.envfile import env_file_text
 from mlops_platform.settings import PlatformSettings
 
 ALPHABET = string.ascii_letters + string.digits
-GENERATED = ("db_password", "s3_access_key_id", "s3_secret_access_key", "flask_secret_key",
-             "proxy_password")
+GENERATED = (
+    "db_password",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "flask_secret_key",
+    "proxy_password",
+)
 
 
 def token(length: int, alphabet: str = ALPHABET) -> str:
@@ -60,10 +65,13 @@ def init_env_file(
     if env_file.exists() and not force:
         return InitResult(env_file, written=False)
     chosen = {"env": "prod", "proxy_user": "admin", **generate_secrets(), **(values or {})}
-    text = env_file_text(chosen, header=(
-        "mlops-platform settings, written by `mlops-platform init`.\n"
-        "Holds secrets: keep it out of version control (mode 600)."
-    ))
+    text = env_file_text(
+        chosen,
+        header=(
+            "mlops-platform settings, written by `mlops-platform init`.\n"
+            "Holds secrets: keep it out of version control (mode 600)."
+        ),
+    )
     write_private(env_file, text)
     shown = {k: ("********" if k in GENERATED else v) for k, v in chosen.items()}
     return InitResult(env_file, written=True, values=shown)
@@ -77,8 +85,9 @@ def ensure_users_file(settings: PlatformSettings) -> Path:
     path = settings.users_file
     password = settings.proxy_password.get_secret_value()
     if not password:
-        raise ConfigError("MLOPS_PROXY_PASSWORD is empty",
-                          fix="run `mlops-platform init` or set it")
+        raise ConfigError(
+            "MLOPS_PROXY_PASSWORD is empty", fix="run `mlops-platform init` or set it"
+        )
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     current = htpasswd.parse(text).get(settings.proxy_user)
     if current is None or not htpasswd.verify(current, password):

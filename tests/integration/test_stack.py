@@ -65,8 +65,11 @@ def test_crashed_tracking_server_is_recovered_by_up(platform: Platform) -> None:
     result = platform.cli("up")
     assert "stale" in result.stderr
     assert "started tracking" in result.stdout
-    response = requests.get(platform.url + "/api/2.0/mlflow/experiments/search?max_results=1",
-                            auth=platform.auth, timeout=10)
+    response = requests.get(
+        platform.url + "/api/2.0/mlflow/experiments/search?max_results=1",
+        auth=platform.auth,
+        timeout=10,
+    )
     assert response.status_code == 200
 
 
@@ -100,8 +103,9 @@ def test_missing_binary_names_the_package(spare_env: Path) -> None:
 
 def test_unreachable_database_is_a_bounded_wait(spare_env: Path) -> None:
     start = time.monotonic()
-    result = run_cli(spare_env, "serve", env={
-        "MLOPS_DB_PORT": str(free_port()), "MLOPS_DB_WAIT_SECONDS": "3"})
+    result = run_cli(
+        spare_env, "serve", env={"MLOPS_DB_PORT": str(free_port()), "MLOPS_DB_WAIT_SECONDS": "3"}
+    )
     assert time.monotonic() - start < 30
     assert result.returncode == 2
     assert "waiting for the database" in result.stderr
@@ -125,30 +129,15 @@ def test_schema_created_on_empty_database_then_current(platform: Platform) -> No
     assert status.state == "current" and status.current == status.head
 
 
-def test_out_of_date_and_newer_schemas_are_refused(platform: Platform) -> None:
-    from mlops_platform import db
-
-    env = _database(platform, "schema_old")
-    settings = platform.settings.model_copy(update={"db_name": "schema_old"})
-    db.create_schema(settings)
-    head = db.head_revision()
-    from alembic.script import ScriptDirectory
-    from mlflow.store.db.utils import _get_alembic_config
-
-    previous = ScriptDirectory.from_config(_get_alembic_config("")).get_revision(head).down_revision
+def test_newer_schema_is_refused(platform: Platform) -> None:
+    """A database migrated by a newer MLflow: never run an older server against it."""
     import sqlalchemy
 
-    engine = db.make_engine(settings)
-    with engine.begin() as conn:
-        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = :v"),
-                     {"v": previous})
-    engine.dispose()
+    from mlops_platform import db
 
-    result = platform.cli("serve", env={**os.environ, **env}, check=False)
-    assert result.returncode == 2
-    assert f"out of date (found {previous}" in result.stderr
-    assert "mlops-platform serve --upgrade" in result.stderr
-
+    env = _database(platform, "schema_newer")
+    settings = platform.settings.model_copy(update={"db_name": "schema_newer"})
+    db.create_schema(settings)
     engine = db.make_engine(settings)
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'ffffffffffff'"))
@@ -156,3 +145,35 @@ def test_out_of_date_and_newer_schemas_are_refused(platform: Platform) -> None:
     result = platform.cli("serve", env={**os.environ, **env}, check=False)
     assert result.returncode == 2
     assert "newer than this MLflow" in result.stderr
+    assert "never downgrade" in result.stderr
+
+
+def test_real_older_schema_is_refused_then_upgraded(platform: Platform) -> None:
+    """A database really migrated only to an older revision, then `--upgrade`d."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
+
+    from mlops_platform import db
+    from mlops_platform.render.server import server_env
+
+    env = _database(platform, "schema_older")
+    settings = platform.settings.model_copy(update={"db_name": "schema_older"})
+    script = ScriptDirectory.from_config(_get_alembic_config(""))
+    older = [r.revision for r in script.walk_revisions()][5]  # five migrations behind head
+    engine = db.make_engine(settings)
+    InitialBase.metadata.create_all(engine)
+    config = _get_alembic_config(settings.database_url(with_password=True))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, older)
+    engine.dispose()
+    assert db.schema_status(settings).state == "outdated"
+
+    refused = platform.cli("serve", env={**os.environ, **env}, check=False)
+    assert refused.returncode == 2 and "out of date" in refused.stderr
+
+    child_env = {**os.environ, **server_env(settings)}
+    status = db.ensure_schema(settings, upgrade=True, env=child_env)
+    assert status.state == "current"

@@ -66,13 +66,18 @@ def test_config_show_redacts(isolated: Path) -> None:
 
 def test_config_check_lists_every_problem(isolated: Path) -> None:
     (isolated / ".env").write_text(
-        "MLOPS_DB_PASSWORD=changethis\nMLOPS_PROXY_PASSWORD=short\nMLOPS_PROXY_PRT=1\n")
+        "MLOPS_DB_PASSWORD=changethis\nMLOPS_PROXY_PASSWORD=short\nMLOPS_PROXY_PRT=1\n"
+    )
     result = runner.invoke(app, ["config", "check", "--json"])
     assert result.exit_code == 2
     report = json.loads(result.output)
     text = " ".join(report["problems"])
-    for var in ("MLOPS_DB_PASSWORD", "MLOPS_PROXY_PASSWORD", "MLOPS_S3_SECRET_ACCESS_KEY",
-                "MLOPS_FLASK_SECRET_KEY"):
+    for var in (
+        "MLOPS_DB_PASSWORD",
+        "MLOPS_PROXY_PASSWORD",
+        "MLOPS_S3_SECRET_ACCESS_KEY",
+        "MLOPS_FLASK_SECRET_KEY",
+    ):
         assert var in text
     assert report["warnings"] == ["MLOPS_PROXY_PRT is not a setting (a typo?)"]
 
@@ -84,8 +89,9 @@ def test_config_check_ok_after_init(isolated: Path) -> None:
     assert "OK" in result.output
 
 
-def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch,
-             capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def run_main(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
     monkeypatch.setattr("sys.argv", ["mlops-platform", *args])
     with pytest.raises(SystemExit) as exited:
         main()
@@ -102,9 +108,14 @@ def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch,
         ("MLOPS_ENV=staging\n", ["up"], "MLOPS_ENV"),
     ],
 )
-def test_bad_settings_are_one_line_errors(env_text: str, args: list[str], expected: str,
-                                          isolated: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_settings_are_one_line_errors(
+    env_text: str,
+    args: list[str],
+    expected: str,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     (isolated / ".env").write_text(env_text)
     code, output = run_main(args, monkeypatch, capsys)
     assert code == 2
@@ -114,8 +125,9 @@ def test_bad_settings_are_one_line_errors(env_text: str, args: list[str], expect
     assert not (isolated / ".mlops-platform").exists()  # refused before touching anything
 
 
-def test_env_file_that_is_a_directory(isolated: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_env_file_that_is_a_directory(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (isolated / "dir.env").mkdir()
     code, output = run_main(["--env-file", "dir.env", "config", "show"], monkeypatch, capsys)
     assert code == 2

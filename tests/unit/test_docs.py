@@ -45,7 +45,16 @@ def test_readme_commands_exist() -> None:
     readme = (ROOT / "README.md").read_text()
     root = typer.main.get_command(app)
     names = {" ".join(path) for path, _ in _commands(root)}
-    for name in ("init", "config show", "config check", "up", "down", "status", "logs",
-                 "client-env", "serve"):
+    for name in (
+        "init",
+        "config show",
+        "config check",
+        "up",
+        "down",
+        "status",
+        "logs",
+        "client-env",
+        "serve",
+    ):
         assert f"mlops-platform {name}" in readme
         assert name in names

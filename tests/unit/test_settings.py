@@ -50,8 +50,9 @@ def test_dev_accepts_placeholders(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize("value", ["changethis", "", "password", "CHANGETHIS"])
-def test_placeholder_secret_refused(value: str, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_placeholder_secret_refused(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     strong(monkeypatch)
     monkeypatch.setenv("MLOPS_S3_SECRET_ACCESS_KEY", value)
     with pytest.raises(ConfigError, match="MLOPS_S3_SECRET_ACCESS_KEY"):
@@ -65,8 +66,9 @@ def test_short_admin_password_refused(tmp_path: Path, monkeypatch: pytest.Monkey
         load_settings(tmp_path / "missing.env")
 
 
-def test_env_file_is_read_and_environment_wins(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_file_is_read_and_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     strong(monkeypatch)
     env_file = tmp_path / "x.env"
     env_file.write_text("MLOPS_SERVER_PORT=5123\nMLOPS_PROXY_PORT=8123\n")
@@ -76,8 +78,7 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path,
     assert settings.proxy_port == 8999
 
 
-def test_secret_files_win_over_environment(tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_files_win_over_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     strong(monkeypatch)
     secrets = tmp_path / "secrets"
     secrets.mkdir()
@@ -112,9 +113,9 @@ def test_secret_file_that_is_a_directory_is_a_clear_error(
         ("MLOPS_SERVER_WORKERS", "0", "MLOPS_SERVER_WORKERS"),
     ],
 )
-def test_malformed_values_name_the_variable(var: str, value: str, expected: str,
-                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                            ) -> None:
+def test_malformed_values_name_the_variable(
+    var: str, value: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     strong(monkeypatch)
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError, match=expected):
@@ -137,21 +138,27 @@ def test_tls_needs_both_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         load_settings(tmp_path / "missing.env")
 
 
-def test_bare_postgresql_url_gets_an_explicit_driver(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bare_postgresql_url_gets_an_explicit_driver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     strong(monkeypatch)
-    monkeypatch.setenv("MLOPS_DB_URL", "postgresql://ml:p%40ss@db.example:6543/track?sslmode=require")
+    monkeypatch.setenv(
+        "MLOPS_DB_URL", "postgresql://ml:p%40ss@db.example:6543/track?sslmode=require"
+    )
     settings = load_settings(tmp_path / "missing.env")
     assert settings.external_db
     assert settings.database_url() == (
-        "postgresql+psycopg://ml@db.example:6543/track?sslmode=require")
+        "postgresql+psycopg://ml@db.example:6543/track?sslmode=require"
+    )
     assert settings.database_url(with_password=True) == (
-        "postgresql+psycopg://ml:p%40ss@db.example:6543/track?sslmode=require")
+        "postgresql+psycopg://ml:p%40ss@db.example:6543/track?sslmode=require"
+    )
     assert "p%40ss" not in str(settings.redacted())
 
 
-def test_password_with_special_characters_is_quoted(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_with_special_characters_is_quoted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     strong(monkeypatch)
     monkeypatch.setenv("MLOPS_DB_PASSWORD", "a@b:c/d%e f-long-enough")
     url = load_settings(tmp_path / "missing.env").database_url(with_password=True)
@@ -165,8 +172,9 @@ def test_redacted_hides_every_secret(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert value not in shown
 
 
-def test_allowed_hosts_carry_the_public_name(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_allowed_hosts_carry_the_public_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     strong(monkeypatch)
     monkeypatch.setenv("MLOPS_PUBLIC_URL", "https://mlflow.example.com")
     monkeypatch.setenv("MLOPS_ALLOWED_HOSTS", "alias.example.com, other:81")

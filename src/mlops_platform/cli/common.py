@@ -45,7 +45,9 @@ def version_callback(value: bool) -> None:
 def root(
     ctx: typer.Context,
     env_file: Path = typer.Option(
-        None, "--env-file", envvar="MLOPS_ENV_FILE",
+        None,
+        "--env-file",
+        envvar="MLOPS_ENV_FILE",
         help="Settings file to read (default: ./.env).",
     ),
     version: bool = typer.Option(

@@ -32,13 +32,20 @@ def init(
     if result.written:
         users_file = ensure_users_file(obj.settings(check=False))
     if as_json:
-        print_json({"env_file": str(result.env_file), "written": result.written,
-                    "values": result.values,
-                    "users_file": str(users_file) if users_file else None})
+        print_json(
+            {
+                "env_file": str(result.env_file),
+                "written": result.written,
+                "values": result.values,
+                "users_file": str(users_file) if users_file else None,
+            }
+        )
         return
     if not result.written:
-        console.print(f"{obj.env_file} already exists, left unchanged "
-                      "(use --force to regenerate every secret)")
+        console.print(
+            f"{obj.env_file} already exists, left unchanged "
+            "(use --force to regenerate every secret)"
+        )
         return
     console.print(f"wrote {obj.env_file} (mode 600):")
     for key, value in result.values.items():

@@ -15,7 +15,9 @@ def register(app: typer.Typer) -> None:
 def serve(
     ctx: typer.Context,
     upgrade: bool = typer.Option(
-        False, "--upgrade", envvar="MLOPS_DB_UPGRADE",
+        False,
+        "--upgrade",
+        envvar="MLOPS_DB_UPGRADE",
         help="Migrate an out-of-date schema before starting (take a backup first).",
     ),
 ) -> None:

@@ -44,8 +44,10 @@ def up(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         console.print(f"started {', '.join(result.started)} in {result.seconds:.1f}s")
     console.print(f"MLflow is at [bold]{result.url}[/bold]")
     if result.user:
-        console.print(f"log in as [bold]{result.user}[/bold]; the password is "
-                      "MLOPS_PROXY_PASSWORD in your env file")
+        console.print(
+            f"log in as [bold]{result.user}[/bold]; the password is "
+            "MLOPS_PROXY_PASSWORD in your env file"
+        )
     console.print('clients: eval "$(mlops-platform client-env)"')
 
 
@@ -75,19 +77,32 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     rows = stack.status()
     ok = all(r.healthy for r in rows)
     if as_json:
-        print_json({
-            "tracking_url": stack.settings.resolved_public_url,
-            "healthy": ok,
-            "total_rss_mb": stack.total_rss_mb(),
-            "services": [r.as_dict() for r in rows],
-        })
+        print_json(
+            {
+                "tracking_url": stack.settings.resolved_public_url,
+                "healthy": ok,
+                "total_rss_mb": stack.total_rss_mb(),
+                "services": [r.as_dict() for r in rows],
+            }
+        )
     else:
-        console.print(table(
-            f"local stack in {stack.state_dir}",
-            ["service", "state", "pid", "port", "rss MB", "url"],
-            [[r.name, "healthy" if r.healthy else ("unhealthy" if r.running else "stopped"),
-              r.pid, r.port, r.rss_mb, r.url] for r in rows],
-        ))
+        console.print(
+            table(
+                f"local stack in {stack.state_dir}",
+                ["service", "state", "pid", "port", "rss MB", "url"],
+                [
+                    [
+                        r.name,
+                        "healthy" if r.healthy else ("unhealthy" if r.running else "stopped"),
+                        r.pid,
+                        r.port,
+                        r.rss_mb,
+                        r.url,
+                    ]
+                    for r in rows
+                ],
+            )
+        )
         console.print(f"tracking URL: {stack.settings.resolved_public_url}")
     if not ok:
         raise typer.Exit(1)

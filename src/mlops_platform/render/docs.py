@@ -1,6 +1,6 @@
 """Reference docs generated from the code, so they cannot drift.
 
-    python -m mlops_platform.render.docs > docs/configuration.md
+python -m mlops_platform.render.docs > docs/configuration.md
 """
 
 from __future__ import annotations

@@ -10,8 +10,18 @@ GROUPS = (
     ("General", ("env", "state_dir", "secrets_dir")),
     ("Database (PostgreSQL)", ("db_",)),
     ("Object store (S3)", ("object_store", "s3_")),
-    ("Tracking server", ("server_", "public_url", "allowed_hosts", "artifact_mode",
-                         "job_execution", "prometheus", "flask_secret_key")),
+    (
+        "Tracking server",
+        (
+            "server_",
+            "public_url",
+            "allowed_hosts",
+            "artifact_mode",
+            "job_execution",
+            "prometheus",
+            "flask_secret_key",
+        ),
+    ),
     ("Auth proxy (nginx)", ("proxy_",)),
     ("Binaries", ("postgres_bin_dir", "nginx_bin", "weed_bin")),
 )

@@ -33,7 +33,7 @@ def verify(stored: str, password: str) -> bool:
     """Check ``password`` against one ``{SSHA}`` hash (used by tests and `doctor`)."""
     if not stored.startswith(SCHEME):
         return False
-    raw = base64.b64decode(stored[len(SCHEME):])
+    raw = base64.b64decode(stored[len(SCHEME) :])
     digest, salt = raw[:20], raw[20:]
     return hmac.compare_digest(hashlib.sha1(password.encode("utf-8") + salt).digest(), digest)
 

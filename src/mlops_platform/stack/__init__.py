@@ -45,15 +45,18 @@ def effective_settings(settings: PlatformSettings) -> tuple[PlatformSettings, li
             "bound to 127.0.0.1 only. Install nginx (apt-get install -y nginx) and run "
             "`mlops-platform down && mlops-platform up` to put the auth proxy in front."
         )
-        settings = settings.model_copy(update={
-            "proxy_enabled": False,
-            "server_host": "127.0.0.1",
-            "public_url": f"http://127.0.0.1:{settings.server_port}",
-        })
+        settings = settings.model_copy(
+            update={
+                "proxy_enabled": False,
+                "server_host": "127.0.0.1",
+                "public_url": f"http://127.0.0.1:{settings.server_port}",
+            }
+        )
     elif not settings.proxy_enabled and not settings.public_url:
         settings = settings.model_copy(
-            update={"public_url": f"http://{_display_host(settings.server_host)}:"
-                                  f"{settings.server_port}"}
+            update={
+                "public_url": f"http://{_display_host(settings.server_host)}:{settings.server_port}"
+            }
         )
     return settings, warnings
 
@@ -73,8 +76,11 @@ class UpResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "url": self.url, "user": self.user, "started": self.started,
-            "already_running": self.already_running, "warnings": self.warnings,
+            "url": self.url,
+            "user": self.user,
+            "started": self.started,
+            "already_running": self.already_running,
+            "warnings": self.warnings,
             "seconds": round(self.seconds, 2),
         }
 
@@ -126,8 +132,10 @@ class LocalStack:
                     result.already_running.append(service.name)
                     continue
                 if service.record:
-                    progress(f"{service.name}: recorded pid {service.pid()} is gone; "
-                             "cleaning up the stale entry")
+                    progress(
+                        f"{service.name}: recorded pid {service.pid()} is gone; "
+                        "cleaning up the stale entry"
+                    )
                     service.forget()
                 service.preflight()
                 to_start.append(service)
@@ -178,8 +186,9 @@ class LocalStack:
 
     def total_rss_mb(self) -> float:
         state = StateFile.load(self.state_dir)
-        return round(sum(tree_rss_mb(s.pid()) or 0.0 for s in self._services(state)
-                         if s.running()), 1)
+        return round(
+            sum(tree_rss_mb(s.pid()) or 0.0 for s in self._services(state) if s.running()), 1
+        )
 
     def log_path(self, name: str) -> Path:
         state = StateFile.load(self.state_dir)

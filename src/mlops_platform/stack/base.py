@@ -208,8 +208,10 @@ def wait_until(
         if check():
             return time.monotonic() - start
         if alive is not None and not alive():
-            raise ServiceError(f"{what} exited while starting: {log_tail(log_path)}",
-                               fix=f"read the whole log: {log_path}")
+            raise ServiceError(
+                f"{what} exited while starting: {log_tail(log_path)}",
+                fix=f"read the whole log: {log_path}",
+            )
         time.sleep(interval)
     raise ServiceError(
         f"{what} was not healthy within {timeout:.0f}s: {log_tail(log_path)}",

@@ -137,8 +137,9 @@ class Postgres(Service):
     def marker(self) -> str:
         return str(self.data_dir)
 
-    def _run(self, argv: list[str], *, stdin: str | None = None, check: bool = True,
-             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, argv: list[str], *, stdin: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         user = self.os_user()
         result = subprocess.run(
             argv,
@@ -179,24 +180,58 @@ class Postgres(Service):
         self._prepare_dirs()
         if not (self.data_dir / "PG_VERSION").exists():
             progress(f"initialising a PostgreSQL cluster in {self.data_dir}")
-            self._run([
-                self.bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
-                "--locale=C", "--no-instructions",
-            ])
+            self._run(
+                [
+                    self.bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ]
+            )
         options = (
             f"-c listen_addresses={self.settings.db_host} -p {self.settings.db_port} "
             f"-k {self.socket_dir} -c unix_socket_permissions=0700"
         )
         progress(f"starting PostgreSQL on {self.settings.db_host}:{self.settings.db_port}")
-        self._run([
-            self.bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.pg_log),
-            "-o", options, "-w", "-t", "60", "start",
-        ])
+        self._run(
+            [
+                self.bin("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.pg_log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         self.remember(pid=self._postmaster_pid(), port=self.settings.db_port)
         self._run(
-            [self.bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
-             "-p", str(self.settings.db_port), "-U", "postgres", "-d", "postgres"],
+            [
+                self.bin("psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.settings.db_port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ],
             stdin=provision_sql(
                 self.settings.db_user,
                 self.settings.db_password.get_secret_value(),
@@ -216,9 +251,16 @@ class Postgres(Service):
 
     def healthy(self) -> bool:
         result = self._run(
-            [self.bin("pg_isready"), "-q", "-h", str(self.socket_dir),
-             "-p", str(self.settings.db_port)],
-            check=False, timeout=10,
+            [
+                self.bin("pg_isready"),
+                "-q",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.settings.db_port),
+            ],
+            check=False,
+            timeout=10,
         )
         return result.returncode == 0
 
@@ -227,10 +269,14 @@ class Postgres(Service):
             self.forget()
             return False
         progress(f"stopping postgres (pid {self.pid()})")
-        self._run([self.bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
-                   "-t", "60", "stop"], check=False)
+        self._run(
+            [self.bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop"],
+            check=False,
+        )
         self.forget()
         return True
 
     def url(self) -> str | None:
-        return f"postgresql://{self.settings.db_host}:{self.settings.db_port}/{self.settings.db_name}"
+        return (
+            f"postgresql://{self.settings.db_host}:{self.settings.db_port}/{self.settings.db_name}"
+        )

@@ -95,21 +95,39 @@ class Proxy(Service):
         self.write_config()
         conf = str(self.root / "nginx.conf")
         error_log = str(self.root / "logs" / "error.log")
-        test = subprocess.run([binary, "-t", "-q", "-c", conf, "-p", str(self.root),
-                               "-e", error_log], capture_output=True, text=True, check=False)
+        test = subprocess.run(
+            [binary, "-t", "-q", "-c", conf, "-p", str(self.root), "-e", error_log],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if test.returncode != 0:
-            raise ServiceError(f"nginx rejected its configuration: {test.stderr.strip()}",
-                               fix=f"check the proxy settings; the file is {conf}")
+            raise ServiceError(
+                f"nginx rejected its configuration: {test.stderr.strip()}",
+                fix=f"check the proxy settings; the file is {conf}",
+            )
         progress(f"starting nginx on {self.settings.proxy_host}:{self.settings.proxy_port}")
-        pid = spawn([binary, "-c", conf, "-p", str(self.root), "-e", error_log],
-                    log_path=self.log_path, cwd=self.root)
+        pid = spawn(
+            [binary, "-c", conf, "-p", str(self.root), "-e", error_log],
+            log_path=self.log_path,
+            cwd=self.root,
+        )
         self.remember(pid=pid, port=self.settings.proxy_port)
-        wait_until(self.healthy, timeout=30, what="nginx", alive=self.running,
-                   log_path=self.root / "logs" / "error.log")
+        wait_until(
+            self.healthy,
+            timeout=30,
+            what="nginx",
+            alive=self.running,
+            log_path=self.root / "logs" / "error.log",
+        )
 
     def healthy(self) -> bool:
         scheme = "https" if self.settings.tls_enabled else "http"
-        host = "127.0.0.1" if self.settings.proxy_host in ("0.0.0.0", "::") else self.settings.proxy_host
+        host = (
+            "127.0.0.1"
+            if self.settings.proxy_host in ("0.0.0.0", "::")
+            else self.settings.proxy_host
+        )
         if ":" in host:
             host = f"[{host}]"
         if scheme == "https":

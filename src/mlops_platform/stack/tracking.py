@@ -31,8 +31,9 @@ class Tracking(Service):
         self.env_file = env_file
 
     def port_claims(self) -> list[PortClaim]:
-        return [PortClaim(self.settings.server_port, "MLOPS_SERVER_PORT",
-                          self.settings.server_host)]
+        return [
+            PortClaim(self.settings.server_port, "MLOPS_SERVER_PORT", self.settings.server_host)
+        ]
 
     def main_port(self) -> int | None:
         return self.settings.server_port
@@ -56,9 +57,14 @@ class Tracking(Service):
         progress(f"starting the tracking server on {self.url()}")
         pid = spawn(self.argv(), log_path=self.log_path, env=env, cwd=self.settings.state_dir)
         self.remember(pid=pid, port=self.settings.server_port)
-        wait_until(self.healthy, timeout=self.settings.db_wait_seconds + 90,
-                   what="the tracking server", alive=self.running, log_path=self.log_path,
-                   interval=0.5)
+        wait_until(
+            self.healthy,
+            timeout=self.settings.db_wait_seconds + 90,
+            what="the tracking server",
+            alive=self.running,
+            log_path=self.log_path,
+            interval=0.5,
+        )
 
     def healthy(self) -> bool:
         """``/health`` answers without the database; an experiments call proves it is reached."""
