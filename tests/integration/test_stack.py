@@ -177,3 +177,71 @@ def test_real_older_schema_is_refused_then_upgraded(platform: Platform) -> None:
     child_env = {**os.environ, **server_env(settings)}
     status = db.ensure_schema(settings, upgrade=True, env=child_env)
     assert status.state == "current"
+
+
+def test_bind_address_not_on_this_machine(spare_env: Path) -> None:
+    result = run_cli(spare_env, "up", env={"MLOPS_PROXY_HOST": "203.0.113.7"})
+    assert result.returncode == 2
+    assert "203.0.113.7 is not an address of this machine" in result.stderr
+    assert "MLOPS_PROXY_HOST" in result.stderr
+
+
+def _processes_under(folder: Path) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(folder) in " ".join(proc.info["cmdline"] or []):
+            found.append(proc.pid)
+    return found
+
+
+def test_failure_midway_leaves_nothing_running(spare_env: Path) -> None:
+    """The tracking server cannot start: PostgreSQL and SeaweedFS, already up, are stopped."""
+    broken = spare_env.parent / "broken-site"
+    (broken / "mlflow").mkdir(parents=True)
+    (broken / "mlflow" / "__init__.py").write_text("raise ImportError('injected fault')\n")
+    result = run_cli(spare_env, "up", env={"PYTHONPATH": str(broken)})
+    assert result.returncode == 2
+    assert "the tracking server exited while starting" in result.stderr
+    assert "stopping seaweedfs" in result.stderr and "stopping postgres" in result.stderr
+    time.sleep(1)
+    assert _processes_under(spare_env.parent / "state") == []
+
+
+def test_crash_of_the_whole_stack_recovers_with_data(spare_env: Path) -> None:
+    """kill -9 everything (a crash or a reboot): `up` cleans the stale state, data survives."""
+    from mlops_platform.settings import load_settings
+
+    settings = load_settings(spare_env)
+    assert run_cli(spare_env, "up").returncode == 0
+    try:
+        env = json.loads(run_cli(spare_env, "client-env", "--json").stdout)
+        auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+        api = env["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/experiments"
+        created = requests.post(
+            api + "/create", json={"name": "survives-a-crash"}, auth=auth, timeout=10
+        )
+        assert created.status_code == 200, created.text
+        state = json.loads((settings.state_dir / "state.json").read_text())
+        victims: list[psutil.Process] = []
+        for pid in [s["pid"] for s in state["services"].values()]:
+            root = psutil.Process(pid)
+            victims += [root, *root.children(recursive=True)]
+        for proc in victims:  # every process of every service at once, as a power cut does
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(1)
+        assert run_cli(spare_env, "status").returncode == 1
+        again = run_cli(spare_env, "up")
+        assert again.returncode == 0, again.stderr
+        assert "stale" in again.stderr
+        found = requests.get(
+            api + "/get-by-name",
+            params={"experiment_name": "survives-a-crash"},
+            auth=auth,
+            timeout=10,
+        )
+        assert found.status_code == 200
+    finally:
+        run_cli(spare_env, "down")

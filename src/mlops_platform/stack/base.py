@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
@@ -72,25 +73,46 @@ class StateFile:
         tmp.replace(self.path)
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
+def bind_error(port: int, host: str = "127.0.0.1") -> int | None:
+    """None when ``host:port`` can be bound now, else the errno that refused it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except socket.gaierror:
+            return errno.EADDRNOTAVAIL
+        except OSError as exc:
+            return exc.errno or errno.EADDRINUSE
+    return None
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    return bind_error(port, host) is None
 
 
 def check_ports(claims: list[PortClaim]) -> None:
     for claim in claims:
-        if not port_free(claim.port, claim.host):
-            if claim.setting:
-                fix = f"stop what listens there, or set {claim.setting} to a free port"
-            else:
-                fix = "run `mlops-platform up` again (internal ports are picked anew)"
-            raise PortInUseError(f"port {claim.port} on {claim.host} is already in use", fix=fix)
+        error = bind_error(claim.port, claim.host)
+        if error is None:
+            continue
+        host_var = claim.setting.replace("_PORT", "_HOST") if claim.setting else ""
+        if error == errno.EADDRNOTAVAIL:
+            raise PortInUseError(
+                f"{claim.host} is not an address of this machine",
+                fix=f"set {host_var or 'the bind address'} to 127.0.0.1, 0.0.0.0 or a local "
+                "interface's address",
+            )
+        if error == errno.EACCES:
+            raise PortInUseError(
+                f"port {claim.port} needs privileges this user lacks",
+                fix=f"set {claim.setting or 'the port'} to 1024 or above",
+            )
+        if claim.setting:
+            fix = f"stop what listens there, or set {claim.setting} to a free port"
+        else:
+            fix = "run `mlops-platform up` again (internal ports are picked anew)"
+        raise PortInUseError(f"port {claim.port} on {claim.host} is already in use", fix=fix)
 
 
 def pick_free_port(avoid: set[int], *, with_offset: int = 0) -> int:
