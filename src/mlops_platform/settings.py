@@ -155,6 +155,11 @@ class PlatformSettings(BaseSettings):
     server_host: str = Field("127.0.0.1", description="Bind address of the tracking server.")
     server_port: int = Field(5000, ge=1, le=65535, description="Port of the tracking server.")
     server_workers: int = Field(2, ge=1, le=64, description="Uvicorn worker processes.")
+    server_tcp_nodelay: bool = Field(
+        True,
+        description="Run uvicorn with TCP_NODELAY on accepted connections (with several "
+        "workers uvicorn leaves it off and keep-alive responses stall ~40 ms).",
+    )
     public_url: str | None = Field(
         None,
         description="URL clients use; default http(s)://localhost:<proxy_port>. Its host is "

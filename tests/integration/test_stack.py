@@ -38,6 +38,14 @@ def test_status_reports_every_service(platform: Platform) -> None:
     assert report["total_rss_mb"] > 0
 
 
+def test_tracking_server_runs_uvicorn_with_the_nodelay_fix(platform: Platform) -> None:
+    report = json.loads(platform.cli("status", "--json").stdout)
+    pid = next(s["pid"] for s in report["services"] if s["name"] == "tracking")
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    commands = [" ".join(p.cmdline()) for p in tree]
+    assert any("-m mlops_platform.uvicorn_nodelay" in c for c in commands), commands
+
+
 def test_no_secret_in_any_process_list(platform: Platform) -> None:
     secrets = [getattr(platform.settings, name).get_secret_value() for name in GENERATED]
     for proc in psutil.process_iter(["cmdline"]):

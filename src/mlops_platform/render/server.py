@@ -9,10 +9,11 @@ from mlops_platform.settings import PlatformSettings
 
 def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> list[str]:
     """The argv that starts the tracking server. It never carries a secret."""
+    module = "mlops_platform.mlflow_server" if settings.server_tcp_nodelay else "mlflow"
     argv = [
         python,
         "-m",
-        "mlflow",
+        module,
         "server",
         "--backend-store-uri",
         settings.database_url(with_password=False),
