@@ -11,7 +11,7 @@ help:
 	@echo "make down        stop the local platform (data is kept)"
 	@echo "make test        install everything the tests need, run the whole suite"
 	@echo "make lint        ruff, ruff format --check, mypy"
-	@echo "make bench       time to healthy and memory of the local stack"
+	@echo "make bench       startup, memory and write throughput against a default mlflow server"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,7 @@ lint: install
 
 bench: install system-deps
 	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/python -m benchmarks.startup
+	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/python -m benchmarks.throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -90,32 +90,7 @@ class Platform:
         from mlops_platform.stack.base import StateFile
         from mlops_platform.stack.postgres import Postgres
 
-        pg = Postgres(self.settings, StateFile.load(self.settings.state_dir))
-        result = subprocess.run(
-            [
-                pg.bin("psql"),
-                "-X",
-                "-q",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                str(pg.socket_dir),
-                "-p",
-                str(self.settings.db_port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ],
-            capture_output=True,
-            text=True,
-            user=pg.os_user(),
-            check=True,
-        )
-        return result.stdout.strip()
+        return Postgres(self.settings, StateFile.load(self.settings.state_dir)).superuser_sql(sql)
 
 
 def run_cli(

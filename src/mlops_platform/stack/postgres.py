@@ -239,6 +239,29 @@ class Postgres(Service):
             ),
         )
 
+    def superuser_sql(self, sql: str, *, database: str = "postgres") -> str:
+        """Run SQL as the cluster's superuser over its private socket; return psql's output."""
+        result = self._run(
+            [
+                self.bin("psql"),
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.settings.db_port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+            ],
+            stdin=sql,
+        )
+        return result.stdout.strip()
+
     def _postmaster_pid(self) -> int | None:
         pidfile = self.data_dir / "postmaster.pid"
         try:

@@ -1,0 +1,66 @@
+"""Shared by the benchmarks: a throwaway local stack on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_platform.bootstrap import init_env_file
+from mlops_platform.settings import PlatformSettings, load_settings
+from tests.conftest import free_port
+
+
+@dataclass
+class Stack:
+    root: Path
+    env_file: Path
+    settings: PlatformSettings
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlops_platform", "--env-file", str(self.env_file), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+
+    def status(self) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.cli("status", "--json").stdout)
+
+
+@contextmanager
+def throwaway_stack(**values: str) -> Iterator[Stack]:
+    """Configured (not started) stack in a temp folder; always torn down and removed."""
+    root = Path(tempfile.mkdtemp(prefix="mlops-bench-", dir="/tmp"))
+    os.chmod(root, 0o755)  # PostgreSQL's OS user must traverse it
+    env_file = root / ".env"
+    init_env_file(
+        env_file,
+        values={
+            "state_dir": str(root / "state"),
+            "db_port": str(free_port()),
+            "s3_port": str(free_port()),
+            "server_port": str(free_port()),
+            "proxy_port": str(free_port()),
+            **values,
+        },
+    )
+    stack = Stack(root, env_file, load_settings(env_file))
+    try:
+        yield stack
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "mlops_platform", "--env-file", str(env_file), "down"],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(root, ignore_errors=True)
