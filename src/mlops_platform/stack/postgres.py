@@ -216,27 +216,12 @@ class Postgres(Service):
             ]
         )
         self.remember(pid=self._postmaster_pid(), port=self.settings.db_port)
-        self._run(
-            [
-                self.bin("psql"),
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                str(self.socket_dir),
-                "-p",
-                str(self.settings.db_port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ],
-            stdin=provision_sql(
+        self.superuser_sql(
+            provision_sql(
                 self.settings.db_user,
                 self.settings.db_password.get_secret_value(),
                 self.settings.db_name,
-            ),
+            )
         )
 
     def superuser_sql(self, sql: str, *, database: str = "postgres") -> str:
