@@ -16,14 +16,28 @@ stack.register(app)
 
 
 def main() -> None:
+    """Run the CLI; every failure is one line on stderr and a documented exit code."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except typer.TyperException as exc:  # usage errors: bad option, value or command
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if message.strip():  # blank when the group printed its help for missing args
+            typer.echo(f"error: {' '.join(message.split())}{where}", err=True)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
     except PlatformError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["app", "main"]
