@@ -201,7 +201,10 @@ class PlatformSettings(BaseSettings):
         600, ge=1, le=86400, description="Read/send timeout towards the tracking server."
     )
     proxy_rate_limit: int = Field(
-        300, ge=0, le=100000, description="Requests per second per client address; 0 disables."
+        300,
+        ge=1,
+        le=100000,
+        description="Requests per second per client address (nginx limit_req).",
     )
     proxy_rate_burst: int = Field(
         600, ge=0, le=1000000, description="Requests a client may burst above the rate."
