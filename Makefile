@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help up down status install system-deps test test-unit test-integration lint bench clean
+.PHONY: help up down status install system-deps test test-unit test-integration reliability lint bench clean
 
 help:
 	@echo "make up          install, generate .env if missing, start the local platform"
@@ -51,6 +51,9 @@ test-unit: install
 
 test-integration: install system-deps
 	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q tests/integration
+
+reliability: install system-deps
+	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q tests/reliability
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
