@@ -181,6 +181,21 @@ class PlatformSettings(BaseSettings):
         SecretStr(""), description="Secret key of MLflow's Flask app (sessions, CSRF)."
     )
 
+    # -- clients -------------------------------------------------------------
+    client_max_retries: int = Field(
+        8,
+        ge=0,
+        le=10,
+        description="MLFLOW_HTTP_REQUEST_MAX_RETRIES that `client-env` gives clients, so "
+        "they ride out a server, database or store restart.",
+    )
+    client_backoff_factor: int = Field(
+        1,
+        ge=1,
+        le=60,
+        description="MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR for clients: waits of 1, 2, 4, 8 s...",
+    )
+
     # -- proxy ---------------------------------------------------------------
     proxy_enabled: bool = Field(True, description="Put the nginx auth proxy in front.")
     proxy_host: str = Field(

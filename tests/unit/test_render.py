@@ -83,6 +83,8 @@ def test_client_env_has_proxy_credentials(settings: PlatformSettings) -> None:
     env = client_env(settings)
     assert env == {
         "MLFLOW_TRACKING_URI": "http://localhost:8080",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "8",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "MLFLOW_TRACKING_USERNAME": "admin",
         "MLFLOW_TRACKING_PASSWORD": SECRETS["proxy_password"],
     }

@@ -22,6 +22,7 @@ GROUPS = (
             "flask_secret_key",
         ),
     ),
+    ("Clients", ("client_",)),
     ("Auth proxy (nginx)", ("proxy_",)),
     ("Binaries", ("postgres_bin_dir", "nginx_bin", "weed_bin")),
 )

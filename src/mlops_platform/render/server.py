@@ -65,7 +65,11 @@ def server_env(settings: PlatformSettings) -> dict[str, str]:
 
 def client_env(settings: PlatformSettings, *, public_url: str | None = None) -> dict[str, str]:
     """What an ``mlflow`` client needs to talk to this platform."""
-    env = {"MLFLOW_TRACKING_URI": public_url or settings.resolved_public_url}
+    env = {
+        "MLFLOW_TRACKING_URI": public_url or settings.resolved_public_url,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(settings.client_max_retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(settings.client_backoff_factor),
+    }
     if settings.proxy_enabled:
         env["MLFLOW_TRACKING_USERNAME"] = settings.proxy_user
         env["MLFLOW_TRACKING_PASSWORD"] = settings.proxy_password.get_secret_value()
