@@ -16,7 +16,9 @@ def template_text() -> str:
     return resources.files("mlops_platform").joinpath("templates", TEMPLATE_NAME).read_text()
 
 
-def template_variables(settings: PlatformSettings, *, upstream: str, snippets_dir: str) -> dict[str, str]:
+def template_variables(
+    settings: PlatformSettings, *, upstream: str, snippets_dir: str
+) -> dict[str, str]:
     """The values the template's ``${MLOPS_*}`` names take (also the compose environment)."""
     listen = f"{settings.proxy_host}:{settings.proxy_port}"
     if settings.tls_enabled:
