@@ -253,3 +253,18 @@ def test_crash_of_the_whole_stack_recovers_with_data(spare_env: Path) -> None:
         assert found.status_code == 200
     finally:
         run_cli(spare_env, "down")
+
+
+def test_no_secret_in_any_log(platform: Platform) -> None:
+    """After the workloads above (and a failed login), no log holds a secret."""
+    requests.get(platform.url + "/", auth=(platform.user, "wrong-password-guess"), timeout=10)
+    secrets = [getattr(platform.settings, name).get_secret_value() for name in GENERATED]
+    state = platform.settings.state_dir
+    logs = [*state.glob("logs/*"), *state.glob("nginx/logs/*"), state / "postgres" / "postgres.log"]
+    assert len([p for p in logs if p.is_file()]) >= 4
+    for path in logs:
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        for secret in [*secrets, "wrong-password-guess"]:
+            assert secret not in text, f"a secret appears in {path}"
