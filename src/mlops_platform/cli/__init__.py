@@ -6,13 +6,14 @@ import sys
 
 import typer
 
-from mlops_platform.cli import config, serve, stack
+from mlops_platform.cli import config, db, serve, stack
 from mlops_platform.cli.common import app
 from mlops_platform.errors import PlatformError
 
 config.register(app)
 serve.register(app)
 stack.register(app)
+db.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,173 @@
+"""`db status`, `db upgrade`, `db indexes list|apply|drop`, `db analyze`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mlops_platform import db as db_ops
+from mlops_platform import indexes as index_ops
+from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, progress, table
+
+db_app = typer.Typer(help="The tracking database: schema, upgrades, indexes.", no_args_is_help=True)
+indexes_app = typer.Typer(help="The kit's measured PostgreSQL index pack.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    db_app.add_typer(indexes_app, name="indexes")
+    app.add_typer(db_app, name="db")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+@db_app.command("status")
+def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Schema revision vs this MLflow's head, pending migrations, sizes; exit 1 if not current.
+
+    Example: mlops-platform db status --json
+    """
+    obj: Context = ctx.obj
+    report = db_ops.database_report(obj.settings())
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        s = report.schema
+        console.print(
+            f"database {report.where} (PostgreSQL {report.server_version}), "
+            f"MLflow {report.mlflow_version}"
+        )
+        console.print(f"schema: [bold]{s.state}[/bold]  revision {s.current}  head {s.head}")
+        console.print("basic-auth database: not configured (the kit authenticates in nginx)")
+        if report.pending:
+            console.print(
+                table(
+                    f"{len(report.pending)} pending migrations (oldest first)",
+                    ["revision", "description"],
+                    [[m.revision, m.description] for m in report.pending],
+                )
+            )
+        console.print(f"database size: {_size(report.database_bytes)}")
+        console.print(
+            table(
+                "largest tables",
+                ["table", "rows (est.)", "size"],
+                [[t.name, t.rows, _size(t.bytes)] for t in report.largest_tables],
+            )
+        )
+        if s.state == "outdated":
+            console.print("next: mlops-platform db upgrade")
+    if report.schema.state != "current":
+        raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def upgrade(
+    ctx: typer.Context,
+    no_dump: bool = typer.Option(
+        False, "--no-dump", help="Skip the pg_dump taken before migrating (you have a backup)."
+    ),
+    dump_dir: Path = typer.Option(
+        None, "--dump-dir", help="Folder of the dump (default: MLOPS_DB_DUMP_DIR or state/dumps)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Dump the database, run MLflow's migration, verify, and print how to roll back.
+
+    Example: mlops-platform db upgrade
+    """
+    obj: Context = ctx.obj
+    result = db_ops.guarded_upgrade(
+        obj.settings(), dump=not no_dump, dump_dir=dump_dir, progress=progress
+    )
+    if as_json:
+        print_json(result.as_dict())
+        return
+    if result.skipped:
+        console.print(result.skipped)
+        return
+    console.print(
+        f"upgraded {result.before} -> {result.after} ({len(result.applied)} migrations); "
+        "verified with basic queries"
+    )
+    if result.dump:
+        console.print(f"dump: {result.dump.path} ({_size(result.dump.bytes)})")
+        console.print(f"to roll back (with the previous MLflow installed): {result.restore}")
+
+
+@db_app.command("analyze")
+def analyze(
+    ctx: typer.Context,
+    full: bool = typer.Option(False, "--full", help="VACUUM ANALYZE the whole database."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """VACUUM ANALYZE MLflow's search tables so the planner uses the indexes.
+
+    Example: mlops-platform db analyze
+    """
+    result = index_ops.analyze(ctx.obj.settings(), full=full)
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        console.print(f"analyzed {', '.join(result.tables) or 'nothing'} in {result.seconds:.1f}s")
+
+
+@indexes_app.command("list")
+def indexes_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Each index of the pack and whether it is applied; exit 1 if one is not.
+
+    Example: mlops-platform db indexes list
+    """
+    rows = index_ops.list_indexes(ctx.obj.settings())
+    if as_json:
+        print_json({"pack_version": index_ops.PACK_VERSION, "indexes": [r.as_dict() for r in rows]})
+    else:
+        console.print(
+            table(
+                f"index pack v{index_ops.PACK_VERSION}",
+                ["index", "on", "state", "size"],
+                [[r.name, f"{r.table} {r.definition}", r.state, _size(r.bytes)] for r in rows],
+            )
+        )
+    if any(r.state != "applied" for r in rows):
+        raise typer.Exit(1)
+
+
+def _print_actions(actions: list[index_ops.IndexAction], as_json: bool) -> None:
+    if as_json:
+        print_json([a.as_dict() for a in actions])
+        return
+    for a in actions:
+        console.print(f"{a.name}: {a.action}" + (f" in {a.seconds:.1f}s" if a.seconds else ""))
+
+
+@indexes_app.command("apply")
+def indexes_apply(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Build the pack with CREATE INDEX CONCURRENTLY; applied ones are skipped.
+
+    Example: mlops-platform db indexes apply
+    """
+    _print_actions(index_ops.apply_pack(ctx.obj.settings(), progress=progress), as_json)
+
+
+@indexes_app.command("drop")
+def indexes_drop(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Drop every index of the pack (DROP INDEX CONCURRENTLY); MLflow's own stay.
+
+    Example: mlops-platform db indexes drop --yes
+    """
+    settings = ctx.obj.settings()
+    if not yes:
+        typer.confirm(f"drop the index pack from {db_ops.where(settings)}?", abort=True)
+    _print_actions(index_ops.drop_pack(settings, progress=progress), as_json)

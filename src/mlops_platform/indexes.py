@@ -1,0 +1,326 @@
+"""The kit's PostgreSQL index pack: measured indexes for what MLflow's search actually runs.
+
+Each index is derived from the SQL MLflow 3.x emits for ``search_runs`` and the UI and was
+kept only where EXPLAIN ANALYZE on a database of 100k+ runs showed it pays (see
+``docs/indexes.md`` and ``benchmarks/indexes.py``). Every index is safe for the longest
+values MLflow accepts: no btree over ``params.value`` or ``tags.value`` (varchar(8000) /
+6000-character params exceed the btree row-size limit); those columns get hash indexes,
+which store a 4-byte hash whatever the value's length.
+
+Indexes are built with ``CREATE INDEX CONCURRENTLY`` (no write lock on a live server) and
+tracked in the kit's own table ``mlops_platform_indexes``; MLflow's ``alembic_version`` is
+never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy
+
+from mlops_platform.db import connect_checked, where
+from mlops_platform.errors import PlatformError, SchemaError
+from mlops_platform.settings import PlatformSettings
+
+PACK_VERSION = 1
+VERSION_TABLE = "mlops_platform_indexes"
+
+
+class IndexPackError(PlatformError):
+    """An index of the pack could not be built or dropped."""
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    name: str
+    table: str
+    definition: str  # what follows ``ON <table>``
+    serves: str
+
+    def create_sql(self) -> str:
+        return (
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {self.name} ON {self.table} {self.definition}"
+        )
+
+
+PACK: tuple[IndexSpec, ...] = (
+    IndexSpec(
+        "mlops_runs_exp_stage_start",
+        "runs",
+        "(experiment_id, lifecycle_stage, start_time DESC)",
+        "listing an experiment's runs newest first (UI run table, search_runs without a "
+        "filter); MLflow has no index on runs.experiment_id",
+    ),
+    IndexSpec(
+        "mlops_params_value_hash",
+        "params",
+        "USING hash (value)",
+        "filters `params.x = 'v'` (hash: safe for 6,000-character values)",
+    ),
+    IndexSpec(
+        "mlops_tags_value_hash",
+        "tags",
+        "USING hash (value)",
+        "filters `tags.x = 'v'` (hash: safe for 8,000-character values)",
+    ),
+)
+
+# Measured and rejected (benchmarks/indexes.py keeps measuring them; docs/indexes.md says why).
+CANDIDATES_REJECTED: tuple[IndexSpec, ...] = (
+    IndexSpec(
+        "mlops_latest_metrics_key_value",
+        "latest_metrics",
+        "(key, value)",
+        "filters and ordering by a metric",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class IndexState:
+    name: str
+    table: str
+    definition: str
+    serves: str
+    state: str  # applied | missing | invalid
+    bytes: int
+    pack_version: int | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "table": self.table,
+            "definition": self.definition,
+            "serves": self.serves,
+            "state": self.state,
+            "bytes": self.bytes,
+            "pack_version": self.pack_version,
+        }
+
+
+@dataclass(frozen=True)
+class IndexAction:
+    name: str
+    action: str  # created | rebuilt | skipped | dropped | absent
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "action": self.action, "seconds": round(self.seconds, 2)}
+
+
+def _autocommit(settings: PlatformSettings) -> sqlalchemy.Engine:
+    engine = connect_checked(settings)
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _require_mlflow_schema(conn: sqlalchemy.Connection, settings: PlatformSettings) -> None:
+    tables = set(sqlalchemy.inspect(conn).get_table_names())
+    missing = {spec.table for spec in PACK} - tables
+    if missing:
+        raise SchemaError(
+            f"the database at {where(settings)} has no MLflow tables "
+            f"({', '.join(sorted(missing))})",
+            fix="start the tracking server once (`mlops-platform up`) or run "
+            "`mlops-platform db upgrade` first",
+        )
+
+
+def _ensure_version_table(conn: sqlalchemy.Connection) -> None:
+    conn.execute(
+        sqlalchemy.text(
+            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
+            "name text PRIMARY KEY, pack_version integer NOT NULL, "
+            "definition text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+    )
+
+
+def _existing(conn: sqlalchemy.Connection) -> dict[str, tuple[bool, int]]:
+    """Index name -> (valid, bytes) for every index named like the pack's."""
+    rows = conn.execute(
+        sqlalchemy.text(
+            "SELECT c.relname, i.indisvalid, pg_relation_size(c.oid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relname LIKE 'mlops\\_%'"
+        )
+    ).all()
+    return {r[0]: (bool(r[1]), int(r[2])) for r in rows}
+
+
+def _recorded(conn: sqlalchemy.Connection) -> dict[str, int]:
+    present = conn.execute(
+        sqlalchemy.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": VERSION_TABLE}
+    ).scalar()
+    if not present:
+        return {}
+    rows = conn.execute(sqlalchemy.text(f"SELECT name, pack_version FROM {VERSION_TABLE}")).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def list_indexes(settings: PlatformSettings) -> list[IndexState]:
+    """Each index of the pack with its state: applied, missing or invalid (a failed build)."""
+    engine = connect_checked(settings)
+    try:
+        with engine.connect() as conn:
+            existing = _existing(conn)
+            recorded = _recorded(conn)
+    finally:
+        engine.dispose()
+    out = []
+    for spec in PACK:
+        if spec.name in existing:
+            valid, size = existing[spec.name]
+            state = "applied" if valid else "invalid"
+        else:
+            state, size = "missing", 0
+        out.append(
+            IndexState(
+                spec.name,
+                spec.table,
+                spec.definition,
+                spec.serves,
+                state,
+                size,
+                recorded.get(spec.name),
+            )
+        )
+    return out
+
+
+def pack_applied(settings: PlatformSettings) -> bool:
+    return all(s.state == "applied" for s in list_indexes(settings))
+
+
+def apply_pack(
+    settings: PlatformSettings,
+    *,
+    specs: tuple[IndexSpec, ...] = PACK,
+    progress: Callable[[str], None] | None = None,
+) -> list[IndexAction]:
+    """Build every missing index concurrently; rebuild invalid ones; skip the rest."""
+    say = progress or (lambda _msg: None)
+    engine = _autocommit(settings)
+    actions: list[IndexAction] = []
+    try:
+        with engine.connect() as conn:
+            _require_mlflow_schema(conn, settings)
+            _ensure_version_table(conn)
+            existing = _existing(conn)
+            for spec in specs:
+                start = time.monotonic()
+                action = "created"
+                if spec.name in existing:
+                    if existing[spec.name][0]:
+                        actions.append(IndexAction(spec.name, "skipped", 0.0))
+                        _record(conn, spec)
+                        say(f"{spec.name}: already applied, skipped")
+                        continue
+                    say(f"{spec.name}: invalid (an interrupted build), rebuilding")
+                    conn.execute(sqlalchemy.text(f"DROP INDEX CONCURRENTLY IF EXISTS {spec.name}"))
+                    action = "rebuilt"
+                say(f"{spec.name}: building on {spec.table}")
+                try:
+                    conn.execute(sqlalchemy.text(spec.create_sql()))
+                except sqlalchemy.exc.SQLAlchemyError as exc:
+                    conn.execute(sqlalchemy.text(f"DROP INDEX CONCURRENTLY IF EXISTS {spec.name}"))
+                    detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                    raise IndexPackError(
+                        f"building {spec.name} failed: {detail}",
+                        fix="nothing is left half-built; fix the cause and rerun "
+                        "`mlops-platform db indexes apply`",
+                    ) from None
+                _record(conn, spec)
+                actions.append(IndexAction(spec.name, action, time.monotonic() - start))
+    finally:
+        engine.dispose()
+    return actions
+
+
+def _record(conn: sqlalchemy.Connection, spec: IndexSpec) -> None:
+    conn.execute(
+        sqlalchemy.text(
+            f"INSERT INTO {VERSION_TABLE} (name, pack_version, definition) "
+            "VALUES (:n, :v, :d) ON CONFLICT (name) DO UPDATE SET pack_version = :v, "
+            "definition = :d"
+        ),
+        {"n": spec.name, "v": PACK_VERSION, "d": f"ON {spec.table} {spec.definition}"},
+    )
+
+
+def drop_pack(
+    settings: PlatformSettings,
+    *,
+    specs: tuple[IndexSpec, ...] = PACK,
+    progress: Callable[[str], None] | None = None,
+) -> list[IndexAction]:
+    """Drop every index of the pack concurrently and forget it; absent ones are skipped."""
+    say = progress or (lambda _msg: None)
+    engine = _autocommit(settings)
+    actions: list[IndexAction] = []
+    try:
+        with engine.connect() as conn:
+            existing = _existing(conn)
+            recorded = _recorded(conn)
+            for spec in specs:
+                start = time.monotonic()
+                if spec.name not in existing:
+                    actions.append(IndexAction(spec.name, "absent", 0.0))
+                    say(f"{spec.name}: not present, skipped")
+                else:
+                    say(f"{spec.name}: dropping")
+                    conn.execute(sqlalchemy.text(f"DROP INDEX CONCURRENTLY IF EXISTS {spec.name}"))
+                    actions.append(IndexAction(spec.name, "dropped", time.monotonic() - start))
+                if spec.name in recorded:
+                    conn.execute(
+                        sqlalchemy.text(f"DELETE FROM {VERSION_TABLE} WHERE name = :n"),
+                        {"n": spec.name},
+                    )
+            if not set(_recorded(conn)) - {s.name for s in specs}:
+                conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
+    finally:
+        engine.dispose()
+    return actions
+
+
+ANALYZE_TABLES = (
+    "experiments",
+    "runs",
+    "params",
+    "tags",
+    "metrics",
+    "latest_metrics",
+    "experiment_tags",
+)
+
+
+@dataclass(frozen=True)
+class AnalyzeResult:
+    tables: list[str]
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"tables": self.tables, "seconds": round(self.seconds, 2)}
+
+
+def analyze(settings: PlatformSettings, *, full: bool = False) -> AnalyzeResult:
+    """VACUUM ANALYZE MLflow's search tables (``full`` for the whole database)."""
+    engine = _autocommit(settings)
+    start = time.monotonic()
+    done: list[str] = []
+    try:
+        with engine.connect() as conn:
+            if full:
+                conn.execute(sqlalchemy.text("VACUUM ANALYZE"))
+                done.append("*")
+            else:
+                tables = set(sqlalchemy.inspect(conn).get_table_names())
+                for table in ANALYZE_TABLES:
+                    if table in tables:
+                        conn.execute(sqlalchemy.text(f"VACUUM ANALYZE {table}"))
+                        done.append(table)
+    finally:
+        engine.dispose()
+    return AnalyzeResult(done, time.monotonic() - start)
