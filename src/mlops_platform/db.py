@@ -394,7 +394,8 @@ def client_binary(settings: PlatformSettings, name: str, *, server_version: str 
         )
     if server_version:
         out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False)
-        have = _major(out.stdout.split(")")[-1] if ")" in out.stdout else out.stdout)
+        found = re.search(r"\)\s*(\d+)", out.stdout)  # "pg_dump (PostgreSQL) 15.18 (...)"
+        have = int(found.group(1)) if found else 0
         need = _major(server_version)
         if have < need:
             raise MissingBinaryError(
