@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from mlops_platform.cli import config, db, serve, stack
+from mlops_platform.cli import config, db, s3, serve, stack
 from mlops_platform.cli.common import app
 from mlops_platform.errors import PlatformError
 
@@ -14,6 +14,7 @@ config.register(app)
 serve.register(app)
 stack.register(app)
 db.register(app)
+s3.register(app)
 
 
 def main() -> None:
