@@ -209,13 +209,13 @@ def _endpoint_checks(settings: PlatformSettings, timeout: float) -> list[Check]:
                         )
                     )
             else:
+                loopback = host in ("127.0.0.1", "localhost", "::1")
                 out.append(
                     Check(
                         "tls",
-                        "warn" if host not in ("127.0.0.1", "localhost", "::1") else "ok",
-                        "plain http"
-                        + (" on loopback" if host in ("127.0.0.1", "localhost") else ""),
-                        "use an https:// endpoint for a store outside this host",
+                        "ok" if loopback else "warn",
+                        "plain http on loopback" if loopback else "plain http over the network",
+                        "" if loopback else "use an https:// endpoint for a store on another host",
                     )
                 )
     except OSError as exc:

@@ -25,6 +25,12 @@ def prepare(
     if waited >= 1:
         progress(f"database answered after {waited:.0f}s")
     db.ensure_schema(settings, upgrade=upgrade or settings.db_upgrade, env=env, progress=progress)
+    if settings.db_apply_indexes:
+        from mlops_platform import indexes
+
+        for action in indexes.apply_pack(settings, progress=progress):
+            if action.action != "skipped":
+                progress(f"index {action.name}: {action.action} in {action.seconds:.1f}s")
     if settings.prometheus:
         (settings.state_dir / "prometheus").mkdir(parents=True, exist_ok=True)
     return server_argv(settings), env

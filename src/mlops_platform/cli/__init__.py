@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from mlops_platform.cli import config, db, s3, serve, stack
+from mlops_platform.cli import config, db, doctor, s3, serve, stack
 from mlops_platform.cli.common import app
 from mlops_platform.errors import PlatformError
 
@@ -15,6 +15,7 @@ serve.register(app)
 stack.register(app)
 db.register(app)
 s3.register(app)
+doctor.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,86 @@
+"""`doctor`, `health live`, `health ready`: find what is wrong, and probes for orchestrators."""
+
+from __future__ import annotations
+
+import typer
+
+from mlops_platform import health
+from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, table
+from mlops_platform.errors import ConfigError
+from mlops_platform.settings import load_settings
+
+STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+health_app = typer.Typer(
+    help="Probes for compose healthchecks and Kubernetes.", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)
+    app.add_typer(health_app, name="health")
+
+
+def _print(report: health.Report, title: str, as_json: bool, *, all_rows: bool = True) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    out = table(title, ["component", "check", "status", "detail", "fix"], [])
+    for f in report.findings:
+        if all_rows or f.status != "ok":
+            out.add_row(
+                f.component,
+                f.check,
+                f"[{STYLE[f.status]}]{f.status.upper()}[/]",
+                f.detail,
+                f.remedy,
+            )
+    console.print(out)
+    word = {"ok": "healthy", "warn": "degraded", "fail": "broken"}[report.status]
+    console.print(f"{word} (exit {report.exit_code}) in {report.seconds:.1f}s")
+
+
+def doctor(
+    ctx: typer.Context,
+    problems_only: bool = typer.Option(False, "--problems", help="Show only what is not ok."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check settings, database, schema, indexes, S3, server, proxy and disk; say how to fix.
+
+    Exit code 0 healthy, 1 degraded (a warning), 2 broken (a failure).
+
+    Example: mlops-platform doctor --json
+    """
+    obj: Context = ctx.obj
+    try:
+        settings = load_settings(obj.env_file, check=False)
+    except ConfigError as exc:
+        report = health.Report(
+            [health.Finding("settings", "valid", "fail", exc.message, exc.fix or "")]
+        )
+    else:
+        report = health.doctor(settings)
+    _print(report, "mlops-platform doctor", as_json, all_rows=not problems_only)
+    raise typer.Exit(report.exit_code)
+
+
+@health_app.command("live")
+def live(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Liveness: the tracking server process answers; exit 0 or 2.
+
+    Example: mlops-platform health live
+    """
+    finding = health.liveness(ctx.obj.settings(check=False))
+    report = health.Report([finding])
+    _print(report, "liveness", as_json)
+    raise typer.Exit(report.exit_code)
+
+
+@health_app.command("ready")
+def ready(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Readiness: the server answers and reaches its database (at head) and bucket.
+
+    Example: mlops-platform health ready --json
+    """
+    report = health.readiness(ctx.obj.settings(check=False))
+    _print(report, "readiness", as_json)
+    raise typer.Exit(0 if report.status == "ok" else 2)
