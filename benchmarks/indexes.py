@@ -1,0 +1,294 @@
+"""The index pack, measured: EXPLAIN ANALYZE of the SQL MLflow emits, before and after.
+
+1. Bring up a throwaway local stack (or use ``--env-file`` of a running one).
+2. Log template runs through the real API (the proxy, the tracking server): params,
+   tags, metric histories, as a training script does.
+3. Replicate them in SQL to ``--runs`` runs (default 100,000) spread like a real
+   server: one big experiment (50 %), ten medium ones (40 %), a hundred small ones.
+4. Run each workload through MLflow's own ``SqlAlchemyStore`` (so the SQL is exactly
+   what the server executes), capture every statement, and EXPLAIN ANALYZE it: with no
+   extra index, with each candidate alone, and with the whole pack.
+5. Print the database execution time per workload side by side, and the ratios.
+
+    python -m benchmarks.indexes                 # 100k runs, ~5 minutes
+    python -m benchmarks.indexes --runs 20000    # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import event
+
+from benchmarks.common import throwaway_stack
+from mlops_platform import db, indexes
+from mlops_platform.render.server import client_env
+from mlops_platform.settings import PlatformSettings, load_settings
+
+TEMPLATES = 40
+MODELS = ("xgboost", "lightgbm", "resnet50", "bert-base", "logreg")
+TEAMS = ("vision", "nlp", "tabular", "search", "ads")
+STEPS = 10
+REPEAT = 3
+
+
+def log_templates(settings: PlatformSettings) -> tuple[int, list[int]]:
+    """Template runs and the target experiments, created through the real API."""
+    import os
+
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    for key, value in client_env(settings).items():
+        os.environ[key] = value
+    client = MlflowClient(client_env(settings)["MLFLOW_TRACKING_URI"])
+    stamp = int(time.time())
+    template_exp = client.create_experiment(f"templates-{stamp}")
+    rng = random.Random(7)
+    now = int(time.time() * 1000)
+    for i in range(TEMPLATES):
+        run = client.create_run(template_exp, run_name=f"template-{i}")
+        params = [
+            Param("model", MODELS[i % len(MODELS)]),
+            Param("lr", str(round(10 ** rng.uniform(-4, -1), 6))),
+            Param("batch_size", str(2 ** rng.randint(4, 9))),
+            Param("optimizer", rng.choice(["adam", "sgd", "adamw"])),
+            Param("seed", str(i)),
+        ]
+        tags = [RunTag("team", TEAMS[i % len(TEAMS)]), RunTag("stage", "sweep")]
+        metrics = []
+        for step in range(STEPS):
+            metrics.append(Metric("loss", 1.0 / (step + 1) + rng.random() * 0.1, now + step, step))
+            metrics.append(Metric("accuracy", rng.uniform(0.5, 0.99), now + step, step))
+        client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
+        client.set_terminated(run.info.run_id)
+    experiments = [client.create_experiment(f"big-{stamp}")]
+    experiments += [client.create_experiment(f"medium-{stamp}-{i}") for i in range(10)]
+    experiments += [client.create_experiment(f"small-{stamp}-{i}") for i in range(100)]
+    return int(template_exp), [int(e) for e in experiments]
+
+
+def replicate(
+    settings: PlatformSettings, template_exp: int, experiments: list[int], n: int
+) -> None:
+    """Copy the template runs (with their params, tags, metrics) to ``n`` runs in SQL."""
+    big, medium, small = experiments[0], experiments[1:11], experiments[11:]
+    engine = db.make_engine(settings)
+    sql = [
+        "CREATE TEMP TABLE tpl AS SELECT row_number() OVER (ORDER BY run_uuid) - 1 AS i, "
+        "run_uuid FROM runs WHERE experiment_id = :tpl",
+        "CREATE TEMP TABLE map AS SELECT gs AS n, md5(gs::text || clock_timestamp()::text) "
+        "AS run_uuid, (SELECT run_uuid FROM tpl WHERE i = gs % :t) AS template_uuid, "
+        "CASE WHEN gs <= :n * 0.5 THEN :big "
+        "WHEN gs <= :n * 0.9 THEN (:medium)[1 + gs % 10] "
+        "ELSE (:small)[1 + gs % 100] END AS experiment_id "
+        "FROM generate_series(1, :n) gs",
+        "CREATE INDEX ON map (template_uuid)",
+        "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, "
+        "user_id, status, start_time, end_time, source_version, lifecycle_stage, "
+        "artifact_uri, experiment_id, deleted_time) "
+        "SELECT m.run_uuid, r.name || '-' || m.n, r.source_type, r.source_name, "
+        "r.entry_point_name, r.user_id, r.status, r.start_time - m.n * 60000, "
+        "r.end_time - m.n * 60000, r.source_version, "
+        "CASE WHEN m.n % 50 = 0 THEN 'deleted' ELSE 'active' END, "
+        "'s3://bench/' || m.run_uuid, m.experiment_id, NULL "
+        "FROM map m JOIN runs r ON r.run_uuid = m.template_uuid",
+        "INSERT INTO params (key, value, run_uuid) SELECT p.key, "
+        "CASE WHEN p.key = 'seed' THEN m.n::text ELSE p.value END, m.run_uuid "
+        "FROM map m JOIN params p ON p.run_uuid = m.template_uuid",
+        "INSERT INTO tags (key, value, run_uuid) SELECT t.key, "
+        "CASE WHEN t.key = 'mlflow.runName' THEN t.value || '-' || m.n ELSE t.value END, "
+        "m.run_uuid FROM map m JOIN tags t ON t.run_uuid = m.template_uuid",
+        "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+        "SELECT x.key, x.value * (0.9 + 0.2 * random()), x.timestamp, m.run_uuid, x.step, "
+        "x.is_nan FROM map m JOIN metrics x ON x.run_uuid = m.template_uuid",
+        "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
+        "SELECT DISTINCT ON (x.run_uuid, x.key) x.key, x.value, x.timestamp, x.step, x.is_nan, "
+        "x.run_uuid FROM metrics x JOIN map m ON m.run_uuid = x.run_uuid "
+        "ORDER BY x.run_uuid, x.key, x.step DESC",
+    ]
+    values = {"tpl": template_exp, "t": TEMPLATES, "n": n, "big": big}
+    with engine.begin() as conn:
+        for statement in sql:
+            start = time.monotonic()
+            text = statement.replace(":medium", "ARRAY" + json.dumps(medium)).replace(
+                ":small", "ARRAY" + json.dumps(small)
+            )
+            params = {k: v for k, v in values.items() if f":{k}" in text}
+            result = conn.execute(sqlalchemy.text(text), params)
+            print(
+                f"  {statement[:60]}... {result.rowcount} rows, {time.monotonic() - start:.1f}s",
+                file=sys.stderr,
+            )
+    engine.dispose()
+
+
+@dataclass
+class Workload:
+    name: str
+    run: Callable[[Any], Any]
+
+
+def workloads(experiments: list[int], sample_run: str) -> list[Workload]:
+    big, medium, small = str(experiments[0]), str(experiments[1]), str(experiments[11])
+    out: list[Workload] = []
+    for label, exp in (("small exp", small), ("medium exp", medium), ("big exp", big)):
+        out += [
+            Workload(f"list runs, {label}", lambda s, e=exp: s.search_runs([e], "", 1, 100)),
+            Workload(
+                f"params.model filter, {label}",
+                lambda s, e=exp: s.search_runs([e], "params.model = 'bert-base'", 1, 100),
+            ),
+            Workload(
+                f"tags.team filter, {label}",
+                lambda s, e=exp: s.search_runs([e], "tags.team = 'nlp'", 1, 100),
+            ),
+            Workload(
+                f"metrics.accuracy > 0.95, {label}",
+                lambda s, e=exp: s.search_runs([e], "metrics.accuracy > 0.95", 1, 100),
+            ),
+            Workload(
+                f"order by metric, {label}",
+                lambda s, e=exp: s.search_runs([e], "", 1, 100, order_by=["metrics.accuracy DESC"]),
+            ),
+        ]
+    out.append(
+        Workload(
+            "params.seed = one run, all exps",
+            lambda s: s.search_runs([str(e) for e in experiments], "params.seed = '12345'", 1, 10),
+        )
+    )
+    out.append(Workload("metric history", lambda s: s.get_metric_history(sample_run, "loss")))
+    return out
+
+
+@contextlib.contextmanager
+def captured(engine: sqlalchemy.Engine) -> Iterator[list[tuple[str, Any]]]:
+    statements: list[tuple[str, Any]] = []
+
+    def listen(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+
+
+def measure(store: Any, work: Workload) -> float:
+    """Database execution time (ms) of every SELECT the workload runs, median of REPEAT."""
+    with captured(store.engine) as statements:
+        work.run(store)
+    totals = []
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for _ in range(REPEAT):
+            total = 0.0
+            for statement, parameters in statements:
+                cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+                plan = cursor.fetchone()[0]
+                plan = json.loads(plan) if isinstance(plan, str) else plan
+                total += float(plan[0]["Execution Time"])
+            totals.append(total)
+        raw.rollback()
+    finally:
+        raw.close()
+    return statistics.median(totals)
+
+
+def run_all(store: Any, loads: list[Workload]) -> dict[str, float]:
+    return {w.name: measure(store, w) for w in loads}
+
+
+def configure(settings: PlatformSettings, specs: tuple[indexes.IndexSpec, ...]) -> None:
+    everything = indexes.PACK + indexes.CANDIDATES_REJECTED
+    indexes.drop_pack(settings, specs=everything)
+    if specs:
+        indexes.apply_pack(settings, specs=specs)
+    indexes.analyze(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100_000, help="runs to replicate to")
+    parser.add_argument("--env-file", type=Path, help="use this running stack instead")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.env_file:
+        return bench(load_settings(args.env_file), args)
+    with throwaway_stack(server_workers="1") as stack:
+        print("starting a throwaway stack", file=sys.stderr)
+        stack.cli("up")
+        return bench(stack.settings, args)
+
+
+def bench(settings: PlatformSettings, args: argparse.Namespace) -> int:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    start = time.monotonic()
+    template_exp, experiments = log_templates(settings)
+    print(f"logged {TEMPLATES} template runs through the API", file=sys.stderr)
+    replicate(settings, template_exp, experiments, args.runs)
+    print(f"replicated to {args.runs} runs in {time.monotonic() - start:.0f}s", file=sys.stderr)
+    store = SqlAlchemyStore(settings.database_url(with_password=True), "s3://bench/artifacts")
+    engine = db.make_engine(settings)
+    with engine.connect() as conn:
+        sample = conn.execute(
+            sqlalchemy.text("SELECT run_uuid FROM runs WHERE experiment_id = :e LIMIT 1"),
+            {"e": experiments[0]},
+        ).scalar()
+        total_runs = conn.execute(sqlalchemy.text("SELECT count(*) FROM runs")).scalar()
+    engine.dispose()
+    loads = workloads(experiments, str(sample))
+    configs: dict[str, tuple[indexes.IndexSpec, ...]] = {"none": ()}
+    for spec in indexes.PACK + indexes.CANDIDATES_REJECTED:
+        configs[spec.name] = (spec,)
+    configs["pack"] = indexes.PACK
+    results: dict[str, dict[str, float]] = {}
+    for name, specs in configs.items():
+        print(f"measuring with: {name}", file=sys.stderr)
+        configure(settings, specs)
+        results[name] = run_all(store, loads)
+    configure(settings, ())
+    print_table(results, [w.name for w in loads], total_runs)
+    if args.json:
+        args.json.write_text(json.dumps({"runs": total_runs, "results": results}, indent=2))
+    return 0
+
+
+def print_table(results: dict[str, dict[str, float]], names: list[str], runs: int) -> None:
+    configs = [c for c in results if c != "none"]
+    short = {c: c.removeprefix("mlops_") for c in configs}
+    print(
+        f"\nEXPLAIN ANALYZE execution time, ms (median of {REPEAT}), {runs} runs; "
+        "ratio = without / with\n"
+    )
+    header = ["workload", "no index"] + [short[c] for c in configs]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name in names:
+        base = results["none"][name]
+        cells = [name, f"{base:.2f}"]
+        for c in configs:
+            value = results[c][name]
+            ratio = base / value if value else float("inf")
+            cells.append(f"{value:.2f} ({ratio:.1f}x)")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
