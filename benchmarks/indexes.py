@@ -99,8 +99,8 @@ def replicate(
         "user_id, status, start_time, end_time, source_version, lifecycle_stage, "
         "artifact_uri, experiment_id, deleted_time) "
         "SELECT m.run_uuid, r.name || '-' || m.n, r.source_type, r.source_name, "
-        "r.entry_point_name, r.user_id, r.status, r.start_time - m.n * 60000, "
-        "r.end_time - m.n * 60000, r.source_version, "
+        "r.entry_point_name, r.user_id, r.status, r.start_time - m.n::bigint * 60000, "
+        "r.end_time - m.n::bigint * 60000, r.source_version, "
         "CASE WHEN m.n % 50 = 0 THEN 'deleted' ELSE 'active' END, "
         "'s3://bench/' || m.run_uuid, m.experiment_id, NULL "
         "FROM map m JOIN runs r ON r.run_uuid = m.template_uuid",
