@@ -449,7 +449,11 @@ def liveness(settings: PlatformSettings, *, timeout: float = 3.0) -> Finding:
         return Finding("tracking", "live", "fail", f"GET /health: {response.status_code}")
     except requests.RequestException as exc:
         return Finding(
-            "tracking", "live", "fail", f"no answer ({exc.__class__.__name__})", "restart it"
+            "tracking",
+            "live",
+            "fail",
+            f"{_server_base(settings)} does not answer ({exc.__class__.__name__})",
+            "restart the server (`mlops-platform up`); `mlops-platform logs tracking` says why",
         )
 
 

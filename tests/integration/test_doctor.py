@@ -255,3 +255,30 @@ def test_probes_and_bad_settings(stack: Stack) -> None:
     assert finding["component"] == "settings" and "MLOPS_DB_PORT" in finding["detail"]
     down = stack.cli("health", "ready", MLOPS_DB_PORT="1", MLOPS_SERVER_PORT="1")
     assert down.returncode == 2
+    assert "FAIL tracking live" in down.stdout and "FAIL database reachable" in down.stdout
+
+
+def test_healthcheck_scripts(stack: Stack) -> None:
+    """The compose/Kubernetes probes: exit 0 or 1 (Docker reserves 2)."""
+    import subprocess
+    import sys
+
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for name in ("healthcheck-live", "healthcheck-ready"):
+        ok = subprocess.run(
+            [str(scripts / name), "--env-file", str(stack.env_file)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        bad = subprocess.run(
+            [str(scripts / name), "--env-file", str(stack.env_file)],
+            env={**env, "MLOPS_SERVER_PORT": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert bad.returncode == 1 and "FAIL tracking live" in bad.stdout

@@ -39,6 +39,16 @@ def _print(report: health.Report, title: str, as_json: bool, *, all_rows: bool =
     console.print(f"{word} (exit {report.exit_code}) in {report.seconds:.1f}s")
 
 
+def _print_lines(report: health.Report, as_json: bool) -> None:
+    """Probes print one plain line per check: probe logs are read in narrow places."""
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for f in report.findings:
+        fix = f"; {f.remedy}" if f.remedy and f.status != "ok" else ""
+        typer.echo(f"{f.status.upper()} {f.component} {f.check}: {f.detail}{fix}")
+
+
 def doctor(
     ctx: typer.Context,
     problems_only: bool = typer.Option(False, "--problems", help="Show only what is not ok."),
@@ -71,7 +81,7 @@ def live(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """
     finding = health.liveness(ctx.obj.settings(check=False))
     report = health.Report([finding])
-    _print(report, "liveness", as_json)
+    _print_lines(report, as_json)
     raise typer.Exit(report.exit_code)
 
 
@@ -82,5 +92,5 @@ def ready(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     Example: mlops-platform health ready --json
     """
     report = health.readiness(ctx.obj.settings(check=False))
-    _print(report, "readiness", as_json)
+    _print_lines(report, as_json)
     raise typer.Exit(0 if report.status == "ok" else 2)
