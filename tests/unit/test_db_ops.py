@@ -1,0 +1,60 @@
+"""Pure parts of the database operations: no process, no database."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mlops_platform import db, indexes
+from mlops_platform.settings import PlatformSettings
+
+PASSWORD = "db-secret-value-1234"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
+    for key in list(os.environ):
+        if key.upper().startswith("MLOPS_"):
+            monkeypatch.delenv(key)
+    return PlatformSettings(  # type: ignore[call-arg]
+        _env_file=None, state_dir=tmp_path, db_password=PASSWORD, db_port=5433
+    )
+
+
+def test_password_travels_in_pgpassword_never_in_argv(settings: PlatformSettings) -> None:
+    assert db.client_env(settings)["PGPASSWORD"] == PASSWORD
+    assert PASSWORD not in " ".join(db.conn_args(settings))
+    command = db.restore_command(settings, Path("/dumps/mlflow.dump"))
+    assert PASSWORD not in command
+    assert "pg_restore --clean --if-exists" in command and "-p 5433" in command
+    assert PASSWORD not in " ".join(db.upgrade_argv(settings))
+
+
+def test_pending_migrations_count_from_an_older_revision() -> None:
+    script = db._script_directory()
+    revisions = [r.revision for r in script.walk_revisions()]
+    assert db.pending_migrations(revisions[0]) == []
+    pending = db.pending_migrations(revisions[3])
+    assert [m.revision for m in pending] == list(reversed(revisions[:3]))
+    assert db.pending_migrations("ffffffffffff") == []
+
+
+def test_settings_with_dump_dir_and_index_flag(settings: PlatformSettings) -> None:
+    assert settings.db_dump_dir is None and settings.db_apply_indexes is False
+
+
+def test_no_btree_over_a_long_text_column() -> None:
+    """A btree over params/tags.value (varchar 8000) breaks long writes: hash only."""
+    for spec in indexes.PACK + indexes.CANDIDATES_REJECTED:
+        if spec.table in ("params", "tags") and "value" in spec.definition:
+            assert "USING hash" in spec.definition, spec.name
+        assert spec.name.startswith("mlops_")
+        assert "CONCURRENTLY IF NOT EXISTS" in spec.create_sql()
+
+
+def test_pack_is_versioned_and_named_uniquely() -> None:
+    names = [s.name for s in indexes.PACK]
+    assert len(names) == len(set(names)) and indexes.PACK_VERSION >= 1
+    assert indexes.VERSION_TABLE != "alembic_version"

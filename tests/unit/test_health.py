@@ -1,0 +1,63 @@
+"""Pure parts of the doctor and the S3 diagnosis."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from mlops_platform import health, s3
+from mlops_platform.settings import PlatformSettings
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
+    for key in list(os.environ):
+        if key.upper().startswith("MLOPS_"):
+            monkeypatch.delenv(key)
+    return PlatformSettings(  # type: ignore[call-arg]
+        _env_file=None, state_dir=tmp_path, proxy_port=8443, public_url="https://ml.example.com"
+    )
+
+
+def _report(*states: str) -> health.Report:
+    return health.Report([health.Finding("c", f"x{i}", s, "d") for i, s in enumerate(states)])
+
+
+def test_exit_codes() -> None:
+    assert _report("ok", "ok").exit_code == 0
+    assert _report("ok", "warn").exit_code == 1
+    assert _report("warn", "fail", "ok").exit_code == 2
+    assert _report("ok", "fail").as_dict()["status"] == "fail"
+
+
+def test_public_policy_detection() -> None:
+    public = {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject"}]}
+    aws_star = {"Statement": {"Effect": "Allow", "Principal": {"AWS": "*"}}}
+    scoped = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}}]}
+    deny = {"Statement": [{"Effect": "Deny", "Principal": "*"}]}
+    assert s3._policy_is_public(json.dumps(public))
+    assert s3._policy_is_public(json.dumps(aws_star))
+    assert not s3._policy_is_public(json.dumps(scoped))
+    assert not s3._policy_is_public(json.dumps(deny))
+    assert not s3._policy_is_public("")
+
+
+def test_proxy_is_probed_with_the_public_host(settings: PlatformSettings) -> None:
+    base, headers, _ = health._proxy_target(settings)
+    assert base == "http://127.0.0.1:8443"
+    assert headers == {"Host": "ml.example.com"}
+
+
+def test_disk_thresholds(tmp_path: Path) -> None:
+    finding = health._disk("state folder", tmp_path / "not" / "yet")
+    assert finding.status in ("ok", "warn", "fail")
+    assert "free" in finding.detail
+
+
+def test_lifecycle_rule_never_expires_artifacts() -> None:
+    lifecycle = s3._lifecycle_rule()
+    assert lifecycle["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] > 0
+    assert "Expiration" not in lifecycle, "the rule must never delete artifacts"
