@@ -140,7 +140,7 @@ class Workload:
     run: Callable[[Any], Any]
 
 
-def workloads(experiments: list[int], sample_run: str) -> list[Workload]:
+def workloads(experiments: list[int], sample_run: str, run_name: str) -> list[Workload]:
     big, medium, small = str(experiments[0]), str(experiments[1]), str(experiments[11])
     out: list[Workload] = []
     for label, exp in (("small exp", small), ("medium exp", medium), ("big exp", big)):
@@ -163,6 +163,12 @@ def workloads(experiments: list[int], sample_run: str) -> list[Workload]:
                 lambda s, e=exp: s.search_runs([e], "", 1, 100, order_by=["metrics.accuracy DESC"]),
             ),
         ]
+    out.append(
+        Workload(
+            "tags.mlflow.runName = one run, big exp",
+            lambda s: s.search_runs([big], f"tags.mlflow.runName = '{run_name}'", 1, 10),
+        )
+    )
     out.append(
         Workload(
             "params.seed = one run, all exps",
@@ -240,7 +246,8 @@ def bench(settings: PlatformSettings, args: argparse.Namespace) -> int:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     start = time.monotonic()
-    template_exp, experiments = log_templates(settings)
+    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints a link per run
+        template_exp, experiments = log_templates(settings)
     print(f"logged {TEMPLATES} template runs through the API", file=sys.stderr)
     replicate(settings, template_exp, experiments, args.runs)
     print(f"replicated to {args.runs} runs in {time.monotonic() - start:.0f}s", file=sys.stderr)
@@ -252,8 +259,15 @@ def bench(settings: PlatformSettings, args: argparse.Namespace) -> int:
             {"e": experiments[0]},
         ).scalar()
         total_runs = conn.execute(sqlalchemy.text("SELECT count(*) FROM runs")).scalar()
+        run_name = conn.execute(
+            sqlalchemy.text(
+                "SELECT t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+                "WHERE r.experiment_id = :e AND t.key = 'mlflow.runName' LIMIT 1 OFFSET 777"
+            ),
+            {"e": experiments[0]},
+        ).scalar()
     engine.dispose()
-    loads = workloads(experiments, str(sample))
+    loads = workloads(experiments, str(sample), str(run_name))
     configs: dict[str, tuple[indexes.IndexSpec, ...]] = {"none": ()}
     for spec in indexes.PACK + indexes.CANDIDATES_REJECTED:
         configs[spec.name] = (spec,)
