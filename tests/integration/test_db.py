@@ -131,3 +131,45 @@ def test_wrong_password_and_unreachable_host_are_one_line(platform: Platform) ->
     assert down.returncode == 2 and "Traceback" not in down.stderr
     assert "cannot connect to the database" in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+
+
+def test_upgrade_refuses_while_a_server_of_another_mlflow_runs(platform: Platform) -> None:
+    """A server of MLflow 2.99 still serving this database: migrating would strand it."""
+    import http.server
+    import threading
+
+    from tests.conftest import free_port
+
+    class OldServer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            body = b"2.99.0" if self.path == "/version" else b"OK"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), OldServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env, settings = _fresh(platform, "upgrade_guarded")
+        older = _older_schema(settings)
+        dump_dir = platform.root / "dumps-guarded"
+        result = platform.cli(
+            "db",
+            "upgrade",
+            "--dump-dir",
+            str(dump_dir),
+            env={**env, "MLOPS_SERVER_PORT": str(port)},
+            check=False,
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 2, result.stderr
+    assert "MLflow 2.99.0 is running" in result.stderr and "stop it first" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not dump_dir.exists()
+    assert db.schema_status(settings).current == older
