@@ -145,6 +145,9 @@ class SeaweedFS(Service):
         )
         if s3.ensure_bucket(self.settings):
             progress(f"created private bucket {self.settings.s3_bucket}")
+        policy = s3.apply_policy(self.settings)  # idempotent: skips what is already set
+        if policy.lifecycle == "set":
+            progress("set the lifecycle rule that aborts incomplete multipart uploads")
 
     def healthy(self) -> bool:
         return s3.reachable(self.settings)
