@@ -17,7 +17,10 @@ from tests.integration.conftest import Platform
 
 pytestmark = pytest.mark.integration
 
-BEHIND = 5
+# The schema head of MLflow 3.16.0, the minor release before the kit's 3.17: read from
+# its wheel (mlflow/store/db_migrations/versions). Migrating a database with today's
+# Alembic scripts up to it yields exactly the schema MLflow 3.16 created.
+PREVIOUS_MINOR_HEAD = "b7e2c1a4d9f3"
 
 
 def _fresh(platform: Platform, name: str) -> tuple[dict[str, str], object]:
@@ -28,14 +31,16 @@ def _fresh(platform: Platform, name: str) -> tuple[dict[str, str], object]:
 
 
 def _older_schema(settings) -> str:  # type: ignore[no-untyped-def]
-    """Really migrate a database with MLflow's Alembic scripts to a revision behind head."""
+    """A database as MLflow 3.16 left it: migrated with MLflow's Alembic scripts."""
     from alembic import command
     from alembic.script import ScriptDirectory
     from mlflow.store.db.utils import _get_alembic_config
     from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
 
     script = ScriptDirectory.from_config(_get_alembic_config(""))
-    older = [r.revision for r in script.walk_revisions()][BEHIND]
+    revisions = [r.revision for r in script.walk_revisions()]
+    assert PREVIOUS_MINOR_HEAD in revisions[1:], "update PREVIOUS_MINOR_HEAD for this MLflow"
+    older = PREVIOUS_MINOR_HEAD
     engine = db.make_engine(settings)
     InitialBase.metadata.create_all(engine)
     config = _get_alembic_config(settings.database_url(with_password=True))
@@ -64,7 +69,7 @@ def test_status_on_the_live_database(platform: Platform) -> None:
     assert "schema: current" in human and "largest tables" in human
 
 
-def test_upgrade_from_an_older_schema_dumps_migrates_verifies_and_restores(
+def test_upgrade_from_the_previous_minor_dumps_migrates_verifies_and_restores(
     platform: Platform,
 ) -> None:
     env, settings = _fresh(platform, "upgrade_older")
@@ -74,13 +79,14 @@ def test_upgrade_from_an_older_schema_dumps_migrates_verifies_and_restores(
     assert status.returncode == 1
     report = json.loads(status.stdout)
     assert report["state"] == "outdated" and report["current"] == older
-    assert len(report["pending"]) == BEHIND
+    behind = [r.revision for r in db._script_directory().walk_revisions()].index(older)
+    assert len(report["pending"]) == behind >= 1
 
     dump_dir = platform.root / "dumps"
     result = platform.cli("db", "upgrade", "--dump-dir", str(dump_dir), "--json", env=env)
     done = json.loads(result.stdout)
     assert done["before"] == older and done["after"] == db.head_revision()
-    assert len(done["applied"]) == BEHIND
+    assert len(done["applied"]) == behind
     assert done["dump"]["entries"] > 10
     assert "pg_restore --clean --if-exists" in done["restore"]
     assert platform.settings.db_password.get_secret_value() not in result.stdout + result.stderr
