@@ -62,12 +62,16 @@ def stack() -> Iterator[Stack]:
     root = make_stack_dir("mlops-doctor-")
     env_file = write_env(root)
     # SeaweedFS refuses writes to an encrypted bucket unless it has an SSE key.
-    env = {"WEED_S3_SSE_KEK": secrets.token_hex(32)}
+    # `serve` applies the index pack at start (MLOPS_DB_APPLY_INDEXES).
+    env = {"WEED_S3_SSE_KEK": secrets.token_hex(32), "MLOPS_DB_APPLY_INDEXES": "true"}
     up = run_cli(env_file, "up", env=env, timeout=600)
     assert up.returncode == 0, up.stderr
     it = Stack(env_file, load_settings(env_file), env)
     try:
-        assert it.cli("db", "indexes", "apply").returncode == 0
+        listed = it.cli("db", "indexes", "list")
+        assert listed.returncode == 0, "serve did not apply the index pack: " + listed.stdout
+        log = (it.settings.state_dir / "logs" / "tracking.log").read_text()
+        assert "mlops_runs_exp_stage_start: building" in log
         policy = it.cli("s3", "apply-policy", "--json")
         assert json.loads(policy.stdout)["encryption"] in ("set", "skipped"), policy.stdout
         yield it
