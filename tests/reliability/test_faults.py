@@ -40,7 +40,7 @@ def worker(env: dict[str, str], run_id: str, idx: int, stop_at: float, folder: s
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     ledger_path = Path(folder) / f"ledger-{idx}.jsonl"
     step = 0
     with open(ledger_path, "w") as ledger:
@@ -138,7 +138,8 @@ def test_acknowledged_writes_survive_faults(
         monkeypatch.setenv(key, value)
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    # Explicit URI: another test may have set mlflow's process-wide tracking URI.
+    client = MlflowClient(tracking_uri=client_env["MLFLOW_TRACKING_URI"])
     experiment = client.create_experiment("faults-under-load")
     run_id = client.create_run(experiment).info.run_id
 
