@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from mlops_platform.cli import config, db, doctor, s3, serve, stack
+from mlops_platform.cli import config, db, deploy, doctor, registry, s3, serve, stack
 from mlops_platform.cli.common import app
 from mlops_platform.errors import PlatformError
 
@@ -16,6 +16,8 @@ stack.register(app)
 db.register(app)
 s3.register(app)
 doctor.register(app)
+registry.register(app)
+deploy.register(app)
 
 
 def main() -> None:
