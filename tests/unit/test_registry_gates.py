@@ -1,0 +1,106 @@
+"""Gates files, metric checks, scores and dataset/signature matching (no server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_platform import registry as reg
+
+
+def gates(text: str, tmp_path: Path) -> reg.Gates:
+    path = tmp_path / "gates.yaml"
+    path.write_text(text)
+    return reg.Gates.load(path)
+
+
+def test_full_gates_file(tmp_path: Path) -> None:
+    g = gates(
+        "metrics:\n  accuracy: '>= 0.9'\n  rmse: '< 0.5'\n  f1: 0.8\n"
+        "tags: {team: vision, dataset: null}\nsignature: true\nmax_size_mb: 25\n",
+        tmp_path,
+    )
+    assert g.metrics == (
+        reg.MetricGate("accuracy", ">=", 0.9),
+        reg.MetricGate("rmse", "<", 0.5),
+        reg.MetricGate("f1", ">=", 0.8),
+    )
+    assert g.required_tags == {"team": "vision", "dataset": None}
+    assert g.signature is True and g.max_size_mb == 25.0
+    assert gates("tags: [team]\n", tmp_path).required_tags == {"team": None}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("metric:\n  accuracy: '>= 0.9'\n", "unknown key 'metric'"),
+        ("metrics:\n  accuracy: '=> 0.9'\n", "bad operator '=>' for metric 'accuracy'"),
+        ("metrics:\n  accuracy: '>== 0.9'\n", "bad operator"),
+        ("metrics:\n  accuracy: '~ 0.9'\n", "bad operator '~'"),
+        ("metrics:\n  accuracy: '>= high'\n", "threshold 'high' for metric 'accuracy'"),
+        ("metrics:\n  accuracy: [1]\n", "must be like '>= 0.9'"),
+        ("metrics: [accuracy]\n", "must map a metric"),
+        ("tags: team\n", "`tags`"),
+        ("signature: yes please\n", "`signature`"),
+        ("max_size_mb: -1\n", "`max_size_mb`"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("metrics: {a: '>= 1'\n", "not valid YAML at line"),
+    ],
+)
+def test_typos_are_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(reg.GatesFileError) as err:
+        gates(text, tmp_path)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(reg.GatesFileError, match="cannot read gates file"):
+        reg.Gates.load(tmp_path / "none.yaml")
+
+
+def test_metric_gate_says_by_how_much() -> None:
+    ok = reg.MetricGate("accuracy", ">=", 0.9).check(0.93)
+    assert ok.passed and ok.shortfall is None
+    bad = reg.MetricGate("accuracy", ">=", 0.9).check(0.85)
+    assert not bad.passed and bad.shortfall == pytest.approx(0.05)
+    assert bad.detail == "accuracy = 0.85, needs >= 0.9 (short by 0.05)"
+    assert bad.tag_value().startswith("fail: ")
+    assert not reg.MetricGate("rmse", "<", 0.5).check(0.5).passed
+    assert reg.MetricGate("rmse", "<", 0.5).check(0.49).passed
+
+
+def test_scores() -> None:
+    assert reg.score("accuracy", [0, 1, 1, 2], np.array([0, 1, 2, 2])) == 0.75
+    assert reg.score("rmse", [1.0, 2.0], [1.0, 4.0]) == pytest.approx(np.sqrt(2))
+    assert reg.score("mae", [1.0, 2.0], [2.0, 4.0]) == 1.5
+    assert reg.score("r2", [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
+    with pytest.raises(reg.DatasetError, match="unknown metric 'auc'"):
+        reg.score("auc", [1], [1])
+
+
+def test_dataset_columns_against_signature() -> None:
+    from mlflow.models import infer_signature
+
+    train = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    sig = infer_signature(train, np.array([0, 1]))
+    swapped = pd.DataFrame({"b": [1.0], "a": [2.0]})
+    assert list(reg.features_for(sig, swapped, where="m v1").columns) == ["a", "b"]
+    with pytest.raises(reg.DatasetError, match="missing b; unexpected c"):
+        reg.features_for(sig, pd.DataFrame({"a": [1.0], "c": [2.0]}), where="m v1")
+    tensor = infer_signature(np.zeros((2, 3)), np.array([0, 1]))
+    with pytest.raises(reg.DatasetError, match="has 2 feature columns but m v1 expects 3"):
+        reg.features_for(tensor, train, where="m v1")
+    assert reg.features_for(tensor, pd.DataFrame(np.ones((1, 3))), where="m").shape == (1, 3)
+
+
+def test_unreadable_dataset(tmp_path: Path) -> None:
+    with pytest.raises(reg.DatasetError, match="does not exist"):
+        reg.read_dataset(tmp_path / "x.csv")
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(reg.DatasetError, match="cannot read dataset"):
+        reg.read_dataset(bad)
