@@ -237,6 +237,19 @@ class PlatformSettings(BaseSettings):
     proxy_tls_cert_file: Path | None = Field(None, description="TLS certificate (PEM).")
     proxy_tls_key_file: Path | None = Field(None, description="TLS private key (PEM).")
 
+    # -- backup and retention ------------------------------------------------
+    backup_dir: Path | None = Field(
+        None,
+        description="Folder of `backup create` (one sub-folder per backup); default "
+        "<state_dir>/backups. Put it on another disk or host.",
+    )
+    backup_keep: int = Field(
+        7, ge=1, le=10000, description="Backups `backup prune` keeps when given no --keep."
+    )
+    backup_workers: int = Field(
+        8, ge=1, le=64, description="Parallel artifact downloads and uploads of backup/restore."
+    )
+
     # -- binaries ------------------------------------------------------------
     nginx_bin: str = Field("nginx", description="nginx executable.")
     weed_bin: str | None = Field(
