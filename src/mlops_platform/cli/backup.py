@@ -1,0 +1,259 @@
+"""`backup create | list | verify | restore | prune`: the whole platform, consistently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from mlops_platform import backup as ops
+from mlops_platform.cli.common import (
+    JSON_OPTION,
+    Context,
+    console,
+    err_console,
+    print_json,
+    progress,
+    table,
+)
+
+backup_app = typer.Typer(
+    help="Backups: a consistent database dump plus the artifacts, verified and restorable.",
+    no_args_is_help=True,
+)
+
+YES_OPTION = typer.Option(False, "--yes", "-y", help="Do not ask to confirm.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(backup_app, name="backup")
+
+
+class RichReporter:
+    """Messages and a byte progress bar on stderr."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def message(self, text: str) -> None:
+        progress(text)
+
+    def start(self, description: str, total: int) -> None:
+        self.finish()
+        if total <= 0:
+            return
+        self._progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, amount: int) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, amount)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        self._progress = None
+        self._task = None
+
+
+def _reporter(as_json: bool) -> Any:
+    return ops.QuietReporter() if as_json else RichReporter()
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if not yes and not typer.confirm(question, default=False, err=True):
+        raise typer.Abort()
+
+
+@backup_app.command("create")
+def create(
+    ctx: typer.Context,
+    full: bool = typer.Option(
+        False, "--full", help="Download every artifact, even those the previous backup holds."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Dump the database in one snapshot and copy the artifacts of that snapshot.
+
+    Example: mlops-platform backup create
+    """
+    obj: Context = ctx.obj
+    result = ops.create_backup(obj.settings(), full=full, report=_reporter(as_json))
+    if as_json:
+        print_json(result.as_dict())
+        return
+    m = result.manifest
+    console.print(
+        f"backup [bold]{result.id}[/bold] in {result.path} ({result.seconds:.1f}s): "
+        f"database {ops._human(m.dump_bytes)}, {len(m.artifacts)} artifacts "
+        f"({ops._human(m.artifact_bytes)}; {m.copied} copied, {m.linked} linked)"
+    )
+    if m.skipped_newer or m.skipped_unreferenced:
+        console.print(
+            f"left out: {m.skipped_newer} objects written after the snapshot, "
+            f"{m.skipped_unreferenced} objects of runs/models the database does not hold"
+        )
+    for key in m.skipped_unsafe:
+        console.print(f"[yellow]WARNING:[/yellow] skipped key that is not a safe path: {key!r}")
+
+
+@backup_app.command("list")
+def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """List the complete backups, oldest first.
+
+    Example: mlops-platform backup list --json
+    """
+    obj: Context = ctx.obj
+    found = ops.list_backups(obj.settings())
+    if as_json:
+        print_json([b.as_dict() for b in found])
+        return
+    if not found:
+        console.print("no backups yet; take one with `mlops-platform backup create`")
+        return
+    console.print(
+        table(
+            f"backups in {found[0].path.parent}",
+            ["id", "finished", "MLflow", "runs", "artifacts", "size", "copied", "database"],
+            [
+                [
+                    b.id,
+                    b.finished_at[:19],
+                    b.mlflow_version,
+                    b.runs,
+                    b.artifacts,
+                    ops._human(b.artifact_bytes),
+                    b.copied,
+                    ops._human(b.dump_bytes),
+                ]
+                for b in found
+            ],
+        )
+    )
+
+
+@backup_app.command("verify")
+def verify(
+    ctx: typer.Context,
+    backup_id: str = typer.Argument(..., help="Backup ID from `backup list`, or `latest`."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Check checksums only; skip restoring into a throwaway PostgreSQL."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check every checksum, then restore the dump into a throwaway PostgreSQL and compare
+    row counts; exit 1 on any difference.
+
+    Example: mlops-platform backup verify latest
+    """
+    obj: Context = ctx.obj
+    result = ops.verify_backup(
+        obj.settings(), backup_id, restore_check=not quick, report=_reporter(as_json)
+    )
+    if as_json:
+        print_json(result.as_dict())
+    elif result.ok:
+        restored = "" if result.restored_counts is None else "; dump restores with equal row counts"
+        console.print(
+            f"backup {result.id} OK: {result.checked_files} files, "
+            f"{ops._human(result.checked_bytes)} checked{restored} ({result.seconds:.1f}s)"
+        )
+    else:
+        for problem in result.problems:
+            console.print(f"FAIL: {problem}")
+        console.print(f"backup {result.id} has {len(result.problems)} problems")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@backup_app.command("restore")
+def restore(
+    ctx: typer.Context,
+    backup_id: str = typer.Argument(..., help="Backup ID from `backup list`, or `latest`."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a platform that already holds runs, models or artifacts."
+    ),
+    yes: bool = YES_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Restore artifacts and database from a backup; upgrade the schema when it is older.
+
+    Example: mlops-platform backup restore 20260101T020000Z --yes
+    """
+    obj: Context = ctx.obj
+    settings = obj.settings()
+    _path, manifest = ops.find_backup(settings, backup_id)
+    _confirm(
+        f"restore backup {manifest.id} ({manifest.row_counts.get('runs', 0)} runs, "
+        f"{len(manifest.artifacts)} artifacts) onto {settings.db_parts()['name']} and "
+        f"s3://{settings.s3_bucket}/{settings.s3_prefix}?",
+        yes,
+    )
+    result = ops.restore_backup(settings, manifest.id, force=force, report=_reporter(as_json))
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        console.print(
+            f"restored backup {result.id} in {result.seconds:.1f}s: {result.uploaded} artifacts "
+            f"uploaded ({ops._human(result.uploaded_bytes)}), {result.skipped_present} already "
+            f"present, {result.removed_extra} extra objects removed"
+        )
+        if result.upgraded:
+            console.print(f"schema upgraded {result.schema_before} -> {result.schema_after}")
+        for problem in result.problems:
+            console.print(f"FAIL: {problem}")
+    if result.problems:
+        raise typer.Exit(1)
+
+
+@backup_app.command("prune")
+def prune(
+    ctx: typer.Context,
+    keep: int = typer.Option(
+        None, "--keep", min=1, help="Keep the newest N backups (default MLOPS_BACKUP_KEEP)."
+    ),
+    older_than: str = typer.Option(
+        None, "--older-than", help="Remove backups older than this: 30d, 12h, 90m."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
+    yes: bool = YES_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Remove old backups; the newest is always kept.
+
+    Example: mlops-platform backup prune --keep 7 --yes
+    """
+    obj: Context = ctx.obj
+    settings = obj.settings()
+    plan = ops.prune_backups(settings, keep=keep, older_than=older_than, dry_run=True)
+    if not dry_run and (plan.removed or plan.partial_removed):
+        _confirm(f"remove {len(plan.removed)} backups: {', '.join(plan.removed) or '-'}?", yes)
+        plan = ops.prune_backups(settings, keep=keep, older_than=older_than)
+    if as_json:
+        print_json(plan.as_dict())
+        return
+    verb = "would remove" if plan.dry_run else "removed"
+    console.print(
+        f"{verb} {len(plan.removed)} backups ({', '.join(plan.removed) or 'none'}); "
+        f"kept {len(plan.kept)}"
+    )
+    if plan.partial_removed:
+        console.print(f"{verb} unfinished: {', '.join(plan.partial_removed)}")
