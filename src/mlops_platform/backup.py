@@ -1067,8 +1067,8 @@ class RestoreResult:
 
 
 def drop_all_sql() -> str:
-    """Drop every table, view, sequence and type the schema holds (one transaction with the
-    restore that follows)."""
+    """Drop every table, view, sequence, type and function the schema holds (in one
+    transaction with the restore that follows)."""
     return """
 DO $$
 DECLARE r record;
@@ -1087,6 +1087,13 @@ BEGIN
            WHERE n.nspname = current_schema() AND t.typtype IN ('e', 'c', 'd')
              AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.reltype = t.oid) LOOP
     EXECUTE format('DROP TYPE IF EXISTS %I CASCADE', r.typname);
+  END LOOP;
+  FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_proc p
+           JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = current_schema()
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                             WHERE d.objid = p.oid AND d.deptype = 'e') LOOP
+    EXECUTE format('DROP FUNCTION IF EXISTS %s CASCADE', r.fn);
   END LOOP;
 END $$;
 """

@@ -129,25 +129,25 @@ def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     if not found:
         console.print("no backups yet; take one with `mlops-platform backup create`")
         return
-    console.print(
-        table(
-            f"backups in {found[0].path.parent}",
-            ["id", "finished", "MLflow", "runs", "artifacts", "size", "copied", "database"],
+    out = table(
+        f"backups in {found[0].path.parent}",
+        ["id", "finished", "MLflow", "runs", "artifacts", "size", "copied", "database"],
+        [
             [
-                [
-                    b.id,
-                    b.finished_at[:19],
-                    b.mlflow_version,
-                    b.runs,
-                    b.artifacts,
-                    ops._human(b.artifact_bytes),
-                    b.copied,
-                    ops._human(b.dump_bytes),
-                ]
-                for b in found
-            ],
-        )
+                b.id,
+                b.finished_at[:19],
+                b.mlflow_version,
+                b.runs,
+                b.artifacts,
+                ops._human(b.artifact_bytes),
+                b.copied,
+                ops._human(b.dump_bytes),
+            ]
+            for b in found
+        ],
     )
+    out.columns[0].no_wrap = True
+    console.print(out)
 
 
 @backup_app.command("verify")
