@@ -36,6 +36,8 @@ SECRET_FIELDS = (
 )
 PLACEHOLDERS = {"", "changethis", "changeme", "password", "secret", "admin", "mlflow", "minioadmin"}
 MIN_PASSWORD_LENGTH = 12
+# Database connections kept free of the server's pools: psql, backups, doctor, migrations.
+RESERVED_CONNECTIONS = 10
 _NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -139,6 +141,32 @@ class PlatformSettings(BaseSettings):
         description="Let `serve` apply the kit's PostgreSQL index pack (CREATE INDEX "
         "CONCURRENTLY, idempotent; see docs/indexes.md).",
     )
+    db_pool_size: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Database connections each server worker keeps open "
+        "(MLFLOW_SQLALCHEMYSTORE_POOL_SIZE).",
+    )
+    db_pool_max_overflow: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description="Connections a worker may open beyond its pool under load.",
+    )
+    db_pool_recycle_seconds: int = Field(
+        1800,
+        ge=0,
+        description="Reopen pooled connections older than this (a firewall or proxy that "
+        "drops idle connections then costs nothing); 0 = never.",
+    )
+    db_max_connections: int = Field(
+        100,
+        ge=20,
+        le=10000,
+        description="PostgreSQL's max_connections: the local stack starts with it; "
+        "`config check` refuses server pools that could exhaust it.",
+    )
 
     # -- object store --------------------------------------------------------
     object_store: Literal["seaweedfs", "minio", "external"] = Field(
@@ -164,7 +192,13 @@ class PlatformSettings(BaseSettings):
     # -- tracking server -----------------------------------------------------
     server_host: str = Field("127.0.0.1", description="Bind address of the tracking server.")
     server_port: int = Field(5000, ge=1, le=65535, description="Port of the tracking server.")
-    server_workers: int = Field(2, ge=1, le=64, description="Uvicorn worker processes.")
+    server_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Uvicorn worker processes; 0 = one per CPU core, at most 4 (more "
+        "workers than cores only adds memory).",
+    )
     server_tcp_nodelay: bool = Field(
         True,
         description="Run uvicorn with TCP_NODELAY on accepted connections (with several "
@@ -333,6 +367,14 @@ class PlatformSettings(BaseSettings):
 
     # -- derived values ------------------------------------------------------
     @property
+    def workers(self) -> int:
+        """Uvicorn workers: the setting, or one per core up to 4 when it is 0."""
+        if self.server_workers:
+            return self.server_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, min(cores or 1, 4))
+
+    @property
     def is_dev(self) -> bool:
         return self.env == "dev"
 
@@ -427,6 +469,16 @@ class PlatformSettings(BaseSettings):
     def problems(self) -> list[str]:
         """Every problem with these settings, each naming the variable and the fix."""
         found: list[str] = []
+        connections = self.workers * (self.db_pool_size + self.db_pool_max_overflow)
+        if connections + RESERVED_CONNECTIONS > self.db_max_connections:
+            found.append(
+                f"the server's pools may open {connections} database connections "
+                f"({self.workers} workers x (MLOPS_DB_POOL_SIZE {self.db_pool_size} + "
+                f"MLOPS_DB_POOL_MAX_OVERFLOW {self.db_pool_max_overflow})), more than "
+                f"MLOPS_DB_MAX_CONNECTIONS={self.db_max_connections} leaves after "
+                f"{RESERVED_CONNECTIONS} for admin work; lower the pool or the workers, "
+                "or raise max_connections"
+            )
         if not self.is_dev:
             for name in SECRET_FIELDS:
                 if name == "proxy_password" and not self.proxy_enabled:

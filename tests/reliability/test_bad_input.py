@@ -45,7 +45,7 @@ CASES = [
     Case("port-float", "MLOPS_SERVER_PORT=50.5\n", expect="MLOPS_SERVER_PORT"),
     Case("ports-clash", "MLOPS_PROXY_PORT=5000\n", expect="both 5000"),
     Case("ports-clash-db-s3", "MLOPS_S3_PORT=5432\n", expect="both 5432"),
-    Case("workers-zero", "MLOPS_SERVER_WORKERS=0\n", expect="MLOPS_SERVER_WORKERS"),
+    Case("workers-negative", "MLOPS_SERVER_WORKERS=-1\n", expect="MLOPS_SERVER_WORKERS"),
     Case("workers-huge", "MLOPS_SERVER_WORKERS=100000\n", expect="MLOPS_SERVER_WORKERS"),
     Case("artifact-mode", "MLOPS_ARTIFACT_MODE=sideways\n", expect="MLOPS_ARTIFACT_MODE"),
     Case("object-store", "MLOPS_OBJECT_STORE=gcs\n", expect="MLOPS_OBJECT_STORE"),

@@ -110,7 +110,7 @@ def test_secret_file_that_is_a_directory_is_a_clear_error(
         ("MLOPS_DB_URL", "sqlite:///mlflow.db", "SQLite is not supported"),
         ("MLOPS_PUBLIC_URL", "ftp://x", "http:// or https://"),
         ("MLOPS_S3_PREFIX", "../up", "key prefix"),
-        ("MLOPS_SERVER_WORKERS", "0", "MLOPS_SERVER_WORKERS"),
+        ("MLOPS_SERVER_WORKERS", "-1", "MLOPS_SERVER_WORKERS"),
     ],
 )
 def test_malformed_values_name_the_variable(
@@ -193,3 +193,19 @@ def test_unknown_variables_are_reported(tmp_path: Path, monkeypatch: pytest.Monk
 def test_every_field_is_documented() -> None:
     for name, field in PlatformSettings.model_fields.items():
         assert field.description, f"{name} has no description"
+
+
+def test_workers_default_to_the_cores_up_to_four(tmp_path: Path) -> None:
+    auto = PlatformSettings(_env_file=None, env="dev", server_workers=0)
+    assert 1 <= auto.workers <= 4
+    assert PlatformSettings(_env_file=None, env="dev", server_workers=6).workers == 6
+
+
+def test_pools_that_could_exhaust_postgres_are_refused() -> None:
+    fine = PlatformSettings(_env_file=None, env="dev", server_workers=4)
+    assert not any("MLOPS_DB_POOL_SIZE" in p for p in fine.problems())  # 4 x 10 + 10 <= 100
+    greedy = PlatformSettings(
+        _env_file=None, env="dev", server_workers=8, db_pool_size=10, db_pool_max_overflow=5
+    )
+    (problem,) = [p for p in greedy.problems() if "MLOPS_DB_POOL_SIZE" in p]
+    assert "120 database connections" in problem and "MLOPS_DB_MAX_CONNECTIONS=100" in problem

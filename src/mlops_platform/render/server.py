@@ -22,7 +22,7 @@ def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> 
         "--port",
         str(settings.server_port),
         "--workers",
-        str(settings.server_workers),
+        str(settings.workers),
         "--allowed-hosts",
         ",".join(settings.allowed_host_list()),
         "--cors-allowed-origins",
@@ -47,7 +47,11 @@ def server_env(settings: PlatformSettings) -> dict[str, str]:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if settings.job_execution else "false",
         "AWS_DEFAULT_REGION": settings.s3_region,
         "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE": "path" if settings.s3_path_style else "auto",
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(settings.db_pool_size),
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(settings.db_pool_max_overflow),
     }
+    if settings.db_pool_recycle_seconds:
+        env["MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE"] = str(settings.db_pool_recycle_seconds)
     password = settings.db_parts()["password"]
     if password:
         env["PGPASSWORD"] = password

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from mlops_platform.errors import MissingBinaryError, ServiceError, StateError
+from mlops_platform.render.postgres import server_options
 from mlops_platform.stack.base import (
     PortClaim,
     Progress,
@@ -195,9 +196,10 @@ class Postgres(Service):
                     "--no-instructions",
                 ]
             )
+        tuning = " ".join(f"-c {k}={v}" for k, v in server_options(self.settings).items())
         options = (
             f"-c listen_addresses={self.settings.db_host} -p {self.settings.db_port} "
-            f"-k {self.socket_dir} -c unix_socket_permissions=0700"
+            f"-k {self.socket_dir} -c unix_socket_permissions=0700 {tuning}"
         )
         progress(f"starting PostgreSQL on {self.settings.db_host}:{self.settings.db_port}")
         self._run(
