@@ -43,8 +43,13 @@ STEPS = 10
 REPEAT = 3
 
 
-def log_templates(settings: PlatformSettings) -> tuple[int, list[int]]:
-    """Template runs and the target experiments, created through the real API."""
+def log_templates(
+    settings: PlatformSettings, *, tracking_uri: str | None = None
+) -> tuple[int, list[int]]:
+    """Template runs and the target experiments, created through the real API.
+
+    ``tracking_uri`` defaults to the platform's public URL (the proxy).
+    """
     import os
 
     from mlflow.entities import Metric, Param, RunTag
@@ -52,7 +57,7 @@ def log_templates(settings: PlatformSettings) -> tuple[int, list[int]]:
 
     for key, value in client_env(settings).items():
         os.environ[key] = value
-    client = MlflowClient(client_env(settings)["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(tracking_uri or client_env(settings)["MLFLOW_TRACKING_URI"])
     stamp = int(time.time())
     template_exp = client.create_experiment(f"templates-{stamp}")
     rng = random.Random(7)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from mlops_platform.cli import backup, config, db, deploy, doctor, registry, s3, serve, stack
+from mlops_platform.cli import backup, bench, config, db, deploy, doctor, registry, s3, serve, stack
 from mlops_platform.cli.common import app
 from mlops_platform.errors import PlatformError
 
@@ -19,6 +19,7 @@ doctor.register(app)
 registry.register(app)
 deploy.register(app)
 backup.register(app)
+bench.register(app)
 
 
 def main() -> None:

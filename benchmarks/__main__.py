@@ -1,0 +1,7 @@
+"""`python -m benchmarks`: the side-by-side harness (see benchmarks/harness.py)."""
+
+import sys
+
+from benchmarks.harness import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""The benchmark harness, at its quick sizes: it completes and produces every figure.
+
+Timing is never asserted here: the figures are for docs/performance.md, measured with
+`make bench` on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import CLI, require_binaries
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_harness_produces_every_figure(tmp_path: Path) -> None:
+    require_binaries()
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [*CLI, "bench", "--quick", "--json", str(out)],
+        cwd=tmp_path,  # `bench` finds the checkout from the package, not the cwd
+        env={**os.environ, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+
+    assert set(report["startup"]) == {"kit stack", "reference server"}
+    assert all(v["seconds_to_healthy"] > 0 for v in report["startup"].values())
+    for name in ("reference server", "kit stack", "kit postgres", "kit seaweedfs",
+                 "kit tracking", "kit nginx"):  # fmt: skip
+        assert report["memory"][name]["pss_mb"] > 0, name
+
+    clients = report["sizes"]["clients"]
+    assert {(r["workload"], r["clients"]) for r in report["writes"]} == {
+        (kind, n) for kind in ("log_metric", "log_batch") for n in clients
+    }
+    for row in report["writes"]:
+        for key in ("reference_rows_s", "kit_rows_s", "raw_postgres_rows_s", "kit_p95_ms"):
+            assert row[key] > 0, (row, key)
+
+    assert len(report["search"]) == 7
+    assert all(r["runs"] >= report["sizes"]["runs"] for r in report["search"])
+    assert all(r["kit_p50_ms"] > 0 and r["reference_p50_ms"] > 0 for r in report["search"])
+
+    assert {r["direction"] for r in report["artifacts"]} == {"upload", "download"}
+    assert all(r["kit_mb_s"] > 0 and r["store_direct_mb_s"] > 0 for r in report["artifacts"])
+
+    # The same figures as a table on stdout.
+    assert "| log_batch |" in result.stdout and "kit speed-up" in result.stdout
