@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 
 from mlops_platform import db
+from mlops_platform.errors import PlatformError
 from mlops_platform.render.server import server_argv, server_env
 from mlops_platform.settings import PlatformSettings, inherited_environment
 
@@ -28,9 +29,16 @@ def prepare(
     if settings.db_apply_indexes:
         from mlops_platform import indexes
 
-        for action in indexes.apply_pack(settings, progress=progress):
-            if action.action != "skipped":
-                progress(f"index {action.name}: {action.action} in {action.seconds:.1f}s")
+        try:
+            for action in indexes.apply_pack(settings, progress=progress):
+                if action.action != "skipped":
+                    progress(f"index {action.name}: {action.action} in {action.seconds:.1f}s")
+        except PlatformError as exc:
+            # Only speed is at stake: the server must still start.
+            progress(
+                f"warning: index pack not applied ({exc}); the server starts without it; "
+                "retry with `mlops-platform db indexes apply`"
+            )
     if settings.prometheus:
         (settings.state_dir / "prometheus").mkdir(parents=True, exist_ok=True)
     return server_argv(settings), env

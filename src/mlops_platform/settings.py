@@ -137,9 +137,10 @@ class PlatformSettings(BaseSettings):
         "default <state_dir>/dumps.",
     )
     db_apply_indexes: bool = Field(
-        False,
-        description="Let `serve` apply the kit's PostgreSQL index pack (CREATE INDEX "
-        "CONCURRENTLY, idempotent; see docs/indexes.md).",
+        True,
+        description="Let `serve` apply the kit's PostgreSQL index pack at start (CREATE "
+        "INDEX CONCURRENTLY, idempotent, measured to pay off; see docs/indexes.md). A "
+        "failure is reported and the server starts without it.",
     )
     db_pool_size: int = Field(
         5,
