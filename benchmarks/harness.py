@@ -73,6 +73,7 @@ WRITE_KINDS = ("log_metric", "log_batch")
 class Report:
     sizes: dict[str, Any]
     machine: dict[str, Any]
+    settings: dict[str, str] = field(default_factory=dict)
     startup: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: list[dict[str, Any]] = field(default_factory=list)
     search: list[dict[str, Any]] = field(default_factory=list)
@@ -238,22 +239,8 @@ def reads(experiments: list[int], sample_run: str) -> list[Read]:
 
 def populate(settings: PlatformSettings, tracking_uri: str, runs: int) -> tuple[list[Read], int]:
     """Template runs through the server's API, replicated in SQL to ``runs`` runs."""
-    import sqlalchemy
-
-    from mlops_platform import db
-
-    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints a link per run
-        template_exp, experiments = index_bench.log_templates(settings, tracking_uri=tracking_uri)
-    index_bench.replicate(settings, template_exp, experiments, runs)
-    engine = db.make_engine(settings)
-    with engine.connect() as conn:
-        sample = conn.execute(
-            sqlalchemy.text("SELECT run_uuid FROM runs WHERE experiment_id = :e LIMIT 1"),
-            {"e": experiments[0]},
-        ).scalar()
-        total = int(conn.execute(sqlalchemy.text("SELECT count(*) FROM runs")).scalar() or 0)
-    engine.dispose()
-    return reads(experiments, str(sample)), total
+    data = index_bench.populate(settings, runs, tracking_uri=tracking_uri)
+    return reads(data.experiments, data.sample_run), data.total_runs
 
 
 def time_read(target: Target, read: Read, repeats: int) -> list[float]:
@@ -379,13 +366,14 @@ def artifacts(stack: Stack, kit: Target, reference: Target, sizes: Sizes, report
 # -- the run ----------------------------------------------------------------------------
 
 
-def run(sizes: Sizes, *, skip: set[str]) -> Report:
+def run(sizes: Sizes, *, skip: set[str], values: dict[str, str] | None = None) -> Report:
     report = Report(
         sizes=asdict(sizes),
+        settings=dict(values or {}),
         machine={"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30)},
     )
     started = time.monotonic()
-    with throwaway_stack() as stack:
+    with throwaway_stack(**(values or {})) as stack:
         log("starting the kit's stack")
         t0 = time.monotonic()
         stack.cli("up")
@@ -556,6 +544,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifact-mb", type=int, help="size of the artifact")
     parser.add_argument("--rounds", type=int, help="A/B alternations")
     parser.add_argument("--skip", default="", help="comma list of: writes, search, artifacts")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the kit's stack for this run, e.g. server_workers=4 (repeatable)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     overrides: dict[str, Any] = {}
@@ -569,7 +564,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = skip - {"writes", "search", "artifacts"}
     if unknown:
         parser.error(f"--skip: unknown part(s) {', '.join(sorted(unknown))}")
-    report = run(sizes, skip=skip)
+    values = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--set {item!r}: expected NAME=VALUE, e.g. server_workers=4")
+        values[name.lower().removeprefix("mlops_")] = value
+    report = run(sizes, skip=skip, values=values)
     print(render(report))
     if args.json:
         args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")

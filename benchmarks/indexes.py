@@ -247,16 +247,24 @@ def main(argv: list[str] | None = None) -> int:
         return bench(stack.settings, args)
 
 
-def bench(settings: PlatformSettings, args: argparse.Namespace) -> int:
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+@dataclass
+class Populated:
+    experiments: list[int]
+    sample_run: str
+    run_name: str
+    total_runs: int
 
+
+def populate(
+    settings: PlatformSettings, runs: int, *, tracking_uri: str | None = None
+) -> Populated:
+    """Template runs through the server's API (default: the proxy), replicated in SQL."""
     start = time.monotonic()
     with contextlib.redirect_stdout(sys.stderr):  # MLflow prints a link per run
-        template_exp, experiments = log_templates(settings)
+        template_exp, experiments = log_templates(settings, tracking_uri=tracking_uri)
     print(f"logged {TEMPLATES} template runs through the API", file=sys.stderr)
-    replicate(settings, template_exp, experiments, args.runs)
-    print(f"replicated to {args.runs} runs in {time.monotonic() - start:.0f}s", file=sys.stderr)
-    store = SqlAlchemyStore(settings.database_url(with_password=True), "s3://bench/artifacts")
+    replicate(settings, template_exp, experiments, runs)
+    print(f"replicated to {runs} runs in {time.monotonic() - start:.0f}s", file=sys.stderr)
     engine = db.make_engine(settings)
     with engine.connect() as conn:
         sample = conn.execute(
@@ -272,7 +280,16 @@ def bench(settings: PlatformSettings, args: argparse.Namespace) -> int:
             {"e": experiments[0]},
         ).scalar()
     engine.dispose()
-    loads = workloads(experiments, str(sample), str(run_name))
+    return Populated(experiments, str(sample), str(run_name), int(total_runs or 0))
+
+
+def bench(settings: PlatformSettings, args: argparse.Namespace) -> int:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    data = populate(settings, args.runs)
+    experiments, total_runs = data.experiments, data.total_runs
+    store = SqlAlchemyStore(settings.database_url(with_password=True), "s3://bench/artifacts")
+    loads = workloads(experiments, data.sample_run, data.run_name)
     configs: dict[str, tuple[indexes.IndexSpec, ...]] = {"none": ()}
     for spec in indexes.PACK + indexes.CANDIDATES_REJECTED:
         configs[spec.name] = (spec,)

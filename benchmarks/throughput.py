@@ -1,17 +1,13 @@
-"""Write throughput: a default `mlflow server` and the kit's deployment, side by side.
+"""Write workloads and the reference server, for the harness (benchmarks/harness.py).
 
-One run brings up the kit's local stack, then a reference `mlflow server` with MLflow's
-defaults (4 workers, job execution on) on the same PostgreSQL cluster (its own
-database) and the same S3 store (its own prefix). Each workload is measured on both,
-alternately (A B A B ...), for a bounded time, from several client processes; the
-physical limit is PostgreSQL taking the same metric rows directly. Loopback only.
-
-    make bench-throughput        # or: python -m benchmarks.throughput --clients 1,4
+A client process logs through the REST API for a bounded time; `raw_postgres` writes
+the same metric rows straight into PostgreSQL (the physical limit); `start_reference`
+starts `mlflow server` as MLflow's documentation does (its defaults, job execution on)
+on the kit's PostgreSQL cluster (a database of its own) and S3 store (a prefix).
 """
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import statistics
 import sys
@@ -20,13 +16,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 import requests
 
-from benchmarks.common import Stack, throwaway_stack
+from benchmarks.common import Stack
 from mlops_platform.render.server import server_env
 from mlops_platform.settings import inherited_environment
-from mlops_platform.stack.base import StateFile, spawn, terminate, tree_rss_mb, wait_until
+from mlops_platform.stack.base import StateFile, spawn, wait_until
 from mlops_platform.stack.postgres import Postgres
 from tests.conftest import free_port
 
@@ -172,94 +167,3 @@ def start_reference(stack: Stack) -> tuple[int, Target, float]:
 
     wait_until(healthy, timeout=180, what="the reference mlflow server", log_path=log)
     return pid, Target("default mlflow", url, None), time.monotonic() - start
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", default="1,4", help="client process counts, e.g. 1,4,16")
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of one measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="A/B alternations")
-    args = parser.parse_args()
-    counts = [int(c) for c in args.clients.split(",")]
-
-    with throwaway_stack() as stack:
-        t0 = time.monotonic()
-        stack.cli("up")
-        kit_start = time.monotonic() - t0
-        s = stack.settings
-        kit = Target(
-            "kit via nginx",
-            s.resolved_public_url,
-            (s.proxy_user, s.proxy_password.get_secret_value()),
-        )
-        ref_pid, reference, ref_start = start_reference(stack)
-        try:
-            kit_pid = next(x["pid"] for x in stack.status()["services"] if x["name"] == "tracking")
-            memory = {reference.name: tree_rss_mb(ref_pid), kit.name: tree_rss_mb(kit_pid)}
-            procs = {
-                reference.name: len(psutil.Process(ref_pid).children(recursive=True)) + 1,
-                kit.name: len(psutil.Process(kit_pid).children(recursive=True)) + 1,
-            }
-            dsn = {
-                "host": "127.0.0.1",
-                "port": s.db_port,
-                "user": s.db_user,
-                "password": s.db_password.get_secret_value(),
-                "dbname": "reference",
-            }
-            results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
-            for round_no in range(args.rounds):
-                print(f"round {round_no + 1}/{args.rounds}", file=sys.stderr)
-                for kind in ("log_metric", "log_batch"):
-                    for n in counts:
-                        for target in (reference, kit):
-                            results.setdefault((kind, target.name, n), []).append(
-                                measure(
-                                    n, client, [(target, kind, args.seconds, i) for i in range(n)]
-                                )
-                            )
-                for n in counts:
-                    results.setdefault(("raw", "postgres", n), []).append(
-                        measure(n, raw_postgres, [(dsn, args.seconds, i) for i in range(n)])
-                    )
-        finally:
-            terminate(ref_pid)
-
-    def median(key: tuple[str, str, int], field_name: str) -> float:
-        return statistics.median(r.get(field_name, 0.0) for r in results[key])
-
-    print()
-    print("server processes and memory (tracking server only)")
-    print(
-        f"  default mlflow: {procs[reference.name]} processes, "
-        f"{memory[reference.name]:.0f} MB, healthy after {ref_start:.1f}s"
-    )
-    print(
-        f"  kit           : {procs[kit.name]} processes, {memory[kit.name]:.0f} MB "
-        f"(whole stack healthy after {kit_start:.1f}s)"
-    )
-    print()
-    header = (
-        f"{'workload':<11} {'clients':>7} {'default rows/s':>15} {'kit rows/s':>11} "
-        f"{'kit/default':>11} {'default p50/p95 ms':>19} {'kit p50/p95 ms':>15} "
-        f"{'raw PG rows/s':>14} {'kit % of raw':>12}"
-    )
-    print(header)
-    for kind in ("log_metric", "log_batch"):
-        for n in counts:
-            ref_key, kit_key = (kind, reference.name, n), (kind, kit.name, n)
-            a, b = median(ref_key, "rows_s"), median(kit_key, "rows_s")
-            raw = median(("raw", "postgres", n), "rows_s")
-            errors = sum(r["errors"] for r in results[kit_key] + results[ref_key])
-            print(
-                f"{kind:<11} {n:>7} {a:>15.0f} {b:>11.0f} {b / a if a else 0:>10.1f}x "
-                f"{median(ref_key, 'p50_ms'):>9.1f}/{median(ref_key, 'p95_ms'):<9.1f}"
-                f"{median(kit_key, 'p50_ms'):>7.1f}/{median(kit_key, 'p95_ms'):<7.1f} "
-                f"{raw:>14.0f} {100 * b / raw if raw else 0:>11.1f}%"
-                + (f"  ({errors:.0f} errors)" if errors else "")
-            )
-    print(f"\nmedians of {args.rounds} alternating rounds of {args.seconds:.0f}s each")
-
-
-if __name__ == "__main__":
-    main()
