@@ -757,7 +757,8 @@ class Registry:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         repo = get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri)
-        total, pending = 0, [None]
+        total = 0
+        pending: list[str | None] = [None]
         while pending:
             path = pending.pop()
             for info in repo.list_artifacts(path):

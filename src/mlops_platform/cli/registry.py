@@ -8,6 +8,7 @@ to MLFLOW_TRACKING_URI with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -119,7 +120,7 @@ def promote(
     if as_json:
         print_json(result.as_dict())
     else:
-        rows = [
+        rows: list[list[Any]] = [
             ["champion", result.champion or "-", result.champion_score],
             ["challenger", result.challenger, result.challenger_score],
         ]
