@@ -1,0 +1,232 @@
+"""An opt-in MLflow tracking store with a set-based write path for metrics.
+
+MLflow's ``SqlAlchemyStore`` turns every metric of a batch into an ORM object, then
+reads, locks and rewrites ``latest_metrics`` row by row. This store is that very class
+with one method replaced: the metrics of ``log_batch`` and ``log_metric`` go to
+PostgreSQL as ONE statement per call, which checks the run, inserts the rows
+(``INSERT … ON CONFLICT DO NOTHING``) and folds them into ``latest_metrics``
+(``INSERT … ON CONFLICT DO UPDATE … WHERE newer``), with MLflow's rules:
+
+- validation: MLflow's own ``_validate_metric`` with the same paths, so the same
+  exceptions, messages and error codes;
+- a row identical to one already stored (same batch or an earlier one) is skipped;
+- NaN is stored as ``value = 0, is_nan = true``, ±inf as ±1.7976931348623157e308
+  (MLflow's ``sanitize_metric_value``);
+- the latest value of a key is the maximum by ``(step, timestamp, value)`` among the
+  rows actually inserted, the first one in batch order on a tie, and it replaces the
+  stored one only when strictly greater.
+
+Anything outside the common shape (a run that is missing or not active, a value that
+is not a float or a small int, a step or timestamp that is not a 64-bit int, metrics
+of a logged model, params or tags in the batch) goes through MLflow's own code, so
+errors and corner cases stay MLflow's. ``tests/integration/test_fast_store.py``
+checks the equivalence row by row against the stock store on real PostgreSQL.
+
+It registers the URI scheme ``mlops-postgresql`` (entry point group
+``mlflow.tracking_store``): ``mlops-postgresql://user@host:port/db`` is
+``postgresql+psycopg://user@host:port/db`` with this store in front.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+# MLflow loads its tracking-store entry points while it is being imported, so importing
+# this module first (which imports MLflow) loads the entry point from a module that is
+# only half initialised: `build_store` is defined before MLflow's imports for that.
+_SERVER_ARTIFACT_ROOT_ENV_VAR = "_MLFLOW_SERVER_ARTIFACT_ROOT"
+
+
+def build_store(store_uri: str, artifact_uri: str | None = None, **_: Any) -> FastSqlAlchemyStore:
+    """The ``mlflow.tracking_store`` entry point for ``mlops-postgresql://`` URIs."""
+    if artifact_uri is None:
+        # What MLflow's own builder does: inside the server, the server's artifact root
+        # (mlflow.tracking._tracking_service.utils._SERVER_ARTIFACT_ROOT_ENV_VAR).
+        artifact_uri = os.environ.get(
+            _SERVER_ARTIFACT_ROOT_ENV_VAR, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+        )
+    return FastSqlAlchemyStore(store_uri, artifact_uri)
+
+
+from mlflow.entities import Metric  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR  # noqa: E402
+from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH  # noqa: E402
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: E402
+from mlflow.utils.validation import (  # noqa: E402
+    _validate_batch_log_data,
+    _validate_batch_log_limits,
+    _validate_metric,
+    _validate_param_keys_unique,
+    _validate_run_id,
+)
+
+SCHEME = "mlops-postgresql"
+DRIVER_SCHEME = "postgresql+psycopg"
+APPLICATION_NAME = "mlops-fast-store"
+_INT64 = (-(2**63), 2**63 - 1)
+_EXACT_INT = 2**53  # ints beyond this do not survive the trip through double precision
+
+# One round trip: the run check, the rows, and latest_metrics. Data-modifying CTEs all
+# run; `ins` returns only the rows really inserted, so duplicates of stored rows and
+# of earlier rows of the same batch do not count for latest_metrics (as in MLflow,
+# whose retry after an IntegrityError folds in only the rows that were new).
+_LOG_METRICS_SQL = """
+WITH run AS (
+    SELECT 1 FROM runs WHERE run_uuid = %(run_id)s AND lifecycle_stage = 'active'
+),
+input AS (
+    SELECT u.ord, u.key, u.value, u.ts, u.step, u.is_nan
+    FROM unnest(
+        %(keys)s::varchar[], %(values)s::float8[], %(timestamps)s::int8[],
+        %(steps)s::int8[], %(is_nan)s::bool[]
+    ) WITH ORDINALITY AS u(key, value, ts, step, is_nan, ord)
+    WHERE EXISTS (SELECT 1 FROM run)
+),
+ins AS (
+    INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)
+    SELECT key, value, ts, %(run_id)s, step, is_nan FROM input ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING key, value, timestamp, step, is_nan
+),
+best AS (
+    SELECT DISTINCT ON (i.key) i.key, i.value, i.timestamp, i.step, i.is_nan
+    FROM ins AS i
+    JOIN input AS p
+      ON p.key = i.key AND p.ts = i.timestamp AND p.step = i.step
+     AND p.value = i.value AND p.is_nan = i.is_nan
+    ORDER BY i.key, i.step DESC, i.timestamp DESC, i.value DESC, p.ord
+),
+up AS (
+    INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)
+    SELECT key, value, timestamp, step, is_nan, %(run_id)s FROM best ORDER BY key
+    ON CONFLICT (key, run_uuid) DO UPDATE
+    SET value = EXCLUDED.value, timestamp = EXCLUDED.timestamp,
+        step = EXCLUDED.step, is_nan = EXCLUDED.is_nan
+    WHERE (EXCLUDED.step, EXCLUDED.timestamp, EXCLUDED.value)
+        > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM ins), (SELECT count(*) FROM up)
+"""
+
+
+def to_sqlalchemy_url(store_uri: str) -> str:
+    """``mlops-postgresql://…`` -> ``postgresql+psycopg://…?application_name=…``.
+
+    The connections carry ``application_name=mlops-fast-store`` (unless the URI names
+    one), so ``pg_stat_activity`` shows which store a server really runs.
+    """
+    prefix = SCHEME + "://"
+    if not store_uri.startswith(prefix):
+        return store_uri
+    url = DRIVER_SCHEME + "://" + store_uri[len(prefix) :]
+    if "application_name=" not in url:
+        url += ("&" if "?" in url else "?") + "application_name=" + APPLICATION_NAME
+    return url
+
+
+def to_store_uri(sqlalchemy_url: str) -> str:
+    """A PostgreSQL SQLAlchemy URL (any driver) -> the same database under this scheme."""
+    scheme, sep, rest = sqlalchemy_url.partition("://")
+    if not sep or scheme.split("+")[0] not in ("postgresql", "postgres"):
+        raise ValueError(f"not a PostgreSQL URL: {scheme}://…")
+    return f"{SCHEME}://{rest}"
+
+
+def _fast_row(metric: Metric) -> tuple[str, float, int, int] | None:
+    """The metric as plain (key, value, timestamp, step), or None when MLflow's code
+    must handle it (types whose round trip through PostgreSQL could differ)."""
+    value, timestamp, step = metric.value, metric.timestamp, metric.step
+    if type(timestamp) is not int or not _INT64[0] <= timestamp <= _INT64[1]:
+        return None
+    if type(step) is not int or not _INT64[0] <= step <= _INT64[1]:
+        return None
+    if isinstance(value, float):
+        return metric.key, float(value), timestamp, step
+    if type(value) is int and -_EXACT_INT <= value <= _EXACT_INT:
+        return metric.key, float(value), timestamp, step
+    return None
+
+
+class FastSqlAlchemyStore(SqlAlchemyStore):
+    """MLflow's SqlAlchemyStore with set-based SQL for metric writes (PostgreSQL only)."""
+
+    def __init__(self, db_uri: str, default_artifact_root: str | None, read_db_uri: Any = None):
+        super().__init__(to_sqlalchemy_url(db_uri), default_artifact_root, read_db_uri)
+        if self.db_type != "postgresql":
+            raise MlflowException(
+                f"the {SCHEME} store needs PostgreSQL, got a {self.db_type} URI; "
+                "use the plain database URI for other databases",
+                INTERNAL_ERROR,
+            )
+
+    def log_batch(self, run_id, metrics, params, tags):  # type: ignore[no-untyped-def]
+        # Params, tags and logged-model metrics keep MLflow's path (and its ordering).
+        if params or tags or any(m.model_id is not None for m in metrics):
+            return super().log_batch(run_id, metrics, params, tags)
+        # MLflow's validation, in MLflow's order; the run check happens in the metrics
+        # statement (and, when it fails, in MLflow's code, which raises MLflow's error).
+        _validate_run_id(run_id)
+        metrics, params, tags = _validate_batch_log_data(metrics, params, tags)
+        _validate_batch_log_limits(metrics, params, tags)
+        _validate_param_keys_unique(params)
+        try:
+            self._log_metrics(run_id, metrics)
+        except MlflowException:
+            raise
+        except Exception as e:
+            raise MlflowException(e, INTERNAL_ERROR) from e
+
+    def _log_metrics_once(self, run_id, metrics):  # type: ignore[no-untyped-def]
+        if not metrics:
+            return super()._log_metrics_once(run_id, metrics)
+        is_single_metric = len(metrics) == 1
+        keys: list[str] = []
+        values: list[float] = []
+        timestamps: list[int] = []
+        steps: list[int] = []
+        nans: list[bool] = []
+        fast = True
+        for idx, metric in enumerate(metrics):
+            _validate_metric(
+                metric.key,
+                metric.value,
+                metric.timestamp,
+                metric.step,
+                path="" if is_single_metric else f"metrics[{idx}]",
+            )
+            row = _fast_row(metric) if fast else None
+            if row is None:
+                fast = False
+                continue
+            key, value, timestamp, step = row
+            is_nan = math.isnan(value)
+            if is_nan:
+                value = 0.0
+            elif math.isinf(value):
+                value = 1.7976931348623157e308 if value > 0 else -1.7976931348623157e308
+            keys.append(key)
+            values.append(value)
+            timestamps.append(timestamp)
+            steps.append(step)
+            nans.append(is_nan)
+        if not fast:
+            return super()._log_metrics_once(run_id, metrics)
+        params = {
+            "run_id": run_id,
+            "keys": keys,
+            "values": values,
+            "timestamps": timestamps,
+            "steps": steps,
+            "is_nan": nans,
+        }
+        with self.ManagedSessionMaker(read_only=False) as session:
+            run_ok = session.connection().exec_driver_sql(_LOG_METRICS_SQL, params).scalar()
+        if not run_ok:
+            # Missing or not active: MLflow's code raises MLflow's error (and, should the
+            # run have come back meanwhile, logs the metrics as MLflow would).
+            return super()._log_metrics_once(run_id, metrics)
+        return None
