@@ -161,6 +161,12 @@ class PlatformSettings(BaseSettings):
         description="Reopen pooled connections older than this (a firewall or proxy that "
         "drops idle connections then costs nothing); 0 = never.",
     )
+    db_fast_metrics: bool = Field(
+        False,
+        description="Serve with the kit's tracking store (`mlops-postgresql://`, "
+        "mlops_platform.fast_store): metric batches and latest_metrics written with "
+        "set-based SQL, MLflow's results otherwise; see docs/performance.md.",
+    )
     db_max_connections: int = Field(
         100,
         ge=20,
