@@ -6,17 +6,25 @@ import sys
 
 from mlops_platform.settings import PlatformSettings
 
+# The URI scheme of mlops_platform.fast_store (not imported here: renderers stay light).
+FAST_STORE_SCHEME = "mlops-postgresql"
+
 
 def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> list[str]:
     """The argv that starts the tracking server. It never carries a secret."""
     module = "mlops_platform.mlflow_server" if settings.server_tcp_nodelay else "mlflow"
+    database = settings.database_url(with_password=False)
+    backend = database
+    if settings.db_fast_metrics:
+        # mlops_platform.fast_store's scheme; the model registry keeps MLflow's store.
+        backend = FAST_STORE_SCHEME + "://" + database.split("://", 1)[1]
     argv = [
         python,
         "-m",
         module,
         "server",
         "--backend-store-uri",
-        settings.database_url(with_password=False),
+        backend,
         "--host",
         settings.server_host,
         "--port",
@@ -28,6 +36,8 @@ def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> 
         "--cors-allowed-origins",
         settings.resolved_public_url,
     ]
+    if backend != database:
+        argv += ["--registry-store-uri", database]
     if settings.artifact_mode == "proxied":
         argv += [
             "--serve-artifacts",
