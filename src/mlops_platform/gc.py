@@ -1,0 +1,329 @@
+"""Retention: permanently remove deleted runs, experiments and logged models, then check
+that their objects are really gone from the store.
+
+``mlflow gc`` does the removal (it needs the tracking server's URI when artifacts are
+proxied, and the backend store URI). What it would remove is read beforehand from the
+database with the same rules, so ``--dry-run`` and the real run name the same things:
+
+- runs in the ``deleted`` stage whose ``deleted_time`` is past ``older_than``, and every
+  run of a removed experiment;
+- experiments in the ``deleted`` stage whose ``last_update_time`` is past ``older_than``;
+- logged models in the ``deleted`` stage whose ``last_updated_timestamp_ms`` is past it,
+  and the logged models of removed experiments (the database drops them with the
+  experiment, MLflow never deletes their files).
+
+Afterwards every removed entity's key prefix in the bucket is listed: what is still
+there is a leftover, reported, and deleted with ``purge_leftovers``.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import sqlalchemy
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mlops_platform import db, s3
+from mlops_platform.errors import PlatformError
+from mlops_platform.render.server import client_env, server_env
+from mlops_platform.settings import PlatformSettings, inherited_environment
+
+
+class GcError(PlatformError):
+    """Garbage collection cannot run or failed."""
+
+
+_NUM = r"\d+(?:\.\d+)?"
+_AGE = re.compile(
+    rf"^(?:(?P<d>{_NUM})d)?(?:(?P<h>{_NUM})h)?(?:(?P<m>{_NUM})m)?(?:(?P<s>{_NUM})s)?$"
+)
+
+
+def parse_older_than(text: str | None) -> int:
+    """``30d``, ``12h``, ``1d2h``, ``90s`` (MLflow's format) as milliseconds; None is 0."""
+    if text is None:
+        return 0
+    match = _AGE.match(text.strip())
+    if not text.strip() or not match or not any(match.groupdict().values()):
+        raise GcError(
+            f"cannot read the age {text!r}",
+            fix="write it like 30d, 12h, 1d12h or 90m (days, hours, minutes, seconds)",
+        )
+    factors = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+    seconds = sum(float(v) * factors[k] for k, v in match.groupdict().items() if v)
+    return int(seconds * 1000)
+
+
+def object_prefix(settings: PlatformSettings, uri: str | None) -> str | None:
+    """The S3 key prefix (ending in ``/``) an MLflow artifact URI maps to in this platform's
+    bucket, or None when the URI points elsewhere."""
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme == "mlflow-artifacts":
+        path = parsed.path.strip("/")
+        return f"{settings.s3_prefix}/{path}/" if path else None
+    if parsed.scheme in ("s3", "s3a") and parsed.netloc == settings.s3_bucket:
+        path = parsed.path.strip("/")
+        if path == settings.s3_prefix or path.startswith(settings.s3_prefix + "/"):
+            return path + "/"
+    return None
+
+
+@dataclass
+class Item:
+    kind: str  # run | experiment | logged_model
+    id: str
+    name: str
+    experiment_id: str
+    prefix: str | None  # the key prefix in the bucket, or None when elsewhere
+    objects: int = 0  # objects under the prefix before the gc
+    leftovers: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GcResult:
+    dry_run: bool
+    older_than: str | None
+    items: list[Item]
+    purged: int
+    seconds: float
+    mlflow_output: list[str] = field(default_factory=list)
+
+    @property
+    def leftovers(self) -> list[str]:
+        return [key for item in self.items for key in item.leftovers]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for i in self.items if i.kind == kind)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "older_than": self.older_than,
+            "runs": self.count("run"),
+            "experiments": self.count("experiment"),
+            "logged_models": self.count("logged_model"),
+            "items": [i.as_dict() for i in self.items],
+            "leftovers": self.leftovers,
+            "purged": self.purged,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def plan(settings: PlatformSettings, older_than_ms: int) -> list[Item]:
+    """What ``mlflow gc`` will remove, read from the database with MLflow's own rules."""
+    now = int(time.time() * 1000)
+    limit = now - older_than_ms
+    engine = db.connect_checked(settings)
+    items: list[Item] = []
+    try:
+        with engine.connect() as conn:
+            q = sqlalchemy.text
+            exp_sql = (
+                "SELECT experiment_id, name, artifact_location FROM experiments "
+                "WHERE lifecycle_stage = 'deleted'"
+                + (" AND last_update_time < :limit" if older_than_ms else "")
+                + " ORDER BY experiment_id"
+            )
+            exps = conn.execute(q(exp_sql), {"limit": limit}).all()
+            exp_ids = [int(r[0]) for r in exps]
+            for r in exps:
+                items.append(
+                    Item(
+                        "experiment", str(r[0]), str(r[1]), str(r[0]), object_prefix(settings, r[2])
+                    )
+                )
+            runs = conn.execute(
+                q(
+                    "SELECT run_uuid, name, experiment_id, artifact_uri FROM runs "
+                    "WHERE (lifecycle_stage = 'deleted' AND deleted_time <= :limit) "
+                    "OR experiment_id = ANY(:exps) ORDER BY start_time, run_uuid"
+                ),
+                {"limit": limit, "exps": exp_ids},
+            ).all()
+            for r in runs:
+                items.append(
+                    Item(
+                        "run", str(r[0]), str(r[1] or ""), str(r[2]), object_prefix(settings, r[3])
+                    )
+                )
+            models = conn.execute(
+                q(
+                    "SELECT model_id, name, experiment_id, artifact_location FROM logged_models "
+                    "WHERE (lifecycle_stage = 'deleted' AND last_updated_timestamp_ms <= :limit) "
+                    "OR experiment_id = ANY(:exps) ORDER BY creation_timestamp_ms, model_id"
+                ),
+                {"limit": limit, "exps": exp_ids},
+            ).all()
+            for r in models:
+                items.append(
+                    Item(
+                        "logged_model",
+                        str(r[0]),
+                        str(r[1] or ""),
+                        str(r[2]),
+                        object_prefix(settings, r[3]),
+                    )
+                )
+    finally:
+        engine.dispose()
+    return items
+
+
+def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    token: str | None = None
+    try:
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = client.list_objects_v2(**kwargs)
+            keys.extend(str(o["Key"]) for o in page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                return keys
+            token = page.get("NextContinuationToken")
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchBucket", "404"):
+            return []
+        raise GcError(
+            f"cannot list s3://{bucket}/{prefix}: {code}",
+            fix="check MLOPS_S3_* settings (`mlops-platform s3 diagnose`)",
+        ) from None
+    except BotoCoreError as exc:
+        raise GcError(
+            f"cannot reach the S3 endpoint: {exc}",
+            fix="start the object store or fix MLOPS_S3_ENDPOINT_URL",
+        ) from None
+
+
+def _delete(client: Any, bucket: str, keys: list[str]) -> int:
+    done = 0
+    for i in range(0, len(keys), 1000):
+        batch = keys[i : i + 1000]
+        client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+        )
+        done += len(batch)
+    return done
+
+
+def gc_argv(items: list[Item], older_than: str | None, tracking_uri: str) -> list[str]:
+    """``mlflow gc`` for exactly the planned entities. No secret in it."""
+    argv = [sys.executable, "-m", "mlflow", "gc", "--tracking-uri", tracking_uri]
+    if older_than:
+        argv += ["--older-than", older_than]
+    for kind, option in (
+        ("run", "--run-ids"),
+        ("experiment", "--experiment-ids"),
+        ("logged_model", "--logged-model-ids"),
+    ):
+        ids = [i.id for i in items if i.kind == kind]
+        if ids:
+            argv += [option, ",".join(ids)]
+    return argv
+
+
+def _tracking_uri(settings: PlatformSettings) -> str:
+    return settings.resolved_public_url
+
+
+def collect(
+    settings: PlatformSettings,
+    *,
+    older_than: str | None = None,
+    dry_run: bool = False,
+    purge_leftovers: bool = False,
+    timeout: float = 3600,
+) -> GcResult:
+    """Plan, run ``mlflow gc`` (unless ``dry_run``), then list what is left in the store."""
+    start = time.monotonic()
+    age_ms = parse_older_than(older_than)
+    items = plan(settings, age_ms)
+    client = s3.client(settings, timeout=60)
+    for item in items:
+        if item.prefix and item.kind != "experiment":
+            item.objects = len(_keys(client, settings.s3_bucket, item.prefix))
+    if dry_run or not items:
+        return GcResult(dry_run, older_than, items, 0, time.monotonic() - start)
+    # runs and models of removed experiments go with them (mlflow refuses them by ID when
+    # they are not old enough themselves)
+    removed_exps = {i.id for i in items if i.kind == "experiment"}
+    model_ids = _deleted_model_ids(settings, [i.id for i in items if i.kind == "logged_model"])
+    explicit = [
+        i
+        for i in items
+        if i.kind == "experiment"
+        or (i.experiment_id not in removed_exps and (i.kind == "run" or i.id in model_ids))
+    ]
+    argv = gc_argv(explicit, older_than, _tracking_uri(settings))
+    env = {
+        **inherited_environment(keep_settings=False),
+        **server_env(settings),
+        **client_env(settings),
+        "MLFLOW_BACKEND_STORE_URI": settings.database_url(with_password=True),
+    }
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    output = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0:
+        err = [line for line in done.stderr.splitlines() if line.strip()]
+        why = next((line for line in reversed(err) if "Exception" in line or "Error" in line), None)
+        raise GcError(
+            f"mlflow gc failed: {why or (err[-1] if err else 'no output')}",
+            fix="fix the error above and run `mlops-platform gc` again (it is safe to re-run)",
+        )
+    purged = 0
+    for item in items:
+        if item.prefix is None:
+            continue
+        # a removed experiment's own folder holds only what its runs and models left
+        item.leftovers = _keys(client, settings.s3_bucket, item.prefix)
+    if purge_leftovers:
+        for item in items:
+            if item.leftovers:
+                purged += _delete(client, settings.s3_bucket, item.leftovers)
+                item.leftovers = _keys(client, settings.s3_bucket, item.prefix or "")
+    _dedupe_leftovers(items)
+    return GcResult(False, older_than, items, purged, time.monotonic() - start, output)
+
+
+def _deleted_model_ids(settings: PlatformSettings, ids: list[str]) -> set[str]:
+    """The logged models among ``ids`` that are themselves in the ``deleted`` stage (mlflow
+    gc refuses the others; they go with their experiment)."""
+    if not ids:
+        return set()
+    engine = db.connect_checked(settings)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT model_id FROM logged_models "
+                    "WHERE lifecycle_stage = 'deleted' AND model_id = ANY(:ids)"
+                ),
+                {"ids": ids},
+            ).all()
+    finally:
+        engine.dispose()
+    return {str(r[0]) for r in rows}
+
+
+def _dedupe_leftovers(items: list[Item]) -> None:
+    """An experiment's folder contains its runs' and models' folders: name each key once,
+    under the most specific entity."""
+    claimed: set[str] = set()
+    for item in sorted(items, key=lambda i: i.kind == "experiment"):
+        item.leftovers = [k for k in item.leftovers if k not in claimed]
+        claimed.update(item.leftovers)
