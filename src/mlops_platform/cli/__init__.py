@@ -6,7 +6,19 @@ import sys
 
 import typer
 
-from mlops_platform.cli import backup, bench, config, db, deploy, doctor, registry, s3, serve, stack
+from mlops_platform.cli import (
+    backup,
+    bench,
+    config,
+    db,
+    deploy,
+    doctor,
+    gc,
+    registry,
+    s3,
+    serve,
+    stack,
+)
 from mlops_platform.cli.common import app
 from mlops_platform.errors import PlatformError
 
@@ -19,6 +31,7 @@ doctor.register(app)
 registry.register(app)
 deploy.register(app)
 backup.register(app)
+gc.register(app)
 bench.register(app)
 
 
