@@ -25,13 +25,19 @@ class Stack:
     settings: PlatformSettings
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, "-m", "mlops_platform", "--env-file", str(self.env_file), *args],
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
             timeout=600,
         )
+        if result.returncode != 0:
+            raise SystemExit(
+                f"mlops-platform {' '.join(args)} failed (exit {result.returncode}):\n"
+                f"{result.stdout[-2000:]}{result.stderr[-4000:]}"
+            )
+        return result
 
     def status(self) -> dict:  # type: ignore[type-arg]
         return json.loads(self.cli("status", "--json").stdout)
