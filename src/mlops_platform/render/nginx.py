@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from importlib import resources
 from pathlib import Path
@@ -16,15 +17,43 @@ def template_text() -> str:
     return resources.files("mlops_platform").joinpath("templates", TEMPLATE_NAME).read_text()
 
 
+# A unix socket path must fit sockaddr_un (108 bytes with the terminating NUL).
+_MAX_SOCKET_PATH = 100
+
+
+def auth_fail_socket(root: Path) -> str:
+    """The unix socket of the failed-login counter, under the proxy's folder if it fits."""
+    path = root / "tmp" / "auth-failures.sock"
+    if len(str(path)) <= _MAX_SOCKET_PATH:
+        return str(path)
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    return f"/tmp/mlops-auth-failures-{digest}.sock"
+
+
 def template_variables(
-    settings: PlatformSettings, *, upstream: str, snippets_dir: str
+    settings: PlatformSettings,
+    *,
+    upstream: str,
+    snippets_dir: str,
+    access_log: str | None = None,
+    auth_fail_socket_path: str | None = None,
+    lockout_cache: str | None = None,
 ) -> dict[str, str]:
-    """The values the template's ``${MLOPS_*}`` names take (also the compose environment)."""
+    """The values the template's ``${MLOPS_*}`` names take (also the compose environment).
+
+    The access log, the failed-login socket and the lockout cache default to
+    ``logs/access.log``, ``tmp/auth-failures.sock`` and ``tmp/lockout`` beside
+    ``snippets_dir`` (the local stack's layout).
+    """
+    root = Path(snippets_dir).parent
     listen = f"{settings.proxy_host}:{settings.proxy_port}"
     if settings.tls_enabled:
         listen += " ssl"
     return {
         "MLOPS_PROXY_LISTEN": listen,
+        "MLOPS_ACCESS_LOG": access_log or str(root / "logs" / "access.log"),
+        "MLOPS_AUTH_FAIL_SOCKET": auth_fail_socket_path or auth_fail_socket(root),
+        "MLOPS_LOCKOUT_CACHE": lockout_cache or str(root / "tmp" / "lockout"),
         "MLOPS_UPSTREAM": upstream,
         "MLOPS_USERS_FILE": str(settings.users_file),
         "MLOPS_NGINX_SNIPPETS": snippets_dir,
@@ -43,9 +72,24 @@ def substitute(template: str, values: dict[str, str]) -> str:
     return _VAR.sub(lambda m: values[m.group(1)], template)
 
 
-def site_conf(settings: PlatformSettings, *, upstream: str, snippets_dir: str) -> str:
-    """The ``server`` block for the proxy: the same text compose's nginx renders."""
-    values = template_variables(settings, upstream=upstream, snippets_dir=snippets_dir)
+def site_conf(
+    settings: PlatformSettings,
+    *,
+    upstream: str,
+    snippets_dir: str,
+    access_log: str | None = None,
+    auth_fail_socket_path: str | None = None,
+    lockout_cache: str | None = None,
+) -> str:
+    """The proxy's ``http``-level configuration: the same text compose's nginx renders."""
+    values = template_variables(
+        settings,
+        upstream=upstream,
+        snippets_dir=snippets_dir,
+        access_log=access_log,
+        auth_fail_socket_path=auth_fail_socket_path,
+        lockout_cache=lockout_cache,
+    )
     return substitute(template_text(), values)
 
 
@@ -76,7 +120,7 @@ events {{
 
 http {{
     default_type application/octet-stream;
-    access_log {root}/logs/access.log;
+    access_log off;  # the site logs JSON to logs/access.log itself
     client_body_temp_path {root}/tmp/client_body;
     proxy_temp_path {root}/tmp/proxy;
     fastcgi_temp_path {root}/tmp/fastcgi;

@@ -6,6 +6,7 @@ import grp
 import os
 import pwd
 import subprocess
+from pathlib import Path
 
 from mlops_platform.bootstrap import ensure_users_file
 from mlops_platform.errors import MissingBinaryError, ServiceError
@@ -74,7 +75,11 @@ class Proxy(Service):
             self.settings,
             upstream=f"127.0.0.1:{self.settings.server_port}",
             snippets_dir=str(self.root / "snippets"),
+            access_log=str(self.root / "logs" / "access.log"),
+            auth_fail_socket_path=render_nginx.auth_fail_socket(self.root),
+            lockout_cache=str(self.root / "tmp" / "lockout"),
         )
+
         (self.root / "conf.d" / "mlflow.conf").write_text(site)
         tls = render_nginx.tls_snippet(self.settings)
         tls_path = self.root / "snippets" / "tls.conf"
@@ -93,6 +98,9 @@ class Proxy(Service):
     def start(self, progress: Progress) -> None:
         binary = self.binary()
         self.write_config()
+        # A socket left by an nginx that was killed would make the new one fail to bind;
+        # never removed under a running nginx, whose workers connect to it by path.
+        Path(render_nginx.auth_fail_socket(self.root)).unlink(missing_ok=True)
         conf = str(self.root / "nginx.conf")
         error_log = str(self.root / "logs" / "error.log")
         test = subprocess.run(
