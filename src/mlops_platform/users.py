@@ -1,0 +1,203 @@
+"""The proxy's users: add, remove and list entries of the password file.
+
+nginx re-reads ``auth_basic_user_file`` on every request, so a change here takes
+effect on the next request with no reload. The file holds ``{SSHA}`` hashes only
+(see ``render/htpasswd.py`` for why not bcrypt); it is replaced atomically, keeps
+its owner and group (the local stack gives it to nginx's worker group) and is
+written with mode 0640. Concurrent commands are serialised by a lock file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_platform.bootstrap import token
+from mlops_platform.errors import ConfigError
+from mlops_platform.render import htpasswd
+from mlops_platform.settings import MIN_PASSWORD_LENGTH, PlatformSettings
+
+FILE_MODE = 0o640
+GENERATED_LENGTH = 32
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Fragments that make a password guessable however long it is.
+_WEAK_PARTS = (
+    "password",
+    "passwort",
+    "qwerty",
+    "azerty",
+    "letmein",
+    "welcome",
+    "changeme",
+    "changethis",
+    "admin",
+    "mlflow",
+    "secret",
+    "iloveyou",
+    "monkey",
+    "dragon",
+    "abc123",
+    "123456",
+)
+_SEQUENCES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiopasdfghjklzxcvbnm")
+
+
+class UserError(ConfigError):
+    """A user cannot be added or removed as asked; nothing was changed."""
+
+
+@dataclass
+class UserInfo:
+    name: str
+    scheme: str  # "{SSHA}", or what else an operator put in the file
+
+
+@dataclass
+class AddResult:
+    name: str
+    users_file: Path
+    generated_password: str | None  # shown once when the command generated it
+
+
+@dataclass
+class RemoveResult:
+    name: str
+    users_file: Path
+    removed: bool  # False: there was no such user (nothing to do)
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise UserError(
+            f"user name {name!r} is not allowed",
+            fix="use 1-64 letters, digits, dots, dashes or underscores",
+        )
+
+
+def weakness(password: str, name: str = "") -> str | None:
+    """Why ``password`` is too weak for the proxy, or None if it is acceptable."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"it is shorter than {MIN_PASSWORD_LENGTH} characters"
+    if password != password.strip() or any(ord(c) < 32 for c in password):
+        return "it starts or ends with blanks or holds control characters"
+    lowered = password.lower()
+    if len(set(lowered)) < 5:
+        return "it uses fewer than 5 different characters"
+    if name and name.lower() in lowered and len(name) >= 3:
+        return "it contains the user name"
+    for part in _WEAK_PARTS:
+        if part in lowered:
+            return f"it contains the common word or pattern {part!r}"
+    for seq in _SEQUENCES:
+        for start in range(len(seq) - 5):
+            run = seq[start : start + 6]
+            if run in lowered or run[::-1] in lowered:
+                return f"it contains the run {run!r}"
+    if lowered.isdigit():
+        return "it is digits only"
+    return None
+
+
+def generate_password() -> str:
+    return token(GENERATED_LENGTH)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+    except OSError as exc:
+        raise UserError(
+            f"cannot read the users file {path}: {exc.strerror}",
+            fix="run the command as the file's owner, or check MLOPS_PROXY_USERS_FILE",
+        ) from None
+
+
+def list_users(settings: PlatformSettings) -> list[UserInfo]:
+    """Every user of the password file, in file order (no hash is returned)."""
+    users = htpasswd.parse(_read(settings.users_file))
+    out = []
+    for name, hashed in users.items():
+        scheme = hashed.split("}", 1)[0] + "}" if hashed.startswith("{") else "crypt"
+        out.append(UserInfo(name=name, scheme=scheme))
+    return out
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with mode 0640, keeping its owner and group."""
+    st = path.stat() if path.exists() else None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), FILE_MODE)
+            if st is not None and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                try:
+                    os.fchown(out.fileno(), st.st_uid, st.st_gid)
+                except PermissionError:
+                    pass  # not root: the file becomes ours, still 0640
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_user(settings: PlatformSettings, name: str, password: str | None) -> AddResult:
+    """Add ``name``; ``password`` None generates one. An existing name is refused."""
+    check_name(name)
+    generated = None
+    if password is None:
+        password = generated = generate_password()
+    reason = weakness(password, name)
+    if reason:
+        raise UserError(
+            f"password for {name!r} refused: {reason}",
+            fix=f"use at least {MIN_PASSWORD_LENGTH} varied characters, or --generate",
+        )
+    path = settings.users_file
+    with _locked(path):
+        text = _read(path)
+        if name in htpasswd.parse(text):
+            raise UserError(
+                f"user {name!r} already exists in {path}",
+                fix=f"`mlops-platform users remove {name}` first to give it a new password",
+            )
+        _write(path, htpasswd.with_user(text, name, password))
+    return AddResult(name=name, users_file=path, generated_password=generated)
+
+
+def remove_user(settings: PlatformSettings, name: str) -> RemoveResult:
+    """Remove ``name``; a name that is not there is reported, not an error."""
+    check_name(name)
+    if name == settings.proxy_user:
+        raise UserError(
+            f"user {name!r} is MLOPS_PROXY_USER, which `up` re-creates and clients use",
+            fix="change MLOPS_PROXY_PASSWORD to rotate it, or set another MLOPS_PROXY_USER",
+        )
+    path = settings.users_file
+    with _locked(path):
+        text = _read(path)
+        if name not in htpasswd.parse(text):
+            return RemoveResult(name=name, users_file=path, removed=False)
+        kept = [ln for ln in text.splitlines() if ln.strip() and ln.split(":", 1)[0] != name]
+        _write(path, "\n".join(kept) + "\n" if kept else "")
+    return RemoveResult(name=name, users_file=path, removed=True)
