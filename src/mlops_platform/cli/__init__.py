@@ -18,6 +18,7 @@ from mlops_platform.cli import (
     s3,
     serve,
     stack,
+    users,
 )
 from mlops_platform.cli.common import app
 from mlops_platform.errors import PlatformError
@@ -33,6 +34,7 @@ deploy.register(app)
 backup.register(app)
 gc.register(app)
 bench.register(app)
+users.register(app)
 
 
 def main() -> None:
