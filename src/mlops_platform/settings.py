@@ -512,8 +512,8 @@ class PlatformSettings(BaseSettings):
             )
         for name in ("proxy_tls_cert_file", "proxy_tls_key_file"):
             path = getattr(self, name)
-            if path is not None and not path.is_file():
-                found.append(f"{ENV_PREFIX}{name.upper()}={path} is not a readable file")
+            if path is not None and (problem := _pem_problem(path)):
+                found.append(f"{ENV_PREFIX}{name.upper()}={path} {problem}")
         if self.object_store == "minio" and not self.s3_endpoint_url:
             found.append(
                 "MLOPS_OBJECT_STORE=minio needs MLOPS_S3_ENDPOINT_URL (the local stack runs "
@@ -550,6 +550,20 @@ class PlatformSettings(BaseSettings):
             else:
                 out[name] = value
         return out
+
+
+def _pem_problem(path: Path) -> str | None:
+    """Why nginx could not load ``path`` as a PEM certificate or key, or None."""
+    if not path.is_file():
+        return "is not a readable file; point it at the PEM file"
+    try:
+        with path.open("rb") as pem:
+            head = pem.read(65536)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror}); fix its permissions"
+    if b"-----BEGIN " not in head:
+        return "is not PEM (no -----BEGIN line); convert it with openssl"
+    return None
 
 
 def _host_port(host: str, port: int) -> str:
