@@ -68,6 +68,8 @@ def test_every_manifest_validates_strictly_offline(settings: PlatformSettings) -
             "Service/model-serving",
             "Ingress/model-serving",
             "HorizontalPodAutoscaler/model-serving",
+            "PersistentVolumeClaim/mlops-backups",
+            "CronJob/mlops-backup",
         ]
     )
     for doc in docs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import typer
@@ -79,7 +80,15 @@ def _reporter(as_json: bool) -> Any:
 
 
 def _confirm(question: str, yes: bool) -> None:
-    if not yes and not typer.confirm(question, default=False, err=True):
+    """Ask on a terminal; unattended (no terminal on stdin) refuse unless ``--yes``."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ops.BackupError(
+            f"not confirmed: {question.rstrip('?')} (no terminal to ask on)",
+            fix="pass --yes to run it unattended",
+        )
+    if not typer.confirm(question, default=False, err=True):
         raise typer.Abort()
 
 

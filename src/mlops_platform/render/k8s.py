@@ -16,6 +16,9 @@ files are numbered in the order to apply them (docs/kubernetes.md):
 - ``31-tracking-networkpolicy.yaml``: only the ingress controller and serving pods reach
   the tracking server; it reaches only DNS, PostgreSQL and S3.
 - ``40-serving.yaml``: model serving Deployment, Service, Ingress, HorizontalPodAutoscaler.
+- ``50-backup.yaml``: a PersistentVolumeClaim for the backups and a CronJob running
+  ``mlops-platform backup create`` then ``backup prune --yes`` (docs/backup.md); one run
+  at a time, never overlapping. The tracking image must carry ``pg_dump``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ class K8sOptions:
     serving_min_replicas: int = 2
     serving_max_replicas: int = 10
     serving_cpu_target: int = 70
+    backup_schedule: str = "30 2 * * *"  # nightly, 02:30 in the cluster's time zone
+    backup_time_zone: str = "Etc/UTC"
+    backup_storage: str = "100Gi"
+    backup_storage_class: str | None = None  # the cluster default
     tracking_resources: dict[str, dict[str, str]] = field(
         default_factory=lambda: {
             "requests": {"cpu": "500m", "memory": "1Gi"},
@@ -492,6 +499,64 @@ def serving(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
     ]
 
 
+BACKUP_MOUNT = "/backups"
+
+
+def backup_cronjob(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
+    """Nightly ``backup create`` + ``backup prune`` into a PersistentVolumeClaim."""
+    script = (
+        "mlops-platform backup create && "
+        f"mlops-platform backup prune --keep {settings.backup_keep} --yes"
+    )
+    spec = _tracking_pod_spec(settings, opts, ["sh", "-c", script], probes=False)
+    container = spec["containers"][0]
+    container["name"] = "backup"
+    container["env"] = [
+        {"name": "MLOPS_BACKUP_DIR", "value": BACKUP_MOUNT},
+        {"name": "MLOPS_BACKUP_WORKERS", "value": str(settings.backup_workers)},
+    ]
+    container["volumeMounts"].append({"name": "backups", "mountPath": BACKUP_MOUNT})
+    spec["volumes"].append(
+        {"name": "backups", "persistentVolumeClaim": {"claimName": "mlops-backups"}}
+    )
+    spec["restartPolicy"] = "Never"
+    claim: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": opts.backup_storage}},
+    }
+    if opts.backup_storage_class:
+        claim["storageClassName"] = opts.backup_storage_class
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": _meta("mlops-backups", opts, "backup"),
+            "spec": claim,
+        },
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": _meta("mlops-backup", opts, "backup"),
+            "spec": {
+                "schedule": opts.backup_schedule,
+                "timeZone": opts.backup_time_zone,
+                "concurrencyPolicy": "Forbid",
+                "startingDeadlineSeconds": 3600,
+                "successfulJobsHistoryLimit": 3,
+                "failedJobsHistoryLimit": 5,
+                "jobTemplate": {
+                    "metadata": {"labels": _labels("backup")},
+                    "spec": {
+                        "backoffLimit": 1,
+                        "activeDeadlineSeconds": 6 * 3600,
+                        "template": {"metadata": {"labels": _labels("backup")}, "spec": spec},
+                    },
+                },
+            },
+        },
+    ]
+
+
 def manifests(
     settings: PlatformSettings, opts: K8sOptions | None = None
 ) -> dict[str, list[Manifest]]:
@@ -504,6 +569,7 @@ def manifests(
         "30-tracking.yaml": tracking(settings, opts),
         "31-tracking-networkpolicy.yaml": tracking_network_policy(settings, opts),
         "40-serving.yaml": serving(settings, opts),
+        "50-backup.yaml": backup_cronjob(settings, opts),
     }
 
 
