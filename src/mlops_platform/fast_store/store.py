@@ -1,61 +1,18 @@
-"""An opt-in MLflow tracking store with a set-based write path for metrics.
+"""The store itself: MLflow's SqlAlchemyStore with a set-based metrics write path.
 
-MLflow's ``SqlAlchemyStore`` turns every metric of a batch into an ORM object, then
-reads, locks and rewrites ``latest_metrics`` row by row. This store is that very class
-with one method replaced: the metrics of ``log_batch`` and ``log_metric`` go to
-PostgreSQL as ONE statement per call, which checks the run, inserts the rows
-(``INSERT … ON CONFLICT DO NOTHING``) and folds them into ``latest_metrics``
-(``INSERT … ON CONFLICT DO UPDATE … WHERE newer``), with MLflow's rules:
-
-- validation: MLflow's own ``_validate_metric`` with the same paths, so the same
-  exceptions, messages and error codes;
-- a row identical to one already stored (same batch or an earlier one) is skipped;
-- NaN is stored as ``value = 0, is_nan = true``, ±inf as ±1.7976931348623157e308
-  (MLflow's ``sanitize_metric_value``);
-- the latest value of a key is the maximum by ``(step, timestamp, value)`` among the
-  rows actually inserted, the first one in batch order on a tie, and it replaces the
-  stored one only when strictly greater.
-
-Anything outside the common shape (a run that is missing or not active, a value that
-is not a float or a small int, a step or timestamp that is not a 64-bit int, metrics
-of a logged model, params or tags in the batch) goes through MLflow's own code, so
-errors and corner cases stay MLflow's. ``tests/integration/test_fast_store.py``
-checks the equivalence row by row against the stock store on real PostgreSQL.
-
-It registers the URI scheme ``mlops-postgresql`` (entry point group
-``mlflow.tracking_store``): ``mlops-postgresql://user@host:port/db`` is
-``postgresql+psycopg://user@host:port/db`` with this store in front.
+See the package's docstring (mlops_platform.fast_store) for the rules it keeps.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
-# MLflow loads its tracking-store entry points while it is being imported, so importing
-# this module first (which imports MLflow) loads the entry point from a module that is
-# only half initialised: `build_store` is defined before MLflow's imports for that.
-_SERVER_ARTIFACT_ROOT_ENV_VAR = "_MLFLOW_SERVER_ARTIFACT_ROOT"
-
-
-def build_store(store_uri: str, artifact_uri: str | None = None, **_: Any) -> FastSqlAlchemyStore:
-    """The ``mlflow.tracking_store`` entry point for ``mlops-postgresql://`` URIs."""
-    if artifact_uri is None:
-        # What MLflow's own builder does: inside the server, the server's artifact root
-        # (mlflow.tracking._tracking_service.utils._SERVER_ARTIFACT_ROOT_ENV_VAR).
-        artifact_uri = os.environ.get(
-            _SERVER_ARTIFACT_ROOT_ENV_VAR, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-        )
-    return FastSqlAlchemyStore(store_uri, artifact_uri)
-
-
-from mlflow.entities import Metric  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.protos.databricks_pb2 import INTERNAL_ERROR  # noqa: E402
-from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH  # noqa: E402
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: E402
-from mlflow.utils.validation import (  # noqa: E402
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils.validation import (
     _validate_batch_log_data,
     _validate_batch_log_limits,
     _validate_metric,
@@ -63,9 +20,8 @@ from mlflow.utils.validation import (  # noqa: E402
     _validate_run_id,
 )
 
-SCHEME = "mlops-postgresql"
-DRIVER_SCHEME = "postgresql+psycopg"
-APPLICATION_NAME = "mlops-fast-store"
+from mlops_platform.fast_store import SCHEME, to_sqlalchemy_url
+
 _INT64 = (-(2**63), 2**63 - 1)
 _EXACT_INT = 2**53  # ints beyond this do not survive the trip through double precision
 
@@ -111,29 +67,6 @@ up AS (
 )
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM ins), (SELECT count(*) FROM up)
 """
-
-
-def to_sqlalchemy_url(store_uri: str) -> str:
-    """``mlops-postgresql://…`` -> ``postgresql+psycopg://…?application_name=…``.
-
-    The connections carry ``application_name=mlops-fast-store`` (unless the URI names
-    one), so ``pg_stat_activity`` shows which store a server really runs.
-    """
-    prefix = SCHEME + "://"
-    if not store_uri.startswith(prefix):
-        return store_uri
-    url = DRIVER_SCHEME + "://" + store_uri[len(prefix) :]
-    if "application_name=" not in url:
-        url += ("&" if "?" in url else "?") + "application_name=" + APPLICATION_NAME
-    return url
-
-
-def to_store_uri(sqlalchemy_url: str) -> str:
-    """A PostgreSQL SQLAlchemy URL (any driver) -> the same database under this scheme."""
-    scheme, sep, rest = sqlalchemy_url.partition("://")
-    if not sep or scheme.split("+")[0] not in ("postgresql", "postgres"):
-        raise ValueError(f"not a PostgreSQL URL: {scheme}://…")
-    return f"{SCHEME}://{rest}"
 
 
 def _fast_row(metric: Metric) -> tuple[str, float, int, int] | None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from mlops_platform.fast_store import SCHEME as FAST_STORE_SCHEME
 from mlops_platform.settings import PlatformSettings
-
-# The URI scheme of mlops_platform.fast_store (not imported here: renderers stay light).
-FAST_STORE_SCHEME = "mlops-postgresql"
 
 
 def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> list[str]:
