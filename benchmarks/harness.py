@@ -78,7 +78,8 @@ class Report:
     writes: list[dict[str, Any]] = field(default_factory=list)
     search: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[dict[str, Any]] = field(default_factory=list)
-    memory: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)  # after every workload
+    memory_at_start: dict[str, Any] = field(default_factory=dict)  # once healthy
     seconds: float = 0.0
 
 
@@ -378,6 +379,7 @@ def run(sizes: Sizes, *, skip: set[str], values: dict[str, str] | None = None) -
         t0 = time.monotonic()
         stack.cli("up")
         report.startup["kit stack"] = {"seconds_to_healthy": round(time.monotonic() - t0, 1)}
+        report.memory_at_start.update(kit_memory(stack))
         s = stack.settings
         kit = Target(
             "kit", s.resolved_public_url, (s.proxy_user, s.proxy_password.get_secret_value())
@@ -385,6 +387,7 @@ def run(sizes: Sizes, *, skip: set[str], values: dict[str, str] | None = None) -
         log("starting the reference mlflow server")
         ref_pid, reference, ref_start = start_reference(stack)
         report.startup["reference server"] = {"seconds_to_healthy": round(ref_start, 1)}
+        report.memory_at_start.update(reference_memory(ref_pid))
         try:
             if "writes" not in skip:
                 writes(stack, kit, reference, sizes, report)
@@ -414,29 +417,33 @@ def render(report: Report) -> str:
         f"{report.sizes['rounds']} alternating rounds; harness ran {report.seconds:.0f} s.",
         "",
         table(
-            ["", "to healthy (s)", "processes", "RSS sum (MB)", "PSS sum (MB)"],
+            [
+                "",
+                "to healthy (s)",
+                "processes",
+                "PSS at start (MB)",
+                "PSS after the run (MB)",
+                "RSS sum after (MB)",
+            ],
             [
                 [
                     label,
-                    report.startup[key]["seconds_to_healthy"] if key in report.startup else "",
-                    m["processes"],
-                    m["rss_mb"],
-                    m["pss_mb"],
+                    report.startup[name]["seconds_to_healthy"] if name in report.startup else "",
+                    report.memory[name]["processes"],
+                    report.memory_at_start.get(name, {}).get("pss_mb", "-"),
+                    report.memory[name]["pss_mb"],
+                    report.memory[name]["rss_mb"],
                 ]
-                for label, key, m in (
-                    (
-                        "reference `mlflow server` alone",
-                        "reference server",
-                        report.memory["reference server"],
-                    ),
-                    ("kit: whole stack", "kit stack", report.memory["kit stack"]),
+                for label, name in (
+                    ("reference `mlflow server` alone", "reference server"),
+                    ("kit: whole stack", "kit stack"),
                     *(
-                        (f"- {name.removeprefix('kit ')}", name, m)
-                        for name, m in report.memory.items()
+                        (f"- {name.removeprefix('kit ')}", name)
+                        for name in report.memory
                         if name.startswith("kit ") and name != "kit stack"
                     ),
                 )
-            ],  # fmt: skip
+            ],
         ),
     ]
     if report.writes:

@@ -40,6 +40,7 @@ def test_quick_harness_produces_every_figure(tmp_path: Path) -> None:
     for name in ("reference server", "kit stack", "kit postgres", "kit seaweedfs",
                  "kit tracking", "kit nginx"):  # fmt: skip
         assert report["memory"][name]["pss_mb"] > 0, name
+        assert report["memory_at_start"][name]["pss_mb"] > 0, name
 
     clients = report["sizes"]["clients"]
     assert {(r["workload"], r["clients"]) for r in report["writes"]} == {
