@@ -115,3 +115,137 @@ def test_env_file_documents_every_setting() -> None:
         assert re.search(rf"^#? ?MLOPS_{name.upper()}=", text, re.M), name
     assert "\nMLOPS_DB_PASSWORD=x\n" in text
     assert "# MLOPS_SERVER_PORT=5000" in text
+
+
+# -- the nginx proxy ---------------------------------------------------------------
+
+
+def _nginx_values(settings: PlatformSettings) -> dict[str, str]:
+    from mlops_platform.render import nginx
+
+    return nginx.template_variables(settings, upstream="127.0.0.1:5000", snippets_dir="/p/snippets")
+
+
+def test_template_names_exactly_the_variables_the_kit_sets(settings: PlatformSettings) -> None:
+    from mlops_platform.render import nginx
+
+    used = set(nginx._VAR.findall(nginx.template_text()))
+    assert used == set(_nginx_values(settings))
+    with pytest.raises(KeyError, match="MLOPS_NOPE"):
+        nginx.substitute("x ${MLOPS_NOPE} y", {})
+
+
+def test_site_conf_local_layout_and_limits(settings: PlatformSettings) -> None:
+    from mlops_platform.render import nginx
+
+    values = _nginx_values(settings)
+    assert values["MLOPS_ACCESS_LOG"] == "/p/logs/access.log"
+    assert values["MLOPS_AUTH_FAIL_SOCKET"] == "/p/tmp/auth-failures.sock"
+    assert values["MLOPS_LOCKOUT_CACHE"] == "/p/tmp/lockout"
+    assert values["MLOPS_PROXY_LISTEN"] == "127.0.0.1:8080"
+    site = nginx.site_conf(settings, upstream="127.0.0.1:5000", snippets_dir="/p/snippets")
+    assert "rate=300r/s" in site and "burst=600 nodelay" in site
+    upstream = site.split("upstream mlflow_tracking", 1)[1].split("}", 1)[0]
+    assert not re.search(r"^\s*keepalive\b", upstream, re.M)  # see the template's comment
+    assert "proxy_request_buffering off;" in site and "client_max_body_size 5g;" in site
+    assert 'proxy_set_header Authorization "";' in site
+    assert "$http_authorization" not in site  # never logged, never keyed on
+
+
+def test_long_state_paths_get_a_short_socket() -> None:
+    from mlops_platform.render import nginx
+
+    deep = Path("/tmp") / ("x" * 120)
+    assert nginx.auth_fail_socket(deep).startswith("/tmp/mlops-auth-failures-")
+    assert len(nginx.auth_fail_socket(deep)) < 100
+    assert nginx.auth_fail_socket(Path("/s")) == "/s/tmp/auth-failures.sock"
+
+
+def test_tls_listen_and_snippet(settings: PlatformSettings, tmp_path: Path) -> None:
+    from mlops_platform.render import nginx
+
+    assert nginx.tls_snippet(settings) is None
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    for path in (cert, key):
+        path.write_text("-----BEGIN X-----\n")
+    tls = settings.model_copy(update={"proxy_tls_cert_file": cert, "proxy_tls_key_file": key})
+    assert _nginx_values(tls)["MLOPS_PROXY_LISTEN"] == "127.0.0.1:8080 ssl"
+    snippet = nginx.tls_snippet(tls) or ""
+    assert f"ssl_certificate {cert};" in snippet and "Strict-Transport-Security" in snippet
+    assert tls.problems() == []
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(None, "is not a readable file"), ("not a certificate", "is not PEM"), ("dir", "readable")],
+)
+def test_tls_file_problems_are_reported(
+    settings: PlatformSettings, tmp_path: Path, content: str | None, expected: str
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    if content == "dir":
+        cert.mkdir()
+    elif content is not None:
+        cert.write_text(content)
+    tls = settings.model_copy(update={"proxy_tls_cert_file": cert, "proxy_tls_key_file": key})
+    problems = tls.problems()
+    assert len(problems) == 1 and problems[0].startswith(f"MLOPS_PROXY_TLS_CERT_FILE={cert} ")
+    assert expected in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("short-pw", "shorter than 12"),
+        ("aaaaaaaaaaaaaaaa", "fewer than 5"),
+        ("MyPassword2024!", "'password'"),
+        ("alice-is-great-42", "user name"),
+        ("xx-123456789-zz", "'123456'"),
+        ("hello-qwerty-you", "'qwerty'"),
+        ("90817263549081", "digits only"),
+        (" leading-blank-x", "blanks"),
+    ],
+)
+def test_weak_passwords_are_refused(password: str, reason: str) -> None:
+    from mlops_platform.users import weakness
+
+    found = weakness(password, "alice")
+    assert found is not None and reason in found
+
+
+def test_good_passwords_pass() -> None:
+    from mlops_platform.users import generate_password, weakness
+
+    assert weakness("Zq7-kT2p-Wm9x-Lr4v", "alice") is None
+    assert weakness(generate_password(), "alice") is None
+
+
+def test_users_add_remove_list(settings: PlatformSettings) -> None:
+    from mlops_platform import users
+    from mlops_platform.errors import ConfigError
+
+    result = users.add_user(settings, "alice", "Zq7-kT2p-Wm9x-Lr4v")
+    path = settings.users_file
+    assert result.users_file == path and result.generated_password is None
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+    assert "Zq7-kT2p" not in path.read_text()
+    assert htpasswd.verify(htpasswd.parse(path.read_text())["alice"], "Zq7-kT2p-Wm9x-Lr4v")
+    generated = users.add_user(settings, "bob", None).generated_password
+    assert generated and len(generated) == 32
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="already exists"):
+        users.add_user(settings, "alice", "Another-Good-Pass-93")
+    with pytest.raises(ConfigError, match="shorter than 12"):
+        users.add_user(settings, "carol", "short")
+    with pytest.raises(ConfigError, match="MLOPS_PROXY_USER"):
+        users.remove_user(settings, settings.proxy_user)
+    assert path.read_bytes() == before
+    assert [(u.name, u.scheme) for u in users.list_users(settings)] == [
+        ("alice", "{SSHA}"),
+        ("bob", "{SSHA}"),
+    ]
+    assert users.remove_user(settings, "alice").removed
+    assert not users.remove_user(settings, "alice").removed
+    assert [u.name for u in users.list_users(settings)] == ["bob"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [".htpasswd.lock", "htpasswd"]
