@@ -1,0 +1,368 @@
+"""The fast metrics store (mlops_platform.fast_store) is MLflow's store, only faster.
+
+Differential test on the real PostgreSQL of the session stack: one database is
+migrated and seeded (experiment, runs, a logged model) by MLflow's own store, then
+cloned twice (CREATE DATABASE … TEMPLATE), so both copies hold the very same runs.
+The same seeded random sequence of calls — batches with duplicates inside and across
+calls, NaN, ±inf, -0.0, negative steps, equal timestamps, model metrics, params and
+tags, invalid inputs, deleted and finished runs — goes to MLflow's SqlAlchemyStore on
+one copy and to FastSqlAlchemyStore on the other. Every call must end the same way
+(same exception class, error code and message) and afterwards every table must be
+equal row by row, as text (so -0 and 0 differ).
+
+Then a real `mlflow server` started with the kit's argv (MLOPS_DB_FAST_METRICS=true)
+must serve its handlers from the plugin store: its connections carry the store's
+application_name, the rows land, and the model registry still answers.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+from mlops_platform.fast_store import APPLICATION_NAME, build_store, to_store_uri
+from mlops_platform.fast_store.store import FastSqlAlchemyStore
+from mlops_platform.render.server import server_argv, server_env
+from mlops_platform.settings import PlatformSettings, inherited_environment
+from mlops_platform.stack.base import spawn, terminate, wait_until
+from tests.conftest import free_port
+from tests.integration.conftest import Platform
+
+pytestmark = pytest.mark.integration
+
+SEED = 20261124
+OPERATIONS = 400
+RUNS = 4
+KEYS = ["loss", "acc", "val/loss", "lr", "a.b-c_d", "k 1", "m5", "m6"]
+TABLES = ["metrics", "latest_metrics", "params", "tags", "logged_model_metrics"]
+
+
+@dataclass
+class Databases:
+    settings: PlatformSettings
+    stock: SqlAlchemyStore
+    fast: FastSqlAlchemyStore
+    server_db: str
+    run_ids: list[str]
+    model_id: str
+    experiment_id: str
+
+
+def _dispose(store: SqlAlchemyStore) -> None:
+    engine = SqlAlchemyStore._engine_map.pop(store.db_uri, None)
+    if engine is not None:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def databases(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    settings = platform.settings
+    tag = secrets.token_hex(4)
+    base, stock_db, fast_db, server_db = (f"fs_{n}_{tag}" for n in ("base", "stock", "fast", "srv"))
+    owner = settings.db_user
+    artifacts = str(tmp_path_factory.mktemp("fast-store-artifacts"))
+
+    def url(name: str) -> str:
+        return settings.model_copy(update={"db_name": name}).database_url(with_password=True)
+
+    platform.superuser_sql(f'CREATE DATABASE {base} OWNER "{owner}"')
+    created = [base]
+    stores: list[SqlAlchemyStore] = []
+    try:
+        seed = SqlAlchemyStore(url(base), artifacts)  # migrates the fresh database
+        experiment_id = seed.create_experiment("differential")
+        run_ids = [
+            seed.create_run(
+                experiment_id, "tester", 1_700_000_000_000 + i, [], f"run-{i}"
+            ).info.run_id
+            for i in range(RUNS)
+        ]
+        model_id = seed.create_logged_model(experiment_id, name="model").model_id
+        _dispose(seed)
+        for name in (stock_db, fast_db, server_db):
+            platform.superuser_sql(f'CREATE DATABASE {name} TEMPLATE {base} OWNER "{owner}"')
+            created.append(name)
+        stock = SqlAlchemyStore(url(stock_db), artifacts)
+        fast = build_store(to_store_uri(url(fast_db)), artifacts)
+        stores += [stock, fast]
+        assert type(fast) is FastSqlAlchemyStore
+        yield Databases(settings, stock, fast, server_db, run_ids, model_id, experiment_id)
+    finally:
+        for store in stores:
+            _dispose(store)
+        for name in reversed(created):
+            platform.superuser_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# -- the random workload ---------------------------------------------------------------
+
+
+def _value(rng: random.Random) -> Any:
+    roll = rng.random()
+    if roll < 0.08:
+        return float("nan")
+    if roll < 0.12:
+        return math.inf
+    if roll < 0.16:
+        return -math.inf
+    if roll < 0.20:
+        return rng.choice([0.0, -0.0])
+    if roll < 0.30:
+        return rng.randint(-3, 3)  # ints, and ties with the floats below
+    if roll < 0.33:
+        return rng.choice([2**60 + 1, 1.7976931348623157e308, -1.7976931348623157e308, 5e-324])
+    return rng.choice([0.5, 1.0, 2.0, -1.5]) if rng.random() < 0.4 else rng.uniform(-10, 10)
+
+
+def _metric(rng: random.Random, model_id: str | None = None) -> Metric:
+    return Metric(
+        key=rng.choice(KEYS),
+        value=_value(rng),
+        timestamp=rng.choice([0, 1, 2, 1_700_000_000_000]),
+        step=rng.choice([-3, -1, 0, 0, 1, 2, 3, 10]),
+        model_id=model_id,
+    )
+
+
+def _bad_metric(rng: random.Random) -> Metric:
+    kind = rng.randrange(9)
+    good = _metric(rng)
+    key, value, ts, step = good.key, good.value, good.timestamp, good.step
+    if kind == 0:
+        key = "x" * 251  # too long
+    elif kind == 1:
+        key = "bad*key?"  # bad characters
+    elif kind == 2:
+        key = "../up"  # not a unique path
+    elif kind == 3:
+        value = "1.0"  # not numeric
+    elif kind == 4:
+        value = True  # bool is not a number for MLflow
+    elif kind == 5:
+        ts = -1
+    elif kind == 6:
+        step = "1"
+    elif kind == 7:
+        ts, step = 1.5, 2.0  # numbers, but not ints: MLflow's code handles them
+    else:
+        step = 2**63  # beyond bigint: the database refuses it
+    metric = Metric.__new__(Metric)
+    metric.__dict__.update(
+        _key=key,
+        _value=value,
+        _timestamp=ts,
+        _step=step,
+        _model_id=None,
+        _dataset_name=None,
+        _dataset_digest=None,
+        _run_id=None,
+    )
+    return metric
+
+
+def workload(rng: random.Random, run_ids: list[str], model_id: str) -> list[tuple[str, tuple]]:
+    ops: list[tuple[str, tuple]] = []
+    history: list[Metric] = []
+    for _ in range(OPERATIONS):
+        run_id = rng.choice(run_ids)
+        roll = rng.random()
+        if roll < 0.55:  # a batch of metrics, with duplicates within and across batches
+            batch: list[Metric] = []
+            for _ in range(rng.choice([1, 2, 5, 20, 100, 150])):
+                r = rng.random()
+                if r < 0.15 and history:
+                    batch.append(rng.choice(history))  # an earlier call's metric
+                elif r < 0.25 and batch:
+                    m = rng.choice(batch)  # the same object, or an equal new one
+                    batch.append(
+                        m if rng.random() < 0.5 else Metric(m.key, m.value, m.timestamp, m.step)
+                    )
+                else:
+                    batch.append(_metric(rng))
+            history.extend(rng.sample(batch, min(5, len(batch))))
+            ops.append(("log_batch", (run_id, batch, [], [])))
+        elif roll < 0.70:
+            metric = rng.choice(history) if history and rng.random() < 0.3 else _metric(rng)
+            ops.append(("log_metric", (run_id, metric)))
+        elif roll < 0.76:  # params and tags alongside metrics (a changed param value fails)
+            params = [Param(f"p{rng.randrange(4)}", str(rng.randrange(2)))]
+            tags = [RunTag(f"t{rng.randrange(4)}", str(rng.random()))]
+            batch = [_metric(rng) for _ in range(rng.choice([0, 3, 30]))]
+            ops.append(("log_batch", (run_id, batch, params, tags)))
+        elif roll < 0.80:  # metrics of a logged model (logged_model_metrics)
+            batch = [_metric(rng, model_id if rng.random() < 0.5 else None) for _ in range(10)]
+            ops.append(("log_batch", (run_id, batch, [], [])))
+        elif roll < 0.82:
+            ops.append(("log_metric", (run_id, _metric(rng, model_id))))
+        elif roll < 0.90:  # invalid input, alone or amid valid metrics
+            batch = [_metric(rng) for _ in range(rng.randrange(3))]
+            batch.insert(rng.randrange(len(batch) + 1), _bad_metric(rng))
+            if rng.random() < 0.5 and len(batch) == 1:
+                ops.append(("log_metric", (run_id, batch[0])))
+            else:
+                ops.append(("log_batch", (run_id, batch, [], [])))
+        elif roll < 0.92:
+            ops.append(("log_batch", (run_id, [_metric(rng) for _ in range(1001)], [], [])))
+        elif roll < 0.94:
+            missing = rng.choice(["0" * 32, "not-a-run-id!"])
+            ops.append(("log_batch", (missing, [_metric(rng)], [], [])))
+        elif roll < 0.97:
+            ops.append(("delete_run" if rng.random() < 0.5 else "restore_run", (run_id,)))
+        else:
+            ops.append(("update_run_info", (run_id, RunStatus.FINISHED, 1_800_000_000_000, None)))
+    return ops
+
+
+def outcome(store: SqlAlchemyStore, name: str, args: tuple) -> tuple[Any, ...] | None:
+    try:
+        getattr(store, name)(*args)
+    except MlflowException as e:
+        return (type(e).__name__, e.error_code, e.message)
+    except Exception as e:  # noqa: BLE001 - any other exception must match too
+        return (type(e).__name__, str(e))
+    return None
+
+
+def table_rows(store: SqlAlchemyStore, table: str) -> list[str]:
+    with store.engine.connect() as conn:
+        if table == "runs":  # deleted_time is a clock reading: compare whether it is set
+            sql = (
+                "SELECT (to_jsonb(r) - 'deleted_time' - 'artifact_uri'"
+                " || jsonb_build_object('deleted', r.deleted_time IS NOT NULL))::text"
+                " FROM runs r ORDER BY 1"
+            )
+        else:
+            sql = f"SELECT t::text FROM {table} t ORDER BY 1"
+        return [row[0] for row in conn.exec_driver_sql(sql)]
+
+
+def test_fast_store_matches_mlflow_row_by_row(databases: Databases) -> None:
+    start = time.monotonic()
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    sqlalchemy.event.listen(databases.fast.engine, "before_cursor_execute", count)
+    ops = workload(random.Random(SEED), databases.run_ids, databases.model_id)
+    errors: dict[str, int] = {}
+    fast_statements = 0
+    for index, (name, args) in enumerate(ops):
+        expected = outcome(databases.stock, name, args)
+        statements.clear()
+        got = outcome(databases.fast, name, args)
+        assert got == expected, f"operation {index} {name}: stock {expected!r}, fast {got!r}"
+        if expected is not None:
+            errors[expected[2] if len(expected) > 2 else expected[1]] = 1
+        if any("WITH run AS" in s for s in statements):
+            fast_statements += 1
+            plain = name == "log_batch" and not args[2] and not args[3]
+            if plain and expected is None and all(m.model_id is None for m in args[1]):
+                # set-based: one statement for the rows and latest_metrics, nothing else
+                assert len(statements) == 1, statements
+    sqlalchemy.event.remove(databases.fast.engine, "before_cursor_execute", count)
+
+    for table in ["runs", *TABLES]:
+        stock_rows = table_rows(databases.stock, table)
+        fast_rows = table_rows(databases.fast, table)
+        missing = sorted(set(stock_rows) - set(fast_rows))[:5]
+        extra = sorted(set(fast_rows) - set(stock_rows))[:5]
+        assert stock_rows == fast_rows, f"{table} differs: only stock {missing}, only fast {extra}"
+
+    # The workload really exercised what it claims to (a test that cannot fail is a defect).
+    with databases.stock.engine.connect() as conn:
+
+        def one(sql: str) -> int:
+            return int(conn.exec_driver_sql(sql).scalar() or 0)
+
+        assert one("SELECT count(*) FROM metrics") > 3000
+        assert one("SELECT count(*) FROM metrics WHERE is_nan") > 50
+        assert one("SELECT count(*) FROM metrics WHERE value = 1.7976931348623157e308") > 20
+        assert one("SELECT count(*) FROM metrics WHERE step < 0") > 100
+        assert one("SELECT count(*) FROM latest_metrics WHERE is_nan") >= 1
+        assert one("SELECT count(*) FROM logged_model_metrics") > 10
+        assert one("SELECT count(*) FROM params") >= 1
+    assert fast_statements > 150, fast_statements
+    assert len(errors) >= 8, sorted(errors)
+    assert any("deleted" in e for e in errors), sorted(errors)
+    assert any("not found" in e for e in errors), sorted(errors)
+    assert time.monotonic() - start < 120
+
+
+def test_server_uses_the_fast_store(platform: Platform, databases: Databases) -> None:
+    settings = databases.settings.model_copy(
+        update={
+            "db_name": databases.server_db,
+            "db_fast_metrics": True,
+            "server_port": free_port(),
+            "server_workers": 1,
+            "prometheus": False,
+        }
+    )
+    argv = server_argv(settings, python=sys.executable)
+    backend = argv[argv.index("--backend-store-uri") + 1]
+    assert backend.startswith("mlops-postgresql://"), argv
+    assert argv[argv.index("--registry-store-uri") + 1] == settings.database_url()
+    env = inherited_environment(keep_settings=False)
+    env.update(server_env(settings))
+    log = Path(platform.root) / f"fast-store-server-{settings.server_port}.log"
+    pid = spawn(argv, log_path=log, env=env)
+    url = f"http://127.0.0.1:{settings.server_port}"
+    try:
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=3) as response:
+                    return int(response.status) == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, timeout=120, what="mlflow server with the fast store", log_path=log)
+        api = url + "/api/2.0/mlflow"
+        run = requests.post(api + "/runs/create", json={"experiment_id": "0"}, timeout=30)
+        assert run.status_code == 200, run.text
+        run_id = run.json()["run"]["info"]["run_id"]
+        metrics = [
+            {"key": f"m{i}", "value": float(i), "timestamp": 5, "step": s}
+            for i in range(100)
+            for s in (1, 2)
+        ]
+        logged = requests.post(
+            api + "/runs/log-batch", json={"run_id": run_id, "metrics": metrics}, timeout=30
+        )
+        assert logged.status_code == 200, logged.text
+        bad = requests.post(
+            api + "/runs/log-batch",
+            json={"run_id": run_id, "metrics": [{"key": "x" * 251, "value": 1.0}]},
+            timeout=30,
+        )
+        assert bad.status_code == 400 and "INVALID_PARAMETER_VALUE" in bad.text, bad.text
+        got = requests.get(api + "/runs/get", params={"run_id": run_id}, timeout=30).json()
+        latest = {m["key"]: (m["step"], m["value"]) for m in got["run"]["data"]["metrics"]}
+        assert latest == {f"m{i}": (2, float(i)) for i in range(100)}
+        names = platform.superuser_sql(
+            "SELECT DISTINCT application_name FROM pg_stat_activity "
+            f"WHERE datname = '{databases.server_db}'"
+        ).splitlines()
+        assert APPLICATION_NAME in names, names
+        model = requests.post(
+            api + "/registered-models/create", json={"name": "fast-store-model"}, timeout=30
+        )
+        assert model.status_code == 200, model.text
+    finally:
+        terminate(pid)
