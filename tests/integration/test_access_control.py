@@ -29,8 +29,11 @@ FAMILIES = [
     "/graphql",
     "/metrics",
     "/version",
-    "/health",
 ]
+# `/health` is deliberately open (a bare "OK" for load balancers): test_proxy.py checks it.
+# The crafted requests come from their own loopback address, so that the failed-login
+# lockout they trigger does not reach the other tests' clients on 127.0.0.1.
+SOURCE = "127.0.0.11"
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
@@ -40,7 +43,9 @@ def b64(raw: bytes) -> str:
 
 def raw_request(port: int, data: bytes, timeout: float = 10) -> int:
     """Send ``data`` as is; return the status code (0 if the proxy closed without one)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout, source_address=(SOURCE, 0)
+    ) as sock:
         sock.sendall(data)
         chunks = b""
         try:
