@@ -7,6 +7,7 @@ then read the resolved model (`config --format json`) and the raw file.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -368,7 +369,9 @@ def test_tracking_image_is_the_kit_on_pinned_mlflow(model: dict) -> None:
         f"mlflow/Dockerfile pins MLflow {pinned.group(1)}; the kit is tested with "
         f"{version('mlflow')}"
     )
-    assert 'pip install "mlflow==${MLFLOW_VERSION}" .' in dockerfile
+    assert "RUN pip install " in dockerfile, "no pip install in mlflow/Dockerfile"
+    words = dockerfile.split("RUN pip install ", 1)[1].split("&&", 1)[0].split()
+    assert '"mlflow==${MLFLOW_VERSION}"' in words and "." in words, words
     assert re.search(r"^USER 10001$", dockerfile, re.M)
     assert 'ENTRYPOINT ["mlops-platform"]' in dockerfile and 'CMD ["serve"]' in dockerfile
     for script in re.findall(r"scripts/(\S+)", dockerfile.split("COPY scripts", 1)[1]):
@@ -405,3 +408,57 @@ def test_a_placeholder_secret_is_refused_by_the_tracking_container(tmp_path: Pat
     assert result.returncode == 2
     for name in SECRET_FIELDS:
         assert f"{ENV_PREFIX}{name.upper()} is empty or a placeholder" in result.stdout
+
+
+def test_the_build_context_leaves_out_secrets_and_state() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    for entry in (".env", ".mlops-platform/", ".venv/", "nginx/tls/"):
+        assert entry in ignored, f".dockerignore must exclude {entry}"
+
+
+# -- monitoring -------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_the_tracking_server() -> None:
+    config = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    job = jobs["mlflow-tracking"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == ["tracking:5000"]
+    env = raw()["x-mlops-env"]
+    assert "tracking:5000" in env["MLOPS_ALLOWED_HOSTS"].split(","), "MLflow would answer 403"
+
+
+def test_grafana_dashboard_uses_the_provisioned_datasource_and_real_metric_names() -> None:
+    provisioning = ROOT / "monitoring" / "grafana" / "provisioning"
+    source = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())
+    uid = source["datasources"][0]["uid"]
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    dashboard = json.loads(
+        (ROOT / "monitoring" / "grafana" / "dashboards" / "mlflow-tracking.json").read_text()
+    )
+    exprs = []
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        exprs += [t["expr"] for t in panel["targets"]]
+    # MLflow's exporter names its metrics with this prefix (mlflow/server/prometheus_exporter.py).
+    spec = importlib.util.find_spec("mlflow")  # locates the package without importing it
+    assert spec and spec.origin
+    exporter = Path(spec.origin).parent / "server" / "prometheus_exporter.py"
+    assert 'defaults_prefix="mlflow"' in exporter.read_text()
+    text = " ".join(exprs)
+    for metric in (
+        "mlflow_http_request_total",  # request rate, errors
+        "mlflow_http_request_duration_seconds_bucket",  # latency
+        "mlflow_http_request_exceptions_total",
+        'up{job="mlflow-tracking"}',  # worker health
+    ):
+        assert metric in text, metric
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for word in ("requests", "latency", "error", "worker"):
+        assert word in titles, word
+    provider = yaml.safe_load((provisioning / "dashboards" / "mlops.yaml").read_text())
+    mounted = raw()["services"]["grafana"]["volumes"]
+    assert f"./monitoring/grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in (
+        mounted
+    )
