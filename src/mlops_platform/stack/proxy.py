@@ -5,7 +5,10 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from mlops_platform.bootstrap import ensure_users_file
@@ -138,6 +141,19 @@ class Proxy(Service):
         )
         if ":" in host:
             host = f"[{host}]"
+        url = f"{scheme}://{host}:{self.settings.proxy_port}/-/proxy-health"
         if scheme == "https":
-            return self.running()  # the cert may not be for 127.0.0.1
-        return http_ok(f"{scheme}://{host}:{self.settings.proxy_port}/-/proxy-health")
+            return self.running() and _https_ok(url)
+        return http_ok(url)
+
+
+def _https_ok(url: str) -> bool:
+    """Liveness over TLS; the certificate is for the public name, not for 127.0.0.1."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=3.0, context=context) as response:
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
