@@ -1,0 +1,93 @@
+"""The compose `init` service's program, run for real against the stack's SeaweedFS.
+
+docker-compose.yaml's one-shot `init` creates the artifact bucket private and sets the
+lifecycle rule with the kit's own code; here the very text of its command runs against
+a real S3 server (no container engine needed), twice: the second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from mlops_platform import s3
+from tests.integration.conftest import Platform
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def init_program() -> str:
+    service = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["services"]["init"]
+    assert service["entrypoint"] == ["python", "-c"]
+    return str(service["command"][0])
+
+
+def run_init(platform: Platform, bucket: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_")}
+    env["MLOPS_ENV_FILE"] = str(platform.env_file)
+    env["MLOPS_S3_BUCKET"] = bucket
+    return subprocess.run(
+        [sys.executable, "-c", init_program()],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_compose_init_creates_a_private_bucket_with_the_lifecycle_rule(
+    platform: Platform, tmp_path: Path
+) -> None:
+    bucket = f"compose-init-{secrets.token_hex(4)}"
+    settings = platform.settings.model_copy(update={"s3_bucket": bucket})
+    client = s3.client(settings)
+    try:
+        first = run_init(platform, bucket, tmp_path)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert f"bucket {bucket}: created, private" in first.stdout
+        assert "lifecycle: set" in first.stdout
+
+        rules = client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        rule = next(r for r in rules if r["ID"] == s3.LIFECYCLE_RULE_ID)
+        assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] > 0
+        with pytest.raises(ClientError):
+            client.get_bucket_policy(Bucket=bucket)
+        anonymous = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint,
+            region_name=settings.s3_region,
+            config=Config(signature_version=UNSIGNED, s3={"addressing_style": "path"}),
+        )
+        with pytest.raises(ClientError):
+            anonymous.list_objects_v2(Bucket=bucket)
+
+        second = run_init(platform, bucket, tmp_path)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert f"bucket {bucket}: exists, skipped" in second.stdout
+        assert "lifecycle: skipped" in second.stdout
+    finally:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=item["Key"])
+        client.delete_bucket(Bucket=bucket)
+
+
+def test_compose_init_fails_in_one_line_on_a_bad_setting(
+    platform: Platform, tmp_path: Path
+) -> None:
+    result = run_init(platform, "Not_A_Bucket", tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and "MLOPS_S3_BUCKET" in result.stderr
