@@ -357,6 +357,25 @@ def _is_missing(exc: Exception) -> bool:
     return _error_code(exc) == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower()
 
 
+def _server_error(what: str, exc: Exception, tracking_uri: str) -> RegistryError:
+    """One line for a failed call: unreachable server and refused login get their own fix."""
+    text = str(exc)
+    if "Failed to establish a new connection" in text or "Max retries exceeded" in text:
+        return RegistryError(
+            f"cannot {what}: the tracking server at {tracking_uri} does not answer",
+            fix='check MLFLOW_TRACKING_URI (eval "$(mlops-platform client-env)") and '
+            "that the platform runs (mlops-platform status)",
+        )
+    if "error code 401" in text or "error code 403" in text:
+        return RegistryError(
+            f"cannot {what}: {tracking_uri} refused the login",
+            fix="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            '(eval "$(mlops-platform client-env)")',
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return RegistryError(f"cannot {what}: {first[:300]}")
+
+
 def score(metric: str, y_true: Any, y_pred: Any) -> float:
     """A model's score on labelled data; ``HIGHER_IS_BETTER`` says which way is better."""
     import numpy as np
@@ -469,7 +488,7 @@ class Registry:
                     + (f" (versions: {', '.join(known)})" if known else " (it has no versions)"),
                     fix=f"list them: mlops-platform registry history {name}",
                 ) from None
-            raise RegistryError(f"cannot read {name} v{version}: {exc}") from None
+            raise _server_error(f"read {name} v{version}", exc, self.tracking_uri) from None
 
     def alias_version(self, name: str, alias: str) -> str | None:
         """The version an alias points at, or None when the alias is not set."""
@@ -503,7 +522,7 @@ class Registry:
                     f"registered model {name!r} does not exist",
                     fix="check the name: mlflow's UI lists registered models under Models",
                 ) from None
-            raise RegistryError(f"cannot read registered model {name!r}: {exc}") from None
+            raise _server_error(f"read registered model {name!r}", exc, self.tracking_uri) from None
 
     def _versions(self, name: str) -> list[str]:
         try:
@@ -835,7 +854,9 @@ class Registry:
                 break
             except Exception as exc:
                 if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
-                    raise RegistryError(f"cannot take the lock of {name!r}: {exc}") from None
+                    raise _server_error(
+                        f"take the lock of {name!r}", exc, self.tracking_uri
+                    ) from None
             holder = self._lock_tags(lock_name)
             if holder.get("token") == token:  # our create went through; a retry saw it
                 break

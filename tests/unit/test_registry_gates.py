@@ -104,3 +104,25 @@ def test_unreadable_dataset(tmp_path: Path) -> None:
     bad.write_text("not parquet")
     with pytest.raises(reg.DatasetError, match="cannot read dataset"):
         reg.read_dataset(bad)
+
+
+def test_parquet_and_csv_read_the_same(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0], "target": [0, 1]})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    frame.to_parquet(tmp_path / "d.parquet")
+    pd.testing.assert_frame_equal(reg.read_dataset(tmp_path / "d.csv"), frame)
+    pd.testing.assert_frame_equal(reg.read_dataset(tmp_path / "d.parquet"), frame)
+
+
+def test_server_errors_are_one_line_with_a_fix() -> None:
+    refused = Exception(
+        "API request to http://h/api failed with exception HTTPConnectionPool(host='h', "
+        "port=9): Max retries exceeded with url: /x (Caused by NewConnectionError(...))"
+    )
+    err = reg._server_error("read registered model 'm'", refused, "http://h")
+    assert str(err).startswith("cannot read registered model 'm': the tracking server at http://h")
+    assert "mlops-platform status" in str(err)
+    login = reg._server_error("read m v1", Exception("failed with error code 401 != 200"), "u")
+    assert "refused the login" in str(login) and "MLFLOW_TRACKING_PASSWORD" in str(login)
+    other = reg._server_error("read m v1", Exception("boom\nline two"), "u")
+    assert str(other) == "cannot read m v1: boom"
