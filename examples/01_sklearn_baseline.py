@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 
+import mlflow
 from _common import iris_split, require_server
+from mlflow import MlflowClient
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.tree import DecisionTreeClassifier
-
-import mlflow
-from mlflow import MlflowClient
 
 
 def main() -> None:

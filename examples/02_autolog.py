@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 
+import mlflow
 from _common import iris_split, require_server
+from mlflow import MlflowClient
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import GridSearchCV
-
-import mlflow
-from mlflow import MlflowClient
 
 
 def main() -> None:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from _common import require_server
-
 import mlflow
+from _common import require_server
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 from _common import require_server
-
 from mlflow import MlflowClient
+
 from mlops_platform.registry import AliasNotFoundError, Gates, Registry
 
 

@@ -10,11 +10,10 @@ import argparse
 import json
 import sys
 
+import mlflow
 import numpy as np
 from _common import iris_split, require_server
 from mlflow.models import infer_signature
-
-import mlflow
 
 try:
     import torch

@@ -148,9 +148,18 @@ def test_bad_input_names_the_problem_and_moves_nothing(
     for v in ("1", "2"):
         assert cli(platform, "registry", "approve", name, v, "--gates", lenient).returncode == 0
     holdout = str(d / "holdout.csv")
+    x, y = _iris()
+    parquet = d / f"{name}.parquet"
+    x.assign(target=y).to_parquet(parquet)
+    # no champion yet: the first one needs --initial, and nothing moves without it
+    first = cli(platform, "registry", "promote", name, "--challenger", "1",
+                "--dataset", str(parquet), "--metric", "accuracy")  # fmt: skip
+    assert first.returncode == 2 and "has no @champion alias" in first.stderr, first.stderr
+    assert "--initial" in first.stderr and "champion" not in aliases(governed["uri"], name)
     ok = cli(platform, "registry", "promote", name, "--challenger", "1", "--initial",
-             "--dataset", holdout, "--metric", "accuracy")  # fmt: skip
+             "--dataset", str(parquet), "--metric", "accuracy", "--json")  # fmt: skip
     assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["challenger_score"] == pytest.approx(1 / 3)
     before = aliases(governed["uri"], name)
     assert before == {"staging": "2", "champion": "1"}
 
@@ -186,6 +195,15 @@ def test_bad_input_names_the_problem_and_moves_nothing(
             "registry", "promote", name, "--challenger", "2", "--dataset", holdout,
             "--metric", "auc"],
         "registered model 'ghost' does not exist": ["registry", "history", "ghost"],
+        "registered model 'ghost-": [
+            "registry", "promote", f"ghost-{name}", "--challenger", "1", "--dataset", holdout,
+            "--metric", "accuracy"],
+        "has no version 99 (versions": [
+            "registry", "promote", name, "--challenger", "99", "--dataset", holdout,
+            "--metric", "accuracy"],
+        "dataset nowhere.parquet does not exist": [
+            "registry", "promote", name, "--challenger", "2", "--dataset", "nowhere.parquet",
+            "--metric", "accuracy"],
     }  # fmt: skip
     for expected, args in cases.items():
         result = cli(platform, *args)
