@@ -17,6 +17,7 @@ import sys
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -462,3 +463,50 @@ def test_grafana_dashboard_uses_the_provisioned_datasource_and_real_metric_names
     assert f"./monitoring/grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in (
         mounted
     )
+
+
+def test_in_network_callers_use_host_names_mlflow_accepts(model: dict) -> None:
+    allowed = model["services"]["tracking"]["environment"]["MLOPS_ALLOWED_HOSTS"].split(",")
+    serving = urlsplit(model["services"]["serving"]["environment"]["MLFLOW_TRACKING_URI"])
+    assert serving.netloc in allowed, f"MLflow would answer 403 to Host {serving.netloc}"
+    assert "tracking:5000" in allowed
+
+
+# -- the scripts the services run ---------------------------------------------------
+
+
+def _sh(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {"PATH": os.environ.get("PATH", ""), **env}
+    return subprocess.run(
+        ["sh", str(ROOT / "scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_backup_loop_healthcheck_follows_the_last_run(tmp_path: Path) -> None:
+    env = {"MLOPS_BACKUP_DIR": str(tmp_path)}
+    assert _sh("backup-loop", "--check", env=env).returncode == 0  # before the first run
+    status = tmp_path / ".backup-loop-status"
+    status.write_text("failed 2026-01-01T02:30:00Z\n")
+    failed = _sh("backup-loop", "--check", env=env)
+    assert failed.returncode == 1 and "last backup failed" in failed.stderr
+    status.write_text("ok 2026-01-02T02:30:00Z\n")
+    assert _sh("backup-loop", "--check", env=env).returncode == 0
+
+
+def test_backup_loop_refuses_a_bad_time(tmp_path: Path) -> None:
+    result = _sh("backup-loop", env={"MLOPS_BACKUP_DIR": str(tmp_path), "BACKUP_AT": "2am"})
+    assert result.returncode == 2 and "BACKUP_AT=2am" in result.stderr
+
+
+@pytest.mark.parametrize("key", ['ab"c', "ab\\c", ""])
+def test_seaweedfs_start_refuses_unsafe_or_missing_keys(key: str) -> None:
+    result = _sh(
+        "seaweedfs-start", env={"S3_ACCESS_KEY_ID": key, "S3_SECRET_ACCESS_KEY": "s3cretvalue"}
+    )
+    assert result.returncode != 0
+    assert "S3_ACCESS_KEY_ID" in result.stderr or "quotes or backslashes" in result.stderr
