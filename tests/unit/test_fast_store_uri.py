@@ -1,0 +1,61 @@
+"""The fast store's URI scheme and the server argv that opts into it (pure, no database)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mlops_platform.fast_store import to_sqlalchemy_url, to_store_uri
+from mlops_platform.render.server import server_argv
+from mlops_platform.settings import PlatformSettings
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
+    for key in list(os.environ):
+        if key.upper().startswith("MLOPS_"):
+            monkeypatch.delenv(key)
+    return PlatformSettings(_env_file=None, state_dir=tmp_path)  # type: ignore[call-arg]
+
+
+def test_scheme_maps_to_psycopg_with_an_application_name() -> None:
+    assert (
+        to_sqlalchemy_url("mlops-postgresql://u@h:5432/db")
+        == "postgresql+psycopg://u@h:5432/db?application_name=mlops-fast-store"
+    )
+    assert (
+        to_sqlalchemy_url("mlops-postgresql://u@h/db?sslmode=require")
+        == "postgresql+psycopg://u@h/db?sslmode=require&application_name=mlops-fast-store"
+    )
+    assert to_sqlalchemy_url("mlops-postgresql://u@h/db?application_name=x").endswith("=x")
+    assert to_store_uri("postgresql+psycopg2://u@h/db") == "mlops-postgresql://u@h/db"
+    with pytest.raises(ValueError):
+        to_store_uri("sqlite:///x.db")
+
+
+def test_off_by_default(settings: PlatformSettings) -> None:
+    argv = server_argv(settings)
+    assert argv[argv.index("--backend-store-uri") + 1].startswith("postgresql+psycopg://")
+    assert "--registry-store-uri" not in argv
+
+
+def test_on_serves_the_plugin_scheme_and_keeps_the_registry(settings: PlatformSettings) -> None:
+    argv = server_argv(settings.model_copy(update={"db_fast_metrics": True}))
+    assert argv[argv.index("--backend-store-uri") + 1] == (
+        "mlops-postgresql://mlflow@127.0.0.1:5432/mlflow"
+    )
+    assert argv[argv.index("--registry-store-uri") + 1] == (
+        "postgresql+psycopg://mlflow@127.0.0.1:5432/mlflow"
+    )
+
+
+def test_mlflow_registers_the_entry_point() -> None:
+    from mlflow.server.handlers import _tracking_store_registry as server_registry
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    from mlops_platform.fast_store import build_store
+
+    assert _tracking_store_registry._registry["mlops-postgresql"] is build_store
+    assert server_registry._registry["mlops-postgresql"] is build_store
