@@ -135,3 +135,83 @@ def test_linters_fail_on_a_bad_file(tmp_path: Path) -> None:
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("a: 1\na: 2\n")
     assert run([tool("yamllint"), "-c", str(ROOT / ".yamllint"), str(bad_yaml)]).returncode != 0
+
+
+def test_nginx_accepts_the_compose_rendering_with_the_tls_snippet(tmp_path: Path) -> None:
+    """The shared template with compose's values plus nginx/snippets/tls.conf.example: nginx -t.
+
+    Paths inside the image are moved under tmp_path and the upstream name `tracking`
+    (resolved by nginx at load) becomes loopback; everything else is compose's.
+    """
+    import yaml
+
+    from mlops_platform.render import nginx
+
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if binary is None:
+        pytest.fail(
+            "nginx is not installed: apt-get install -y nginx (`make test` does)", pytrace=False
+        )
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is not installed: apt-get install -y openssl", pytrace=False)
+    for sub in ("conf.d", "snippets", "logs", "tmp", "tls"):
+        (tmp_path / sub).mkdir()
+    made = run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(tmp_path / "tls" / "tls.key"),
+            "-out",
+            str(tmp_path / "tls" / "tls.crt"),
+        ]
+    )
+    assert made.returncode == 0, made.stderr
+    snippet = (ROOT / "nginx" / "snippets" / "tls.conf.example").read_text()
+    assert "/etc/nginx/mlops-tls/" in snippet
+    (tmp_path / "snippets" / "tls.conf").write_text(
+        snippet.replace("/etc/nginx/mlops-tls/", f"{tmp_path}/tls/")
+    )
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+    env = {k: str(v) for k, v in compose["services"]["nginx"]["environment"].items()}
+    for name, value in list(env.items()):
+        if value.startswith("${"):  # ${VAR:-default}
+            env[name] = value.split(":-", 1)[1].rstrip("}")
+    env.update(
+        MLOPS_UPSTREAM="127.0.0.1:5000",
+        MLOPS_USERS_FILE=str(tmp_path / "htpasswd"),
+        MLOPS_NGINX_SNIPPETS=str(tmp_path / "snippets"),
+        MLOPS_AUTH_FAIL_SOCKET=str(tmp_path / "tmp" / "auth.sock"),
+        MLOPS_LOCKOUT_CACHE=str(tmp_path / "tmp" / "lockout"),
+    )
+    (tmp_path / "conf.d" / "mlflow.conf").write_text(
+        nginx.substitute(
+            nginx.template_text(), {k: v for k, v in env.items() if k.startswith("MLOPS_")}
+        )
+    )
+    (tmp_path / "nginx.conf").write_text(nginx.main_conf(tmp_path, run_as=None))
+    result = run(
+        [
+            binary,
+            "-t",
+            "-q",
+            "-p",
+            str(tmp_path),
+            "-c",
+            str(tmp_path / "nginx.conf"),
+            "-e",
+            str(tmp_path / "logs" / "error.log"),
+        ]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
