@@ -985,7 +985,7 @@ def verify_backup(
                     got = restored.get(table)
                     if got != rows:
                         problems.append(f"table {table}: {got} rows restored, manifest says {rows}")
-    return VerifyResult(manifest.id, problems, files, total, restored, time.monotonic() - start)
+    return VerifyResult(path.name, problems, files, total, restored, time.monotonic() - start)
 
 
 # -- restore ---------------------------------------------------------------------------
@@ -1178,7 +1178,7 @@ def restore_backup(
         # -- pre-flight. No impact yet.
         if (manifest.bucket, manifest.prefix) != (settings.s3_bucket, settings.s3_prefix):
             raise BackupError(
-                f"backup {manifest.id} holds s3://{manifest.bucket}/{manifest.prefix}, this "
+                f"backup {path.name} holds s3://{manifest.bucket}/{manifest.prefix}, this "
                 f"platform uses s3://{settings.s3_bucket}/{settings.s3_prefix}",
                 fix="set MLOPS_S3_BUCKET and MLOPS_S3_PREFIX to the backup's (the database "
                 "refers to artifacts by those)",
@@ -1187,18 +1187,9 @@ def restore_backup(
         revision = manifest.schema_revision
         if revision and revision != head and not db._known_revision(revision):
             raise SchemaError(
-                f"backup {manifest.id} has schema {revision} from MLflow "
+                f"backup {path.name} has schema {revision} from MLflow "
                 f"{manifest.mlflow_version}, newer than this MLflow {mlflow.__version__} knows",
                 fix=f"install MLflow {manifest.mlflow_version} to restore it",
-            )
-        say.message(f"checking backup {manifest.id}")
-        problems, _, _ = check_files(path, manifest, say)
-        if problems:
-            raise BackupError(
-                f"backup {manifest.id} is damaged: {problems[0]}"
-                + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
-                fix="restore another backup (`mlops-platform backup list`); "
-                "`backup verify ID` lists every problem",
             )
         client = s3.client(settings, timeout=60)
         state = target_state(settings, client)
@@ -1207,6 +1198,15 @@ def restore_backup(
                 f"the platform is not empty ({state.describe()})",
                 fix="restore onto an empty platform, or pass --force to replace everything "
                 "(take a backup first: `mlops-platform backup create`)",
+            )
+        say.message(f"checking backup {path.name}")
+        problems, _, _ = check_files(path, manifest, say)
+        if problems:
+            raise BackupError(
+                f"backup {path.name} is damaged: {problems[0]}"
+                + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+                fix="restore another backup (`mlops-platform backup list`); "
+                "`backup verify ID` lists every problem",
             )
         for program in ("pg_restore", "psql"):
             db.client_binary(settings, program, server_version=None)
@@ -1274,7 +1274,7 @@ def restore_backup(
             upgraded = True
             after = head
     return RestoreResult(
-        manifest.id,
+        path.name,
         len(todo),
         sum(a.size for a in todo),
         skipped,

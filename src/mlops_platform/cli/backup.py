@@ -187,7 +187,7 @@ def verify(
         )
     else:
         for problem in result.problems:
-            console.print(f"FAIL: {problem}")
+            console.print(f"FAIL: {problem}", soft_wrap=True, highlight=False)
         console.print(f"backup {result.id} has {len(result.problems)} problems")
     if not result.ok:
         raise typer.Exit(1)
@@ -211,12 +211,12 @@ def restore(
     settings = obj.settings()
     _path, manifest = ops.find_backup(settings, backup_id)
     _confirm(
-        f"restore backup {manifest.id} ({manifest.row_counts.get('runs', 0)} runs, "
+        f"restore backup {_path.name} ({manifest.row_counts.get('runs', 0)} runs, "
         f"{len(manifest.artifacts)} artifacts) onto {settings.db_parts()['name']} and "
         f"s3://{settings.s3_bucket}/{settings.s3_prefix}?",
         yes,
     )
-    result = ops.restore_backup(settings, manifest.id, force=force, report=_reporter(as_json))
+    result = ops.restore_backup(settings, _path.name, force=force, report=_reporter(as_json))
     if as_json:
         print_json(result.as_dict())
     else:
@@ -228,7 +228,7 @@ def restore(
         if result.upgraded:
             console.print(f"schema upgraded {result.schema_before} -> {result.schema_after}")
         for problem in result.problems:
-            console.print(f"FAIL: {problem}")
+            console.print(f"FAIL: {problem}", soft_wrap=True, highlight=False)
     if result.problems:
         raise typer.Exit(1)
 

@@ -74,7 +74,9 @@ def gc(
                 f"FAIL: {len(result.leftovers)} objects of removed entities are still in the "
                 "store, e.g. "
                 + ", ".join(result.leftovers[:3])
-                + "; run `mlops-platform gc --purge-leftovers` to delete them"
+                + "; run `mlops-platform gc --purge-leftovers` to delete them",
+                soft_wrap=True,
+                highlight=False,
             )
     if result.leftovers:
         raise typer.Exit(1)
