@@ -9,6 +9,7 @@ import typer
 from mlops_platform.cli import (
     backup,
     bench,
+    compose,
     config,
     db,
     deploy,
@@ -34,6 +35,7 @@ deploy.register(app)
 backup.register(app)
 gc.register(app)
 bench.register(app)
+compose.register(app)
 users.register(app)
 
 
