@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlops_platform import s3
 from mlops_platform.errors import MissingBinaryError
-from mlops_platform.settings import which
+from mlops_platform.settings import inherited_environment, which
 from mlops_platform.stack.base import (
     PortClaim,
     Progress,
@@ -56,6 +56,10 @@ def identities(access_key: str, secret_key: str) -> dict[str, object]:
             }
         ]
     }
+
+
+# Soft memory limit of the Go runtime (GOMEMLIMIT) for SeaweedFS; not a cap.
+WEED_MEMORY_LIMIT = "256MiB"
 
 
 def weed_argv(
@@ -130,10 +134,15 @@ class SeaweedFS(Service):
             avoid |= {ports[name], ports[name] + GRPC_OFFSET}
         ports["s3_grpc"] = pick_free_port(avoid)
         progress(f"starting SeaweedFS S3 on 127.0.0.1:{self.settings.s3_port}")
+        # Go keeps freed memory around: after a few large artifacts weed sat at ~900 MB.
+        # A soft limit makes its collector return it (an operator's GOMEMLIMIT wins).
+        env = inherited_environment(keep_settings=False)
+        env.setdefault("GOMEMLIMIT", WEED_MEMORY_LIMIT)
         pid = spawn(
             weed_argv(weed, data, config, self.settings.s3_port, ports),
             log_path=self.log_path,
             cwd=self.root,
+            env=env,
         )
         self.remember(pid=pid, port=self.settings.s3_port, internal_ports=ports)
         wait_until(
