@@ -7,6 +7,7 @@ healthcheck. Then a client logs through the published nginx port like any user.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -121,3 +122,18 @@ def test_client_workload_through_the_proxy(
     assert len(client.get_metric_history(run_id, "loss")) == 20
     local = client.download_artifacts(run_id, "notes/hello.txt", str(tmp_path))
     assert Path(local).read_text() == "hello from compose\n"
+
+
+def test_compose_status_reads_the_same_health(stack: dict[str, Any]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops_platform", "compose", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["healthy"] is True
+    services = {row["service"]: row["status"] for row in report["services"]}
+    assert services["init"] == "completed" and services["tracking"] == "healthy"

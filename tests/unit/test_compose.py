@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from mlops_platform import containers
 from mlops_platform.render import envexample, envfile, nginx, postgres
 from mlops_platform.settings import ENV_PREFIX, SECRET_FIELDS, PlatformSettings
 
@@ -510,3 +511,53 @@ def test_seaweedfs_start_refuses_unsafe_or_missing_keys(key: str) -> None:
     )
     assert result.returncode != 0
     assert "S3_ACCESS_KEY_ID" in result.stderr or "quotes or backslashes" in result.stderr
+
+
+# -- compose status ---------------------------------------------------------------
+
+
+def _inspect(service: str, status: str, exit_code: int = 0, health: str | None = None) -> dict:
+    state: dict = {"Status": status, "ExitCode": exit_code}
+    if health:
+        state["Health"] = {"Status": health, "FailingStreak": 0, "Log": []}
+    return {
+        "Name": f"/mlops-platform-{service}-1",
+        "State": state,
+        "Config": {"Labels": {containers.SERVICE_LABEL: service, containers.PROJECT_LABEL: "x"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("attrs", "status", "healthy"),
+    [
+        (_inspect("tracking", "running", health="healthy"), "healthy", True),
+        (_inspect("tracking", "running", health="starting"), "starting", False),
+        (_inspect("nginx", "running", health="unhealthy"), "unhealthy", False),
+        (_inspect("init", "exited", 0), "completed", True),
+        (_inspect("init", "exited", 1), "exited (exit 1)", False),
+        (_inspect("tracking", "exited", 0, health="unhealthy"), "exited (exit 0)", False),
+        (_inspect("postgres", "restarting", 1, health="unhealthy"), "restarting", False),
+    ],
+)
+def test_container_health_from_the_engine_json(attrs: dict, status: str, healthy: bool) -> None:
+    row = containers.from_inspect(attrs)
+    assert row.service == attrs["Config"]["Labels"][containers.SERVICE_LABEL]
+    assert row.name.startswith("mlops-platform-")
+    assert (row.status, row.healthy) == (status, healthy)
+
+
+def test_compose_status_without_an_engine_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
+    env["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops_platform", "compose", "status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert "Docker" in result.stderr and "Traceback" not in result.stderr
