@@ -526,3 +526,21 @@ def test_tls_serves_https_and_redirects_http(
     assert plain.headers["Location"] == f"{https}{SEARCH}"
     with socket.create_connection(("127.0.0.1", port), timeout=5):
         pass
+
+
+def test_health_says_unavailable_when_mlflow_is_down() -> None:
+    """The kit's nginx in front of a port where nothing listens."""
+    root = make_stack_dir("mlops-down-")
+    settings = settings_for(root)
+    proxy = Proxy(settings, StateFile.load(settings.state_dir))
+    proxy.start(lambda _msg: None)
+    try:
+        url = f"http://127.0.0.1:{settings.proxy_port}"
+        down = requests.get(url + "/health", timeout=10)
+        assert (down.status_code, down.text) == (503, "unavailable\n")
+        assert requests.get(url + "/-/proxy-health", timeout=10).text == "ok\n"
+        auth = (settings.proxy_user, settings.proxy_password.get_secret_value())
+        assert requests.get(url + SEARCH, auth=auth, timeout=10).status_code == 502
+    finally:
+        proxy.stop(lambda _msg: None)
+        shutil.rmtree(root, ignore_errors=True)
