@@ -544,3 +544,43 @@ def test_health_says_unavailable_when_mlflow_is_down() -> None:
     finally:
         proxy.stop(lambda _msg: None)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_plain_and_tls_ports_redirect_plain_http_except_health(tmp_path: Path) -> None:
+    """The compose layout: a snippet adds a TLS port and asks for the redirect."""
+    root = make_stack_dir("mlops-dual-")
+    cert, key = self_signed(root)
+    settings = settings_for(root)
+    tls_port = free_port()
+    snippets = settings.state_dir / "nginx" / "snippets"
+    snippets.mkdir(parents=True)
+    (snippets / "dual.conf").write_text(
+        f"listen 127.0.0.1:{tls_port} ssl;\n"
+        f"ssl_certificate {cert};\nssl_certificate_key {key};\n"
+        "if ($scheme = http) {\n    set $mlops_https_redirect on;\n}\n"
+        f"set $mlops_https_origin https://$host:{tls_port};\n"
+    )
+    proxy = Proxy(settings, StateFile.load(settings.state_dir))
+    proxy.start(lambda _msg: None)
+    try:
+        plain = f"http://127.0.0.1:{settings.proxy_port}"
+        moved = requests.get(
+            plain + SEARCH, headers={"Host": "mlflow.test"}, allow_redirects=False, timeout=10
+        )
+        assert (moved.status_code, moved.headers["Location"]) == (
+            308,
+            f"https://mlflow.test:{tls_port}{SEARCH}",
+        )
+        assert requests.get(plain + "/-/proxy-health", timeout=10).status_code == 200
+        assert requests.get(plain + "/health", timeout=10).status_code == 503  # no MLflow
+        over_tls = requests.get(
+            f"https://127.0.0.1:{tls_port}/-/proxy-health", verify=str(cert), timeout=10
+        )
+        assert over_tls.status_code == 200
+        anonymous = requests.get(
+            f"https://127.0.0.1:{tls_port}{SEARCH}", verify=str(cert), timeout=10
+        )
+        assert anonymous.status_code == 401
+    finally:
+        proxy.stop(lambda _msg: None)
+        shutil.rmtree(root, ignore_errors=True)
