@@ -561,3 +561,25 @@ def test_compose_status_without_an_engine_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert "Docker" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("password", "starts"), [("changethis", False), ("", False), ("G00d-Passw0rd-4-grafana", True)]
+)
+def test_grafana_refuses_a_placeholder_password(password: str, starts: bool) -> None:
+    entrypoint = raw()["services"]["grafana"]["entrypoint"]
+    assert entrypoint[:2] == ["/bin/sh", "-c"] and entrypoint[2].endswith("exec /run.sh")
+    # Compose turns $$ into $ at run time; /run.sh is Grafana's own start script.
+    script = entrypoint[2].replace("$$", "$").replace("exec /run.sh", "echo started")
+    result = subprocess.run(
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", ""), "GF_SECURITY_ADMIN_PASSWORD": password},
+        timeout=30,
+        check=False,
+    )
+    assert (result.returncode == 0) == starts
+    assert ("started" in result.stdout) == starts
+    if not starts:
+        assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
