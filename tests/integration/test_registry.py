@@ -120,7 +120,7 @@ def test_gates_pass_and_fail(
 
     human = cli(platform, "registry", "approve", name, "3", "--gates", strict)
     assert human.returncode == 0, human.stderr
-    assert "approved by" in human.stdout and "@staging moved" in human.stdout
+    assert "approved by" in human.stdout and "@staging set to v3" in human.stdout
     assert aliases(governed["uri"], name)["staging"] == "3"
     tags = MlflowClient(governed["uri"]).get_model_version(name, "3").tags
     assert tags["mlops.status"] == "approved" and tags["mlops.approved_by"]

@@ -68,11 +68,12 @@ def approve(
         rows = [["PASS" if g.passed else "FAIL", g.gate, g.detail] for g in result.gates]
         console.print(table(f"{name} v{version}", ["result", "gate", "detail"], rows))
         if result.approved:
-            moved = (
-                f"@staging moved v{result.staging_before} -> v{version}"
-                if result.staging_moved
-                else f"@staging already at v{version}"
-            )
+            if not result.staging_moved:
+                moved = f"@staging already at v{version}"
+            elif result.staging_before is None:
+                moved = f"@staging set to v{version}"
+            else:
+                moved = f"@staging moved v{result.staging_before} -> v{version}"
             console.print(f"approved by {result.actor}; {moved}", highlight=False)
         else:
             failed = ", ".join(g.gate for g in result.failed())
