@@ -219,9 +219,13 @@ def _delete(client: Any, bucket: str, keys: list[str]) -> int:
     return done
 
 
-def gc_argv(items: list[Item], older_than: str | None, tracking_uri: str) -> list[str]:
-    """``mlflow gc`` for exactly the planned entities. No secret in it."""
-    argv = [sys.executable, "-m", "mlflow", "gc", "--tracking-uri", tracking_uri]
+def gc_argv(
+    items: list[Item], older_than: str | None, tracking_uri: str, store_uri: str
+) -> list[str]:
+    """``mlflow gc`` for exactly the planned entities. No secret in it: the database
+    password goes in ``PGPASSWORD``, the proxy's in ``MLFLOW_TRACKING_PASSWORD``."""
+    argv = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", store_uri]
+    argv += ["--tracking-uri", tracking_uri]
     if older_than:
         argv += ["--older-than", older_than]
     for kind, option in (
@@ -267,12 +271,11 @@ def collect(
         if i.kind == "experiment"
         or (i.experiment_id not in removed_exps and (i.kind == "run" or i.id in model_ids))
     ]
-    argv = gc_argv(explicit, older_than, _tracking_uri(settings))
+    argv = gc_argv(explicit, older_than, _tracking_uri(settings), settings.database_url())
     env = {
         **inherited_environment(keep_settings=False),
-        **server_env(settings),
+        **server_env(settings),  # PGPASSWORD and the S3 credentials
         **client_env(settings),
-        "MLFLOW_BACKEND_STORE_URI": settings.database_url(with_password=True),
     }
     done = subprocess.run(
         argv, env=env, capture_output=True, text=True, timeout=timeout, check=False

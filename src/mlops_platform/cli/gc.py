@@ -44,24 +44,24 @@ def gc(
     else:
         verb = "would remove" if result.dry_run else "removed"
         if result.items:
-            console.print(
-                table(
-                    f"{verb}: {result.count('run')} runs, {result.count('experiment')} "
-                    f"experiments, {result.count('logged_model')} logged models",
-                    ["kind", "id", "name", "experiment", "objects", "left over"],
+            out = table(
+                f"{verb}: {result.count('run')} runs, {result.count('experiment')} "
+                f"experiments, {result.count('logged_model')} logged models",
+                ["kind", "id", "name", "experiment", "objects", "left over"],
+                [
                     [
-                        [
-                            i.kind,
-                            i.id,
-                            i.name,
-                            i.experiment_id,
-                            i.objects if i.kind != "experiment" else "",
-                            len(i.leftovers) if not result.dry_run else "",
-                        ]
-                        for i in result.items
-                    ],
-                )
+                        i.kind,
+                        i.id,
+                        i.name,
+                        i.experiment_id,
+                        i.objects if i.kind != "experiment" else "",
+                        len(i.leftovers) if not result.dry_run else "",
+                    ]
+                    for i in result.items
+                ],
             )
+            out.columns[1].no_wrap = True
+            console.print(out)
         else:
             console.print(
                 "nothing to remove: no runs, experiments or logged models are deleted"
