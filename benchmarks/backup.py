@@ -177,20 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     def med(name: str, part: str) -> float:
         return statistics.median(f[part] for f in figures[name])
 
-    rows = [
-        [
-            "plain pg_dump -Fc + boto3 copy",
-            med("plain", "total"),
-            med("plain", "dump"),
-            med("plain", "copy"),
-        ],
-        ["backup create --full", med("full", "total"), med("full", "dump"), med("full", "copy")],
-        [
-            "backup create (nightly, unchanged)",
-            med("nightly", "total"),
-            med("nightly", "dump"),
-            med("nightly", "copy"),
-        ],
+    rows: list[tuple[str, float, float, float]] = [
+        (label, med(name, "total"), med(name, "dump"), med(name, "copy"))
+        for label, name in (
+            ("plain pg_dump -Fc + boto3 copy", "plain"),
+            ("backup create --full", "full"),
+            ("backup create (nightly, unchanged)", "nightly"),
+        )
     ]
     print(
         f"\n{runs} runs (database {int(db_bytes or 0) / 2**20:.0f} MB, dump "

@@ -173,7 +173,7 @@ def populate(stack: Stack, work: Path, *, large_mb: int) -> None:
     import mlflow
     import mlflow.pyfunc
 
-    class Echo(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    class Echo(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
         def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
             return model_input
 

@@ -43,7 +43,7 @@ def make_entities(stack: Stack, name: str) -> dict[str, Any]:
     import mlflow
     import mlflow.pyfunc
 
-    class Echo(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    class Echo(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
         def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
             return model_input
 

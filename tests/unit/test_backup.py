@@ -26,7 +26,9 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSetting
         if key.upper().startswith("MLOPS_"):
             monkeypatch.delenv(key)
     return PlatformSettings(  # type: ignore[call-arg]
-        _env_file=None, state_dir=tmp_path, db_password=PASSWORD
+        _env_file=None,
+        state_dir=tmp_path,
+        db_password=PASSWORD,  # type: ignore[arg-type]
     )
 
 
@@ -227,7 +229,7 @@ def test_every_scheduled_command_parses_and_never_prompts() -> None:
         cmd, rest = command, list(args)
         while hasattr(cmd, "list_commands"):  # a group: descend into the sub-command
             assert rest, args
-            sub = cmd.get_command(cmd.context_class(cmd), rest[0])
+            sub = cmd.get_command(cmd.context_class(cmd), rest[0])  # type: ignore[attr-defined]
             assert sub is not None, args
             cmd, rest = sub, rest[1:]
         cmd.make_context(cmd.name or "", rest)  # raises on an unknown option or argument
