@@ -55,15 +55,20 @@ COMPOSE_VARIABLES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def compose_block(values: dict[str, str] | None = None) -> str:
+    """The compose-only variables, documented; ``values`` overrides the defaults."""
+    lines = ["", "# --- docker compose only " + "-" * 42]
+    for name, default, doc in COMPOSE_VARIABLES:
+        value = (values or {}).get(name, default)
+        lines.append(f"# {doc}")
+        lines.append(f"{name}={value}" if value else f"# {name}=")
+    return "\n".join(lines) + "\n"
+
+
 def example_text() -> str:
     """The committed ``.env.example``."""
     values = {"env": "prod", **{name: PLACEHOLDER for name in SECRET_FIELDS}}
-    text = env_file_text(values, header=HEADER)
-    lines = ["", "# --- docker compose only " + "-" * 42]
-    for name, value, doc in COMPOSE_VARIABLES:
-        lines.append(f"# {doc}")
-        lines.append(f"{name}={value}" if value else f"# {name}=")
-    return text + "\n".join(lines) + "\n"
+    return env_file_text(values, header=HEADER) + compose_block()
 
 
 if __name__ == "__main__":  # pragma: no cover
