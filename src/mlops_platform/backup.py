@@ -354,6 +354,8 @@ def _complete_ids(root: Path) -> list[str]:
 
 def list_backups(settings: PlatformSettings) -> list[BackupInfo]:
     """Complete backups, oldest first. Folders that are not backups are ignored."""
+    if settings.backup_dir is None and not backup_root(settings).exists():
+        return []  # the default folder appears with the first backup
     root = check_destination(settings, create=False)
     out: list[BackupInfo] = []
     for backup_id in _complete_ids(root):
