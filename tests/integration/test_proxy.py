@@ -168,6 +168,7 @@ def test_nginx_accepts_the_compose_rendering(tmp_path: Path) -> None:
     environment = {
         "MLOPS_PROXY_LISTEN": "8080",
         "MLOPS_UPSTREAM": "tracking:5000",
+        "MLOPS_UPSTREAM_KEEPALIVE": "keepalive 32;",
         "MLOPS_USERS_FILE": str(users),
         "MLOPS_NGINX_SNIPPETS": str(snippets),
         "MLOPS_ACCESS_LOG": str(logs / "access.log"),

@@ -146,7 +146,12 @@ def test_site_conf_local_layout_and_limits(settings: PlatformSettings) -> None:
     site = nginx.site_conf(settings, upstream="127.0.0.1:5000", snippets_dir="/p/snippets")
     assert "rate=300r/s" in site and "burst=600 nodelay" in site
     upstream = site.split("upstream mlflow_tracking", 1)[1].split("}", 1)[0]
-    assert not re.search(r"^\s*keepalive\b", upstream, re.M)  # see the template's comment
+    # Kept-alive upstream connections only with the server's TCP_NODELAY fix.
+    assert re.search(r"^\s*keepalive 32;", upstream, re.M)
+    slow = settings.model_copy(update={"server_tcp_nodelay": False})
+    site = nginx.site_conf(slow, upstream="127.0.0.1:5000", snippets_dir="/p/snippets")
+    upstream = site.split("upstream mlflow_tracking", 1)[1].split("}", 1)[0]
+    assert not re.search(r"^\s*keepalive\b", upstream, re.M)
     assert "proxy_request_buffering off;" in site and "client_max_body_size 5g;" in site
     assert 'proxy_set_header Authorization "";' in site
     assert "$http_authorization" not in site  # never logged, never keyed on

@@ -17,6 +17,9 @@ def template_text() -> str:
     return resources.files("mlops_platform").joinpath("templates", TEMPLATE_NAME).read_text()
 
 
+# Idle kept-alive connections each nginx worker holds to the tracking server.
+UPSTREAM_KEEPALIVE = "keepalive 32;"
+
 # A unix socket path must fit sockaddr_un (108 bytes with the terminating NUL).
 _MAX_SOCKET_PATH = 100
 
@@ -55,6 +58,9 @@ def template_variables(
         "MLOPS_AUTH_FAIL_SOCKET": auth_fail_socket_path or auth_fail_socket(root),
         "MLOPS_LOCKOUT_CACHE": lockout_cache or str(root / "tmp" / "lockout"),
         "MLOPS_UPSTREAM": upstream,
+        "MLOPS_UPSTREAM_KEEPALIVE": UPSTREAM_KEEPALIVE
+        if settings.server_tcp_nodelay
+        else "# no keepalive: the server runs without its TCP_NODELAY fix",
         "MLOPS_USERS_FILE": str(settings.users_file),
         "MLOPS_NGINX_SNIPPETS": snippets_dir,
         "MLOPS_PROXY_BODY_SIZE": settings.proxy_body_size,
