@@ -178,10 +178,24 @@ def _bad_metric(rng: random.Random) -> Metric:
 def workload(rng: random.Random, run_ids: list[str], model_id: str) -> list[tuple[str, tuple]]:
     ops: list[tuple[str, tuple]] = []
     history: list[Metric] = []
+    tie_ts: dict[str, int] = {}
     for _ in range(OPERATIONS):
         run_id = rng.choice(run_ids)
         roll = rng.random()
-        if roll < 0.55:  # a batch of metrics, with duplicates within and across batches
+        if roll < 0.12:  # ties on (step, timestamp, value), within a batch and with the
+            # stored latest value (NaN is stored as 0); step 11 beats every other step
+            tie_ts[run_id] = tie_ts.get(run_id, 1_700_000_000_000) + rng.randrange(2)
+            pair = [
+                Metric("loss", float("nan"), tie_ts[run_id], 11),
+                Metric("loss", rng.choice([0.0, -0.0, 0]), tie_ts[run_id], 11),
+            ]
+            rng.shuffle(pair)
+            if rng.random() < 0.5:
+                ops.append(("log_metric", (run_id, pair[0])))
+            else:
+                extra = [_metric(rng) for _ in range(rng.randrange(3))]
+                ops.append(("log_batch", (run_id, pair + extra, [], [])))
+        elif roll < 0.55:  # a batch of metrics, with duplicates within and across batches
             batch: list[Metric] = []
             for _ in range(rng.choice([1, 2, 5, 20, 100, 150])):
                 r = rng.random()
@@ -294,7 +308,9 @@ def test_fast_store_matches_mlflow_row_by_row(databases: Databases) -> None:
         assert one("SELECT count(*) FROM metrics WHERE is_nan") > 50
         assert one("SELECT count(*) FROM metrics WHERE value = 1.7976931348623157e308") > 20
         assert one("SELECT count(*) FROM metrics WHERE step < 0") > 100
-        assert one("SELECT count(*) FROM latest_metrics WHERE is_nan") >= 1
+        assert one("SELECT count(*) FROM latest_metrics WHERE is_nan AND step = 11") >= 1
+        assert one("SELECT count(*) FROM latest_metrics WHERE NOT is_nan AND step = 11") >= 1
+        assert one("SELECT count(*) FROM metrics WHERE value::text = '-0'") >= 1
         assert one("SELECT count(*) FROM logged_model_metrics") > 10
         assert one("SELECT count(*) FROM params") >= 1
     assert fast_statements > 150, fast_statements

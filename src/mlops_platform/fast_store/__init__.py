@@ -14,7 +14,8 @@ PostgreSQL as ONE statement per call, which checks the run, inserts the rows
   (MLflow's ``sanitize_metric_value``);
 - the latest value of a key is the maximum by ``(step, timestamp, value)`` among the
   rows actually inserted, the first one in batch order on a tie, and it replaces the
-  stored one only when strictly greater.
+  stored one only when strictly greater (keeping the stored value's sign when the two
+  are equal, 0 over -0, as MLflow's ORM update does).
 
 Anything outside the common shape (a run that is missing or not active, a value that
 is not a float or a small int, a step or timestamp that is not a 64-bit int, metrics

@@ -59,8 +59,11 @@ up AS (
     INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)
     SELECT key, value, timestamp, step, is_nan, %(run_id)s FROM best ORDER BY key
     ON CONFLICT (key, run_uuid) DO UPDATE
-    SET value = EXCLUDED.value, timestamp = EXCLUDED.timestamp,
-        step = EXCLUDED.step, is_nan = EXCLUDED.is_nan
+    -- MLflow updates the loaded row through the ORM, which writes only the columns
+    -- whose value changed by Python's ==: a 0 over a -0 (or the reverse) keeps the sign.
+    SET value = CASE WHEN EXCLUDED.value = latest_metrics.value
+                     THEN latest_metrics.value ELSE EXCLUDED.value END,
+        timestamp = EXCLUDED.timestamp, step = EXCLUDED.step, is_nan = EXCLUDED.is_nan
     WHERE (EXCLUDED.step, EXCLUDED.timestamp, EXCLUDED.value)
         > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)
     RETURNING 1
