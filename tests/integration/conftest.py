@@ -138,7 +138,7 @@ def write_env(root: Path, **values: str) -> Path:
 def platform() -> Iterator[Platform]:
     require_binaries()
     root = make_stack_dir("mlops-it-")
-    env_file = write_env(root)
+    env_file = write_env(root, prometheus="true")  # /metrics is real, as in compose
     settings = load_settings(env_file)
     stack = Platform(
         root=root,

@@ -261,11 +261,11 @@ def test_every_route_family_needs_a_password(platform: Platform) -> None:
         assert r.headers["X-Content-Type-Options"] == "nosniff"
         assert r.headers["X-Frame-Options"] == "SAMEORIGIN"
         assert "nginx/" not in r.headers.get("Server", "")
-    expected = {path: 200 for _, path, _ in FAMILIES}
-    # MLflow serves /metrics only with MLOPS_PROMETHEUS=true (off in this stack): the
-    # request passes the proxy and MLflow itself answers 404.
-    expected["/metrics"] = 200 if platform.settings.prometheus else 404
-    assert statuses == expected
+    assert statuses == {path: 200 for _, path, _ in FAMILIES}
+    # The session stack runs with MLOPS_PROMETHEUS=true: the metrics Prometheus scrapes
+    # (monitoring/prometheus.yml), names the Grafana dashboard uses.
+    metrics = good.get(url + "/metrics", timeout=30).text
+    assert "mlflow_http_request_total" in metrics or "mlflow_http_request_duration" in metrics
 
 
 def test_health_needs_no_password_and_says_nothing(platform: Platform) -> None:
