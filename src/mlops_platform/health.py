@@ -285,6 +285,18 @@ def check_proxy(settings: PlatformSettings, *, timeout: float = 5.0) -> list[Fin
                 took,
             )
         )
+    elif response.status_code == 429:
+        out.append(
+            Finding(
+                "proxy",
+                "api",
+                "fail",
+                "the proxy throttles this address (429): too many requests or failed logins",
+                "failed logins lock an address out for 60 s (docs/proxy.md): wait, then find "
+                "who guessed in the proxy's access log; or raise MLOPS_PROXY_RATE_LIMIT",
+                took,
+            )
+        )
     elif response.status_code == 403 and "host" in response.text.lower():
         out.append(
             Finding(
@@ -312,13 +324,13 @@ def check_proxy(settings: PlatformSettings, *, timeout: float = 5.0) -> list[Fin
     if settings.proxy_enabled:
         try:
             anonymous = session.post(api, json={"max_results": 1}, timeout=timeout)
-            refused = anonymous.status_code == 401
+            refused = anonymous.status_code in (401, 429)  # 429: a locked-out address
             out.append(
                 Finding(
                     "proxy",
                     "anonymous refused",
                     "ok" if refused else "fail",
-                    "anonymous request: 401"
+                    f"anonymous request: {anonymous.status_code}"
                     if refused
                     else f"an anonymous request got {anonymous.status_code}: the proxy lets "
                     "anyone in",
