@@ -254,3 +254,15 @@ def test_users_add_remove_list(settings: PlatformSettings) -> None:
     assert not users.remove_user(settings, "alice").removed
     assert [u.name for u in users.list_users(settings)] == ["bob"]
     assert sorted(p.name for p in path.parent.iterdir()) == [".htpasswd.lock", "htpasswd"]
+
+
+def test_cors_origin_is_the_public_urls_origin_without_its_path() -> None:
+    from mlops_platform.render.server import public_origin, server_argv
+
+    assert public_origin("https://mlflow.example.com/team-a/") == "https://mlflow.example.com"
+    assert public_origin("http://localhost:8080") == "http://localhost:8080"
+    settings = PlatformSettings(
+        _env_file=None, env="dev", public_url="https://mlflow.example.com:8443/mlflow"
+    )
+    argv = server_argv(settings)
+    assert argv[argv.index("--cors-allowed-origins") + 1] == "https://mlflow.example.com:8443"

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import sys
+from urllib.parse import urlsplit
 
 from mlops_platform.fast_store import SCHEME as FAST_STORE_SCHEME
 from mlops_platform.settings import PlatformSettings
+
+
+def public_origin(url: str) -> str:
+    """The origin (scheme://host[:port]) of a URL: what browsers send, never a path."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> list[str]:
@@ -32,7 +39,7 @@ def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> 
         "--allowed-hosts",
         ",".join(settings.allowed_host_list()),
         "--cors-allowed-origins",
-        settings.resolved_public_url,
+        public_origin(settings.resolved_public_url),
     ]
     if backend != database:
         argv += ["--registry-store-uri", database]
