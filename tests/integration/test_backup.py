@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from mlops_platform import backup, db, s3
+from mlops_platform import __version__, backup, db, s3
 from mlops_platform.settings import PlatformSettings, load_settings
 from tests.integration.conftest import make_stack_dir, require_binaries, run_cli, write_env
 
@@ -408,6 +408,16 @@ def test_bad_input_refuses_in_one_line_and_changes_nothing(stack: Stack, tmp_pat
             stack.cli("backup", "restore", future.name, "--yes", "--force"),
             "kit version 99.0.0",
             "install mlops-platform 99.0.0",
+        )
+        assert _state(stack)[:2] == before[:2]
+        # a schema this MLflow does not know (a backup of a newer MLflow)
+        manifest["kit_version"] = __version__
+        manifest["schema_revision"], manifest["mlflow_version"] = "0123456789ab", "9.1.0"
+        (future / "manifest.json").write_text(json.dumps(manifest))
+        _one_line_exit_2(
+            stack.cli("backup", "restore", future.name, "--yes", "--force"),
+            "newer than this MLflow",
+            "install MLflow 9.1.0",
         )
         assert _state(stack)[:2] == before[:2]
     finally:
