@@ -237,3 +237,21 @@ def test_every_scheduled_command_parses_and_never_prompts() -> None:
             assert "--yes" in args, args
     systemd = (ROOT / "deploy/systemd/mlops-backup.timer").read_text()
     assert "Persistent=true" in systemd and "OnCalendar=" in systemd
+
+
+def test_a_destination_without_room_is_refused_naming_the_sizes(tmp_path: Path) -> None:
+    with pytest.raises(backup.DestinationError, match=r"free, the backup needs about .*prune"):
+        backup.check_space(tmp_path, 1 << 60)
+    backup.check_space(tmp_path, 1)
+
+
+def test_only_the_default_destination_is_created(
+    settings: PlatformSettings, tmp_path: Path
+) -> None:
+    assert backup.list_backups(settings) == []  # no backup yet: not an error
+    root = backup.check_destination(settings, create=True)
+    assert root == tmp_path / "backups" and root.is_dir()
+    elsewhere = settings.model_copy(update={"backup_dir": tmp_path / "mnt" / "backups"})
+    with pytest.raises(backup.DestinationError, match="does not exist"):
+        backup.check_destination(elsewhere, create=True)
+    assert not (tmp_path / "mnt").exists()
