@@ -110,13 +110,15 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
         _validate_batch_log_limits(metrics, params, tags)
         _validate_param_keys_unique(params)
         try:
-            self._log_metrics(run_id, metrics)
+            # Already validated just above, as MLflow's log_batch does before its own
+            # _log_metrics validates them again (which can no longer fail): skip that.
+            self._run_with_deadlock_retry(self._log_metrics_once, run_id, metrics, validated=True)
         except MlflowException:
             raise
         except Exception as e:
             raise MlflowException(e, INTERNAL_ERROR) from e
 
-    def _log_metrics_once(self, run_id, metrics):  # type: ignore[no-untyped-def]
+    def _log_metrics_once(self, run_id, metrics, validated=False):  # type: ignore[no-untyped-def]
         if not metrics:
             return super()._log_metrics_once(run_id, metrics)
         is_single_metric = len(metrics) == 1
@@ -127,13 +129,14 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
         nans: list[bool] = []
         fast = True
         for idx, metric in enumerate(metrics):
-            _validate_metric(
-                metric.key,
-                metric.value,
-                metric.timestamp,
-                metric.step,
-                path="" if is_single_metric else f"metrics[{idx}]",
-            )
+            if not validated:
+                _validate_metric(
+                    metric.key,
+                    metric.value,
+                    metric.timestamp,
+                    metric.step,
+                    path="" if is_single_metric else f"metrics[{idx}]",
+                )
             row = _fast_row(metric) if fast else None
             if row is None:
                 fast = False
