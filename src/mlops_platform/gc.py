@@ -18,10 +18,13 @@ there is a leftover, reported, and deleted with ``purge_leftovers``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -261,46 +264,75 @@ def collect(
             item.objects = len(_keys(client, settings.s3_bucket, item.prefix))
     if dry_run or not items:
         return GcResult(dry_run, older_than, items, 0, time.monotonic() - start)
-    # runs and models of removed experiments go with them (mlflow refuses them by ID when
-    # they are not old enough themselves)
-    removed_exps = {i.id for i in items if i.kind == "experiment"}
-    model_ids = _deleted_model_ids(settings, [i.id for i in items if i.kind == "logged_model"])
-    explicit = [
-        i
-        for i in items
-        if i.kind == "experiment"
-        or (i.experiment_id not in removed_exps and (i.kind == "run" or i.id in model_ids))
-    ]
-    argv = gc_argv(explicit, older_than, _tracking_uri(settings), settings.database_url())
-    env = {
-        **inherited_environment(keep_settings=False),
-        **server_env(settings),  # PGPASSWORD and the S3 credentials
-        **client_env(settings),
-    }
-    done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    output = [line for line in done.stdout.splitlines() if line.strip()]
-    if done.returncode != 0:
-        err = [line for line in done.stderr.splitlines() if line.strip()]
-        why = next((line for line in reversed(err) if "Exception" in line or "Error" in line), None)
-        raise GcError(
-            f"mlflow gc failed: {why or (err[-1] if err else 'no output')}",
-            fix="fix the error above and run `mlops-platform gc` again (it is safe to re-run)",
+    # never while a backup copies: a file removed between its dump and its copy would be
+    # missing from that backup
+    with _no_backup_running(settings):
+        # runs and models of removed experiments go with them (mlflow refuses them by ID when
+        # they are not old enough themselves)
+        removed_exps = {i.id for i in items if i.kind == "experiment"}
+        model_ids = _deleted_model_ids(settings, [i.id for i in items if i.kind == "logged_model"])
+        explicit = [
+            i
+            for i in items
+            if i.kind == "experiment"
+            or (i.experiment_id not in removed_exps and (i.kind == "run" or i.id in model_ids))
+        ]
+        argv = gc_argv(explicit, older_than, _tracking_uri(settings), settings.database_url())
+        env = {
+            **inherited_environment(keep_settings=False),
+            **server_env(settings),  # PGPASSWORD and the S3 credentials
+            **client_env(settings),
+        }
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
         )
-    purged = 0
-    for item in items:
-        if item.prefix is None:
-            continue
-        # a removed experiment's own folder holds only what its runs and models left
-        item.leftovers = _keys(client, settings.s3_bucket, item.prefix)
-    if purge_leftovers:
+        output = [line for line in done.stdout.splitlines() if line.strip()]
+        if done.returncode != 0:
+            err = [line for line in done.stderr.splitlines() if line.strip()]
+            why = next(
+                (line for line in reversed(err) if "Exception" in line or "Error" in line), None
+            )
+            raise GcError(
+                f"mlflow gc failed: {why or (err[-1] if err else 'no output')}",
+                fix="fix the error above and run `mlops-platform gc` again (it is safe to re-run)",
+            )
+        purged = 0
         for item in items:
-            if item.leftovers:
-                purged += _delete(client, settings.s3_bucket, item.leftovers)
-                item.leftovers = _keys(client, settings.s3_bucket, item.prefix or "")
-    _dedupe_leftovers(items)
-    return GcResult(False, older_than, items, purged, time.monotonic() - start, output)
+            if item.prefix is None:
+                continue
+            # a removed experiment's own folder holds only what its runs and models left
+            item.leftovers = _keys(client, settings.s3_bucket, item.prefix)
+        if purge_leftovers:
+            for item in items:
+                if item.leftovers:
+                    purged += _delete(client, settings.s3_bucket, item.leftovers)
+                    item.leftovers = _keys(client, settings.s3_bucket, item.prefix or "")
+        _dedupe_leftovers(items)
+        return GcResult(False, older_than, items, purged, time.monotonic() - start, output)
+
+
+@contextlib.contextmanager
+def _no_backup_running(settings: PlatformSettings) -> Iterator[None]:
+    """Hold the backup folder's lock (the one ``backup create`` takes) so that gc and a
+    backup on this host never overlap. No folder, or one we may not write: no backup of
+    ours runs there, nothing to wait for."""
+    from mlops_platform import backup
+
+    root = backup.backup_root(settings)
+    try:
+        lock = open(root / ".lock", "a")  # noqa: SIM115 - held for the whole gc
+    except OSError:
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GcError(
+                f"a backup, restore or prune is working on {root}",
+                fix="run `mlops-platform gc` after it (schedule them apart)",
+            ) from None
+        yield
 
 
 def _deleted_model_ids(settings: PlatformSettings, ids: list[str]) -> set[str]:

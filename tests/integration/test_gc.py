@@ -165,3 +165,24 @@ def test_bad_age_is_one_line_exit_2(stack: Stack) -> None:
     result = stack.cli("gc", "--older-than", "a week", "--dry-run")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "30d" in result.stderr
+
+
+def test_gc_never_overlaps_a_backup(stack: Stack) -> None:
+    """While `backup create` holds the backup folder's lock, gc refuses and removes nothing."""
+    import fcntl
+
+    from mlops_platform import backup
+
+    c = stack.client()
+    run = c.create_run(c.create_experiment("gc-during-backup"))
+    c.delete_run(run.info.run_id)
+    root = backup.backup_root(stack.settings)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = stack.cli("gc")
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "a backup, restore or prune is working" in lines[0], lines
+    assert c.get_run(run.info.run_id).info.lifecycle_stage == "deleted"
+    assert _ids(_report(stack.cli("gc", "--json")), "run") == {run.info.run_id}
