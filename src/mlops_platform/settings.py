@@ -506,6 +506,11 @@ class PlatformSettings(BaseSettings):
                         f"{var} is shorter than {MIN_PASSWORD_LENGTH} characters; "
                         f"use a longer one (`mlops-platform init` generates 32)"
                     )
+        if self.db_fast_metrics and self.job_execution:
+            found.append(
+                "MLOPS_DB_FAST_METRICS=true and MLOPS_JOB_EXECUTION=true do not go together "
+                "(MLflow's job runner accepts only a plain database URI); turn one of them off"
+            )
         if bool(self.proxy_tls_cert_file) != bool(self.proxy_tls_key_file):
             found.append(
                 "MLOPS_PROXY_TLS_CERT_FILE and MLOPS_PROXY_TLS_KEY_FILE must be set together"
