@@ -59,3 +59,10 @@ def test_mlflow_registers_the_entry_point() -> None:
 
     assert _tracking_store_registry._registry["mlops-postgresql"] is build_store
     assert server_registry._registry["mlops-postgresql"] is build_store
+
+
+def test_refused_with_the_job_runner(settings: PlatformSettings) -> None:
+    both = settings.model_copy(update={"db_fast_metrics": True, "job_execution": True})
+    assert any("MLOPS_DB_FAST_METRICS" in p for p in both.problems())
+    fast = settings.model_copy(update={"db_fast_metrics": True})
+    assert not any("MLOPS_DB_FAST_METRICS" in p for p in fast.problems())
