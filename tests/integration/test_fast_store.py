@@ -142,7 +142,10 @@ def _metric(rng: random.Random, model_id: str | None = None) -> Metric:
 def _bad_metric(rng: random.Random) -> Metric:
     kind = rng.randrange(9)
     good = _metric(rng)
-    key, value, ts, step = good.key, good.value, good.timestamp, good.step
+    key: Any = good.key
+    value: Any = good.value
+    ts: Any = good.timestamp
+    step: Any = good.step
     if kind == 0:
         key = "x" * 251  # too long
     elif kind == 1:
