@@ -66,6 +66,7 @@ CHALLENGER = "challenger"
 STAGING = "staging"
 DEFAULT_LEASE_SECONDS = 120.0
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
+_LOCK_CONTENDED = ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -853,7 +854,10 @@ class Registry:
                 )
                 break
             except Exception as exc:
-                if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                # Taken: ALREADY_EXISTS. Or taken and released at once: MLflow's store
+                # answers a failed insert by reading the existing model, which the holder
+                # may have deleted meanwhile, so a lost race can read DOES_NOT_EXIST.
+                if _error_code(exc) not in _LOCK_CONTENDED:
                     raise _server_error(
                         f"take the lock of {name!r}", exc, self.tracking_uri
                     ) from None

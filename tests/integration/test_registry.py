@@ -244,7 +244,9 @@ def _worker(
                 )
                 outcome = f"promoted:{version}" if res.promoted else f"kept:{res.champion}"
         except reg.PlatformError as exc:
-            outcome = f"{type(exc).__name__}"
+            outcome = type(exc).__name__
+            if type(exc) is reg.RegistryError:  # unexpected: keep the message for the report
+                outcome += f": {exc}"
         results.put((round_no, role, outcome))
         barrier.wait(timeout=120)  # the main process checks
 

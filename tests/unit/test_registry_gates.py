@@ -126,3 +126,41 @@ def test_server_errors_are_one_line_with_a_fix() -> None:
     assert "refused the login" in str(login) and "MLFLOW_TRACKING_PASSWORD" in str(login)
     other = reg._server_error("read m v1", Exception("boom\nline two"), "u")
     assert str(other) == "cannot read m v1: boom"
+
+
+class _Contended(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.error_code = code
+
+
+class _LockClient:
+    """The answers MLflow's store gives a lock create that races a holder's release."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = failures
+        self.tags: dict[str, str] = {}
+
+    def create_registered_model(self, name: str, tags: dict[str, str], description: str) -> None:
+        if self.failures:
+            raise _Contended(self.failures.pop(0))
+        self.tags = dict(tags)
+
+    def get_registered_model(self, name: str):  # type: ignore[no-untyped-def]
+        if not self.tags:
+            raise _Contended("RESOURCE_DOES_NOT_EXIST")
+        return type("Model", (), {"tags": self.tags})()
+
+    def delete_registered_model(self, name: str) -> None:
+        self.tags = {}
+
+
+def test_lock_retries_a_create_that_raced_a_release() -> None:
+    client = _LockClient(["RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"])
+    registry = reg.Registry("http://unused", client=client, lock_wait_seconds=5)  # type: ignore[arg-type]
+    with registry.lock("m") as token:
+        assert client.tags["token"] == token
+    assert client.tags == {}
+    broken = reg.Registry("http://unused", client=_LockClient(["INTERNAL_ERROR"]))  # type: ignore[arg-type]
+    with pytest.raises(reg.RegistryError, match="cannot take the lock of 'm'"), broken.lock("m"):
+        pass
