@@ -42,7 +42,8 @@ def test_pending_migrations_count_from_an_older_revision() -> None:
 
 
 def test_settings_with_dump_dir_and_index_flag(settings: PlatformSettings) -> None:
-    assert settings.db_dump_dir is None and settings.db_apply_indexes is True  # on by default: it pays off
+    # The index pack is on by default: it pays off (docs/indexes.md).
+    assert settings.db_dump_dir is None and settings.db_apply_indexes is True
 
 
 def test_no_btree_over_a_long_text_column() -> None:
