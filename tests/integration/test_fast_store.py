@@ -185,19 +185,26 @@ def workload(rng: random.Random, run_ids: list[str], model_id: str) -> list[tupl
     for _ in range(OPERATIONS):
         run_id = rng.choice(run_ids)
         roll = rng.random()
-        if roll < 0.12:  # ties on (step, timestamp, value), within a batch and with the
-            # stored latest value (NaN is stored as 0); step 11 beats every other step
-            tie_ts[run_id] = tie_ts.get(run_id, 1_700_000_000_000) + rng.randrange(2)
-            pair = [
-                Metric("loss", float("nan"), tie_ts[run_id], 11),
-                Metric("loss", rng.choice([0.0, -0.0, 0]), tie_ts[run_id], 11),
-            ]
-            rng.shuffle(pair)
-            if rng.random() < 0.5:
-                ops.append(("log_metric", (run_id, pair[0])))
+        if roll < 0.12:  # ties on (step, timestamp, value) between NaN (stored as 0) and 0,
+            # within one batch or against the stored latest value; step 11 beats the rest
+            tie_ts[run_id] = tie_ts.get(run_id, 1_700_000_000_000) + 1
+            first, second = rng.sample(
+                [
+                    Metric("loss", float("nan"), tie_ts[run_id], 11),
+                    Metric("loss", rng.choice([0.0, -0.0, 0]), tie_ts[run_id], 11),
+                ],
+                2,
+            )
+            extra = [_metric(rng) for _ in range(rng.randrange(3))]
+            mode = rng.randrange(3)
+            if mode == 0:
+                ops.append(("log_batch", (run_id, [first, second, *extra], [], [])))
             else:
-                extra = [_metric(rng) for _ in range(rng.randrange(3))]
-                ops.append(("log_batch", (run_id, pair + extra, [], [])))
+                ops.append(("log_metric", (run_id, first)))
+                if mode == 1:
+                    ops.append(("log_metric", (run_id, second)))
+                else:
+                    ops.append(("log_batch", (run_id, [second, *extra], [], [])))
         elif roll < 0.55:  # a batch of metrics, with duplicates within and across batches
             batch: list[Metric] = []
             for _ in range(rng.choice([1, 2, 5, 20, 100, 150])):
