@@ -596,3 +596,21 @@ def test_the_env_file_init_writes_drives_compose_as_is(tmp_path: Path) -> None:
     text = env.read_text()
     assert "COMPOSE_PROFILES=seaweedfs" in text
     assert "GRAFANA_ADMIN_PASSWORD=changethis" not in text  # generated, like every secret
+
+
+def test_deploy_render_serving_matches_the_compose_file() -> None:
+    """`deploy render serving --compose` prints the service docker-compose.yaml runs."""
+    import yaml
+
+    from mlops_platform.render.serving import compose_service
+    from mlops_platform.settings import PlatformSettings
+
+    rendered = yaml.safe_load("services:\n" + compose_service(PlatformSettings(_env_file=None)))
+    ours = rendered["services"]["serving"]
+    shipped = raw()["services"]["serving"]
+    assert set(ours["environment"]) == set(shipped["environment"])
+    for key in ("MLFLOW_TRACKING_URI", "MODEL_ALIAS", "MLFLOW_TRACKING_USERNAME"):
+        assert ours["environment"][key] == shipped["environment"][key], key
+    assert "SERVING_MODEL" in ours["environment"]["MODEL_NAME"]
+    assert ours["image"] == shipped["image"] and ours["profiles"] == shipped["profiles"]
+    assert "ports" not in ours and "ports" not in shipped  # only nginx publishes

@@ -105,24 +105,30 @@ CMD test -n "$MODEL_NAME" || {{ echo "set MODEL_NAME" >&2; exit 2; }}; \\
 
 
 def compose_service(
-    settings: PlatformSettings, *, model: str = "${MODEL_NAME:?set MODEL_NAME}"
+    settings: PlatformSettings,
+    *,
+    model: str = "${SERVING_MODEL:?set SERVING_MODEL to the registered model to serve}",
 ) -> str:
-    """The compose ``serving`` profile's service, talking to the tracking server via nginx."""
+    """The compose ``serving`` profile's service, as docker-compose.yaml has it.
+
+    It reaches the registry through nginx inside the compose network (nginx listens on
+    8080 there, whatever host port publishes it) and publishes no port of its own: only
+    nginx does. ``settings`` is unused: kept for the renderers' common signature.
+    """
+    del settings
     return f"""\
   serving:
-    profiles: ["serving"]
+    profiles: [serving]
     build:
       context: .
       dockerfile: mlflow/Dockerfile.serve
-    image: mlops-platform-serving:${{MLOPS_VERSION:-latest}}
+    image: mlops-platform-serving:${{IMAGE_TAG:-0.1.0}}
     environment:
       MODEL_NAME: {model}
-      MODEL_ALIAS: ${{MODEL_ALIAS:-champion}}
-      MLFLOW_TRACKING_URI: http://nginx:{settings.proxy_port}
-      MLFLOW_TRACKING_USERNAME: ${{MLOPS_PROXY_USER:?Variable not set}}
-      MLFLOW_TRACKING_PASSWORD: ${{MLOPS_PROXY_PASSWORD:?Variable not set}}
-    ports:
-      - "127.0.0.1:${{SERVING_PORT:-{DEFAULT_PORT}}}:{DEFAULT_PORT}"
+      MODEL_ALIAS: ${{SERVING_ALIAS:-champion}}
+      MLFLOW_TRACKING_URI: http://nginx:8080
+      MLFLOW_TRACKING_USERNAME: ${{MLOPS_PROXY_USER:-admin}}
+      MLFLOW_TRACKING_PASSWORD: ${{MLOPS_PROXY_PASSWORD:?MLOPS_PROXY_PASSWORD is not set}}
     depends_on:
       nginx:
         condition: service_healthy
@@ -130,7 +136,7 @@ def compose_service(
       test: ["CMD", "python", "-c", "{PING_PY}"]
       interval: 15s
       timeout: 5s
-      start_period: 120s
+      start_period: 180s
       retries: 3
     restart: unless-stopped
 """
