@@ -148,10 +148,10 @@ def platform() -> Iterator[Platform]:
         user=settings.proxy_user,
         password=settings.proxy_password.get_secret_value(),
     )
-    up = stack.cli("up", "--json", timeout=600)
-    stack.url = json.loads(up.stdout)["url"]
-    stack.client_env = json.loads(stack.cli("client-env", "--json").stdout)
-    try:
+    try:  # a failed `up` is torn down too: nothing of it outlives the session
+        up = stack.cli("up", "--json", timeout=600)
+        stack.url = json.loads(up.stdout)["url"]
+        stack.client_env = json.loads(stack.cli("client-env", "--json").stdout)
         yield stack
     finally:
         stack.cli("down", check=False)
