@@ -70,3 +70,21 @@ def throwaway_stack(**values: str) -> Iterator[Stack]:
             check=False,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for_mlflow(url: str, *, what: str, log_path: Path) -> None:
+    """Until the server at ``url`` answers an API call that reads its database."""
+    import urllib.request
+
+    from mlops_platform.stack.base import wait_until
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(
+                url + "/api/2.0/mlflow/experiments/get?experiment_id=0", timeout=3
+            ) as response:
+                return int(response.status) == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, timeout=180, what=what, log_path=log_path)

@@ -12,16 +12,15 @@ import multiprocessing
 import statistics
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
-from benchmarks.common import Stack
+from benchmarks.common import Stack, wait_for_mlflow
 from mlops_platform.render.server import server_env
 from mlops_platform.settings import inherited_environment
-from mlops_platform.stack.base import StateFile, spawn, wait_until
+from mlops_platform.stack.base import StateFile, spawn
 from mlops_platform.stack.postgres import Postgres
 from tests.conftest import free_port
 
@@ -156,14 +155,5 @@ def start_reference(stack: Stack) -> tuple[int, Target, float]:
     pid = spawn(argv, log_path=log, env=env)
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(
-                url + "/api/2.0/mlflow/experiments/get?experiment_id=0", timeout=3
-            ) as response:
-                return int(response.status) == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, timeout=180, what="the reference mlflow server", log_path=log)
+    wait_for_mlflow(url, what="the reference mlflow server", log_path=log)
     return pid, Target("default mlflow", url, None), time.monotonic() - start

@@ -25,17 +25,16 @@ import multiprocessing
 import statistics
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from benchmarks.common import Stack, throwaway_stack
+from benchmarks.common import Stack, throwaway_stack, wait_for_mlflow
 from mlops_platform.render.server import server_argv, server_env
 from mlops_platform.settings import PlatformSettings, inherited_environment
-from mlops_platform.stack.base import StateFile, spawn, terminate, wait_until
+from mlops_platform.stack.base import StateFile, spawn, terminate
 from mlops_platform.stack.postgres import Postgres
 from tests.conftest import free_port
 
@@ -168,16 +167,7 @@ def start_server(stack: Stack, name: str, settings: PlatformSettings) -> tuple[i
     pid = spawn(server_argv(settings), log_path=log_path, env=env)
     url = f"http://127.0.0.1:{settings.server_port}"
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(
-                url + "/api/2.0/mlflow/experiments/get?experiment_id=0", timeout=3
-            ) as response:
-                return int(response.status) == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, timeout=180, what=f"the {name} mlflow server", log_path=log_path)
+    wait_for_mlflow(url, what=f"the {name} mlflow server", log_path=log_path)
     return pid, url
 
 

@@ -76,9 +76,9 @@ def start_stack(prefix: str) -> tuple[Stack, Any]:
     return stack, stop
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    it, stop = start_stack("mlops-backup-")
+def running_stack(prefix: str) -> Iterator[Stack]:
+    """A started second stack with the client environment set, for a module fixture."""
+    it, stop = start_stack(prefix)
     try:
         with pytest.MonkeyPatch.context() as mp:
             for key, value in it.client_env.items():
@@ -86,6 +86,11 @@ def stack() -> Iterator[Stack]:
             yield it
     finally:
         stop()
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    yield from running_stack("mlops-backup-")
 
 
 # -- what the platform holds, read back in full -----------------------------------------

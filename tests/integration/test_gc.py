@@ -9,21 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_backup import Stack, start_stack
+from tests.integration.test_backup import Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    it, stop = start_stack("mlops-gc-")
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in it.client_env.items():
-                mp.setenv(key, value)
-            yield it
-    finally:
-        stop()
+    yield from running_stack("mlops-gc-")
 
 
 def keys(stack: Stack, prefix: str = "") -> list[str]:
