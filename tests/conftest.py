@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+
+import pytest
 
 
 def free_port() -> int:
@@ -19,3 +22,10 @@ def free_port() -> int:
             except OSError:
                 continue
         return port
+
+
+def clear_mlops_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No MLOPS_* variable of the developer's shell leaks into a unit test's settings."""
+    for key in list(os.environ):
+        if key.upper().startswith("MLOPS_"):
+            monkeypatch.delenv(key)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import shlex
 from pathlib import Path
@@ -14,6 +13,7 @@ import yaml
 from mlops_platform import __version__, backup, gc
 from mlops_platform.render import k8s
 from mlops_platform.settings import PlatformSettings
+from tests.conftest import clear_mlops_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cr3t-db-pass"
@@ -22,9 +22,7 @@ UTC = dt.UTC
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    for key in list(os.environ):
-        if key.upper().startswith("MLOPS_"):
-            monkeypatch.delenv(key)
+    clear_mlops_env(monkeypatch)
     return PlatformSettings(  # type: ignore[call-arg]
         _env_file=None,
         state_dir=tmp_path,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -13,15 +12,14 @@ from typer.testing import CliRunner
 from mlops_platform.cli import app, main
 from mlops_platform.render import htpasswd
 from mlops_platform.settings import load_settings
+from tests.conftest import clear_mlops_env
 
 runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.upper().startswith("MLOPS_"):
-            monkeypatch.delenv(key)
+    clear_mlops_env(monkeypatch)
     monkeypatch.setenv("MLOPS_SECRETS_DIR", str(tmp_path / "no-secrets"))
     monkeypatch.chdir(tmp_path)
     return tmp_path

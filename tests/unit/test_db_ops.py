@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from mlops_platform import db, indexes
 from mlops_platform.settings import PlatformSettings
+from tests.conftest import clear_mlops_env
 
 PASSWORD = "db-secret-value-1234"
 
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    for key in list(os.environ):
-        if key.upper().startswith("MLOPS_"):
-            monkeypatch.delenv(key)
+    clear_mlops_env(monkeypatch)
     return PlatformSettings(  # type: ignore[call-arg]
         _env_file=None, state_dir=tmp_path, db_password=PASSWORD, db_port=5433
     )

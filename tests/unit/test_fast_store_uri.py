@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,13 +9,12 @@ import pytest
 from mlops_platform.fast_store import to_sqlalchemy_url, to_store_uri
 from mlops_platform.render.server import server_argv
 from mlops_platform.settings import PlatformSettings
+from tests.conftest import clear_mlops_env
 
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    for key in list(os.environ):
-        if key.upper().startswith("MLOPS_"):
-            monkeypatch.delenv(key)
+    clear_mlops_env(monkeypatch)
     return PlatformSettings(_env_file=None, state_dir=tmp_path)  # type: ignore[call-arg]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import yaml
 
 from mlops_platform.render import k8s
 from mlops_platform.settings import PlatformSettings
+from tests.conftest import clear_mlops_env
 
 SECRETS = {
     "db_password": "db-secret-value-1234",
@@ -23,9 +23,7 @@ K8S_VERSION = "1.37.0"
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    for key in list(os.environ):
-        if key.upper().startswith("MLOPS_"):
-            monkeypatch.delenv(key)
+    clear_mlops_env(monkeypatch)
     return PlatformSettings(  # type: ignore[call-arg]
         _env_file=None,
         state_dir=tmp_path,

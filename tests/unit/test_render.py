@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from mlops_platform.render import htpasswd
 from mlops_platform.render.envfile import env_file_text
 from mlops_platform.render.server import client_env, server_argv, server_env
 from mlops_platform.settings import PlatformSettings
+from tests.conftest import clear_mlops_env
 
 SECRETS = {
     "db_password": "db-secret-value-1234",
@@ -24,9 +24,7 @@ SECRETS = {
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    for key in list(os.environ):
-        if key.upper().startswith("MLOPS_"):
-            monkeypatch.delenv(key)
+    clear_mlops_env(monkeypatch)
     return PlatformSettings(_env_file=None, state_dir=tmp_path, **SECRETS)  # type: ignore[call-arg]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from mlops_platform.errors import ConfigError
 from mlops_platform.settings import PlatformSettings, load_settings, unknown_variables
+from tests.conftest import clear_mlops_env
 
 STRONG = {
     "MLOPS_DB_PASSWORD": "db-password-0123456789",
@@ -20,11 +21,8 @@ STRONG = {
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
 
-    for key in list(os.environ):
-        if key.upper().startswith("MLOPS_"):
-            monkeypatch.delenv(key)
+    clear_mlops_env(monkeypatch)
     monkeypatch.setenv("MLOPS_SECRETS_DIR", str(tmp_path / "no-secrets"))
     monkeypatch.chdir(tmp_path)
 
