@@ -85,6 +85,21 @@ def _selector(component: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "mlops-platform", "app.kubernetes.io/component": component}
 
 
+def _ingress_spec(opts: K8sOptions, host: str, service: str) -> dict[str, Any]:
+    """An Ingress spec: TLS for ``host`` (secret ``<service>-tls``), all paths to ``service``."""
+    backend = {"service": {"name": service, "port": {"name": "http"}}}
+    return {
+        "ingressClassName": opts.ingress_class,
+        "tls": [{"hosts": [host], "secretName": f"{service}-tls"}],
+        "rules": [
+            {
+                "host": host,
+                "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+            }
+        ],
+    }
+
+
 def _meta(name: str, opts: K8sOptions, component: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "namespace": opts.namespace, "labels": _labels(component), **extra}
 
@@ -311,29 +326,7 @@ def tracking(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
                     ),
                 },
             ),
-            "spec": {
-                "ingressClassName": opts.ingress_class,
-                "tls": [{"hosts": [host], "secretName": "mlflow-tracking-tls"}],
-                "rules": [
-                    {
-                        "host": host,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {
-                                            "name": "mlflow-tracking",
-                                            "port": {"name": "http"},
-                                        }
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
+            "spec": _ingress_spec(opts, host, "mlflow-tracking"),
         },
     ]
 
@@ -446,29 +439,7 @@ def serving(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
             "metadata": _meta("model-serving", opts, "serving"),
-            "spec": {
-                "ingressClassName": opts.ingress_class,
-                "tls": [{"hosts": [opts.serving_host], "secretName": "model-serving-tls"}],
-                "rules": [
-                    {
-                        "host": opts.serving_host,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {
-                                            "name": "model-serving",
-                                            "port": {"name": "http"},
-                                        }
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
+            "spec": _ingress_spec(opts, opts.serving_host, "model-serving"),
         },
         {
             "apiVersion": "autoscaling/v2",
