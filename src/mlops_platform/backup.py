@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import email.utils
-import fcntl
 import hashlib
 import json
 import os
@@ -52,6 +51,7 @@ from pydantic import SecretStr
 
 from mlops_platform import __version__, db, s3
 from mlops_platform.errors import PlatformError, SchemaError
+from mlops_platform.locks import hold_exclusive
 from mlops_platform.settings import PlatformSettings
 
 FORMAT = 1
@@ -294,13 +294,13 @@ def safe_relative(key: str, prefix: str) -> str | None:
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
     with open(root / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BackupError(
+        hold_exclusive(
+            lock,
+            BackupError(
                 f"another backup, restore or prune is working on {root}",
                 fix="wait for it to finish",
-            ) from None
+            ),
+        )
         yield
 
 

@@ -19,7 +19,6 @@ there is a leftover, reported, and deleted with ``purge_leftovers``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import re
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlops_platform import db, s3
 from mlops_platform.errors import PlatformError
+from mlops_platform.locks import hold_exclusive
 from mlops_platform.render.server import client_env, server_env
 from mlops_platform.settings import PlatformSettings, inherited_environment
 
@@ -325,13 +325,13 @@ def _no_backup_running(settings: PlatformSettings) -> Iterator[None]:
         yield
         return
     with lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise GcError(
+        hold_exclusive(
+            lock,
+            GcError(
                 f"a backup, restore or prune is working on {root}",
                 fix="run `mlops-platform gc` after it (schedule them apart)",
-            ) from None
+            ),
+        )
         yield
 
 

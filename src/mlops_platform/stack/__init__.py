@@ -6,7 +6,6 @@ process supervisor. Everything lives under ``settings.state_dir``.
 
 from __future__ import annotations
 
-import fcntl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from typing import Any
 
 from mlops_platform import s3
 from mlops_platform.errors import PlatformError, StateError
+from mlops_platform.locks import hold_exclusive
 from mlops_platform.settings import PlatformSettings
 from mlops_platform.stack.base import (
     Progress,
@@ -107,13 +107,13 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         lock_path = self.state_dir / "lock"
         with open(lock_path, "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StateError(
+            hold_exclusive(
+                lock,
+                StateError(
                     f"another mlops-platform command is working on {self.state_dir}",
                     fix="wait for it to finish",
-                ) from None
+                ),
+            )
             yield StateFile.load(self.state_dir)
 
     def up(self, progress: Progress) -> UpResult:
