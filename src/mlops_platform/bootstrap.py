@@ -21,6 +21,7 @@ GENERATED = (
     "s3_secret_access_key",
     "flask_secret_key",
     "proxy_password",
+    "proxy_secret",
 )
 
 
@@ -36,6 +37,7 @@ def generate_secrets() -> dict[str, str]:
         "s3_secret_access_key": token(40),
         "flask_secret_key": token(48),
         "proxy_password": token(32),
+        "proxy_secret": token(48),
     }
 
 
@@ -45,6 +47,7 @@ class InitResult:
     written: bool
     values: dict[str, str] = field(default_factory=dict)  # redacted
     users_file: Path | None = None
+    added: list[str] = field(default_factory=list)  # secrets added to an existing file
 
 
 def write_private(path: Path, text: str) -> None:
@@ -64,7 +67,7 @@ def init_env_file(
     if env_file.exists() and not env_file.is_file():
         raise ConfigError(f"{env_file} exists and is not a file", fix="choose another --env-file")
     if env_file.exists() and not force:
-        return InitResult(env_file, written=False)
+        return InitResult(env_file, written=False, added=_add_missing_secrets(env_file))
     chosen = {"env": "prod", "proxy_user": "admin", **generate_secrets(), **(values or {})}
     text = env_file_text(
         chosen,
@@ -78,6 +81,30 @@ def init_env_file(
     write_private(env_file, text)
     shown = {k: ("********" if k in GENERATED else v) for k, v in chosen.items()}
     return InitResult(env_file, written=True, values=shown)
+
+
+def _add_missing_secrets(env_file: Path) -> list[str]:
+    """Append the generated secrets an existing file lacks (one a newer version introduced).
+
+    A variable that is present, even commented out with a value, is left alone.
+    """
+    text = env_file.read_text(encoding="utf-8")
+    present = set()
+    for line in text.splitlines():
+        key = line.lstrip("# ").split("=", 1)[0].strip().removeprefix("export ").strip()
+        if "=" in line and not line.lstrip().startswith("#"):
+            present.add(key.upper())
+    fresh = generate_secrets()
+    missing = [name for name in GENERATED if f"MLOPS_{name.upper()}" not in present]
+    if not missing:
+        return []
+    lines = [
+        "",
+        "# Added by `mlops-platform init`: secrets this version needs that the file lacked.",
+    ]
+    lines += [f"MLOPS_{name.upper()}={fresh[name]}" for name in missing]
+    write_private(env_file, text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    return [f"MLOPS_{name.upper()}" for name in missing]
 
 
 def ensure_users_file(settings: PlatformSettings) -> Path:

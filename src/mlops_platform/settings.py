@@ -33,6 +33,7 @@ SECRET_FIELDS = (
     "s3_secret_access_key",
     "flask_secret_key",
     "proxy_password",
+    "proxy_secret",
 )
 PLACEHOLDERS = {"", "changethis", "changeme", "password", "secret", "admin", "mlflow", "minioadmin"}
 MIN_PASSWORD_LENGTH = 12
@@ -41,6 +42,9 @@ RESERVED_CONNECTIONS = 10
 _NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ROLES = ("viewer", "editor", "approver", "admin")
+Role = Literal["viewer", "editor", "approver", "admin"]
+MIN_PROXY_SECRET_LENGTH = 32
 
 
 class SecretFilesSource(PydanticBaseSettingsSource):
@@ -278,6 +282,42 @@ class PlatformSettings(BaseSettings):
     proxy_tls_cert_file: Path | None = Field(None, description="TLS certificate (PEM).")
     proxy_tls_key_file: Path | None = Field(None, description="TLS private key (PEM).")
 
+    # -- identity and permissions ------------------------------------------
+    auth_enabled: bool = Field(
+        True,
+        description="MLflow's permission engine decides what each proxy user may do "
+        "(roles, per-experiment and per-model grants; docs/access.md). Needs the proxy.",
+    )
+    proxy_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Shared by nginx and the tracking server, which trusts the user name "
+        "nginx forwards only with it (at least 32 characters; `init` generates it).",
+    )
+    auth_db_name: str = Field(
+        "mlflow_auth",
+        description="Database of MLflow's user and permission store, on the tracking "
+        "database's server.",
+    )
+    auth_default_role: Role = Field(
+        "viewer",
+        description="Role of a user of the password file who reaches the server without "
+        "one (added by hand, not with `users add`).",
+    )
+    auth_migrate_role: Role = Field(
+        "editor",
+        description="Role the first `serve` with permissions gives the users of a password "
+        "file from before roles existed (it says so in its log).",
+    )
+    auth_viewers_read_all: bool = Field(
+        True,
+        description="Every role reads every experiment and model; false: viewers and "
+        "editors read only what they own or were granted.",
+    )
+    auth_protected_aliases: str = Field(
+        "champion,challenger",
+        description="Aliases only approvers and admins may set or delete, comma-separated.",
+    )
+
     # -- backup and retention ------------------------------------------------
     backup_dir: Path | None = Field(
         None,
@@ -345,6 +385,13 @@ class PlatformSettings(BaseSettings):
             raise ValueError("must be 1-64 characters of letters, digits, dot, dash, underscore")
         return value
 
+    @field_validator("auth_db_name")
+    @classmethod
+    def _auth_db_name(cls, value: str) -> str:
+        if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", value):
+            raise ValueError("must be a lowercase PostgreSQL name such as mlflow_auth")
+        return value
+
     @field_validator("db_url")
     @classmethod
     def _db_url(cls, value: str | None) -> str | None:
@@ -407,6 +454,19 @@ class PlatformSettings(BaseSettings):
             "user": self.db_user,
             "password": self.db_password.get_secret_value(),
         }
+
+    @property
+    def identity_enabled(self) -> bool:
+        """The server runs MLflow's permission engine with the proxy's identity."""
+        return self.auth_enabled and self.proxy_enabled
+
+    def protected_alias_list(self) -> list[str]:
+        return [a.strip() for a in self.auth_protected_aliases.split(",") if a.strip()]
+
+    def auth_database_url(self, *, with_password: bool = False, driver: str = "psycopg") -> str:
+        """SQLAlchemy URL of MLflow's auth store: the tracking DB's server, its own database."""
+        url = urlsplit(self.database_url(with_password=with_password, driver=driver))
+        return url._replace(path="/" + self.auth_db_name).geturl()
 
     def database_url(self, *, with_password: bool = False, driver: str = "psycopg") -> str:
         """SQLAlchemy URL of the tracking DB, always with an explicit driver.
@@ -490,6 +550,8 @@ class PlatformSettings(BaseSettings):
             for name in SECRET_FIELDS:
                 if name == "proxy_password" and not self.proxy_enabled:
                     continue
+                if name == "proxy_secret" and not self.identity_enabled:
+                    continue
                 if name == "db_password" and self.db_url and urlsplit(self.db_url).password:
                     continue
                 value = getattr(self, name).get_secret_value()
@@ -501,11 +563,27 @@ class PlatformSettings(BaseSettings):
                         f"{var} is empty or a placeholder; run `mlops-platform init` to "
                         f"generate one, or set MLOPS_ENV=dev for a throwaway setup"
                     )
+                elif name == "proxy_secret" and len(value) < MIN_PROXY_SECRET_LENGTH:
+                    found.append(
+                        f"{var} is shorter than {MIN_PROXY_SECRET_LENGTH} characters; "
+                        "run `mlops-platform init` to generate one"
+                    )
                 elif name in ("proxy_password", "db_password") and len(value) < MIN_PASSWORD_LENGTH:
                     found.append(
                         f"{var} is shorter than {MIN_PASSWORD_LENGTH} characters; "
                         f"use a longer one (`mlops-platform init` generates 32)"
                     )
+        if self.identity_enabled and not self.proxy_secret.get_secret_value():
+            found.append(
+                "MLOPS_PROXY_SECRET is empty, so the tracking server would trust no proxy; "
+                "run `mlops-platform init` (it adds missing secrets to an existing .env), "
+                "or set MLOPS_AUTH_ENABLED=false"
+            )
+        if self.auth_db_name == self.db_parts()["name"]:
+            found.append(
+                f"MLOPS_AUTH_DB_NAME={self.auth_db_name} is the tracking database; "
+                "give MLflow's user store its own database (default mlflow_auth)"
+            )
         if self.db_fast_metrics and self.job_execution:
             found.append(
                 "MLOPS_DB_FAST_METRICS=true and MLOPS_JOB_EXECUTION=true do not go together "

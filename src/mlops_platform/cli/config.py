@@ -38,10 +38,16 @@ def init(
                 "written": result.written,
                 "values": result.values,
                 "users_file": str(users_file) if users_file else None,
+                "added": result.added,
             }
         )
         return
     if not result.written:
+        if result.added:
+            console.print(
+                f"{obj.env_file} kept; added the missing secret(s): {', '.join(result.added)}"
+            )
+            return
         console.print(
             f"{obj.env_file} already exists, left unchanged "
             "(use --force to regenerate every secret)"

@@ -24,6 +24,7 @@ GROUPS = (
     ),
     ("Clients", ("client_",)),
     ("Auth proxy (nginx)", ("proxy_",)),
+    ("Identity and permissions", ("auth_",)),
     ("Backup and retention", ("backup_",)),
     ("Binaries", ("postgres_bin_dir", "nginx_bin", "weed_bin")),
 )

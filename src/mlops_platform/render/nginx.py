@@ -67,6 +67,9 @@ def template_variables(
         "MLOPS_PROXY_TIMEOUT": str(settings.proxy_timeout_seconds),
         "MLOPS_PROXY_RATE_LIMIT": str(settings.proxy_rate_limit),
         "MLOPS_PROXY_RATE_BURST": str(settings.proxy_rate_burst),
+        "MLOPS_PROXY_SECRET": settings.proxy_secret.get_secret_value()
+        if settings.identity_enabled
+        else "",
     }
 
 

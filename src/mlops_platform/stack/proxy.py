@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mlops_platform.bootstrap import ensure_users_file
+from mlops_platform.bootstrap import ensure_users_file, write_private
 from mlops_platform.errors import MissingBinaryError, ServiceError
 from mlops_platform.render import nginx as render_nginx
 from mlops_platform.settings import which
@@ -83,7 +83,8 @@ class Proxy(Service):
             lockout_cache=str(self.root / "tmp" / "lockout"),
         )
 
-        (self.root / "conf.d" / "mlflow.conf").write_text(site)
+        # It holds the proxy secret: readable by the master process (root or us) only.
+        write_private(self.root / "conf.d" / "mlflow.conf", site)
         tls = render_nginx.tls_snippet(self.settings)
         tls_path = self.root / "snippets" / "tls.conf"
         if tls:
