@@ -523,10 +523,13 @@ def test_backup_while_a_client_logs_is_consistent(stack: Stack) -> None:
     mlflow.set_tracking_uri(stack.client_env["MLFLOW_TRACKING_URI"])
     thread = threading.Thread(target=logger, daemon=True)
     thread.start()
-    while len(logged) < 3:
-        time.sleep(0.1)
     late: list[str] = []
     try:
+        deadline = time.monotonic() + 120
+        while len(logged) < 3:  # a failed logger thread fails the test instead of hanging it
+            assert not errors, errors
+            assert time.monotonic() < deadline, f"the logger made {len(logged)} runs in 120 s"
+            time.sleep(0.1)
         result = backup.create_backup(
             stack.settings, before_copy=lambda: late.append(one_run("after-snapshot"))
         )

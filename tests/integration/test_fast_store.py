@@ -21,7 +21,6 @@ import math
 import random
 import secrets
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -276,7 +275,6 @@ def table_rows(store: SqlAlchemyStore, table: str) -> list[str]:
 
 
 def test_fast_store_matches_mlflow_row_by_row(databases: Databases) -> None:
-    start = time.monotonic()
     statements: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
@@ -327,7 +325,6 @@ def test_fast_store_matches_mlflow_row_by_row(databases: Databases) -> None:
     assert len(errors) >= 8, sorted(errors)
     assert any("deleted" in e for e in errors), sorted(errors)
     assert any("not found" in e for e in errors), sorted(errors)
-    assert time.monotonic() - start < 120
 
 
 def test_server_uses_the_fast_store(platform: Platform, databases: Databases) -> None:
