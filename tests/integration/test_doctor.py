@@ -85,14 +85,11 @@ def _failing(findings: dict[tuple[str, str], dict]) -> list[tuple[str, str]]:
     return [k for k, f in findings.items() if f["status"] == "fail"]
 
 
-def test_healthy_stack_exit_0_within_seconds(stack: Stack) -> None:
-    start = time.monotonic()
+def test_healthy_stack_exit_0(stack: Stack) -> None:
+    # How long doctor takes is measured by `python -m benchmarks.startup`, not asserted.
     code, report, findings = stack.doctor()
-    wall = time.monotonic() - start
     assert code == 0, [f for f in report["findings"] if f["status"] != "ok"]  # type: ignore[union-attr]
     assert report["status"] == "ok"
-    assert report["seconds"] < 5, report["seconds"]
-    assert wall < 15
     for key in (
         ("database", "schema"),
         ("database", "index pack"),
@@ -212,9 +209,7 @@ def test_postgres_stopped(stack: Stack) -> None:
 
     Postgres(stack.settings, StateFile.load(stack.settings.state_dir)).stop(lambda _m: None)
     try:
-        start = time.monotonic()
-        code, _, findings = stack.doctor()
-        assert time.monotonic() - start < 30
+        code, _, findings = stack.doctor()  # run_cli's timeout is the deadline
         assert code == 2
         reach = findings[("database", "reachable")]
         assert reach["status"] == "fail" and "start PostgreSQL" in reach["remedy"]
