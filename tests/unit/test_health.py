@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,10 +50,37 @@ def test_proxy_is_probed_with_the_public_host(settings: PlatformSettings) -> Non
     assert headers == {"Host": "ml.example.com"}
 
 
-def test_disk_thresholds(tmp_path: Path) -> None:
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("total", "free", "status"),
+    [
+        (100 * GIB, 50 * GIB, "ok"),
+        (100 * GIB, 10 * GIB, "ok"),  # exactly the warning line is still fine
+        (100 * GIB, 10 * GIB - 1, "warn"),
+        (100 * GIB, 3 * GIB, "warn"),  # exactly the failure line: a warning
+        (100 * GIB, 3 * GIB - 1, "fail"),
+        (4 * GIB, GIB // 2, "ok"),  # 12.5 % and exactly 512 MiB: enough
+        (4 * GIB, GIB // 2 - 1, "fail"),  # 12.5 % yet under 512 MiB
+        (0, 0, "fail"),  # a filesystem that reports no size at all
+    ],
+)
+def test_disk_thresholds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, total: int, free: int, status: str
+) -> None:
+    seen: list[Path] = []
+
+    def usage(path: Path) -> shutil._ntuple_diskusage:
+        seen.append(Path(path))
+        return shutil._ntuple_diskusage(total, total - free, free)
+
+    monkeypatch.setattr(health.shutil, "disk_usage", usage)
     finding = health._disk("state folder", tmp_path / "not" / "yet")
-    assert finding.status in ("ok", "warn", "fail")
-    assert "free" in finding.detail
+    assert finding.status == status, (total, free, finding)
+    assert seen == [tmp_path]  # the nearest folder that exists is measured
+    assert finding.detail.startswith(f"{free / GIB:.1f} GiB free")
+    assert (finding.remedy != "") == (status != "ok"), finding
 
 
 def test_lifecycle_rule_never_expires_artifacts() -> None:
