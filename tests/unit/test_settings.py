@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -193,9 +194,12 @@ def test_every_field_is_documented() -> None:
         assert field.description, f"{name} has no description"
 
 
-def test_workers_default_to_the_cores_up_to_four(tmp_path: Path) -> None:
-    auto = PlatformSettings(_env_file=None, env="dev", server_workers=0)
-    assert 1 <= auto.workers <= 4
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 2), (3, 3), (4, 4), (16, 4)])
+def test_workers_default_to_the_cores_up_to_four(
+    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
+    assert PlatformSettings(_env_file=None, env="dev", server_workers=0).workers == workers
     assert PlatformSettings(_env_file=None, env="dev", server_workers=6).workers == 6
 
 
