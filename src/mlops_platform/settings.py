@@ -107,6 +107,12 @@ class PlatformSettings(BaseSettings):
     secrets_dir: Path = Field(
         DEFAULT_SECRETS_DIR, description="Folder of secret files; a file here wins over a variable."
     )
+    secrets_not_needed: str = Field(
+        "",
+        description="Secrets this process is not given on purpose, comma-separated names "
+        "(e.g. `proxy_password,flask_secret_key`): compose and Kubernetes give each "
+        "container only the secrets it uses, and the checks do not ask for the others.",
+    )
 
     # -- database ------------------------------------------------------------
     db_url: str | None = Field(
@@ -354,6 +360,16 @@ class PlatformSettings(BaseSettings):
             dotenv_settings,
         )
 
+    @field_validator("secrets_not_needed")
+    @classmethod
+    def _secret_names(cls, value: str) -> str:
+        unknown = sorted(set(_names(value)) - set(SECRET_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"names no secret: {', '.join(unknown)} (secrets: {', '.join(SECRET_FIELDS)})"
+            )
+        return value
+
     @field_validator("proxy_body_size")
     @classmethod
     def _nginx_size(cls, value: str) -> str:
@@ -460,6 +476,10 @@ class PlatformSettings(BaseSettings):
         """The server runs MLflow's permission engine with the proxy's identity."""
         return self.auth_enabled and self.proxy_enabled
 
+    def secrets_not_needed_set(self) -> set[str]:
+        """Secrets this process was not given on purpose (MLOPS_SECRETS_NOT_NEEDED)."""
+        return set(_names(self.secrets_not_needed))
+
     def protected_alias_list(self) -> list[str]:
         return [a.strip() for a in self.auth_protected_aliases.split(",") if a.strip()]
 
@@ -548,6 +568,8 @@ class PlatformSettings(BaseSettings):
             )
         if not self.is_dev:
             for name in SECRET_FIELDS:
+                if name in self.secrets_not_needed_set():
+                    continue
                 if name == "proxy_password" and not self.proxy_enabled:
                     continue
                 if name == "proxy_secret" and not self.identity_enabled:
@@ -573,7 +595,11 @@ class PlatformSettings(BaseSettings):
                         f"{var} is shorter than {MIN_PASSWORD_LENGTH} characters; "
                         f"use a longer one (`mlops-platform init` generates 32)"
                     )
-        if self.identity_enabled and not self.proxy_secret.get_secret_value():
+        if (
+            self.identity_enabled
+            and not self.proxy_secret.get_secret_value()
+            and "proxy_secret" not in self.secrets_not_needed_set()
+        ):
             found.append(
                 "MLOPS_PROXY_SECRET is empty, so the tracking server would trust no proxy; "
                 "run `mlops-platform init` (it adds missing secrets to an existing .env), "
@@ -633,6 +659,10 @@ class PlatformSettings(BaseSettings):
             else:
                 out[name] = value
         return out
+
+
+def _names(value: str) -> list[str]:
+    return [n.strip() for n in value.split(",") if n.strip()]
 
 
 def _pem_problem(path: Path) -> str | None:
