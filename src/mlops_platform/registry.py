@@ -10,7 +10,10 @@ kit's proxy with an ordinary client login:
   run, required tags, a signature, a size limit. :meth:`Registry.approve` evaluates
   every gate and records the outcome as version tags (``mlops.status``,
   ``mlops.gate.<gate>``, ``mlops.approved_by``, ``mlops.approved_at``); success moves
-  ``staging``.
+  ``staging``. Approval also pins the artifacts: ``mlops.artifacts_digest`` is a sha256
+  over every file of the version (:func:`digest_tree`), downloaded through the tracking
+  server; moving an alias onto the version (:meth:`Registry.verify_artifacts`) and
+  serving it (:meth:`Registry.fetch_verified`) refuse when the files changed since.
 - **Promotion** (:meth:`Registry.promote`): scores ``@champion`` and the challenger on a
   dataset and moves ``champion`` only when the challenger is approved and better by a
   margin.
@@ -33,6 +36,7 @@ The library raises :class:`RegistryError` subclasses and returns result dataclas
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import math
 import operator
@@ -59,6 +63,9 @@ LOCK_PREFIX = "mlops-lock."
 TAG_PREFIX = "mlops."
 AUDIT_PREFIX = "mlops.audit."
 STATUS_TAG = "mlops.status"
+DIGEST_TAG = "mlops.artifacts_digest"
+FILES_TAG = "mlops.artifacts_files"
+TAG_VALUE_LIMIT = 4900
 APPROVED = "approved"
 REJECTED = "rejected"
 CHAMPION = "champion"
@@ -107,6 +114,10 @@ class NotApprovedError(RegistryError):
     """The version has not passed the gates."""
 
 
+class ArtifactsChangedError(NotApprovedError):
+    """The version's artifacts are not the ones that were approved (or were never pinned)."""
+
+
 class PromotionConflictError(RegistryError):
     """The alias moved while this promotion was deciding."""
 
@@ -143,6 +154,9 @@ class ApprovalResult:
     at: str
     staging_before: str | None
     staging_moved: bool
+    artifacts_digest: str | None = None
+    artifacts_files: int = 0
+    artifacts_bytes: int = 0
 
     @property
     def approved(self) -> bool:
@@ -453,6 +467,105 @@ def features_for(signature: Any, data: pd.DataFrame, *, where: str) -> Any:
     return data[[n for n in names if n in data.columns]]
 
 
+# -- artifact pinning --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArtifactDigest:
+    """What approval pins: one digest over every file, and each file's size and sha256."""
+
+    digest: str
+    files: dict[str, tuple[int, str]]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(size for size, _ in self.files.values())
+
+    def summary(self) -> str:
+        return f"{len(self.files)} files, {self.size_bytes} bytes"
+
+    def files_tag(self) -> str | None:
+        """Each file's size and short hash, to name what changed later; None when too long."""
+        value = json.dumps(
+            {path: [size, sha[:16]] for path, (size, sha) in sorted(self.files.items())},
+            separators=(",", ":"),
+        )
+        return value if len(value) <= TAG_VALUE_LIMIT else None
+
+    def changes_since(self, files_tag: str | None) -> str:
+        """The files that differ from the approved list (``files_tag``), as one short phrase."""
+        try:
+            recorded = json.loads(files_tag or "")
+            before = {str(k): (int(v[0]), str(v[1])) for k, v in recorded.items()}
+        except (ValueError, TypeError, AttributeError, IndexError):
+            return f"now {self.summary()}"
+        now = {path: (size, sha[:16]) for path, (size, sha) in self.files.items()}
+        parts = []
+        for label, paths in (
+            ("changed", [p for p in now if p in before and now[p] != before[p]]),
+            ("added", [p for p in now if p not in before]),
+            ("removed", [p for p in before if p not in now]),
+        ):
+            if paths:
+                shown = sorted(paths)
+                more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+                parts.append(f"{label}: {', '.join(shown[:3])}{more}")
+        return "; ".join(parts) or f"now {self.summary()}"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digest_tree(root: Path) -> ArtifactDigest:
+    """sha256 over the sorted ``[relative path, size, sha256 of content]`` of every file.
+
+    The list is JSON-encoded (``[["MLmodel",123,"ab.."],...]``, no spaces) before hashing,
+    so a path cannot be confused with a size or a hash. Anyone can recompute it from a
+    download of the version's artifacts.
+    """
+    root = Path(root)
+    files: dict[str, tuple[int, str]] = {}
+    if root.is_file():
+        files[root.name] = (root.stat().st_size, file_sha256(root))
+    else:
+        for path in root.rglob("*"):
+            if path.is_file():
+                files[path.relative_to(root).as_posix()] = (path.stat().st_size, file_sha256(path))
+    canonical = json.dumps(
+        sorted([path, size, sha] for path, (size, sha) in files.items()),
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return ArtifactDigest("sha256:" + hashlib.sha256(canonical.encode()).hexdigest(), files)
+
+
+@dataclass(frozen=True)
+class VerifiedCopy:
+    """A local copy of an approved version whose files match the approval's digest."""
+
+    name: str
+    version: str
+    alias: str | None
+    path: Path
+    artifacts: ArtifactDigest
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "path": str(self.path),
+            "artifacts_digest": self.artifacts.digest,
+            "files": len(self.artifacts.files),
+            "size_bytes": self.artifacts.size_bytes,
+        }
+
+
 # -- the registry ------------------------------------------------------------
 
 
@@ -594,16 +707,26 @@ class Registry:
         version = str(version)
         results = self.evaluate_gates(name, version, gates)
         status = APPROVED if all(g.passed for g in results) else REJECTED
+        pin = self.artifacts_digest(name, version)
         at = _now()
         tags = {
-            STATUS_TAG: status,
             "mlops.approved_by" if status == APPROVED else "mlops.rejected_by": self.actor,
             "mlops.approved_at" if status == APPROVED else "mlops.rejected_at": at,
             "mlops.reviewed_by": self.actor,
             "mlops.reviewed_at": at,
         }
-        tags.update({f"mlops.gate.{g.gate}": g.tag_value()[:4900] for g in results})
+        tags.update({f"mlops.gate.{g.gate}": g.tag_value()[:TAG_VALUE_LIMIT] for g in results})
+        pins = {DIGEST_TAG: pin.digest, FILES_TAG: pin.files_tag() or ""}
+        # Never a moment where `approved` stands next to files nobody approved: an approval
+        # writes the new pin before the status, a rejection the status before the pin.
+        if status == APPROVED:
+            tags = {**tags, **pins, STATUS_TAG: status}
+        else:
+            tags = {STATUS_TAG: status, **tags, **pins}
         for key, value in tags.items():
+            if key == FILES_TAG and not value:
+                self._delete_version_tag(name, version, key)
+                continue
             self.client.set_model_version_tag(name, version, key, value)
         staging_before = self.alias_version(name, STAGING)
         self._audit(
@@ -617,7 +740,9 @@ class Registry:
             if status != APPROVED or staging_before == version:
                 break
             try:
-                move = self.move_alias(name, STAGING, version, expected=staging_before)
+                move = self.move_alias(
+                    name, STAGING, version, expected=staging_before, verified=pin.digest
+                )
             except PromotionConflictError:
                 if attempt == 3:
                     raise
@@ -625,7 +750,10 @@ class Registry:
                 continue
             staging_before, moved = move.before, True
             break
-        return ApprovalResult(name, version, status, results, self.actor, at, staging_before, moved)
+        return ApprovalResult(
+            name, version, status, results, self.actor, at, staging_before, moved,
+            pin.digest, len(pin.files), pin.size_bytes,
+        )  # fmt: skip
 
     # -- promotion -----------------------------------------------------------
     def promote(
@@ -653,7 +781,7 @@ class Registry:
         self._registered_model(name)
         challenger = str(challenger) if challenger else self.require_alias(name, CHALLENGER)
         self.model_version(name, challenger)
-        self._require_approved(name, challenger)
+        pinned = self._require_approved(name, challenger)
         data = read_dataset(dataset)
         if target not in data.columns:
             raise DatasetError(
@@ -666,7 +794,9 @@ class Registry:
 
         def score_of(version: str) -> float:
             if version not in scores:
-                scores[version] = self._score(name, version, features, labels, metric)
+                # the challenger's scored bytes are the approved ones (checked on the copy)
+                pin = pinned if version == challenger else None
+                scores[version] = self._score(name, version, features, labels, metric, pin)
             return scores[version]
 
         challenger_score = score_of(challenger)
@@ -713,6 +843,7 @@ class Registry:
                     challenger,
                     expected=champion,
                     require_approved=True,
+                    verified=pinned,
                     details={
                         "metric": metric,
                         "champion_score": champion_score,
@@ -735,27 +866,122 @@ class Registry:
                 challenger_score, True, reason, attempt,
             )  # fmt: skip
 
-    def _require_approved(self, name: str, version: str) -> None:
-        status = self.model_version(name, version).tags.get(STATUS_TAG)
+    def _require_approved(self, name: str, version: str, *, digest: str | None = None) -> str:
+        """The approval's artifact digest; raises when not approved, unpinned or re-pinned.
+
+        ``digest``: the pin this caller verified the files against; when the tag now holds
+        another one, the version was approved again meanwhile (a conflict: re-run).
+        """
+        tags = self.model_version(name, version).tags
+        status = tags.get(STATUS_TAG)
+        fix = f"run: mlops-platform registry approve {name} {version} --gates gates.yaml"
         if status != APPROVED:
             raise NotApprovedError(
-                f"{name} v{version} is not approved ({STATUS_TAG}={status or 'unset'})",
-                fix=f"run: mlops-platform registry approve {name} {version} --gates gates.yaml",
+                f"{name} v{version} is not approved ({STATUS_TAG}={status or 'unset'})", fix=fix
             )
+        pin = tags.get(DIGEST_TAG)
+        if not pin:
+            raise ArtifactsChangedError(
+                f"{name} v{version} was approved before approvals pinned artifacts "
+                f"(no {DIGEST_TAG} tag), so its files cannot be checked",
+                fix=f"approve it again: mlops-platform registry approve {name} {version} "
+                "--gates gates.yaml",
+            )
+        if digest is not None and pin != digest:
+            raise PromotionConflictError(
+                f"{name} v{version} was approved again with other artifacts while this "
+                "command was checking them; nothing was changed",
+                fix="re-run the command",
+            )
+        return str(pin)
 
-    def _score(self, name: str, version: str, features: Any, labels: Any, metric: str) -> float:
-        import mlflow.pyfunc
+    def _compare_pin(self, name: str, version: str, pin: str, actual: ArtifactDigest) -> None:
+        if actual.digest == pin:
+            return
+        files_tag = self.model_version(name, version).tags.get(FILES_TAG)
+        raise ArtifactsChangedError(
+            f"the artifacts of {name} v{version} changed after its approval "
+            f"({actual.changes_since(files_tag)}; approved {pin[:19]}..., "
+            f"now {actual.digest[:19]}...)",
+            fix="find out who wrote them; if the new files are intended, approve it again: "
+            f"mlops-platform registry approve {name} {version} --gates gates.yaml",
+        )
+
+    # -- artifact pinning ----------------------------------------------------
+    def download_version(self, name: str, version: str, dst: Path) -> Path:
+        """Every file of the version, through the tracking server, into ``dst``."""
         from mlflow.artifacts import download_artifacts
-        from mlflow.models import Model
 
         uri = self.client.get_model_version_download_uri(name, version)
-        with tempfile.TemporaryDirectory(prefix="mlops-eval-") as tmp:
+        try:
             local = download_artifacts(
-                artifact_uri=uri, dst_path=tmp, tracking_uri=self.tracking_uri
+                artifact_uri=uri, dst_path=str(dst), tracking_uri=self.tracking_uri
             )
+        except Exception as exc:
+            raise _server_error(
+                f"download the artifacts of {name} v{version} ({uri})", exc, self.tracking_uri
+            ) from None
+        return Path(local)
+
+    def artifacts_digest(self, name: str, version: str) -> ArtifactDigest:
+        """The digest of the version's artifacts as the tracking server serves them now."""
+        with tempfile.TemporaryDirectory(prefix="mlops-pin-") as tmp:
+            return digest_tree(self.download_version(name, version, Path(tmp)))
+
+    def verify_artifacts(self, name: str, version: str | int) -> ArtifactDigest:
+        """Raise unless the version is approved and its files are the ones approved."""
+        version = str(version)
+        pin = self._require_approved(name, version)
+        actual = self.artifacts_digest(name, version)
+        self._compare_pin(name, version, pin, actual)
+        return actual
+
+    def fetch_verified(
+        self, name: str, dst: Path, *, alias: str | None = None, version: str | None = None
+    ) -> VerifiedCopy:
+        """Download an approved version (or the one ``alias`` names) and check the copy.
+
+        What a server loads from ``path`` is exactly what was verified: no second download
+        that could differ.
+        """
+        if (alias is None) == (version is None):
+            raise RegistryError("name either an alias or a version", fix="pass one of them")
+        if alias is not None:
+            version = self.require_alias(name, alias)
+        version = str(version)
+        self.model_version(name, version)
+        pin = self._require_approved(name, version)
+        local = self.download_version(name, version, Path(dst))
+        actual = digest_tree(local)
+        self._compare_pin(name, version, pin, actual)
+        return VerifiedCopy(name, version, alias, local, actual)
+
+    def _delete_version_tag(self, name: str, version: str, key: str) -> None:
+        try:
+            self.client.delete_model_version_tag(name, version, key)
+        except Exception as exc:
+            if not _is_missing(exc):
+                raise _server_error(f"update {name} v{version}", exc, self.tracking_uri) from None
+
+    def _score(
+        self,
+        name: str,
+        version: str,
+        features: Any,
+        labels: Any,
+        metric: str,
+        pin: str | None = None,
+    ) -> float:
+        import mlflow.pyfunc
+        from mlflow.models import Model
+
+        with tempfile.TemporaryDirectory(prefix="mlops-eval-") as tmp:
+            local = self.download_version(name, version, Path(tmp))
+            if pin is not None:
+                self._compare_pin(name, version, pin, digest_tree(local))
             signature = Model.load(str(Path(local) / "MLmodel")).signature
             x = features_for(signature, features, where=f"{name} v{version}")
-            model = mlflow.pyfunc.load_model(local)
+            model = mlflow.pyfunc.load_model(str(local))
             return score(metric, labels, model.predict(x))
 
     def _signature(self, artifact_uri: str) -> Any:
@@ -797,15 +1023,21 @@ class Registry:
         *,
         expected: str | None,
         require_approved: bool = True,
+        verified: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> AliasMove:
         """Point ``alias`` at ``version`` only if it still points at ``expected`` (None: unset).
 
         Raises PromotionConflictError when it moved, NotApprovedError when the target is not
-        approved at the moment of the move. The check, the move and the audit event happen
-        under the model's lock; the alias is read back before the lock is released.
+        approved at the moment of the move, ArtifactsChangedError when its files are not the
+        approved ones. The files are downloaded and hashed before the lock is taken (unless
+        the caller already did: ``verified`` is the pin it checked them against); under the
+        lock the approval and its pin are read again. The check, the move and the audit
+        event happen under the model's lock; the alias is read back before it is released.
         """
         version = str(version)
+        if require_approved and verified is None:
+            verified = self.verify_artifacts(name, version).digest
         with self.lock(name) as token:
             current = self.alias_version(name, alias)
             if current != expected:
@@ -819,7 +1051,7 @@ class Registry:
                     fix="re-run the command to decide against the new version",
                 )
             if require_approved:
-                self._require_approved(name, version)
+                self._require_approved(name, version, digest=verified)
             self._check_lock(name, token)
             self.client.set_registered_model_alias(name, alias, version)
             after = self.alias_version(name, alias)

@@ -74,7 +74,10 @@ def test_serving_image_has_a_health_check_and_no_secret() -> None:
     text = serving.dockerfile(mlflow="3.17.2")
     assert "ARG MLFLOW_VERSION=3.17.2" in text
     assert "HEALTHCHECK" in text and "/ping" in text
-    assert "--env-manager local" in text and "USER 10001" in text
+    assert "USER 10001" in text
+    # the kit's entry checks the approval's artifact digest, then execs `mlflow models serve`
+    assert 'exec mlops-platform registry serve "$MODEL_NAME" --alias "$MODEL_ALIAS"' in text
+    assert "exec mlflow models serve" not in text
     assert "PASSWORD=" not in text.replace("MLFLOW_TRACKING_PASSWORD=...", "")
 
 

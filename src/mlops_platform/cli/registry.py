@@ -1,4 +1,4 @@
-"""`registry approve`, `registry promote`, `registry history`.
+"""`registry approve`, `promote`, `verify`, `serve`, `history`.
 
 These commands are clients of the tracking server, like any training script: they talk
 to MLFLOW_TRACKING_URI with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (run
@@ -7,14 +7,17 @@ to MLFLOW_TRACKING_URI with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from mlops_platform import registry as reg
-from mlops_platform.cli.common import JSON_OPTION, console, print_json, table
+from mlops_platform import serving as serving_ops
+from mlops_platform.cli.common import JSON_OPTION, console, print_json, progress, table
 from mlops_platform.errors import ConfigError
+from mlops_platform.render.serving import DEFAULT_PORT
 
 registry_app = typer.Typer(
     help="Quality gates, approval, champion/challenger promotion, audit trail.",
@@ -75,6 +78,11 @@ def approve(
             else:
                 moved = f"@staging moved v{result.staging_before} -> v{version}"
             console.print(f"approved by {result.actor}; {moved}", highlight=False)
+            console.print(
+                f"artifacts pinned: {result.artifacts_digest} "
+                f"({result.artifacts_files} files, {result.artifacts_bytes} bytes)",
+                highlight=False,
+            )
         else:
             failed = ", ".join(g.gate for g in result.failed())
             console.print(f"rejected: {failed} failed; no alias moved", highlight=False)
@@ -130,6 +138,79 @@ def promote(
         console.print(f"{verdict}: {result.reason}", highlight=False)
     if not result.promoted:
         raise typer.Exit(1)
+
+
+@registry_app.command("verify")
+def verify(
+    name: str = typer.Argument(..., help="Registered model name."),
+    version: str = typer.Argument(..., help="Model version, or @ALIAS for the one it names."),
+    tracking_uri: str = TRACKING_URI_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check that an approved version's artifacts are still the ones its approval pinned.
+
+    Downloads every file through the tracking server and compares its digest with the
+    `mlops.artifacts_digest` tag. Exit code 0 when they match, 2 when the version is not
+    approved, was approved before pinning, or its files changed (the error names them).
+
+    Example: mlops-platform registry verify iris-classifier @champion
+    """
+    registry = _registry(tracking_uri, None)
+    number = registry.require_alias(name, version[1:]) if version.startswith("@") else version
+    registry.model_version(name, number)
+    result = registry.verify_artifacts(name, number)
+    report = {
+        "name": name,
+        "version": number,
+        "artifacts_digest": result.digest,
+        "files": len(result.files),
+        "size_bytes": result.size_bytes,
+        "matches_approval": True,
+    }
+    if as_json:
+        print_json(report)
+    else:
+        console.print(
+            f"{name} v{number}: artifacts match the approval ({result.digest}, {result.summary()})",
+            highlight=False,
+        )
+
+
+@registry_app.command("serve")
+def serve_model(
+    name: str = typer.Argument(..., help="Registered model name.", envvar="MODEL_NAME"),
+    alias: str = typer.Option(
+        "champion", "--alias", envvar="MODEL_ALIAS", help="Alias of the version to serve."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", envvar="PORT", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", envvar="WORKERS", help="Server processes."),
+    model_dir: Path = typer.Option(
+        None,
+        "--model-dir",
+        help="Where to keep the verified copy the server loads (default: a new temp folder).",
+    ),
+    tracking_uri: str = TRACKING_URI_OPTION,
+) -> None:
+    """Serve an approved version with MLflow's scoring server, after checking its files.
+
+    Resolves the alias, downloads the version, checks the copy against the digest its
+    approval pinned, then execs `mlflow models serve` on that very copy. A version that is
+    not approved, was approved before pinning, or whose files changed since is refused
+    before anything listens (exit 2, one line naming the version and the fix).
+
+    Example: mlops-platform registry serve iris-classifier --alias champion --port 8080
+    """
+    registry = _registry(tracking_uri, None)
+    dst = model_dir or Path(tempfile.mkdtemp(prefix="mlops-serving-"))
+    copy, argv = serving_ops.prepare(
+        registry, name, alias, dst, host=host, port=port, workers=workers
+    )
+    progress(
+        f"serving {name} v{copy.version} (@{alias}): {copy.artifacts.summary()}, "
+        f"{copy.artifacts.digest} matches its approval"
+    )
+    serving_ops.exec_server(argv)
 
 
 @registry_app.command("history")

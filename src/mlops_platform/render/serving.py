@@ -1,10 +1,13 @@
 """Model serving: the ``mlflow models serve`` argv, the serving image, its compose service.
 
 The server is MLflow's own scoring server: ``POST /invocations`` answers predictions,
-``GET /ping`` and ``GET /health`` answer 200 once the model is loaded. It loads
-``models:/NAME@ALIAS`` from the registry at start, so it needs a tracking URI and a
-login (``MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_USERNAME``, ``MLFLOW_TRACKING_PASSWORD``)
-in its environment, never in its argv.
+``GET /ping`` and ``GET /health`` answer 200 once the model is loaded. The image's
+command is the kit's ``mlops-platform registry serve``: it resolves ``NAME@ALIAS`` in
+the registry, downloads that version, refuses to start unless the copy matches the
+artifact digest its approval pinned, then execs ``mlflow models serve`` on the copy
+(:func:`serve_argv`). It needs a tracking URI and a login (``MLFLOW_TRACKING_URI``,
+``MLFLOW_TRACKING_USERNAME``, ``MLFLOW_TRACKING_PASSWORD``) in its environment, never
+in its argv.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def serve_argv(
 
 
 def dockerfile(*, mlflow: str | None = None, extra_packages: str = "scikit-learn") -> str:
-    """The serving image: MLflow's scoring server for one registered model alias."""
+    """The serving image: the kit's verifying entry in front of MLflow's scoring server."""
     pinned = mlflow or mlflow_version()
     return f"""\
 # Model serving image: MLflow's scoring server for models:/$MODEL_NAME@$MODEL_ALIAS.
@@ -73,6 +76,9 @@ def dockerfile(*, mlflow: str | None = None, extra_packages: str = "scikit-learn
 #     -e MLFLOW_TRACKING_URI=https://mlflow.example.com \\
 #     -e MLFLOW_TRACKING_USERNAME=ci -e MLFLOW_TRACKING_PASSWORD=... mlops-serving
 #
+# The command is `mlops-platform registry serve`: it downloads the version the alias
+# names, refuses to start (exit 2, one line) unless it is approved and its files match
+# the digest the approval pinned, then execs `mlflow models serve` on that copy.
 # Health: GET /ping (and /health) answers 200 once the model is loaded.
 FROM {PYTHON_IMAGE}
 
@@ -88,7 +94,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \\
     PORT={DEFAULT_PORT} \\
     WORKERS=2
 
-RUN pip install "mlflow==${{MLFLOW_VERSION}}" boto3 ${{EXTRA_PACKAGES}} \\
+WORKDIR /opt/mlops
+COPY pyproject.toml README.md ./
+COPY src/ src/
+# The package's nginx template is a symlink into nginx/templates/.
+COPY nginx/templates/ nginx/templates/
+
+RUN pip install "mlflow==${{MLFLOW_VERSION}}" boto3 ${{EXTRA_PACKAGES}} . \\
  && useradd --create-home --uid 10001 serve
 
 USER 10001
@@ -99,8 +111,8 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \\
   CMD python -c "{PING_PY}"
 
 CMD test -n "$MODEL_NAME" || {{ echo "set MODEL_NAME" >&2; exit 2; }}; \\
-    exec mlflow models serve --model-uri "models:/$MODEL_NAME@$MODEL_ALIAS" \\
-    --env-manager local --host 0.0.0.0 --port "$PORT" --workers "$WORKERS"
+    exec mlops-platform registry serve "$MODEL_NAME" --alias "$MODEL_ALIAS" \\
+    --host 0.0.0.0 --port "$PORT" --workers "$WORKERS"
 """
 
 
