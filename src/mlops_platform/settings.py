@@ -8,6 +8,7 @@ then the ``.env`` file. Everything else in the package takes a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -34,7 +35,21 @@ SECRET_FIELDS = (
     "flask_secret_key",
     "proxy_password",
     "proxy_secret",
+    "s3_admin_access_key_id",
+    "s3_admin_secret_access_key",
+    "s3_backup_access_key_id",
+    "s3_backup_secret_access_key",
+    "kek_passphrase",
 )
+# Per-purpose object-store keys: the kit's SeaweedFS gets one identity per purpose; an
+# empty one falls back to MLOPS_S3_ACCESS_KEY_ID (an external store, or an older .env).
+S3_PURPOSE_FIELDS = (
+    "s3_admin_access_key_id",
+    "s3_admin_secret_access_key",
+    "s3_backup_access_key_id",
+    "s3_backup_secret_access_key",
+)
+S3Purpose = Literal["server", "admin", "backup"]
 PLACEHOLDERS = {"", "changethis", "changeme", "password", "secret", "admin", "mlflow", "minioadmin"}
 MIN_PASSWORD_LENGTH = 12
 # Database connections kept free of the server's pools: psql, backups, doctor, migrations.
@@ -112,6 +127,18 @@ class PlatformSettings(BaseSettings):
         description="Secrets this process is not given on purpose, comma-separated names "
         "(e.g. `proxy_password,flask_secret_key`): compose and Kubernetes give each "
         "container only the secrets it uses, and the checks do not ask for the others.",
+    )
+    kek_passphrase: SecretStr = Field(
+        SecretStr(""),
+        description="MLFLOW_CRYPTO_KEK_PASSPHRASE of the tracking server: the key that "
+        "encrypts the secrets MLflow stores (gateway API keys). `init` generates it; "
+        "rotate it with `mlflow crypto rotate-kek` (docs/backup.md), never by editing it.",
+    )
+    kek_version: int = Field(
+        1,
+        ge=1,
+        le=1000000,
+        description="MLFLOW_CRYPTO_KEK_VERSION: raised by one with each KEK rotation.",
     )
 
     # -- database ------------------------------------------------------------
@@ -201,7 +228,28 @@ class PlatformSettings(BaseSettings):
     s3_prefix: str = Field("artifacts", description="Key prefix of the artifacts in the bucket.")
     s3_region: str = Field("us-east-1", description="S3 region.")
     s3_access_key_id: SecretStr = Field(SecretStr(""), description="S3 access key id.")
-    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret access key.")
+    s3_secret_access_key: SecretStr = Field(
+        SecretStr(""),
+        description="S3 secret access key. With the kit's SeaweedFS this key (the tracking "
+        "server's, and direct-mode clients') may only read, write and list s3_bucket.",
+    )
+    s3_admin_access_key_id: SecretStr = Field(
+        SecretStr(""),
+        description="Object-store key the kit uses to create and configure the bucket "
+        "(`up`, `s3 apply-policy`, `backup restore`); never given to the server or clients. "
+        "Empty: the S3 key (external stores).",
+    )
+    s3_admin_secret_access_key: SecretStr = Field(
+        SecretStr(""), description="Secret of s3_admin_access_key_id."
+    )
+    s3_backup_access_key_id: SecretStr = Field(
+        SecretStr(""),
+        description="Object-store key of `backup create`: with the kit's SeaweedFS it may "
+        "only read and list s3_bucket. Empty: the S3 key (external stores).",
+    )
+    s3_backup_secret_access_key: SecretStr = Field(
+        SecretStr(""), description="Secret of s3_backup_access_key_id."
+    )
     s3_path_style: bool = Field(
         True, description="Path-style addressing (needed by SeaweedFS, MinIO and most non-AWS)."
     )
@@ -287,6 +335,33 @@ class PlatformSettings(BaseSettings):
     )
     proxy_tls_cert_file: Path | None = Field(None, description="TLS certificate (PEM).")
     proxy_tls_key_file: Path | None = Field(None, description="TLS private key (PEM).")
+    proxy_plain_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="With TLS, also listen for plain HTTP here: requests without "
+        "credentials are redirected to HTTPS, requests with a password are refused. "
+        "Unset: no plain port.",
+    )
+    proxy_trusted_proxies: str = Field(
+        "",
+        description="Load balancers in front of the proxy, comma-separated addresses or "
+        "CIDRs: only from these is X-Forwarded-For believed (nginx real_ip), so limits "
+        "and the lockout see the client's address. Empty: the TCP peer is the client.",
+    )
+    proxy_conn_limit: int = Field(
+        256,
+        ge=1,
+        le=100000,
+        description="Concurrent requests per client address (nginx limit_conn); 429 above.",
+    )
+    proxy_client_timeout_seconds: int = Field(
+        20,
+        ge=1,
+        le=3600,
+        description="Longest wait for a client's request header, and between two reads "
+        "of a body or two writes of a response outside the artifact routes.",
+    )
 
     # -- identity and permissions ------------------------------------------
     auth_enabled: bool = Field(
@@ -376,6 +451,20 @@ class PlatformSettings(BaseSettings):
         if not _NGINX_SIZE.match(value):
             raise ValueError("must be a number with an optional k, m or g suffix, e.g. 5g")
         return value
+
+    @field_validator("proxy_trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an address or CIDR; list load balancers like "
+                    "10.0.0.0/8,192.0.2.7"
+                ) from None
+        return ",".join(items)
 
     @field_validator("s3_bucket")
     @classmethod
@@ -505,6 +594,23 @@ class PlatformSettings(BaseSettings):
         return f"{url}?{query}" if query else url
 
     @property
+    def local_seaweedfs(self) -> bool:
+        """The local stack runs SeaweedFS itself and writes its identities."""
+        return self.object_store == "seaweedfs" and not self.s3_endpoint_url
+
+    def s3_credentials(self, purpose: S3Purpose = "server") -> tuple[str, str]:
+        """(access key id, secret) for ``purpose``; an unset purpose key is the S3 key."""
+        if purpose != "server":
+            key_id = getattr(self, f"s3_{purpose}_access_key_id").get_secret_value()
+            secret = getattr(self, f"s3_{purpose}_secret_access_key").get_secret_value()
+            if key_id and secret:
+                return key_id, secret
+        return (
+            self.s3_access_key_id.get_secret_value(),
+            self.s3_secret_access_key.get_secret_value(),
+        )
+
+    @property
     def s3_endpoint(self) -> str | None:
         if self.s3_endpoint_url:
             return self.s3_endpoint_url
@@ -579,6 +685,8 @@ class PlatformSettings(BaseSettings):
                 value = getattr(self, name).get_secret_value()
                 if name.startswith("s3_") and self.object_store == "external" and not value:
                     continue  # an external S3 may grant access through an instance role
+                if name in S3_PURPOSE_FIELDS and not value and not self.local_seaweedfs:
+                    continue  # not the kit's store: the S3 key serves every purpose
                 var = f"{ENV_PREFIX}{name.upper()}"
                 if value.strip().lower() in PLACEHOLDERS:
                     found.append(
@@ -615,6 +723,11 @@ class PlatformSettings(BaseSettings):
                 "MLOPS_DB_FAST_METRICS=true and MLOPS_JOB_EXECUTION=true do not go together "
                 "(MLflow's job runner accepts only a plain database URI); turn one of them off"
             )
+        if self.proxy_plain_port is not None and not self.tls_enabled:
+            found.append(
+                "MLOPS_PROXY_PLAIN_PORT is set without TLS; the proxy's port is already "
+                "plain HTTP: unset it, or set MLOPS_PROXY_TLS_CERT_FILE and _KEY_FILE"
+            )
         if bool(self.proxy_tls_cert_file) != bool(self.proxy_tls_key_file):
             found.append(
                 "MLOPS_PROXY_TLS_CERT_FILE and MLOPS_PROXY_TLS_KEY_FILE must be set together"
@@ -623,6 +736,20 @@ class PlatformSettings(BaseSettings):
             path = getattr(self, name)
             if path is not None and (problem := _pem_problem(path)):
                 found.append(f"{ENV_PREFIX}{name.upper()}={path} {problem}")
+        if self.local_seaweedfs:
+            seen_keys: dict[str, str] = {}
+            for purpose in ("server", "admin", "backup"):
+                field = "s3_access_key_id" if purpose == "server" else f"s3_{purpose}_access_key_id"
+                key_id = getattr(self, field).get_secret_value()
+                if not key_id:
+                    continue
+                var = f"{ENV_PREFIX}{field.upper()}"
+                if key_id in seen_keys:
+                    found.append(
+                        f"{var} is the same key as {seen_keys[key_id]}; each purpose needs its "
+                        "own key: delete the line and run `mlops-platform init` to generate one"
+                    )
+                seen_keys.setdefault(key_id, var)
         if self.object_store == "minio" and not self.s3_endpoint_url:
             found.append(
                 "MLOPS_OBJECT_STORE=minio needs MLOPS_S3_ENDPOINT_URL (the local stack runs "
@@ -631,6 +758,9 @@ class PlatformSettings(BaseSettings):
         ports = {
             "MLOPS_SERVER_PORT": self.server_port,
             "MLOPS_PROXY_PORT": self.proxy_port if self.proxy_enabled else None,
+            "MLOPS_PROXY_PLAIN_PORT": self.proxy_plain_port
+            if self.proxy_enabled and self.tls_enabled
+            else None,
             "MLOPS_DB_PORT": None if self.external_db else self.db_port,
             "MLOPS_S3_PORT": self.s3_port if self.object_store == "seaweedfs" else None,
         }
@@ -741,6 +871,15 @@ def load_settings(
         if problems:
             raise ConfigError("; ".join(problems))
     return settings
+
+
+def server_app_settings() -> PlatformSettings:
+    """The settings inside the tracking server's workers: the environment `serve` gave them.
+
+    No ``.env`` is read there (the workers run in the state folder); `serve` passes what
+    they need as ``MLOPS_*`` variables.
+    """
+    return PlatformSettings(_env_file=None)  # type: ignore[call-arg]
 
 
 def _describe(err: Any) -> str:

@@ -15,11 +15,11 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlops_platform.bootstrap import token
-from mlops_platform.errors import ConfigError
+from mlops_platform.errors import ConfigError, PlatformError
 from mlops_platform.render import htpasswd
 from mlops_platform.settings import MIN_PASSWORD_LENGTH, PlatformSettings
 
@@ -56,6 +56,9 @@ class UserError(ConfigError):
 class UserInfo:
     name: str
     scheme: str  # "{SSHA}", or what else an operator put in the file
+    role: str | None = None  # MLflow's view, when permissions are on
+    grants: list[dict[str, str]] = field(default_factory=list)
+    in_store: bool = False  # known to MLflow's user store (after `users add` or a request)
 
 
 @dataclass
@@ -63,6 +66,23 @@ class AddResult:
     name: str
     users_file: Path
     generated_password: str | None  # shown once when the command generated it
+    role: str | None = None  # None: permissions are off
+
+
+@dataclass
+class RoleResult:
+    name: str
+    role: str
+    before: str | None
+
+
+@dataclass
+class GrantResult:
+    name: str
+    kind: str
+    target: str
+    level: str | None  # None: revoked
+    changed: bool
 
 
 @dataclass
@@ -118,14 +138,99 @@ def _read(path: Path) -> str:
         ) from None
 
 
-def list_users(settings: PlatformSettings) -> list[UserInfo]:
-    """Every user of the password file, in file order (no hash is returned)."""
+def list_users(settings: PlatformSettings, *, with_roles: bool = False) -> list[UserInfo]:
+    """Every user of the password file, in file order (no hash is returned).
+
+    ``with_roles`` adds each user's role and own grants from MLflow's user store.
+    """
     users = htpasswd.parse(_read(settings.users_file))
+    rows = {}
+    if with_roles and settings.identity_enabled:
+        from mlops_platform import auth_store
+
+        rows = auth_store.list_rows(_store(settings))
     out = []
     for name, hashed in users.items():
         scheme = hashed.split("}", 1)[0] + "}" if hashed.startswith("{") else "crypt"
-        out.append(UserInfo(name=name, scheme=scheme))
+        row = rows.get(name)
+        out.append(
+            UserInfo(
+                name=name,
+                scheme=scheme,
+                role=row.role if row else None,
+                grants=row.grants if row else [],
+                in_store=row is not None,
+            )
+        )
     return out
+
+
+def _store(settings: PlatformSettings):  # type: ignore[no-untyped-def]
+    from mlops_platform import auth_store
+
+    try:
+        return auth_store.open_store(settings)
+    except PlatformError:
+        raise
+    except Exception as exc:  # MLflow's store: one line, not a traceback
+        raise UserError(
+            f"MLflow's user store is not usable: {auth_store.describe(exc)}",
+            fix="check the database (mlops-platform doctor) and MLOPS_AUTH_DB_NAME",
+        ) from None
+
+
+def _require_permissions(settings: PlatformSettings) -> None:
+    if not settings.identity_enabled:
+        raise UserError(
+            "permissions are off (MLOPS_AUTH_ENABLED=false or no proxy): there are no roles",
+            fix="set MLOPS_AUTH_ENABLED=true with the proxy on, then restart the server",
+        )
+
+
+def set_role(settings: PlatformSettings, name: str, role: str) -> RoleResult:
+    """Give a user of the password file exactly ``role`` in MLflow's store."""
+    from mlops_platform import auth_store
+
+    check_name(name)
+    _require_permissions(settings)
+    auth_store._check_role(role)
+    if name not in htpasswd.parse(_read(settings.users_file)):
+        raise UserError(
+            f"no user {name!r} in {settings.users_file}",
+            fix=f"add it: mlops-platform users add {name} --role {role}",
+        )
+    if name == settings.proxy_user and role != "admin":
+        raise UserError(
+            f"user {name!r} is MLOPS_PROXY_USER, the platform's admin",
+            fix="set another MLOPS_PROXY_USER first, or give this role to another user",
+        )
+    before = auth_store.set_role(_store(settings), name, role)
+    return RoleResult(name=name, role=role, before=before)
+
+
+def grant(
+    settings: PlatformSettings, name: str, kind: str, target: str, level: str | None
+) -> GrantResult:
+    """Grant ``level`` on one experiment (by id) or registered model (by name); None revokes."""
+    from mlops_platform import auth_store
+
+    check_name(name)
+    _require_permissions(settings)
+    store = _store(settings)
+    try:
+        if level is None:
+            changed = auth_store.revoke(store, name, kind, target)
+        else:
+            auth_store.grant(store, name, kind, target, level)
+            changed = True
+    except auth_store.AuthStoreError:
+        raise
+    except Exception as exc:
+        raise UserError(
+            f"MLflow refused the grant: {auth_store.describe(exc)}",
+            fix="check the experiment id or model name (`mlflow experiments search`)",
+        ) from None
+    return GrantResult(name, kind, target, level.upper() if level else None, changed)
 
 
 @contextmanager
@@ -161,9 +266,22 @@ def _write(path: Path, text: str) -> None:
         raise
 
 
-def add_user(settings: PlatformSettings, name: str, password: str | None) -> AddResult:
-    """Add ``name``; ``password`` None generates one. An existing name is refused."""
+def add_user(
+    settings: PlatformSettings, name: str, password: str | None, role: str | None = None
+) -> AddResult:
+    """Add ``name``; ``password`` None generates one. An existing name is refused.
+
+    With permissions on, the user is also created in MLflow's store with ``role``
+    (default ``MLOPS_AUTH_DEFAULT_ROLE``) before the password file lets it in.
+    """
     check_name(name)
+    if role is not None:
+        _require_permissions(settings)
+    if settings.identity_enabled:
+        from mlops_platform import auth_store
+
+        role = role or settings.auth_default_role
+        auth_store._check_role(role)
     generated = None
     if password is None:
         password = generated = generate_password()
@@ -179,10 +297,13 @@ def add_user(settings: PlatformSettings, name: str, password: str | None) -> Add
         if name in htpasswd.parse(text):
             raise UserError(
                 f"user {name!r} already exists in {path}",
-                fix=f"`mlops-platform users remove {name}` first to give it a new password",
+                fix=f"`mlops-platform users remove {name}` first to give it a new password; "
+                f"`users role {name} ROLE` changes its role",
             )
+        if settings.identity_enabled and role is not None:
+            auth_store.set_role(_store(settings), name, role)
         _write(path, htpasswd.with_user(text, name, password))
-    return AddResult(name=name, users_file=path, generated_password=generated)
+    return AddResult(name=name, users_file=path, generated_password=generated, role=role)
 
 
 def remove_user(settings: PlatformSettings, name: str) -> RemoveResult:
@@ -194,10 +315,16 @@ def remove_user(settings: PlatformSettings, name: str) -> RemoveResult:
             fix="change MLOPS_PROXY_PASSWORD to rotate it, or set another MLOPS_PROXY_USER",
         )
     path = settings.users_file
+    removed = False
     with _locked(path):
         text = _read(path)
-        if name not in htpasswd.parse(text):
-            return RemoveResult(name=name, users_file=path, removed=False)
-        kept = [ln for ln in text.splitlines() if ln.strip() and ln.split(":", 1)[0] != name]
-        _write(path, "\n".join(kept) + "\n" if kept else "")
-    return RemoveResult(name=name, users_file=path, removed=True)
+        if name in htpasswd.parse(text):
+            kept = [ln for ln in text.splitlines() if ln.strip() and ln.split(":", 1)[0] != name]
+            _write(path, "\n".join(kept) + "\n" if kept else "")
+            removed = True
+    if settings.identity_enabled:
+        # The login is gone first; then MLflow's user and its grants. Runs stay.
+        from mlops_platform import auth_store
+
+        removed = auth_store.delete_user(_store(settings), name) or removed
+    return RemoveResult(name=name, users_file=path, removed=removed)

@@ -1,4 +1,7 @@
-"""`users add | remove | list`: who may pass the nginx auth proxy."""
+"""`users add | role | grant | revoke | remove | list`: who may log in, and what they may do.
+
+The password file (nginx) and MLflow's user store (roles, grants) change together.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json,
 from mlops_platform.errors import ConfigError
 
 users_app = typer.Typer(
-    help="Users of the auth proxy. Changes apply on the next request, no reload.",
+    help="Users, their roles and grants (docs/access.md). Effective on the next request.",
     no_args_is_help=True,
 )
 
@@ -50,16 +53,21 @@ def add(
     generate: bool = typer.Option(
         False, "--generate", help="Generate a 32-character password and print it once."
     ),
+    role: str | None = typer.Option(
+        None,
+        "--role",
+        help="viewer, editor, approver or admin (default MLOPS_AUTH_DEFAULT_ROLE).",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Add a user (asks for the password, or reads it, or generates one).
+    """Add a user with a role (asks for the password, or reads it, or generates one).
 
-    Example: mlops-platform users add alice --generate
+    Example: mlops-platform users add alice --role editor --generate
     """
     obj: Context = ctx.obj
     settings = obj.settings(check=False)
     password = _password(name, password_stdin, generate)
-    result = ops.add_user(settings, name, password)
+    result = ops.add_user(settings, name, password, role)
     if as_json:
         print_json(
             {
@@ -67,10 +75,12 @@ def add(
                 "users_file": str(result.users_file),
                 "added": True,
                 "generated_password": result.generated_password,
+                "role": result.role,
             }
         )
         return
-    console.print(f"added {result.name} to {result.users_file} (effective immediately)")
+    as_role = f" as {result.role}" if result.role else ""
+    console.print(f"added {result.name}{as_role} to {result.users_file} (effective immediately)")
     if result.generated_password:
         console.print(
             f"password (shown once): {result.generated_password}", highlight=False, soft_wrap=True
@@ -100,22 +110,122 @@ def remove(
         console.print(f"no user {result.name} in {result.users_file}, skipped")
 
 
+@users_app.command("role")
+def role_(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="A user of the password file."),
+    role: str = typer.Argument(..., help="viewer, editor, approver or admin."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Give a user exactly one role (MLflow's roles; admin is MLflow's admin flag).
+
+    Example: mlops-platform users role bob approver
+    """
+    obj: Context = ctx.obj
+    result = ops.set_role(obj.settings(check=False), name, role)
+    if as_json:
+        print_json({"name": result.name, "role": result.role, "before": result.before})
+        return
+    before = result.before or "no role"
+    console.print(f"{result.name}: {before} -> {result.role} (effective on the next request)")
+
+
+def _print_grant(result: ops.GrantResult, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "name": result.name,
+                "kind": result.kind,
+                "target": result.target,
+                "level": result.level,
+                "changed": result.changed,
+            }
+        )
+    elif result.level:
+        console.print(f"{result.name} may now {result.level} {result.kind} {result.target}")
+    elif result.changed:
+        console.print(f"revoked {result.name}'s grant on {result.kind} {result.target}")
+    else:
+        console.print(f"{result.name} had no grant on {result.kind} {result.target}, skipped")
+
+
+@users_app.command("grant")
+def grant(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The user."),
+    kind: str = typer.Argument(..., help="experiment or model."),
+    target: str = typer.Argument(..., help="Experiment id, or registered model name."),
+    level: str = typer.Argument(..., help="READ, USE, EDIT or MANAGE."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Grant a user a permission on one experiment or registered model.
+
+    Example: mlops-platform users grant carol experiment 42 EDIT
+    """
+    obj: Context = ctx.obj
+    _print_grant(ops.grant(obj.settings(check=False), name, kind, target, level), as_json)
+
+
+@users_app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The user."),
+    kind: str = typer.Argument(..., help="experiment or model."),
+    target: str = typer.Argument(..., help="Experiment id, or registered model name."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Take back a grant given with `users grant` (the role's permissions stay).
+
+    Example: mlops-platform users revoke carol experiment 42
+    """
+    obj: Context = ctx.obj
+    _print_grant(ops.grant(obj.settings(check=False), name, kind, target, None), as_json)
+
+
 @users_app.command("list")
 def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
-    """List the users of the proxy's password file (names only, never hashes).
+    """List the users with their roles and own grants (names only, never hashes).
 
     Example: mlops-platform users list --json
     """
     obj: Context = ctx.obj
     settings = obj.settings(check=False)
-    found = ops.list_users(settings)
+    found = ops.list_users(settings, with_roles=True)
+    permissions = settings.identity_enabled
+
+    def role_text(u: ops.UserInfo) -> str:
+        if not permissions:
+            return "-"
+        if u.role:
+            return u.role
+        # Not in MLflow's store yet: it gets MLOPS_AUTH_DEFAULT_ROLE on its first request.
+        return f"({settings.auth_default_role} on first request)" if not u.in_store else "none"
+
     if as_json:
-        print_json([{"name": u.name, "scheme": u.scheme} for u in found])
+        print_json(
+            [
+                {
+                    "name": u.name,
+                    "scheme": u.scheme,
+                    "role": u.role if permissions else None,
+                    "grants": u.grants,
+                }
+                for u in found
+            ]
+        )
         return
     console.print(
         table(
             f"users of {settings.users_file}",
-            ["name", "hash"],
-            [[u.name, u.scheme] for u in found],
+            ["name", "role", "grants", "hash"],
+            [
+                [
+                    u.name,
+                    role_text(u),
+                    ", ".join(f"{g['level']} {g['kind']} {g['target']}" for g in u.grants),
+                    u.scheme,
+                ]
+                for u in found
+            ],
         )
     )

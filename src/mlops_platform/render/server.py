@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlops_platform.fast_store import SCHEME as FAST_STORE_SCHEME
-from mlops_platform.settings import PlatformSettings
+from mlops_platform.settings import PlatformSettings, as_environment
+
+# The kit's app (pyproject's mlflow.app entry point): MLflow's basic-auth app with the
+# proxy's identity (mlops_platform.auth_app).
+AUTH_APP_NAME = "mlops-auth"
 
 
 def public_origin(url: str) -> str:
@@ -53,7 +59,35 @@ def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> 
         argv += ["--no-serve-artifacts", "--default-artifact-root", settings.artifacts_uri]
     if settings.prometheus:
         argv += ["--expose-prometheus", str(settings.state_dir / "prometheus")]
+    if settings.identity_enabled:
+        argv += ["--app-name", AUTH_APP_NAME]
     return argv
+
+
+def auth_ini_path(settings: PlatformSettings) -> Path:
+    return settings.state_dir / "auth" / "basic_auth.ini"
+
+
+def auth_env(settings: PlatformSettings, *, admin_password: str) -> dict[str, str]:
+    """What the kit's auth app reads in the workers (empty when permissions are off).
+
+    ``admin_password`` only matters if the admin user were missing from the store, which
+    `serve` has already made sure it is not; it is random and thrown away.
+    """
+    if not settings.identity_enabled:
+        return {}
+    env = as_environment(
+        settings,
+        "proxy_secret",
+        "proxy_user",
+        "auth_default_role",
+        "auth_protected_aliases",
+        "auth_db_name",
+    )
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_ini_path(settings))
+    env["MLFLOW_AUTH_ADMIN_USERNAME"] = settings.proxy_user
+    env["MLFLOW_AUTH_ADMIN_PASSWORD"] = admin_password
+    return env
 
 
 def server_env(settings: PlatformSettings) -> dict[str, str]:
@@ -79,6 +113,17 @@ def server_env(settings: PlatformSettings) -> dict[str, str]:
     secret = settings.flask_secret_key.get_secret_value()
     if secret:
         env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secret
+    kek = settings.kek_passphrase.get_secret_value()
+    if kek:  # else MLflow encrypts stored secrets with its public default passphrase
+        env["MLFLOW_CRYPTO_KEK_PASSPHRASE"] = kek
+        env["MLFLOW_CRYPTO_KEK_VERSION"] = str(settings.kek_version)
+    # A model version's source must be the platform's own artifacts (re.search): run and
+    # model URIs, the proxied artifact store, or the artifact root in the bucket. Another
+    # bucket, a file: path or a URL is refused, so the server never fetches it for anyone.
+    root = re.escape(f"s3://{settings.s3_bucket}/{settings.s3_prefix.strip('/')}/")
+    env["MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX"] = (
+        r"^(?!.*(?:^|/)\.\.(?:/|$))(?:models:/|runs:/|mlflow-artifacts:/|" + root + ")"
+    )
     return env
 
 

@@ -61,15 +61,18 @@ def sql_ident(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def provision_sql(user: str, password: str, database: str) -> str:
-    """Idempotent: the role with the current password, and its database."""
-    return f"""
+def provision_sql(user: str, password: str, *databases: str) -> str:
+    """Idempotent: the role with the current password, and its databases."""
+    sql = f"""
 SELECT 'CREATE ROLE {sql_ident(user)} LOGIN'
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {sql_literal(user)})\\gexec
 ALTER ROLE {sql_ident(user)} WITH LOGIN PASSWORD {sql_literal(password)};
-SELECT 'CREATE DATABASE {sql_ident(database)} OWNER {sql_ident(user)}'
+"""
+    for database in databases:
+        sql += f"""SELECT 'CREATE DATABASE {sql_ident(database)} OWNER {sql_ident(user)}'
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {sql_literal(database)})\\gexec
 """
+    return sql
 
 
 class Postgres(Service):
@@ -223,6 +226,7 @@ class Postgres(Service):
                 self.settings.db_user,
                 self.settings.db_password.get_secret_value(),
                 self.settings.db_name,
+                self.settings.auth_db_name,  # MLflow's user and permission store
             )
         )
 

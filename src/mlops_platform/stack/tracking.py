@@ -6,14 +6,21 @@ import sys
 import urllib.error
 import urllib.request
 
+from mlops_platform.render.auth import SECRET_HEADER, USER_HEADER
 from mlops_platform.settings import PlatformSettings, as_environment, inherited_environment
 from mlops_platform.stack.base import PortClaim, Progress, Service, spawn, wait_until
 
 OVERRIDES = ("state_dir", "proxy_enabled", "server_host", "public_url")
 
 
-def http_ok(url: str, *, host: str | None = None, timeout: float = 3.0) -> bool:
-    request = urllib.request.Request(url)
+def http_ok(
+    url: str,
+    *,
+    host: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 3.0,
+) -> bool:
+    request = urllib.request.Request(url, headers=headers or {})
     if host:
         request.add_header("Host", host)
     try:
@@ -71,5 +78,17 @@ class Tracking(Service):
         base = f"http://127.0.0.1:{self.settings.server_port}"
         host = f"localhost:{self.settings.server_port}"
         return http_ok(f"{base}/health") and http_ok(
-            f"{base}/api/2.0/mlflow/experiments/get?experiment_id=0", host=host
+            f"{base}/api/2.0/mlflow/experiments/get?experiment_id=0",
+            host=host,
+            headers=proxy_identity(self.settings),
         )
+
+
+def proxy_identity(settings: PlatformSettings) -> dict[str, str]:
+    """The headers nginx adds for the admin: what the kit's own checks send the server."""
+    if not settings.identity_enabled:
+        return {}
+    return {
+        SECRET_HEADER: settings.proxy_secret.get_secret_value(),
+        USER_HEADER: settings.proxy_user,
+    }

@@ -1,0 +1,445 @@
+"""MLflow's user and permission store, as the kit runs it.
+
+The store is MLflow's own (the ``basic-auth`` app's SQLAlchemy store: users, roles,
+READ/USE/EDIT/MANAGE grants per experiment and registered model); this module only
+decides where it lives and keeps it in the shape the kit's roles need:
+
+- its own PostgreSQL database (``MLOPS_AUTH_DB_NAME``) beside the tracking database;
+- migrated once, by ``serve`` (or ``db upgrade``), under a PostgreSQL advisory lock:
+  MLflow migrates it from every worker without one, and replicas starting together
+  would race;
+- the kit's roles (``viewer``, ``editor``, ``approver``) as MLflow roles of the default
+  workspace, ``admin`` as MLflow's admin flag;
+- the proxy's users created in it with a role (``users add``) or on first sight.
+
+Nobody logs in with the passwords MLflow stores: nginx checks the password, the
+tracking server trusts the user name nginx forwards (``auth_app``). Each MLflow user
+therefore gets a random password nobody knows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy
+
+from mlops_platform.errors import ConfigError, DatabaseUnavailableError, PlatformError
+from mlops_platform.settings import ROLES, PlatformSettings
+
+if TYPE_CHECKING:  # MLflow's auth package is imported lazily: it is heavy.
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+# pg_advisory_lock key of the auth store's migration ("mlopsaut" as an int64).
+MIGRATION_LOCK = 0x6D6C6F7073617574
+# MLflow's workspace when workspaces are off: where roles and grants live.
+WORKSPACE = "default"
+KIT_ROLES = ("viewer", "editor", "approver")
+ROLE_RANK = {name: rank for rank, name in enumerate(ROLES)}
+GRANT_KINDS = {"experiment": "experiment", "model": "registered_model"}
+LEVELS = ("READ", "USE", "EDIT", "MANAGE")
+
+
+class AuthStoreError(PlatformError):
+    """MLflow's user store refused or could not do what was asked; nothing was changed."""
+
+
+def role_permissions(settings: PlatformSettings) -> dict[str, list[tuple[str, str, str]]]:
+    """Each kit role's grants: (resource type, pattern, permission), all of the workspace."""
+    read_all = [("experiment", "*", "READ"), ("registered_model", "*", "READ")]
+    everyone = read_all if settings.auth_viewers_read_all else []
+    return {
+        "viewer": list(everyone),
+        "editor": list(everyone),
+        # Approvers move aliases and write approval tags on every model: EDIT on all.
+        "approver": [("experiment", "*", "READ"), ("registered_model", "*", "EDIT")],
+    }
+
+
+def random_password() -> str:
+    return secrets.token_urlsafe(32)
+
+
+# -- the database --------------------------------------------------------------
+
+
+def ensure_database(settings: PlatformSettings) -> bool:
+    """Create the auth database if it is missing; True if it was created."""
+    from mlops_platform.db import make_engine
+
+    name = settings.auth_db_name
+    engine = make_engine(settings).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).scalar()
+            if exists:
+                return False
+            try:
+                conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+            except sqlalchemy.exc.ProgrammingError as exc:
+                if "already exists" in str(exc):  # another replica was faster
+                    return False
+                user = settings.db_parts()["user"]
+                raise ConfigError(
+                    f"the auth database {name} does not exist and {user} may not create it",
+                    fix=f"create it: CREATE DATABASE {name} OWNER {user}; (or grant CREATEDB)",
+                ) from None
+            return True
+    except sqlalchemy.exc.OperationalError as exc:
+        raise DatabaseUnavailableError(
+            f"cannot reach PostgreSQL for the auth store: {str(exc.orig).strip()[:200]}",
+            fix="check MLOPS_DB_* and that the database runs (mlops-platform doctor)",
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def _engine(settings: PlatformSettings) -> sqlalchemy.Engine:
+    return sqlalchemy.create_engine(
+        settings.auth_database_url(with_password=True),
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+@contextlib.contextmanager
+def migration_lock(settings: PlatformSettings) -> Iterator[None]:
+    """Hold the auth store's advisory lock (a session lock on its own connection)."""
+    engine = _engine(settings)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK}
+                )
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+    from mlflow.server.auth.db.utils import _get_alembic_config
+
+    config = _get_alembic_config("postgresql://unused")
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def revision(settings: PlatformSettings) -> str | None:
+    """The auth store's Alembic revision; None for an empty (or missing) database."""
+    engine = _engine(settings)
+    try:
+        with engine.connect() as conn:
+            if not sqlalchemy.inspect(conn).has_table("alembic_version_auth"):
+                return None
+            return conn.execute(
+                sqlalchemy.text("SELECT version_num FROM alembic_version_auth")
+            ).scalar()
+    except sqlalchemy.exc.OperationalError as exc:
+        if "does not exist" in str(exc.orig):
+            return None
+        raise DatabaseUnavailableError(
+            f"cannot reach the auth database {settings.auth_db_name}: "
+            f"{str(exc.orig).strip()[:200]}",
+            fix="check MLOPS_DB_* and that the database runs (mlops-platform doctor)",
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def _store_class() -> type[SqlAlchemyStore]:
+    # Importing it imports MLflow's server, which warns about Starlette on every CLI call.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+    return SqlAlchemyStore
+
+
+def open_store(settings: PlatformSettings) -> SqlAlchemyStore:
+    """MLflow's store on the auth database, migrated to MLflow's head under the lock."""
+    SqlAlchemyStore = _store_class()
+
+    ensure_database(settings)
+    store = SqlAlchemyStore()
+    with migration_lock(settings):
+        store.init_db(settings.auth_database_url(with_password=True))
+    return store
+
+
+# -- preparing the store for the server ------------------------------------------
+
+
+@dataclass
+class PrepareResult:
+    created_database: bool
+    revision_before: str | None
+    revision_after: str
+    roles_created: list[str] = field(default_factory=list)
+    migrated_users: list[str] = field(default_factory=list)
+    migrated_role: str = ""
+
+
+def prepare(
+    settings: PlatformSettings,
+    *,
+    proxy_users: list[str],
+    progress: Callable[[str], None] = lambda _m: None,
+) -> PrepareResult:
+    """Everything the server needs of the store, once, before any worker starts.
+
+    Under the migration lock: migrate, make the kit's roles match the settings, make
+    ``proxy_user`` an MLflow admin, and on the first run give ``proxy_users`` (the
+    password file's users from before roles) ``auth_migrate_role``.
+    """
+    SqlAlchemyStore = _store_class()
+    created = ensure_database(settings)
+    before = revision(settings)
+    store = SqlAlchemyStore()
+    with migration_lock(settings):
+        store.init_db(settings.auth_database_url(with_password=True))
+        after = revision(settings) or ""
+        if before != after:
+            progress(f"auth store migrated: {before or 'empty'} -> {after}")
+        first_run = not _has_kit_roles(store)
+        roles_created = sync_roles(store, settings)
+        _ensure_admin(store, settings.proxy_user)
+        migrated: list[str] = []
+        if first_run:
+            for name in proxy_users:
+                if name == settings.proxy_user or store.has_user(name):
+                    continue
+                _create_user(store, name, settings.auth_migrate_role)
+                migrated.append(name)
+            if migrated:
+                progress(
+                    f"permissions are on: {len(migrated)} existing proxy user(s) given the role "
+                    f"{settings.auth_migrate_role} (MLOPS_AUTH_MIGRATE_ROLE): "
+                    + ", ".join(migrated)
+                )
+    store.engine.dispose()
+    return PrepareResult(
+        created_database=created,
+        revision_before=before,
+        revision_after=after,
+        roles_created=roles_created,
+        migrated_users=migrated,
+        migrated_role=settings.auth_migrate_role,
+    )
+
+
+def _has_kit_roles(store: SqlAlchemyStore) -> bool:
+    names = {r.name for r in store.list_roles([WORKSPACE])}
+    return all(name in names for name in KIT_ROLES)
+
+
+def sync_roles(store: SqlAlchemyStore, settings: PlatformSettings) -> list[str]:
+    """Create the kit's roles and make their grants exactly the settings'; returns created."""
+    wanted = role_permissions(settings)
+    existing = {r.name: r for r in store.list_roles([WORKSPACE])}
+    created = []
+    for name in KIT_ROLES:
+        role = existing.get(name)
+        if role is None:
+            try:
+                role = store.create_role(name, WORKSPACE, description=f"mlops-platform {name}")
+                created.append(name)
+            except Exception:  # created by a racing process: take theirs
+                role = store.get_role_by_name(WORKSPACE, name)
+        have = {
+            (p.resource_type, p.resource_pattern): p for p in store.list_role_permissions(role.id)
+        }
+        want = {(t, pat): perm for t, pat, perm in wanted[name]}
+        for key, perm in want.items():
+            if key not in have:
+                store.add_role_permission(role.id, key[0], key[1], perm)
+            elif have[key].permission != perm:
+                store.update_role_permission(have[key].id, perm)
+        for key, rp in have.items():
+            if key not in want:
+                store.remove_role_permission(rp.id)
+    return created
+
+
+def _ensure_admin(store: SqlAlchemyStore, name: str) -> None:
+    if not store.has_user(name):
+        try:
+            store.create_user(name, random_password(), is_admin=True)
+            return
+        except Exception:
+            if not store.has_user(name):
+                raise
+    if not store.get_user(name).is_admin:
+        store.update_user(name, is_admin=True)
+
+
+def _role_id(store: SqlAlchemyStore, role: str) -> int:
+    return int(store.get_role_by_name(WORKSPACE, role).id)
+
+
+def _create_user(store: SqlAlchemyStore, name: str, role: str) -> None:
+    """Create ``name`` with ``role``; a user created meanwhile by someone else is kept."""
+    try:
+        store.create_user(name, random_password(), is_admin=role == "admin")
+    except Exception:
+        if not store.has_user(name):
+            raise
+        return
+    if role != "admin":
+        _assign(store, name, role)
+
+
+def _assign(store: SqlAlchemyStore, name: str, role: str) -> None:
+    user = store.get_user(name)
+    try:
+        store.assign_role_to_user(user.id, _role_id(store, role))
+    except Exception:
+        if role not in user_roles(store, name):
+            raise
+
+
+def user_roles(store: SqlAlchemyStore, name: str) -> list[str]:
+    """The kit roles ``name`` holds, ``admin`` included."""
+    user = store.get_user(name)
+    held = [r.name for r in store.list_user_roles(user.id) if r.name in KIT_ROLES]
+    if user.is_admin:
+        held.append("admin")
+    return held
+
+
+def role_of(store: SqlAlchemyStore, name: str) -> str | None:
+    """The highest kit role of ``name`` (None: no role, grants only)."""
+    held = user_roles(store, name)
+    return max(held, key=ROLE_RANK.__getitem__) if held else None
+
+
+def ensure_user(store: SqlAlchemyStore, name: str, default_role: str) -> bool:
+    """``name`` exists in the store (created with ``default_role`` if not); True if created."""
+    if store.has_user(name):
+        return False
+    _create_user(store, name, default_role)
+    return True
+
+
+# -- what `users` does -----------------------------------------------------------
+
+
+@dataclass
+class UserRow:
+    name: str
+    role: str | None
+    grants: list[dict[str, str]]
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise AuthStoreError(f"unknown role {role!r}", fix="use one of: " + ", ".join(ROLES))
+
+
+def set_role(store: SqlAlchemyStore, name: str, role: str) -> str | None:
+    """Give ``name`` exactly ``role`` (created if missing); returns the role before."""
+    _check_role(role)
+    if not store.has_user(name):
+        _create_user(store, name, role)
+        return None
+    before = role_of(store, name)
+    user = store.get_user(name)
+    for held in store.list_user_roles(user.id):
+        if held.name in KIT_ROLES and held.name != role:
+            store.unassign_role_from_user(user.id, held.id)
+    if role == "admin":
+        if not user.is_admin:
+            store.update_user(name, is_admin=True)
+    else:
+        if user.is_admin:
+            store.update_user(name, is_admin=False)
+        if role not in user_roles(store, name):
+            _assign(store, name, role)
+    return before
+
+
+def _grant_target(kind: str, level: str | None = None) -> str:
+    if kind not in GRANT_KINDS:
+        raise AuthStoreError(
+            f"unknown kind {kind!r}", fix="grant on `experiment ID` or `model NAME`"
+        )
+    if level is not None and level.upper() not in LEVELS:
+        raise AuthStoreError(f"unknown level {level!r}", fix="use one of: " + ", ".join(LEVELS))
+    return GRANT_KINDS[kind]
+
+
+def grant(store: SqlAlchemyStore, name: str, kind: str, target: str, level: str) -> None:
+    resource_type = _grant_target(kind, level)
+    _require_user(store, name)
+    store.grant_user_permission(name, resource_type, target, level.upper())
+
+
+def revoke(store: SqlAlchemyStore, name: str, kind: str, target: str) -> bool:
+    """Remove one grant; False if there was none."""
+    from mlflow.exceptions import MlflowException
+
+    resource_type = _grant_target(kind)
+    _require_user(store, name)
+    try:
+        store.revoke_user_resource_permission(name, resource_type, target)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
+def _require_user(store: SqlAlchemyStore, name: str) -> None:
+    if not store.has_user(name):
+        raise AuthStoreError(
+            f"no user {name!r} in MLflow's user store",
+            fix=f"add it first: mlops-platform users add {name} --role viewer",
+        )
+
+
+def grants_of(store: SqlAlchemyStore, name: str) -> list[dict[str, str]]:
+    """The user's own grants (not those of its role)."""
+    user = store.get_user(name)
+    synthetic = f"__user_{user.id}__"
+    out = []
+    for role in store.list_user_roles(user.id):
+        if role.name != synthetic:
+            continue
+        for rp in store.list_role_permissions(role.id):
+            kind = "model" if rp.resource_type == "registered_model" else rp.resource_type
+            out.append({"kind": kind, "target": rp.resource_pattern, "level": rp.permission})
+    return out
+
+
+def list_rows(store: SqlAlchemyStore) -> dict[str, UserRow]:
+    rows = {}
+    for user, roles in store.list_users_with_roles():
+        held = [r.name for r in roles if r.name in KIT_ROLES]
+        if user.is_admin:
+            held.append("admin")
+        role = max(held, key=ROLE_RANK.__getitem__) if held else None
+        rows[user.username] = UserRow(user.username, role, grants_of(store, user.username))
+    return rows
+
+
+def delete_user(store: SqlAlchemyStore, name: str) -> bool:
+    """Remove the MLflow user and its grants (its runs and models stay); False if absent."""
+    if not store.has_user(name):
+        return False
+    store.delete_user(name)
+    return True
+
+
+def describe(exc: Any) -> str:
+    """One line of an MLflow store error."""
+    return str(getattr(exc, "message", exc)).splitlines()[0][:300]
