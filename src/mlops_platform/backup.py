@@ -230,7 +230,7 @@ def check_destination(settings: PlatformSettings, *, create: bool) -> Path:
         )
     if not root.exists():
         if create and settings.backup_dir is None:
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
         else:
             raise DestinationError(
                 f"backup destination {root} does not exist",
@@ -716,7 +716,7 @@ def create_backup(
         backup_id = new_id(started_at, existing)
         work = root / (backup_id + PARTIAL)
         prev = None if full else _previous(root, settings)
-        client = s3.client(settings, timeout=60)
+        client = s3.client(settings, timeout=60, purpose="backup")  # read and list only
         pg_dump = None
         try:
             with exported_snapshot(settings) as (snap, conn):
@@ -728,7 +728,7 @@ def create_backup(
                 )
                 check_space(root, size // 2)  # a -Fc dump is compressed; half is generous
                 pg_dump = db.client_binary(settings, "pg_dump", server_version=snap.server_version)
-                work.mkdir()
+                work.mkdir(mode=0o700)  # the dump and artifacts: the owner's only
                 say.message(
                     f"snapshot {snap.snapshot_id} at {snap.snapshot_at.isoformat()}: "
                     f"{snap.row_counts.get('runs', 0)} runs, "
@@ -932,7 +932,7 @@ def throwaway_postgres(settings: PlatformSettings, report: Reporter) -> Iterator
     from mlops_platform.stack.postgres import Postgres
 
     root = Path(tempfile.mkdtemp(prefix="mlops-verify-", dir="/tmp"))
-    os.chmod(root, 0o755)  # PostgreSQL's OS user must traverse it when we run as root
+    os.chmod(root, 0o711)  # PostgreSQL's OS user must traverse it when we run as root
     scratch = settings.model_copy(
         update={
             "state_dir": root,

@@ -22,6 +22,11 @@ GENERATED = (
     "flask_secret_key",
     "proxy_password",
     "proxy_secret",
+    "s3_admin_access_key_id",
+    "s3_admin_secret_access_key",
+    "s3_backup_access_key_id",
+    "s3_backup_secret_access_key",
+    "kek_passphrase",
 )
 
 
@@ -38,6 +43,13 @@ def generate_secrets() -> dict[str, str]:
         "flask_secret_key": token(48),
         "proxy_password": token(32),
         "proxy_secret": token(48),
+        # One object-store identity per purpose: the kit's SeaweedFS scopes each one.
+        "s3_admin_access_key_id": "MLOPSADM" + token(12, string.ascii_uppercase + string.digits),
+        "s3_admin_secret_access_key": token(40),
+        "s3_backup_access_key_id": "MLOPSBAK" + token(12, string.ascii_uppercase + string.digits),
+        "s3_backup_secret_access_key": token(40),
+        # MLflow's KEK: without it stored secrets are encrypted with a public default.
+        "kek_passphrase": token(48),
     }
 
 
@@ -50,14 +62,25 @@ class InitResult:
     added: list[str] = field(default_factory=list)  # secrets added to an existing file
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by the owner only, replacing ``path`` atomically."""
+def write_private(path: Path, text: str, *, mode: int = 0o600) -> None:
+    """Write ``text`` readable by the owner only, replacing ``path`` atomically.
+
+    The file is born with ``mode`` (never chmodded after), under a fresh random name
+    opened with O_EXCL | O_NOFOLLOW: a symlink or file planted at a guessable temp
+    name makes it fail instead of writing through it. The rename replaces a symlink
+    at ``path`` itself rather than following it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def init_env_file(

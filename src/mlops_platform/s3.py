@@ -21,11 +21,21 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlops_platform.errors import ServiceError
-from mlops_platform.settings import PlatformSettings
+from mlops_platform.settings import PlatformSettings, S3Purpose
 
 
-def client(settings: PlatformSettings, *, timeout: float = 10.0, retries: int = 3) -> Any:
-    """A boto3 S3 client for the platform's store (path-style for non-AWS endpoints)."""
+def client(
+    settings: PlatformSettings,
+    *,
+    timeout: float = 10.0,
+    retries: int = 3,
+    purpose: S3Purpose = "server",
+) -> Any:
+    """A boto3 S3 client for the platform's store (path-style for non-AWS endpoints).
+
+    ``purpose`` picks the key: ``server`` (the tracking server's, scoped to the bucket),
+    ``admin`` (the kit's bucket creation and configuration) or ``backup`` (read-only).
+    """
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path" if settings.s3_path_style else "auto"},
@@ -33,14 +43,13 @@ def client(settings: PlatformSettings, *, timeout: float = 10.0, retries: int = 
         read_timeout=timeout,
         retries={"max_attempts": retries, "mode": "standard"},
     )
-    key_id = settings.s3_access_key_id.get_secret_value() or None
-    secret = settings.s3_secret_access_key.get_secret_value() or None
+    key_id, secret = settings.s3_credentials(purpose)
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint,
         region_name=settings.s3_region,
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
+        aws_access_key_id=key_id or None,
+        aws_secret_access_key=secret or None,
         config=config,
     )
 
@@ -48,9 +57,9 @@ def client(settings: PlatformSettings, *, timeout: float = 10.0, retries: int = 
 def ensure_bucket(settings: PlatformSettings) -> bool:
     """Create the artifact bucket if it is missing; True when it was created.
 
-    A new bucket gets no policy and no ACL grant: it is private.
+    A new bucket gets no policy and no ACL grant: it is private. Done with the admin key.
     """
-    s3 = client(settings)
+    s3 = client(settings, purpose="admin")
     try:
         s3.head_bucket(Bucket=settings.s3_bucket)
         return False
@@ -59,8 +68,8 @@ def ensure_bucket(settings: PlatformSettings) -> bool:
         if code not in ("404", "NoSuchBucket", "NotFound"):
             raise ServiceError(
                 f"cannot reach bucket {settings.s3_bucket}: {code or exc}",
-                fix="check MLOPS_S3_ACCESS_KEY_ID / MLOPS_S3_SECRET_ACCESS_KEY and the "
-                "bucket's policy",
+                fix="check MLOPS_S3_ADMIN_ACCESS_KEY_ID / MLOPS_S3_ADMIN_SECRET_ACCESS_KEY "
+                "(else MLOPS_S3_ACCESS_KEY_ID) and the bucket's policy",
             ) from None
     except BotoCoreError as exc:
         raise ServiceError(
@@ -84,9 +93,9 @@ def ensure_bucket(settings: PlatformSettings) -> bool:
 
 
 def reachable(settings: PlatformSettings) -> bool:
-    """True when the endpoint accepts our credentials."""
+    """True when the endpoint accepts the kit's (admin) credentials."""
     try:
-        client(settings, timeout=3, retries=1).list_buckets()
+        client(settings, timeout=3, retries=1, purpose="admin").list_buckets()
         return True
     except (ClientError, BotoCoreError):
         return False
@@ -285,9 +294,11 @@ def diagnose(settings: PlatformSettings, *, timeout: float = 5.0, quick: bool = 
     except ClientError as exc:
         add(Check("list", "fail", f"listing refused ({_code(exc)})", "grant the key s3:ListBucket"))
 
-    report.checks += _privacy_checks(settings, s3, timeout)
+    # The bucket's policy and ACL are the admin's to read; the server's key may not.
+    admin = client(settings, timeout=timeout, retries=1, purpose="admin")
+    report.checks += _privacy_checks(settings, admin, timeout)
     report.checks += _round_trips(settings, s3, quick=quick)
-    report.checks += _policy_checks(s3, bucket)
+    report.checks += _policy_checks(admin, bucket)
 
     # latency
     samples = []
@@ -592,8 +603,9 @@ def apply_policy(settings: PlatformSettings) -> PolicyResult:
     """Set the abort-incomplete-uploads lifecycle rule and AES256 default encryption.
 
     Idempotent: what is already there is skipped; other lifecycle rules are kept.
+    Done with the admin key.
     """
-    s3 = client(settings)
+    s3 = client(settings, purpose="admin")
     bucket = settings.s3_bucket
     try:
         s3.head_bucket(Bucket=bucket)

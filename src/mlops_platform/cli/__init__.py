@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -23,6 +24,7 @@ from mlops_platform.cli import (
 )
 from mlops_platform.cli.common import app
 from mlops_platform.errors import PlatformError
+from mlops_platform.stack.base import PRIVATE_UMASK
 
 config.register(app)
 serve.register(app)
@@ -41,6 +43,7 @@ users.register(app)
 
 def main() -> None:
     """Run the CLI; every failure is one line on stderr and a documented exit code."""
+    os.umask(PRIVATE_UMASK)  # what the kit and its children write is the owner's only
     try:
         code = app(standalone_mode=False)
     except typer.Exit as exc:

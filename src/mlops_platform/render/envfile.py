@@ -7,7 +7,7 @@ from pydantic import SecretStr
 from mlops_platform.settings import ENV_PREFIX, PlatformSettings
 
 GROUPS = (
-    ("General", ("env", "state_dir", "secrets_dir", "secrets_not_needed")),
+    ("General", ("env", "state_dir", "secrets_dir", "secrets_not_needed", "kek_")),
     ("Database (PostgreSQL)", ("db_",)),
     ("Object store (S3)", ("object_store", "s3_")),
     (

