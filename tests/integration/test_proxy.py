@@ -178,6 +178,9 @@ def test_nginx_accepts_the_compose_rendering(tmp_path: Path) -> None:
         "MLOPS_PROXY_TIMEOUT": "600",
         "MLOPS_PROXY_RATE_LIMIT": "300",
         "MLOPS_PROXY_RATE_BURST": "600",
+        "MLOPS_PROXY_CONN_LIMIT": "256",
+        "MLOPS_PROXY_CLIENT_TIMEOUT": "20",
+        "MLOPS_PROXY_SECRET": "s" * 40,
     }
     needed = set(render_nginx._VAR.findall(render_nginx.template_text()))
     assert needed == set(environment), "the compose environment must set exactly these"

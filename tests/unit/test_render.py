@@ -118,6 +118,11 @@ def test_env_file_documents_every_setting() -> None:
 # -- the nginx proxy ---------------------------------------------------------------
 
 
+def proxy_problems(settings: PlatformSettings) -> list[str]:
+    """The proxy's own problems (other areas' secrets are not set in these tests)."""
+    return [p for p in settings.problems() if p.startswith("MLOPS_PROXY_") and "SECRET" not in p]
+
+
 def _nginx_values(settings: PlatformSettings) -> dict[str, str]:
     from mlops_platform.render import nginx
 
@@ -152,16 +157,64 @@ def test_site_conf_local_layout_and_limits(settings: PlatformSettings) -> None:
     assert not re.search(r"^\s*keepalive\b", upstream, re.M)
     assert "proxy_request_buffering off;" in site and "client_max_body_size 5g;" in site
     assert 'proxy_set_header Authorization "";' in site
-    assert "$http_authorization" not in site  # never logged, never keyed on
+    # The Authorization header is only ever tested for presence: never logged, never a key.
+    log_format = site.split("log_format", 1)[1].split(";", 1)[0]
+    keys = [ln for ln in site.splitlines() if re.search(r"_zone |_key |^map ", ln.strip())]
+    assert "authorization" not in log_format.lower()
+    assert keys and not any("$http_authorization" in ln for ln in keys)
+    assert "client_header_timeout 20s;" in site and "limit_conn mlops_conns_per_client 256;" in site
 
 
-def test_long_state_paths_get_a_short_socket() -> None:
+def test_counter_keys_come_from_nginx_never_from_the_client(settings: PlatformSettings) -> None:
     from mlops_platform.render import nginx
 
-    deep = Path("/tmp") / ("x" * 120)
-    assert nginx.auth_fail_socket(deep).startswith("/tmp/mlops-auth-failures-")
-    assert len(nginx.auth_fail_socket(deep)) < 100
-    assert nginx.auth_fail_socket(Path("/s")) == "/s/tmp/auth-failures.sock"
+    site = nginx.site_conf(settings, upstream="127.0.0.1:5000", snippets_dir="/p/snippets")
+    counter = site.split("server_name mlops-auth-failures;", 1)[0]
+    assert "$http_x_mlops_login zone=mlops_failures_login" in counter
+    assert "$http_x_mlops_client zone=mlops_failures_client" in counter
+    # Both subrequests to the counter send nginx's own values and none of the client's.
+    for name in ("/_mlops/lockout", "/_mlops/failed"):
+        block = site.split(f"location = {name} {{", 1)[1].split("}", 1)[0]
+        assert "proxy_pass_request_headers off;" in block
+        assert "proxy_set_header X-Mlops-Client $remote_addr;" in block
+        assert 'proxy_set_header X-Mlops-Login "$remote_addr $mlops_login_user";' in block
+    health = site.split("location = /health {", 1)[1].split("location", 1)[0]
+    assert "proxy_pass_request_headers off;" in health
+    for header in ("Authorization", "X-Forwarded-User", "X-Mlops-Proxy-Secret"):
+        assert f'proxy_set_header {header} "";' in health
+
+
+def test_the_two_template_copies_are_identical() -> None:
+    from mlops_platform.render import nginx
+
+    compose_copy = Path(__file__).resolve().parents[2] / "nginx" / "templates" / nginx.TEMPLATE_NAME
+    assert compose_copy.read_text() == nginx.template_text()
+
+
+def test_long_state_paths_get_a_private_socket_folder(
+    settings: PlatformSettings, tmp_path: Path
+) -> None:
+    """No fixed name under /tmp: a random 0700 folder, kept across restarts, then removed."""
+    import stat
+
+    from mlops_platform.render import nginx
+    from mlops_platform.stack.base import StateFile
+    from mlops_platform.stack.proxy import Proxy
+
+    assert nginx.auth_fail_socket(Path("/s/tmp")) == "/s/tmp/auth-failures.sock"
+    short = Proxy(settings, StateFile.load(settings.state_dir))
+    assert short.socket_dir() == short.root / "tmp"
+    deep = settings.model_copy(update={"state_dir": tmp_path / ("x" * 120)})
+    proxy = Proxy(deep, StateFile.load(deep.state_dir))
+    first = proxy.socket_dir()
+    assert nginx.socket_fits(first) and not str(first).startswith(str(deep.state_dir))
+    assert first.name.startswith("mlops-nginx-") and len(first.name) > len("mlops-nginx-")
+    assert stat.S_IMODE(first.stat().st_mode) == 0o700
+    again = Proxy(deep, StateFile.load(deep.state_dir))
+    assert again.socket_dir() == first  # remembered in the state file
+    again.stop(lambda _msg: None)
+    assert not first.exists()
+    assert Proxy(deep, StateFile.load(deep.state_dir)).socket_dir() != first
 
 
 def test_tls_listen_and_snippet(settings: PlatformSettings, tmp_path: Path) -> None:
@@ -175,7 +228,47 @@ def test_tls_listen_and_snippet(settings: PlatformSettings, tmp_path: Path) -> N
     assert _nginx_values(tls)["MLOPS_PROXY_LISTEN"] == "127.0.0.1:8080 ssl"
     snippet = nginx.tls_snippet(tls) or ""
     assert f"ssl_certificate {cert};" in snippet and "Strict-Transport-Security" in snippet
-    assert tls.problems() == []
+    assert not re.search(r"^listen", snippet, re.M)  # no plain port unless asked for
+    assert proxy_problems(tls) == []
+    both = tls.model_copy(update={"proxy_plain_port": 8081})
+    snippet = nginx.tls_snippet(both) or ""
+    assert "listen 127.0.0.1:8081;" in snippet and "set $mlops_https_redirect on;" in snippet
+    assert 'set $mlops_https_origin "https://$host:8080";' in snippet
+    public = both.model_copy(update={"public_url": "https://mlflow.example.com"})
+    assert 'set $mlops_https_origin "https://mlflow.example.com";' in (
+        nginx.tls_snippet(public) or ""
+    )
+    assert proxy_problems(both) == []
+    plain_only = settings.model_copy(update={"proxy_plain_port": 8081})
+    assert proxy_problems(plain_only) == [
+        "MLOPS_PROXY_PLAIN_PORT is set without TLS; the proxy's port is already plain HTTP: "
+        "unset it, or set MLOPS_PROXY_TLS_CERT_FILE and _KEY_FILE"
+    ]
+
+
+def test_real_ip_only_for_trusted_load_balancers(
+    settings: PlatformSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_platform.render import nginx
+
+    assert nginx.real_ip_snippet(settings) is None
+    trusted = PlatformSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        state_dir=settings.state_dir,
+        proxy_trusted_proxies=" 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32",
+        **SECRETS,
+    )
+    assert nginx.real_ip_snippet(trusted) == (
+        "set_real_ip_from 10.0.0.0/8;\nset_real_ip_from 192.0.2.7;\n"
+        "set_real_ip_from 2001:db8::/32;\n"
+        "real_ip_header X-Forwarded-For;\nreal_ip_recursive on;\n"
+    )
+    with pytest.raises(ValueError, match="'lb.example' is not an address or CIDR"):
+        PlatformSettings(
+            _env_file=None,  # type: ignore[call-arg]
+            state_dir=settings.state_dir,
+            proxy_trusted_proxies="10.0.0.0/8,lb.example",
+        )
 
 
 @pytest.mark.parametrize(
@@ -192,7 +285,7 @@ def test_tls_file_problems_are_reported(
     elif content is not None:
         cert.write_text(content)
     tls = settings.model_copy(update={"proxy_tls_cert_file": cert, "proxy_tls_key_file": key})
-    problems = tls.problems()
+    problems = proxy_problems(tls)
     assert len(problems) == 1 and problems[0].startswith(f"MLOPS_PROXY_TLS_CERT_FILE={cert} ")
     assert expected in problems[0]
 

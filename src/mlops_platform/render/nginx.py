@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mlops_platform.settings import PlatformSettings
 
@@ -21,16 +21,17 @@ def template_text() -> str:
 UPSTREAM_KEEPALIVE = "keepalive 32;"
 
 # A unix socket path must fit sockaddr_un (108 bytes with the terminating NUL).
-_MAX_SOCKET_PATH = 100
+MAX_SOCKET_PATH = 100
+SOCKET_NAME = "auth-failures.sock"
 
 
-def auth_fail_socket(root: Path) -> str:
-    """The unix socket of the failed-login counter, under the proxy's folder if it fits."""
-    path = root / "tmp" / "auth-failures.sock"
-    if len(str(path)) <= _MAX_SOCKET_PATH:
-        return str(path)
-    digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
-    return f"/tmp/mlops-auth-failures-{digest}.sock"
+def auth_fail_socket(folder: Path) -> str:
+    """The failed-login counter's unix socket in ``folder``: a folder only nginx enters."""
+    return str(folder / SOCKET_NAME)
+
+
+def socket_fits(folder: Path) -> bool:
+    return len(auth_fail_socket(folder)) <= MAX_SOCKET_PATH
 
 
 def template_variables(
@@ -46,7 +47,8 @@ def template_variables(
 
     The access log, the failed-login socket and the lockout cache default to
     ``logs/access.log``, ``tmp/auth-failures.sock`` and ``tmp/lockout`` beside
-    ``snippets_dir`` (the local stack's layout).
+    ``snippets_dir`` (the local stack's layout; the stack passes a short private folder
+    for the socket when that path is too long).
     """
     root = Path(snippets_dir).parent
     listen = f"{settings.proxy_host}:{settings.proxy_port}"
@@ -55,7 +57,7 @@ def template_variables(
     return {
         "MLOPS_PROXY_LISTEN": listen,
         "MLOPS_ACCESS_LOG": access_log or str(root / "logs" / "access.log"),
-        "MLOPS_AUTH_FAIL_SOCKET": auth_fail_socket_path or auth_fail_socket(root),
+        "MLOPS_AUTH_FAIL_SOCKET": auth_fail_socket_path or auth_fail_socket(root / "tmp"),
         "MLOPS_LOCKOUT_CACHE": lockout_cache or str(root / "tmp" / "lockout"),
         "MLOPS_UPSTREAM": upstream,
         "MLOPS_UPSTREAM_KEEPALIVE": UPSTREAM_KEEPALIVE
@@ -67,6 +69,8 @@ def template_variables(
         "MLOPS_PROXY_TIMEOUT": str(settings.proxy_timeout_seconds),
         "MLOPS_PROXY_RATE_LIMIT": str(settings.proxy_rate_limit),
         "MLOPS_PROXY_RATE_BURST": str(settings.proxy_rate_burst),
+        "MLOPS_PROXY_CONN_LIMIT": str(settings.proxy_conn_limit),
+        "MLOPS_PROXY_CLIENT_TIMEOUT": str(settings.proxy_client_timeout_seconds),
         "MLOPS_PROXY_SECRET": settings.proxy_secret.get_secret_value()
         if settings.identity_enabled
         else "",
@@ -103,15 +107,50 @@ def site_conf(
 
 
 def tls_snippet(settings: PlatformSettings) -> str | None:
+    """The certificate lines, and the plain port beside TLS only when one is asked for.
+
+    On that plain port a request without credentials is redirected to HTTPS and one with
+    credentials is refused (the template's ``$mlops_https_redirect`` rule).
+    """
     if not settings.tls_enabled:
         return None
-    return (
-        f"ssl_certificate {settings.proxy_tls_cert_file};\n"
-        f"ssl_certificate_key {settings.proxy_tls_key_file};\n"
-        "ssl_protocols TLSv1.2 TLSv1.3;\n"
-        "ssl_session_cache shared:mlops_tls:10m;\n"
-        'add_header Strict-Transport-Security "max-age=31536000" always;\n'
-    )
+    lines = [
+        f"ssl_certificate {settings.proxy_tls_cert_file};",
+        f"ssl_certificate_key {settings.proxy_tls_key_file};",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        "ssl_session_cache shared:mlops_tls:10m;",
+        'add_header Strict-Transport-Security "max-age=31536000" always;',
+    ]
+    if settings.proxy_plain_port is not None:
+        public = urlsplit(settings.resolved_public_url)
+        origin = (
+            f"https://{public.netloc}"
+            if public.scheme == "https" and settings.public_url
+            else f"https://$host:{settings.proxy_port}"
+        )
+        lines += [
+            f"listen {settings.proxy_host}:{settings.proxy_plain_port};",
+            "if ($scheme = http) {",
+            "    set $mlops_https_redirect on;",
+            "}",
+            f'set $mlops_https_origin "{origin}";',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def real_ip_snippet(settings: PlatformSettings) -> str | None:
+    """Believe X-Forwarded-For from the trusted load balancers only (nginx real_ip).
+
+    ``real_ip_recursive on`` walks the header from the right past every trusted hop, so
+    the address used is the last one no trusted balancer vouches for: what a client
+    prepends itself is never taken.
+    """
+    trusted = [item for item in settings.proxy_trusted_proxies.split(",") if item]
+    if not trusted:
+        return None
+    lines = [f"set_real_ip_from {item};" for item in trusted]
+    lines += ["real_ip_header X-Forwarded-For;", "real_ip_recursive on;"]
+    return "\n".join(lines) + "\n"
 
 
 def main_conf(root: Path, *, run_as: str | None) -> str:

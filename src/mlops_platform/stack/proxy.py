@@ -5,8 +5,11 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import ssl
+import stat
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -52,7 +55,16 @@ class Proxy(Service):
         self.binary()
 
     def port_claims(self) -> list[PortClaim]:
-        return [PortClaim(self.settings.proxy_port, "MLOPS_PROXY_PORT", self.settings.proxy_host)]
+        claims = [PortClaim(self.settings.proxy_port, "MLOPS_PROXY_PORT", self.settings.proxy_host)]
+        if self.settings.tls_enabled and self.settings.proxy_plain_port is not None:
+            claims.append(
+                PortClaim(
+                    self.settings.proxy_plain_port,
+                    "MLOPS_PROXY_PLAIN_PORT",
+                    self.settings.proxy_host,
+                )
+            )
+        return claims
 
     def main_port(self) -> int | None:
         return self.settings.proxy_port
@@ -70,43 +82,75 @@ class Proxy(Service):
         group = grp.getgrgid(entry.pw_gid).gr_name
         return f"{WORKER_USER} {group}"
 
+    def _private(self, folder: Path) -> None:
+        """``folder`` entered by nginx's workers only (request bodies, the lockout cache,
+        the failed-login counter's socket): owned by the worker user, mode 0700."""
+        folder.chmod(0o700)
+        if self.worker_user():
+            entry = pwd.getpwnam(WORKER_USER)
+            os.chown(folder, entry.pw_uid, entry.pw_gid)
+
+    def socket_dir(self) -> Path:
+        """Where the failed-login counter's socket lives: the private ``tmp`` folder, or
+        where that path is too long for a unix socket, a private folder with a random name
+        under the system's temporary folder (kept across restarts, removed by `down`)."""
+        local = self.root / "tmp"
+        if render_nginx.socket_fits(local):
+            return local
+        remembered = self.record.get("socket_dir")
+        if remembered and _ours_and_private(Path(remembered)):
+            return Path(remembered)
+        made = Path(tempfile.mkdtemp(prefix="mlops-nginx-"))
+        if not render_nginx.socket_fits(made):
+            raise ServiceError(
+                f"no folder short enough for nginx's unix socket ({made})",
+                fix="set TMPDIR to a short folder, or use a shorter MLOPS_STATE_DIR",
+            )
+        self.remember(socket_dir=str(made))
+        return made
+
     def write_config(self) -> None:
         private_dir(self.root, services_pass=True)  # workers pass through to tmp
         for sub in ("conf.d", "snippets", "logs", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         run_as = self.worker_user()
         (self.root / "nginx.conf").write_text(render_nginx.main_conf(self.root, run_as=run_as))
+        sockets = self.socket_dir()
         site = render_nginx.site_conf(
             self.settings,
             upstream=f"127.0.0.1:{self.settings.server_port}",
             snippets_dir=str(self.root / "snippets"),
             access_log=str(self.root / "logs" / "access.log"),
-            auth_fail_socket_path=render_nginx.auth_fail_socket(self.root),
+            auth_fail_socket_path=render_nginx.auth_fail_socket(sockets),
             lockout_cache=str(self.root / "tmp" / "lockout"),
         )
 
         # It holds the proxy secret: readable by the master process (root or us) only.
         write_private(self.root / "conf.d" / "mlflow.conf", site)
-        tls = render_nginx.tls_snippet(self.settings)
-        tls_path = self.root / "snippets" / "tls.conf"
-        if tls:
-            tls_path.write_text(tls)
-        elif tls_path.exists():
-            tls_path.unlink()
+        for name, text in (
+            ("tls.conf", render_nginx.tls_snippet(self.settings)),
+            ("real-ip.conf", render_nginx.real_ip_snippet(self.settings)),
+        ):
+            path = self.root / "snippets" / name
+            if text:
+                path.write_text(text)
+            else:
+                path.unlink(missing_ok=True)
         users = ensure_users_file(self.settings)
         if run_as:  # workers run as nobody: they must read the password file, write temp
             entry = pwd.getpwnam(WORKER_USER)
             if users.parent == self.settings.state_dir:
                 os.chown(users, 0, entry.pw_gid)
                 os.chmod(users, 0o640)
-            os.chown(self.root / "tmp", entry.pw_uid, entry.pw_gid)
+        for folder in {self.root / "tmp", sockets}:
+            self._private(folder)
 
     def start(self, progress: Progress) -> None:
         binary = self.binary()
         self.write_config()
         # A socket left by an nginx that was killed would make the new one fail to bind;
         # never removed under a running nginx, whose workers connect to it by path.
-        Path(render_nginx.auth_fail_socket(self.root)).unlink(missing_ok=True)
+        Path(render_nginx.auth_fail_socket(self.socket_dir())).unlink(missing_ok=True)
         conf = str(self.root / "nginx.conf")
         error_log = str(self.root / "logs" / "error.log")
         test = subprocess.run(
@@ -135,6 +179,13 @@ class Proxy(Service):
             log_path=self.root / "logs" / "error.log",
         )
 
+    def stop(self, progress: Progress) -> bool:
+        socket_dir = self.record.get("socket_dir")
+        stopped = super().stop(progress)
+        if socket_dir and _ours_and_private(Path(socket_dir)):
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        return stopped
+
     def healthy(self) -> bool:
         scheme = "https" if self.settings.tls_enabled else "http"
         host = (
@@ -148,6 +199,18 @@ class Proxy(Service):
         if scheme == "https":
             return self.running() and _https_ok(url)
         return http_ok(url)
+
+
+def _ours_and_private(folder: Path) -> bool:
+    """A real folder (not a link) of ours or nginx's worker user, closed to others."""
+    try:
+        info = folder.lstat()
+    except OSError:
+        return False
+    owners = {os.getuid()}
+    if running_as_root():
+        owners.add(pwd.getpwnam(WORKER_USER).pw_uid)
+    return stat.S_ISDIR(info.st_mode) and info.st_uid in owners and info.st_mode & 0o077 == 0
 
 
 def _https_ok(url: str) -> bool:
