@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlops_platform.errors import ConfigError
 from mlops_platform.render import htpasswd
-from mlops_platform.render.envexample import compose_block
+from mlops_platform.render.envexample import COMPOSE_SECRETS, compose_block
 from mlops_platform.render.envfile import env_file_text
 from mlops_platform.settings import PlatformSettings
 
@@ -99,8 +99,9 @@ def init_env_file(
             "Holds secrets: keep it out of version control (mode 600)."
         ),
     )
-    # The same file drives `docker compose`: its own variables, Grafana's password too.
-    text += compose_block({"GRAFANA_ADMIN_PASSWORD": token(32)})
+    # The same file drives `docker compose`: its own variables and secrets (Grafana's
+    # admin, the serving and monitoring accounts) too.
+    text += compose_block({name: token(32) for name in COMPOSE_SECRETS})
     write_private(env_file, text)
     shown = {k: ("********" if k in GENERATED else v) for k, v in chosen.items()}
     return InitResult(env_file, written=True, values=shown)

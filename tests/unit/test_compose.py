@@ -24,20 +24,45 @@ import yaml
 
 from mlops_platform import containers
 from mlops_platform.render import envexample, envfile, nginx, postgres
-from mlops_platform.settings import ENV_PREFIX, SECRET_FIELDS, PlatformSettings
+from mlops_platform.settings import ENV_PREFIX, SECRET_FIELDS, PlatformSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 # Values that satisfy `config check`: letters and digits, long enough.
-TEST_SECRET = "T3stSecretValue0123456789abcdef"
-# Every variable the file requires with ${VAR:?...}: a secret.
-SECRET_VARS = [f"{ENV_PREFIX}{name.upper()}" for name in SECRET_FIELDS] + ["GRAFANA_ADMIN_PASSWORD"]
+TEST_SECRET = "T3stSecretValue0123456789abcdefGHIJKLMN"
 # Compose defaults that differ from settings.py on purpose (container addresses).
 COMPOSE_DEFAULTS = {"MLOPS_S3_ENDPOINT_URL": "http://seaweedfs:8333"}
 STORE_SERVICES = {"postgres", "seaweedfs", "minio"}
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
-_SECRET_KEY = re.compile(r"(PASSWORD|SECRET_KEY|ACCESS_KEY|ACCESS_KEY_ID|ROOT_USER)$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+_SECRET_KEY = re.compile(r"(PASSWORD|SECRET_KEY|ACCESS_KEY|ACCESS_KEY_ID|ROOT_USER|SECRET)$")
+# A compose secret: the .env variable of that name, only when it is set and not empty.
+_SECRET_SOURCE = re.compile(r"\$\{([A-Z][A-Z0-9_]*):\+\1\}")
+# The secrets each container is given (/run/secrets/<name>), and no others. proxy_password,
+# the admin's, is given to none: it stays on the host.
+CONTAINER_SECRETS = {
+    "postgres": {"db_password"},
+    "seaweedfs": {"s3_access_key_id", "s3_secret_access_key"},
+    "minio": {"s3_access_key_id", "s3_secret_access_key"},
+    "init": {"s3_access_key_id", "s3_secret_access_key"},
+    "tracking": {
+        "db_password",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "flask_secret_key",
+        "proxy_secret",
+        "kek_passphrase",
+    },
+    "nginx": {"proxy_secret"},
+    "prometheus": {"monitoring_password"},
+    "grafana": {"grafana_admin_password"},
+    "serving": set(),
+    "backup": {"db_password", "s3_access_key_id", "s3_secret_access_key"},
+}
+# The one secret in a container's environment: MLflow's client reads its password from
+# the environment only (docs/compose.md).
+ENV_SECRETS = {("serving", "MLFLOW_TRACKING_PASSWORD"): "SERVING_PASSWORD"}
+KIT_CONTAINERS = ("tracking", "init", "backup")  # built from mlflow/Dockerfile
 
 
 def compose_binary() -> str:
@@ -90,6 +115,44 @@ def compose_code() -> str:
 @cache
 def raw() -> dict:
     return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def secret_sources() -> dict[str, str]:
+    """Compose secret name -> the .env variable it is made of."""
+    out = {}
+    for name, spec in raw()["secrets"].items():
+        m = _SECRET_SOURCE.fullmatch(str(spec.get("environment", "")))
+        assert m and set(spec) == {"environment"}, f"secret {name}: {spec}"
+        out[name] = m.group(1)
+    return out
+
+
+# Every variable a missing or empty value of which stops compose: the secrets' sources,
+# and the ${VAR:?...} ones.
+SECRET_VARS = sorted(
+    set(secret_sources().values())
+    | {var for var, op, _ in _VAR.findall(COMPOSE_FILE.read_text()) if op == ":?"}
+)
+
+
+def env_values(env_file: Path) -> dict[str, str]:
+    out = {}
+    for line in env_file.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            out[key] = value
+    return out
+
+
+def secret_files(model: dict, service: str, env_file: Path, folder: Path) -> Path:
+    """The /run/secrets/ compose gives ``service``, written under ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    values = env_values(env_file)
+    for mount in model["services"][service].get("secrets") or []:
+        var = model["secrets"][mount["source"]]["environment"]
+        assert mount["target"] == f"/run/secrets/{mount['source']}", mount
+        (folder / mount["source"]).write_text(values[var] + "\n")
+    return folder
 
 
 def profiles() -> list[str]:
@@ -147,9 +210,14 @@ def test_config_fails_naming_a_missing_or_empty_secret(tmp_path: Path, var: str,
     env_file.write_text("\n".join(lines) + "\n")
     result = run_compose(env_file, "config", "-q")
     assert result.returncode != 0, f"compose accepted a {how} {var}"
-    assert f"required variable {var} is missing a value" in result.stderr, result.stderr
-    # ...and the message says what to do.
-    assert "set" in result.stderr.split(var, 2)[-1]
+    secrets = [name for name, source in secret_sources().items() if source == var]
+    if secrets:
+        # A secret's source: the secret is left without one, which compose refuses.
+        assert f'secret "{secrets[0]}" must declare either' in result.stderr, result.stderr
+    else:
+        assert f"required variable {var} is missing a value" in result.stderr, result.stderr
+        # ...and the message says what to do.
+        assert "set" in result.stderr.split(var, 2)[-1]
 
 
 def test_every_service_appears_in_some_profile_combination(model: dict) -> None:
@@ -200,37 +268,93 @@ def test_images_are_pinned(model: dict) -> None:
             assert re.search(r"\d", tag), f"{name}: {image} has no version in its tag"
 
 
-def test_secrets_are_required_variables_never_literals() -> None:
-    """Every secret-like value in the raw file is ${VAR:?message}, nothing else."""
-    found = 0
-
-    def walk(node: object, where: str) -> None:
-        nonlocal found
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if isinstance(value, str) and _SECRET_KEY.search(str(key)):
-                    found += 1
-                    m = re.fullmatch(r"\$\{([A-Z_][A-Z0-9_]*):\?([^}]+)\}", value)
-                    assert m, f"{where}.{key} = {value!r} is not ${{VAR:?message}}"
-                    assert m.group(1) in m.group(2), f"{where}.{key}: message must name it"
-                    assert m.group(1) in SECRET_VARS, f"{where}.{key}: {m.group(1)}"
-                walk(value, f"{where}.{key}")
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                walk(value, f"{where}[{i}]")
-
-    walk(raw(), "compose")
-    assert found >= 10
-    text = COMPOSE_FILE.read_text()
+def test_secrets_are_files_made_of_env_variables_never_literals() -> None:
+    """Every secret is a compose secret of its .env variable; no secret-like variable of a
+    container holds a value, except the documented one, which is ${VAR:?message}."""
+    sources = secret_sources()
+    kit = {f"{ENV_PREFIX}{name.upper()}": name for name in SECRET_FIELDS}
+    for name, var in sources.items():
+        # Named as settings.py reads it from /run/secrets/, or a compose-only secret.
+        assert kit.get(var) == name or (var in envexample.COMPOSE_SECRETS and var.lower() == name)
+    env_secrets = 0
+    for service_name, service in raw()["services"].items():
+        env = service.get("environment") or {}
+        for key, value in env.items():
+            if not _SECRET_KEY.search(key):
+                continue
+            want = ENV_SECRETS.get((service_name, key))
+            assert want, f"{service_name}.{key} = {value!r}: give it as a secret file"
+            m = re.fullmatch(r"\$\{([A-Z_][A-Z0-9_]*):\?([^}]+)\}", str(value))
+            assert m and m.group(1) == want and want in m.group(2), f"{service_name}.{key}"
+            env_secrets += 1
+    assert env_secrets == len(ENV_SECRETS)
+    text = compose_code()
     for var in SECRET_VARS:
         assert not re.search(rf"\$\{{{var}:-", text), f"{var} has a default in compose"
+    # The admin's password is never handed to a program.
+    assert "MLOPS_PROXY_PASSWORD" not in text
 
 
-def test_secrets_reach_the_containers_from_env(model: dict) -> None:
-    tracking = model["services"]["tracking"]["environment"]
-    for name in SECRET_FIELDS:
-        assert tracking[f"{ENV_PREFIX}{name.upper()}"] == TEST_SECRET
-    assert model["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == TEST_SECRET
+def test_each_container_gets_only_its_secrets_as_files(model: dict) -> None:
+    assert set(CONTAINER_SECRETS) == set(model["services"])
+    for name, service in model["services"].items():
+        mounts = service.get("secrets") or []
+        assert {m["source"] for m in mounts} == CONTAINER_SECRETS[name], name
+        for mount in mounts:
+            assert mount["target"] == f"/run/secrets/{mount['source']}", (name, mount)
+    declared = set(model["secrets"])
+    assert declared == set().union(*CONTAINER_SECRETS.values()), "a secret nobody uses"
+    # ...and no secret value is in any container's environment or command line.
+    for name, service in model["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if (name, key) in ENV_SECRETS:
+                continue
+            assert TEST_SECRET not in str(value), f"{name}.{key} holds a secret"
+        for part in (service.get("command") or []) + (service.get("entrypoint") or []):
+            assert TEST_SECRET not in str(part), f"{name}'s command holds a secret"
+
+
+def test_secret_values_do_not_show_in_compose_config(env_file: Path) -> None:
+    """`docker compose config` names each secret's variable, never its value."""
+    args = [a for p in profiles() if p != "serving" for a in ("--profile", p)]
+    result = run_compose(env_file, *args, "config")
+    assert result.returncode == 0, result.stderr
+    assert TEST_SECRET not in result.stdout
+
+
+@pytest.mark.parametrize("service", KIT_CONTAINERS)
+def test_a_kit_container_names_the_secrets_it_is_not_given(
+    model: dict, env_file: Path, tmp_path: Path, service: str
+) -> None:
+    """Given its secret files, and nothing else, the container passes `config check`."""
+    env = model["services"][service]["environment"]
+    given = CONTAINER_SECRETS[service]
+    not_needed = {n.strip() for n in env["MLOPS_SECRETS_NOT_NEEDED"].split(",") if n.strip()}
+    assert given.isdisjoint(not_needed), f"{service}: {given & not_needed}"
+    assert given | not_needed == set(SECRET_FIELDS), (
+        f"{service}: decide whether it needs {sorted(set(SECRET_FIELDS) - given - not_needed)}"
+    )
+    folder = secret_files(model, service, env_file, tmp_path / "secrets")
+    result = _config_check({k: str(v) for k, v in env.items()}, tmp_path, secrets_dir=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_without_its_secret_files_the_tracking_container_refuses_to_start(
+    model: dict, tmp_path: Path
+) -> None:
+    env = {k: str(v) for k, v in model["services"]["tracking"]["environment"].items()}
+    result = _config_check(env, tmp_path, secrets_dir=tmp_path / "none")
+    assert result.returncode == 2
+    for name in CONTAINER_SECRETS["tracking"]:
+        assert f"{ENV_PREFIX}{name.upper()} is empty or a placeholder" in result.stdout, name
+    assert "MLOPS_PROXY_PASSWORD" not in result.stdout
+
+
+def test_secrets_not_needed_refuses_an_unknown_name(tmp_path: Path) -> None:
+    from mlops_platform.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="MLOPS_SECRETS_NOT_NEEDED.*names no secret: db_pasword"):
+        load_settings(tmp_path / "none.env", check=False, secrets_not_needed="db_pasword")
 
 
 def test_only_nginx_publishes_ports_and_on_loopback_by_default(model: dict) -> None:
@@ -264,7 +388,53 @@ def test_databases_and_store_sit_on_an_internal_network(model: dict) -> None:
         for net in attached:
             assert networks[net].get("internal") is True, f"{name} on non-internal {net}"
     assert not networks["frontend"].get("internal")
-    assert set(model["services"]["nginx"]["networks"]) == {"frontend"}
+    assert set(model["services"]["nginx"]["networks"]) == {"frontend", "proxy"}
+
+
+def _members(model: dict, network: str) -> set[str]:
+    return {n for n, s in model["services"].items() if network in (s.get("networks") or {})}
+
+
+def test_only_nginx_shares_a_network_with_the_tracking_server_where_it_listens(
+    model: dict,
+) -> None:
+    """The server listens on its address in `proxy` only, a network of nginx and itself."""
+    assert model["networks"]["proxy"].get("internal") is True
+    assert _members(model, "proxy") == {"nginx", "tracking"}
+    tracking = model["services"]["tracking"]
+    host = tracking["environment"]["MLOPS_SERVER_HOST"]
+    port = tracking["environment"]["MLOPS_SERVER_PORT"]
+    # The bind address is a name only the proxy network gives the server: resolved in the
+    # container, it is the server's address there, so it listens nowhere else.
+    aliases = {
+        net: set((spec or {}).get("aliases") or []) for net, spec in tracking["networks"].items()
+    }
+    assert host in aliases["proxy"], f"MLOPS_SERVER_HOST={host} is not the proxy alias"
+    assert all(host not in names for net, names in aliases.items() if net != "proxy")
+    for name, service in model["services"].items():
+        if name != "tracking":
+            for spec in (service.get("networks") or {}).values():
+                assert host not in ((spec or {}).get("aliases") or []), name
+    assert host not in ("0.0.0.0", "::", "tracking")
+    assert model["services"]["nginx"]["environment"]["MLOPS_UPSTREAM"] == f"{host}:{port}"
+
+
+def test_callers_of_mlflow_go_through_nginx_with_their_own_account(model: dict) -> None:
+    tracking_networks = set(model["services"]["tracking"]["networks"])
+    for name in ("serving", "prometheus", "grafana"):
+        shared = set(model["services"][name]["networks"]) & tracking_networks
+        assert not shared, f"{name} shares {shared} with the tracking server"
+    serving = model["services"]["serving"]["environment"]
+    assert serving["MLFLOW_TRACKING_URI"] == "http://nginx:8080"
+    assert serving["MLFLOW_TRACKING_USERNAME"] == "svc-serving"
+    scrape = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    job = next(j for j in scrape["scrape_configs"] if j["job_name"] == "mlflow-tracking")
+    assert job["static_configs"][0]["targets"] == ["nginx:8080"]
+    assert job["basic_auth"]["username"] == "svc-monitoring"
+    mounted = {m["target"] for m in model["services"]["prometheus"]["secrets"]}
+    assert job["basic_auth"]["password_file"] in mounted
+    # No account is the admin: the first proxy user is MLflow's admin.
+    assert "svc-serving" != envfile.default_text("proxy_user") != "svc-monitoring"
 
 
 def test_restart_limits_and_log_rotation_everywhere(model: dict) -> None:
@@ -330,6 +500,10 @@ def test_compose_only_variables_are_not_mlops_names() -> None:
         assert not name.startswith(ENV_PREFIX), name
 
 
+# The proxy secret reaches the template from its file, through this entrypoint snippet.
+SECRET_SNIPPET = "./scripts/nginx-proxy-secret:/docker-entrypoint.d/19-mlops-proxy-secret.envsh:ro"
+
+
 def test_nginx_renders_the_shared_template_with_every_variable(model: dict) -> None:
     service = raw()["services"]["nginx"]
     assert service["image"].startswith("nginx:") and "alpine" in service["image"]
@@ -338,18 +512,82 @@ def test_nginx_renders_the_shared_template_with_every_variable(model: dict) -> N
     assert env["NGINX_ENVSUBST_FILTER"] == "MLOPS_"
     needed = set(re.findall(r"\$\{(MLOPS_[A-Z0-9_]+)\}", nginx.template_text()))
     assert needed, "the template names no MLOPS_* variable"
+    assert "MLOPS_PROXY_SECRET" in needed and "MLOPS_PROXY_SECRET" not in env
+    # ...sourced (.envsh) before the image's 20-envsubst-on-templates.sh renders it.
+    assert SECRET_SNIPPET in service["volumes"]
+    assert "19-" < "20-envsubst-on-templates.sh"
     # The image's envsubst leaves an unset name as literal text: nginx would not start.
-    assert needed <= set(env), f"nginx environment lacks {sorted(needed - set(env))}"
-    assert env["MLOPS_UPSTREAM"] == "tracking:5000"
+    missing = needed - set(env) - {"MLOPS_PROXY_SECRET"}
+    assert not missing, f"nginx environment lacks {sorted(missing)}"
+    assert env["MLOPS_UPSTREAM"] == "mlflow-upstream:5000"
     assert env["MLOPS_ACCESS_LOG"] == "/dev/stdout"
 
 
-def test_the_template_renders_with_the_compose_values(model: dict) -> None:
-    env = model["services"]["nginx"]["environment"]
-    text = nginx.substitute(nginx.template_text(), {k: str(v) for k, v in env.items()})
+def _render_like_the_nginx_image(
+    env: dict[str, str], secret_file: Path, out: Path
+) -> subprocess.CompletedProcess[str]:
+    """The image's entrypoint: source the .envsh, then 20-envsubst-on-templates.sh's envsubst
+    (only the defined names matching NGINX_ENVSUBST_FILTER), in a subshell."""
+    template = out.parent / "mlflow.conf.template"
+    template.write_text(nginx.template_text())
+    script = (
+        f". {ROOT / 'scripts' / 'nginx-proxy-secret'} && "
+        "defined=$(printf '${%s} ' $(awk 'END { for (n in ENVIRON) if (n ~ /^MLOPS_/) print n }'"
+        " </dev/null)) && "
+        f'envsubst "$defined" < {template} > {out}'
+    )
+    full = {"PATH": os.environ.get("PATH", ""), **env, "MLOPS_PROXY_SECRET_FILE": str(secret_file)}
+    return subprocess.run(
+        ["sh", "-c", f"( {script} ) && env"],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_the_template_renders_with_the_compose_values_and_the_secret_file(
+    model: dict, tmp_path: Path
+) -> None:
+    if not shutil.which("envsubst"):
+        pytest.fail("envsubst is missing: make system-deps (gettext-base)", pytrace=False)
+    env = {k: str(v) for k, v in model["services"]["nginx"]["environment"].items()}
+    secret = tmp_path / "proxy_secret"
+    secret.write_text(TEST_SECRET + "\n")
+    out = tmp_path / "mlflow.conf"
+    result = _render_like_the_nginx_image(env, secret, out)
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
     assert not re.search(r"\$\{MLOPS_[A-Z0-9_]+\}", text)
-    assert "server tracking:5000;" in text
+    assert "server mlflow-upstream:5000;" in text
+    assert f'proxy_set_header X-Mlops-Proxy-Secret "{TEST_SECRET}";' in text
     assert "include /etc/nginx/mlops-snippets/*.conf;" in text
+    # The rendered file holds the secret: root's only. nginx's own environment never
+    # gets it (the entrypoint's loop runs in a subshell, as here).
+    assert out.stat().st_mode & 0o077 == 0
+    assert TEST_SECRET not in result.stdout
+    # Identical to what the kit renders itself.
+    values = {**env, "MLOPS_PROXY_SECRET": TEST_SECRET}
+    assert text == nginx.substitute(nginx.template_text(), values)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(None, "no proxy secret"), ("", "is empty"), ('ab"c$x', "holds characters")],
+)
+def test_nginx_refuses_to_start_without_a_usable_secret_file(
+    model: dict, tmp_path: Path, content: str | None, why: str
+) -> None:
+    env = {k: str(v) for k, v in model["services"]["nginx"]["environment"].items()}
+    secret = tmp_path / "proxy_secret"
+    if content is not None:
+        secret.write_text(content)
+    out = tmp_path / "mlflow.conf"
+    result = _render_like_the_nginx_image(env, secret, out)
+    assert result.returncode != 0
+    assert why in result.stderr and "mlops-platform init" in result.stderr
+    assert not out.exists() or not out.read_text()
 
 
 def test_postgres_runs_with_the_kit_settings(model: dict) -> None:
@@ -380,10 +618,12 @@ def test_tracking_image_is_the_kit_on_pinned_mlflow(model: dict) -> None:
         assert (ROOT / "scripts" / script.split()[0]).is_file(), script
 
 
-def _config_check(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _config_check(
+    env: dict[str, str], cwd: Path, *, secrets_dir: Path
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
     clean.update(env)
-    clean["MLOPS_SECRETS_DIR"] = str(cwd / "no-secrets")
+    clean["MLOPS_SECRETS_DIR"] = str(secrets_dir)
     return subprocess.run(
         [sys.executable, "-m", "mlops_platform", "config", "check"],
         capture_output=True,
@@ -395,20 +635,16 @@ def _config_check(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess
     )
 
 
-def test_the_tracking_environment_passes_config_check(model: dict, tmp_path: Path) -> None:
-    env = {k: str(v) for k, v in model["services"]["tracking"]["environment"].items()}
-    result = _config_check(env, tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_a_placeholder_secret_is_refused_by_the_tracking_container(tmp_path: Path) -> None:
     """`.env.example` as is passes compose; `serve` (config check) refuses it."""
     result = run_compose(ENV_EXAMPLE, "config", "--format", "json")
     assert result.returncode == 0, result.stderr
-    env = json.loads(result.stdout)["services"]["tracking"]["environment"]
-    result = _config_check({k: str(v) for k, v in env.items()}, tmp_path)
+    example = json.loads(result.stdout)
+    env = example["services"]["tracking"]["environment"]
+    folder = secret_files(example, "tracking", ENV_EXAMPLE, tmp_path / "secrets")
+    result = _config_check({k: str(v) for k, v in env.items()}, tmp_path, secrets_dir=folder)
     assert result.returncode == 2
-    for name in SECRET_FIELDS:
+    for name in CONTAINER_SECRETS["tracking"]:
         assert f"{ENV_PREFIX}{name.upper()} is empty or a placeholder" in result.stdout
 
 
@@ -421,14 +657,15 @@ def test_the_build_context_leaves_out_secrets_and_state() -> None:
 # -- monitoring -------------------------------------------------------------------
 
 
-def test_prometheus_scrapes_the_tracking_server() -> None:
+def test_prometheus_scrapes_the_tracking_server_through_nginx() -> None:
     config = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     job = jobs["mlflow-tracking"]
     assert job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == ["tracking:5000"]
+    assert job["static_configs"][0]["targets"] == ["nginx:8080"]
+    assert job["basic_auth"]["password_file"] == "/run/secrets/monitoring_password"
     env = raw()["x-mlops-env"]
-    assert "tracking:5000" in env["MLOPS_ALLOWED_HOSTS"].split(","), "MLflow would answer 403"
+    assert "nginx:8080" in env["MLOPS_ALLOWED_HOSTS"].split(","), "MLflow would answer 403"
 
 
 def test_grafana_dashboard_uses_the_provisioned_datasource_and_real_metric_names() -> None:
@@ -467,10 +704,12 @@ def test_grafana_dashboard_uses_the_provisioned_datasource_and_real_metric_names
 
 
 def test_in_network_callers_use_host_names_mlflow_accepts(model: dict) -> None:
-    allowed = model["services"]["tracking"]["environment"]["MLOPS_ALLOWED_HOSTS"].split(",")
+    env = model["services"]["tracking"]["environment"]
+    allowed = env["MLOPS_ALLOWED_HOSTS"].split(",")
     serving = urlsplit(model["services"]["serving"]["environment"]["MLFLOW_TRACKING_URI"])
     assert serving.netloc in allowed, f"MLflow would answer 403 to Host {serving.netloc}"
-    assert "tracking:5000" in allowed
+    # The container's own health checks call the server at its bind address.
+    assert f"{env['MLOPS_SERVER_HOST']}:{env['MLOPS_SERVER_PORT']}" in allowed
 
 
 # -- the scripts the services run ---------------------------------------------------
@@ -511,6 +750,21 @@ def test_seaweedfs_start_refuses_unsafe_or_missing_keys(key: str) -> None:
     )
     assert result.returncode != 0
     assert "S3_ACCESS_KEY_ID" in result.stderr or "quotes or backslashes" in result.stderr
+
+
+def test_seaweedfs_start_reads_its_keys_from_the_secret_files(model: dict, tmp_path: Path) -> None:
+    env = model["services"]["seaweedfs"]["environment"]
+    assert env["S3_ACCESS_KEY_ID_FILE"] == "/run/secrets/s3_access_key_id"
+    assert env["S3_SECRET_ACCESS_KEY_FILE"] == "/run/secrets/s3_secret_access_key"
+    (tmp_path / "id").write_text('ab"c\n')
+    (tmp_path / "secret").write_text("s3cretvalue\n")
+    files = {"S3_ACCESS_KEY_ID_FILE": str(tmp_path / "id")}
+    files["S3_SECRET_ACCESS_KEY_FILE"] = str(tmp_path / "secret")
+    # The file wins over a variable: its unsafe key is refused.
+    result = _sh("seaweedfs-start", env={**files, "S3_ACCESS_KEY_ID": "SAFEKEY12345"})
+    assert result.returncode == 2 and "quotes or backslashes" in result.stderr
+    missing = {**files, "S3_ACCESS_KEY_ID_FILE": str(tmp_path / "absent")}
+    assert _sh("seaweedfs-start", env=missing).returncode != 0
 
 
 # -- compose status ---------------------------------------------------------------
@@ -566,16 +820,25 @@ def test_compose_status_without_an_engine_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("password", "starts"), [("changethis", False), ("", False), ("G00d-Passw0rd-4-grafana", True)]
 )
-def test_grafana_refuses_a_placeholder_password(password: str, starts: bool) -> None:
-    entrypoint = raw()["services"]["grafana"]["entrypoint"]
+def test_grafana_refuses_a_placeholder_password(
+    password: str, starts: bool, tmp_path: Path
+) -> None:
+    service = raw()["services"]["grafana"]
+    entrypoint = service["entrypoint"]
     assert entrypoint[:2] == ["/bin/sh", "-c"] and entrypoint[2].endswith("exec /run.sh")
+    # Grafana reads GF_*__FILE itself; the check reads the same file.
+    path = service["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+    assert path == "/run/secrets/grafana_admin_password"
+    secret = tmp_path / "grafana_admin_password"
+    if password:
+        secret.write_text(password + "\n")
     # Compose turns $$ into $ at run time; /run.sh is Grafana's own start script.
     script = entrypoint[2].replace("$$", "$").replace("exec /run.sh", "echo started")
     result = subprocess.run(
         ["sh", "-c", script],
         capture_output=True,
         text=True,
-        env={"PATH": os.environ.get("PATH", ""), "GF_SECURITY_ADMIN_PASSWORD": password},
+        env={"PATH": os.environ.get("PATH", ""), "GF_SECURITY_ADMIN_PASSWORD__FILE": str(secret)},
         timeout=30,
         check=False,
     )
@@ -595,7 +858,9 @@ def test_the_env_file_init_writes_drives_compose_as_is(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     text = env.read_text()
     assert "COMPOSE_PROFILES=seaweedfs" in text
-    assert "GRAFANA_ADMIN_PASSWORD=changethis" not in text  # generated, like every secret
+    for name in envexample.COMPOSE_SECRETS:  # generated, like every secret
+        assert re.search(rf"^{name}=[A-Za-z0-9]{{32}}$", text, re.M), name
+    assert "=changethis" not in text
 
 
 def test_deploy_render_serving_matches_the_compose_file() -> None:

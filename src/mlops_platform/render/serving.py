@@ -124,8 +124,8 @@ def compose_service(
     """The compose ``serving`` profile's service, as docker-compose.yaml has it.
 
     It reaches the registry through nginx inside the compose network (nginx listens on
-    8080 there, whatever host port publishes it) and publishes no port of its own: only
-    nginx does. ``settings`` is unused: kept for the renderers' common signature.
+    8080 there, whatever host port publishes it) with its own account (``SERVING_USER``,
+    a viewer; never the admin), and publishes no port of its own: only nginx does. ``settings`` is unused: kept for the renderers' common signature.
     """
     del settings
     return f"""\
@@ -139,8 +139,8 @@ def compose_service(
       MODEL_NAME: {model}
       MODEL_ALIAS: ${{SERVING_ALIAS:-champion}}
       MLFLOW_TRACKING_URI: http://nginx:8080
-      MLFLOW_TRACKING_USERNAME: ${{MLOPS_PROXY_USER:-admin}}
-      MLFLOW_TRACKING_PASSWORD: ${{MLOPS_PROXY_PASSWORD:?MLOPS_PROXY_PASSWORD is not set}}
+      MLFLOW_TRACKING_USERNAME: ${{SERVING_USER:-svc-serving}}
+      MLFLOW_TRACKING_PASSWORD: ${{SERVING_PASSWORD:?SERVING_PASSWORD is not set}}
     depends_on:
       nginx:
         condition: service_healthy
