@@ -1,25 +1,35 @@
 """Faults under load: every write the server acknowledged is still there afterwards.
 
-A bounded workload (several client processes, `log_batch` and artifacts, MLflow's own
-client with the retry settings `client-env` gives) keeps a ledger of each acknowledged
-write. Meanwhile PostgreSQL is killed with SIGKILL, the tracking server is restarted,
-the object store is down for ten seconds and nginx is restarted; each time
-`mlops-platform up` brings the missing service back. Then every acknowledged metric
-point and every acknowledged artifact (by checksum) must be found. The figures are
-printed and written to the pytest report (see docs/reliability.md).
+A workload of several client processes (`log_batch` and artifacts, MLflow's own client
+with the retry settings `client-env` gives) keeps a ledger of each acknowledged write and
+of each retry its HTTP layer makes. Meanwhile PostgreSQL is killed with SIGKILL, the
+tracking server is restarted, the object store is down for ten seconds and nginx is
+restarted; each time `mlops-platform up` brings the missing service back. The load runs
+until the last fault has recovered plus a margin.
+
+Each fault is verified, not assumed: its process is seen gone and `up` gives the service a
+new pid; it falls inside the load window (every client acknowledged writes before it and
+after its recovery); and at least one client felt it (a retried call, or a call in flight
+across it that took seconds). A no-op fault injected the same way must fail that
+verification: the test's own negative control. Then every acknowledged metric point and
+every acknowledged artifact (by checksum) must be found. The figures are printed (see
+docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -31,37 +41,55 @@ pytestmark = pytest.mark.integration
 WORKERS = 3
 KEYS = 5
 ARTIFACT_EVERY = 8
-DURATION = 75.0
+MARGIN = 10.0  # seconds of load after the last fault has recovered
+HARD_STOP = 900.0  # the workers stop by then whatever happens
+SLOWED = 2.0  # a call taking this long across a fault felt it (a normal call: ~50 ms)
+RESUMED = 5  # acknowledged calls per client after a recovery before the next fault
 
 
-def worker(env: dict[str, str], run_id: str, idx: int, stop_at: float, folder: str) -> None:
-    """One client process; appends every acknowledged write to its ledger file."""
+class RetryLog(logging.Handler):
+    """Writes every retry of urllib3 (MLflow's HTTP layer) to the client's ledger."""
+
+    def __init__(self, ledger: Any) -> None:
+        super().__init__(logging.DEBUG)
+        self.ledger = ledger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(("Retry", "Retrying")):
+            entry = {"kind": "retry", "at": time.time(), "msg": message[:200]}
+            self.ledger.write(json.dumps(entry) + "\n")
+
+
+def worker(env: dict[str, str], run_id: str, idx: int, stop: Any, folder: str) -> None:
+    """One client process; appends every acknowledged write and every retry to its ledger."""
     os.environ.update(env)
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     ledger_path = Path(folder) / f"ledger-{idx}.jsonl"
+    hard_stop = time.time() + HARD_STOP
     step = 0
     with open(ledger_path, "w") as ledger:
-        while time.time() < stop_at:
+        pool_log = logging.getLogger("urllib3.connectionpool")
+        pool_log.setLevel(logging.DEBUG)
+        pool_log.addHandler(RetryLog(ledger))
+
+        def record(entry: dict[str, Any]) -> None:
+            ledger.write(json.dumps(entry) + "\n")
+            ledger.flush()
+
+        while not stop.is_set() and time.time() < hard_stop:
             step += 1
             ts = int(time.time() * 1000)
             metrics = [Metric(f"w{idx}_k{j}", float(step * 10 + j), ts, step) for j in range(KEYS)]
             sent = time.time()
             try:
                 client.log_batch(run_id, metrics=metrics)
-                ledger.write(
-                    json.dumps({"kind": "batch", "step": step, "sent": sent, "acked": time.time()})
-                    + "\n"
-                )
+                record({"kind": "batch", "step": step, "sent": sent, "acked": time.time()})
             except Exception as exc:  # noqa: BLE001 - a refused write is recorded, not acked
-                ledger.write(
-                    json.dumps(
-                        {"kind": "error", "step": step, "sent": sent, "error": str(exc)[:200]}
-                    )
-                    + "\n"
-                )
+                record({"kind": "error", "step": step, "sent": sent, "error": str(exc)[:200]})
             if step % ARTIFACT_EVERY == 0:
                 path = Path(folder) / f"w{idx}-{step}.bin"
                 path.write_bytes(os.urandom(64 * 1024))
@@ -69,27 +97,94 @@ def worker(env: dict[str, str], run_id: str, idx: int, stop_at: float, folder: s
                 sent = time.time()
                 try:
                     client.log_artifact(run_id, str(path), artifact_path=f"w{idx}")
-                    ledger.write(
-                        json.dumps(
-                            {
-                                "kind": "artifact",
-                                "name": path.name,
-                                "sha256": digest,
-                                "sent": sent,
-                                "acked": time.time(),
-                            }
-                        )
-                        + "\n"
+                    record(
+                        {
+                            "kind": "artifact",
+                            "name": path.name,
+                            "sha256": digest,
+                            "sent": sent,
+                            "acked": time.time(),
+                        }
                     )
                 except Exception as exc:  # noqa: BLE001
-                    ledger.write(
-                        json.dumps(
-                            {"kind": "error", "artifact": path.name, "error": str(exc)[:200]}
-                        )
-                        + "\n"
-                    )
-            ledger.flush()
+                    record({"kind": "error", "artifact": path.name, "error": str(exc)[:200]})
             time.sleep(0.05)
+
+
+def read_ledgers(folder: Path) -> dict[int, list[dict[str, Any]]]:
+    ledgers = {}
+    for i in range(WORKERS):
+        path = folder / f"ledger-{i}.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        # a line being written right now may be incomplete
+        ledgers[i] = [json.loads(line) for line in lines if line.endswith("}")]
+    return ledgers
+
+
+def wait_for_acks(folder: Path, after: float, count: int, timeout: float = 180) -> None:
+    """Poll until every client has `count` calls acknowledged after time `after`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        acked = {
+            i: sum(1 for e in entries if e.get("acked", 0) > after)
+            for i, entries in read_ledgers(folder).items()
+        }
+        if all(n >= count for n in acked.values()):
+            return
+        assert time.monotonic() < deadline, f"clients did not resume within {timeout} s: {acked}"
+        time.sleep(0.2)
+
+
+@dataclass
+class Fault:
+    """What the test saw of one injected fault."""
+
+    name: str
+    service: str
+    pid_before: int
+    pid_after: int
+    gone: bool  # the old process was seen gone (dead or a zombie)
+    injected_at: float
+    recovered_at: float  # `up` returned
+
+    @property
+    def restored_in_s(self) -> float:
+        return round(self.recovered_at - self.injected_at, 1)
+
+
+def effect(fault: Fault, ledgers: dict[int, list[dict[str, Any]]]) -> tuple[int, int]:
+    """Retries made, and calls slowed across the fault, by all clients (inside its window)."""
+    start, end = fault.injected_at, fault.recovered_at + 1.0
+    entries = [e for es in ledgers.values() for e in es]
+    retries = sum(1 for e in entries if e["kind"] == "retry" and start <= e["at"] <= end)
+    slowed = sum(
+        1
+        for e in entries
+        if "acked" in e
+        and e["sent"] <= end
+        and e["acked"] >= start
+        and e["acked"] - e["sent"] >= SLOWED
+    )
+    return retries, slowed
+
+
+def verify(fault: Fault, ledgers: dict[int, list[dict[str, Any]]]) -> list[str]:
+    """Why ``fault`` cannot count as a fault that happened under load (empty: it did)."""
+    problems = []
+    if not fault.gone:
+        problems.append(f"{fault.name}: pid {fault.pid_before} was never seen gone")
+    if fault.pid_after == fault.pid_before:
+        problems.append(f"{fault.name}: the service kept pid {fault.pid_before}")
+    for i, entries in ledgers.items():
+        acked = [e["acked"] for e in entries if "acked" in e]
+        if not acked or min(acked) >= fault.injected_at:
+            problems.append(f"{fault.name}: client {i} acknowledged nothing before it")
+        if not acked or max(acked) <= fault.recovered_at:
+            problems.append(f"{fault.name}: client {i} acknowledged nothing after its recovery")
+    retries, slowed = effect(fault, ledgers)
+    if retries + slowed == 0:
+        problems.append(f"{fault.name}: no client retried or was slowed")
+    return problems
 
 
 @pytest.fixture(scope="module")
@@ -112,21 +207,50 @@ def service_pid(env_file: Path, name: str) -> int:
     return int(next(s["pid"] for s in status["services"] if s["name"] == name))
 
 
-def kill_tree(pid: int, sig: int) -> None:
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    for proc in procs:
+def signal_tree(pid: int, sig: int) -> None:
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
         try:
             proc.send_signal(sig)
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=30)
 
 
-def bring_back(env_file: Path) -> float:
-    start = time.monotonic()
+def gone_within(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def inject(
+    env_file: Path,
+    name: str,
+    service: str,
+    hit: Callable[[int], None],
+    *,
+    down_for: float = 0.0,
+    gone_timeout: float = 30.0,
+) -> Fault:
+    """Hit the service's process, wait for it to be gone, leave it down, then `up`."""
+    pid = service_pid(env_file, service)
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    injected_at = time.time()
+    hit(pid)
+    gone = gone_within(pid, gone_timeout)
+    if gone:  # its children too (uvicorn's workers hold the port until they exit)
+        assert all(gone_within(p.pid, 30) for p in tree), f"{service}'s processes outlived it"
+    time.sleep(down_for)  # the outage itself, e.g. ten seconds without an object store
     result = run_cli(env_file, "up", timeout=300)
     assert result.returncode == 0, result.stderr
-    return time.monotonic() - start
+    recovered_at = time.time()
+    return Fault(
+        name, service, pid, service_pid(env_file, service), gone, injected_at, recovered_at
+    )
 
 
 def test_acknowledged_writes_survive_faults(
@@ -143,65 +267,63 @@ def test_acknowledged_writes_survive_faults(
     experiment = client.create_experiment("faults-under-load")
     run_id = client.create_run(experiment).info.run_id
 
-    stop_at = time.time() + DURATION
     ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
     procs = [
-        ctx.Process(target=worker, args=(client_env, run_id, i, stop_at, str(tmp_path)))
+        ctx.Process(target=worker, args=(client_env, run_id, i, stop, str(tmp_path)))
         for i in range(WORKERS)
     ]
+    load_start = time.time()
     for proc in procs:
         proc.start()
 
-    faults: list[dict[str, float | str]] = []
+    faults: list[Fault] = []
+    try:
+        schedule: list[tuple[str, str, Callable[[int], None], float]] = [
+            ("kill -9 PostgreSQL, then `up`", "postgres", lambda p: os.kill(p, signal.SIGKILL), 2),
+            (
+                "restart the tracking server",
+                "tracking",
+                lambda p: signal_tree(p, signal.SIGTERM),
+                0,
+            ),
+            (
+                "object store down for 10 s",
+                "seaweedfs",
+                lambda p: signal_tree(p, signal.SIGKILL),
+                10,
+            ),
+            ("restart nginx", "nginx", lambda p: signal_tree(p, signal.SIGTERM), 0),
+        ]
+        resumed_after = load_start
+        for name, service, hit, down_for in schedule:
+            wait_for_acks(tmp_path, resumed_after, RESUMED)  # load is on before each fault
+            faults.append(inject(env_file, name, service, hit, down_for=down_for))
+            resumed_after = faults[-1].recovered_at
+        # The negative control: signal 0 checks the process exists and does nothing else.
+        wait_for_acks(tmp_path, resumed_after, RESUMED)
+        noop = inject(
+            env_file, "no-op (signal 0 to nginx)", "nginx", lambda p: os.kill(p, 0), gone_timeout=3
+        )
+        # the load goes on until the last fault has recovered, plus a margin
+        wait_for_acks(tmp_path, max(f.recovered_at for f in faults) + MARGIN, 1)
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=120)
+    assert [proc.exitcode for proc in procs] == [0] * WORKERS
 
-    def inject(name: str, action) -> None:  # type: ignore[no-untyped-def]
-        at = time.time()
-        action()
-        faults.append({"fault": name, "at": at, "restored_in_s": round(time.time() - at, 1)})
+    ledgers = read_ledgers(tmp_path)
+    problems = [p for fault in faults for p in verify(fault, ledgers)]
+    assert problems == [], "\n".join(problems)
+    noop_problems = verify(noop, ledgers)
+    assert any("never seen gone" in p for p in noop_problems), noop_problems
+    assert any("kept pid" in p for p in noop_problems), noop_problems
 
-    time.sleep(8)
-    inject(
-        "kill -9 PostgreSQL, then `up`",
-        lambda: (
-            os.kill(service_pid(env_file, "postgres"), signal.SIGKILL),
-            time.sleep(2),
-            bring_back(env_file),
-        ),
-    )
-    time.sleep(8)
-    inject(
-        "restart the tracking server",
-        lambda: (
-            kill_tree(service_pid(env_file, "tracking"), signal.SIGTERM),
-            bring_back(env_file),
-        ),
-    )
-    time.sleep(8)
-    inject(
-        "object store down for 10 s",
-        lambda: (
-            kill_tree(service_pid(env_file, "seaweedfs"), signal.SIGKILL),
-            time.sleep(10),
-            bring_back(env_file),
-        ),
-    )
-    time.sleep(8)
-    inject(
-        "restart nginx",
-        lambda: (kill_tree(service_pid(env_file, "nginx"), signal.SIGTERM), bring_back(env_file)),
-    )
-
-    for proc in procs:
-        proc.join(timeout=DURATION + 300)
-        assert proc.exitcode == 0
-
-    ledgers = {
-        i: [json.loads(line) for line in (tmp_path / f"ledger-{i}.jsonl").read_text().splitlines()]
-        for i in range(WORKERS)
-    }
     batches = [(i, e) for i, entries in ledgers.items() for e in entries if e["kind"] == "batch"]
     artifacts = [e for entries in ledgers.values() for e in entries if e["kind"] == "artifact"]
     errors = [e for entries in ledgers.values() for e in entries if e["kind"] == "error"]
+    retries = [e for entries in ledgers.values() for e in entries if e["kind"] == "retry"]
 
     # Every acknowledged metric point is in the database.
     missing = 0
@@ -222,16 +344,28 @@ def test_acknowledged_writes_survive_faults(
 
     # The longest time any client waited for an acknowledgement across the faults.
     longest = max(e["acked"] - e["sent"] for _, e in batches)
+    last_ack = max(e["acked"] for _, e in batches)
     report = {
         "workers": WORKERS,
+        "load_seconds": round(last_ack - load_start, 1),
         "acknowledged_batches": len(batches),
         "acknowledged_points": len(batches) * KEYS,
         "acknowledged_artifacts": len(artifacts),
         "client_errors": len(errors),
+        "client_retries": len(retries),
         "missing_points": missing,
         "missing_artifacts": 0,
         "longest_ack_wait_s": round(longest, 1),
-        "faults": faults,
+        "faults": [
+            {
+                **{k: v for k, v in asdict(f).items() if k in ("name", "pid_before", "pid_after")},
+                "starts_at_s": round(f.injected_at - load_start, 1),
+                "restored_in_s": f.restored_in_s,
+                "retries, slowed calls": effect(f, ledgers),
+            }
+            for f in faults
+        ],
+        "no-op control refused for": noop_problems,
     }
     print("\nFAULTS REPORT " + json.dumps(report, indent=2))
     assert len(batches) > WORKERS * 50 and len(artifacts) >= WORKERS * 3
