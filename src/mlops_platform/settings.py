@@ -736,20 +736,6 @@ class PlatformSettings(BaseSettings):
             path = getattr(self, name)
             if path is not None and (problem := _pem_problem(path)):
                 found.append(f"{ENV_PREFIX}{name.upper()}={path} {problem}")
-        if self.local_seaweedfs:
-            seen_keys: dict[str, str] = {}
-            for purpose in ("server", "admin", "backup"):
-                field = "s3_access_key_id" if purpose == "server" else f"s3_{purpose}_access_key_id"
-                key_id = getattr(self, field).get_secret_value()
-                if not key_id:
-                    continue
-                var = f"{ENV_PREFIX}{field.upper()}"
-                if key_id in seen_keys:
-                    found.append(
-                        f"{var} is the same key as {seen_keys[key_id]}; each purpose needs its "
-                        "own key: delete the line and run `mlops-platform init` to generate one"
-                    )
-                seen_keys.setdefault(key_id, var)
         if self.object_store == "minio" and not self.s3_endpoint_url:
             found.append(
                 "MLOPS_OBJECT_STORE=minio needs MLOPS_S3_ENDPOINT_URL (the local stack runs "
