@@ -82,8 +82,11 @@ def ensure_database(settings: PlatformSettings) -> bool:
                 return False
             try:
                 conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-            except sqlalchemy.exc.ProgrammingError as exc:
-                if "already exists" in str(exc):  # another replica was faster
+            except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError):
+                exists = conn.execute(
+                    sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+                ).scalar()
+                if exists:  # another replica was faster
                     return False
                 user = settings.db_parts()["user"]
                 raise ConfigError(

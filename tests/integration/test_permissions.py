@@ -1,0 +1,463 @@
+"""Who may do what, decided by the tracking server: a black-box matrix through the real proxy.
+
+Four roles (viewer, editor, approver, admin) against fourteen operations on resources
+someone else owns and on their own: every cell's status is asserted, and every refused
+write is shown to have changed nothing (the platform's whole state, read as the admin,
+is the same before and after). Identity cannot be forged: the server refuses a user
+header without the proxy secret, and a client's own identity headers do not get
+through nginx.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.conftest import CLI, Platform, make_stack_dir, write_env
+
+pytestmark = pytest.mark.integration
+
+ROLES = ("viewer", "editor", "approver", "admin")
+API = "/api/2.0/mlflow"
+
+
+class Client:
+    def __init__(self, base: str, user: str, password: str) -> None:
+        self.base, self.session = base, requests.Session()
+        self.session.auth = (user, password)
+        self.user = user
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, **kw: Any) -> Any:
+        params = body if method == "GET" else None
+        payload = None if method == "GET" else body
+        return self.session.request(
+            method, self.base + path, params=params, json=payload, timeout=60, **kw
+        )
+
+    def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = self.call(method, path, body)
+        assert response.status_code == 200, (path, response.status_code, response.text)
+        return response.json() if response.content else {}
+
+
+def snapshot(admin: Client) -> str:
+    """Everything the refused writes could touch, as the admin sees it."""
+    exps = admin.ok("POST", f"{API}/experiments/search", {"max_results": 1000, "view_type": 3})
+    state: dict[str, Any] = {"experiments": exps.get("experiments", [])}
+    ids = [e["experiment_id"] for e in state["experiments"]]
+    runs = admin.ok("POST", f"{API}/runs/search", {"experiment_ids": ids, "max_results": 1000})
+    state["runs"] = runs.get("runs", [])
+    state["models"] = admin.ok("GET", f"{API}/registered-models/search", {"max_results": 1000}).get(
+        "registered_models", []
+    )
+    state["versions"] = admin.ok("GET", f"{API}/model-versions/search", {"max_results": 1000}).get(
+        "model_versions", []
+    )
+    state["users"] = admin.ok("GET", f"{API}/users/list").get("users", [])
+    return json.dumps(state, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def people(platform: Platform) -> dict[str, Client]:
+    out = {"admin": Client(platform.url, platform.user, platform.password)}
+    for role in ("viewer", "editor", "approver"):
+        name = f"{role}-{uuid.uuid4().hex[:6]}"
+        added = json.loads(
+            platform.cli("users", "add", name, "--role", role, "--generate", "--json").stdout
+        )
+        assert added["role"] == role
+        out[role] = Client(platform.url, name, added["generated_password"])
+    return out
+
+
+def _admin_world(admin: Client, tag: str) -> dict[str, str]:
+    """An experiment, a run with a metric and an artifact, a model with one version."""
+    exp = admin.ok("POST", f"{API}/experiments/create", {"name": f"perm-{tag}"})["experiment_id"]
+    run = admin.ok("POST", f"{API}/runs/create", {"experiment_id": exp})["run"]["info"]
+    admin.ok(
+        "POST",
+        f"{API}/runs/log-metric",
+        {"run_id": run["run_id"], "key": "m", "value": 1, "timestamp": 1, "step": 0},
+    )
+    model = f"perm-model-{tag}"
+    admin.ok("POST", f"{API}/registered-models/create", {"name": model})
+    admin.ok(
+        "POST",
+        f"{API}/model-versions/create",
+        {"name": model, "source": run["artifact_uri"], "run_id": run["run_id"]},
+    )
+    art = f"/api/2.0/mlflow-artifacts/artifacts/{exp}/{run['run_id']}/artifacts/a.txt"
+    assert admin.session.put(admin.base + art, data=b"admin's", timeout=60).status_code == 200
+    return {
+        "exp": exp,
+        "run": run["run_id"],
+        "source": run["artifact_uri"],
+        "model": model,
+        "artifact": art,
+    }
+
+
+# Each operation: (name, request builder). The builder gets the actor and a world of
+# resources the admin owns, and returns the response.
+Op = Callable[[Client, dict[str, str]], requests.Response]
+
+OPS: dict[str, Op] = {
+    "read experiment": lambda c, w: c.call(
+        "GET", f"{API}/experiments/get", {"experiment_id": w["exp"]}
+    ),
+    "create experiment": lambda c, w: c.call(
+        "POST", f"{API}/experiments/create", {"name": f"new-{uuid.uuid4().hex}"}
+    ),
+    "rename experiment": lambda c, w: c.call(
+        "POST",
+        f"{API}/experiments/update",
+        {"experiment_id": w["exp"], "new_name": f"renamed-{uuid.uuid4().hex}"},
+    ),
+    "delete experiment": lambda c, w: c.call(
+        "POST", f"{API}/experiments/delete", {"experiment_id": w["exp"]}
+    ),
+    "create run": lambda c, w: c.call("POST", f"{API}/runs/create", {"experiment_id": w["exp"]}),
+    "log metric": lambda c, w: c.call(
+        "POST",
+        f"{API}/runs/log-metric",
+        {"run_id": w["run"], "key": "m", "value": 2, "timestamp": 2, "step": 1},
+    ),
+    "read artifact": lambda c, w: c.session.get(c.base + w["artifact"], timeout=60),
+    "overwrite artifact": lambda c, w: c.session.put(
+        c.base + w["artifact"], data=b"not yours", timeout=60
+    ),
+    "read model": lambda c, w: c.call("GET", f"{API}/registered-models/get", {"name": w["model"]}),
+    "create model": lambda c, w: c.call(
+        "POST", f"{API}/registered-models/create", {"name": f"new-model-{uuid.uuid4().hex}"}
+    ),
+    "create version": lambda c, w: c.call(
+        "POST",
+        f"{API}/model-versions/create",
+        {"name": w["model"], "source": w["source"], "run_id": w["run"]},
+    ),
+    "set unprotected alias": lambda c, w: c.call(
+        "POST",
+        f"{API}/registered-models/alias",
+        {"name": w["model"], "alias": "candidate", "version": "1"},
+    ),
+    "set @champion": lambda c, w: c.call(
+        "POST",
+        f"{API}/registered-models/alias",
+        {"name": w["model"], "alias": "champion", "version": "1"},
+    ),
+    "set approval tag": lambda c, w: c.call(
+        "POST",
+        f"{API}/model-versions/set-tag",
+        {"name": w["model"], "version": "1", "key": "mlops.status", "value": "approved"},
+    ),
+    "grant permission": lambda c, w: c.call(
+        "POST",
+        "/api/3.0/mlflow/users/permissions/grant",
+        {
+            "username": c.user,
+            "resource_type": "experiment",
+            "resource_id": w["exp"],
+            "permission": "MANAGE",
+        },
+    ),
+    "create user": lambda c, w: c.call(
+        "POST",
+        f"{API}/users/create",
+        {"username": f"u{uuid.uuid4().hex[:8]}", "password": secrets.token_urlsafe(24)},
+    ),
+}
+
+# Expected status per role on resources the ADMIN owns (viewer, editor, approver, admin).
+EXPECTED_OTHERS: dict[str, tuple[int, int, int, int]] = {
+    "read experiment": (200, 200, 200, 200),
+    "create experiment": (403, 200, 200, 200),
+    "rename experiment": (403, 403, 403, 200),
+    "delete experiment": (403, 403, 403, 200),
+    "create run": (403, 403, 403, 200),
+    "log metric": (403, 403, 403, 200),
+    "read artifact": (200, 200, 200, 200),
+    "overwrite artifact": (403, 403, 403, 200),
+    "read model": (200, 200, 200, 200),
+    "create model": (403, 200, 200, 200),
+    "create version": (403, 403, 200, 200),
+    "set unprotected alias": (403, 403, 200, 200),
+    "set @champion": (403, 403, 200, 200),
+    "set approval tag": (403, 403, 200, 200),
+    "grant permission": (403, 403, 403, 200),
+    "create user": (403, 403, 403, 200),
+}
+
+READS = {"read experiment", "read artifact", "read model"}
+
+
+def test_role_matrix_on_others_resources(platform: Platform, people: dict[str, Client]) -> None:
+    admin = people["admin"]
+    failures = []
+    for op, expected in EXPECTED_OTHERS.items():
+        for role, want in zip(ROLES, expected, strict=True):
+            world = _admin_world(admin, f"{role}-{uuid.uuid4().hex[:6]}")
+            world["grantee"] = people["viewer"].user
+            before = snapshot(admin) if want == 403 else None
+            got = OPS[op](people[role], world)
+            if got.status_code != want:
+                failures.append(f"{role} {op}: {got.status_code} (want {want}) {got.text[:120]}")
+            elif before is not None and op not in READS and snapshot(admin) != before:
+                failures.append(f"{role} {op}: refused with 403 but the state changed")
+    assert not failures, "\n".join(failures)
+
+
+def test_owners_edit_their_own_but_only_approvers_promote(people: dict[str, Client]) -> None:
+    """An editor manages what it created, yet cannot approve or move @champion on it."""
+    admin = people["admin"]
+    for role in ("editor", "approver"):
+        me = people[role]
+        exp = me.ok(
+            "POST", f"{API}/experiments/create", {"name": f"own-{role}-{uuid.uuid4().hex}"}
+        )["experiment_id"]
+        run = me.ok("POST", f"{API}/runs/create", {"experiment_id": exp})["run"]["info"]
+        me.ok(
+            "POST",
+            f"{API}/runs/log-metric",
+            {"run_id": run["run_id"], "key": "acc", "value": 0.9, "timestamp": 1, "step": 0},
+        )
+        model = f"own-model-{role}-{uuid.uuid4().hex[:6]}"
+        me.ok("POST", f"{API}/registered-models/create", {"name": model})
+        me.ok(
+            "POST",
+            f"{API}/model-versions/create",
+            {"name": model, "source": run["artifact_uri"], "run_id": run["run_id"]},
+        )
+        me.ok(
+            "POST",
+            f"{API}/registered-models/alias",
+            {"name": model, "alias": "candidate", "version": "1"},
+        )
+        before = snapshot(admin)
+        champion = me.call(
+            "POST",
+            f"{API}/registered-models/alias",
+            {"name": model, "alias": "champion", "version": "1"},
+        )
+        approval = me.call(
+            "POST",
+            f"{API}/model-versions/set-tag",
+            {"name": model, "version": "1", "key": "mlops.status", "value": "approved"},
+        )
+        tagged_create = me.call(
+            "POST",
+            f"{API}/model-versions/create",
+            {
+                "name": model,
+                "source": run["artifact_uri"],
+                "run_id": run["run_id"],
+                "tags": [{"key": "mlops.status", "value": "approved"}],
+            },
+        )
+        if role == "editor":
+            assert (champion.status_code, approval.status_code, tagged_create.status_code) == (
+                403,
+                403,
+                403,
+            )
+            assert "approver" in champion.json()["message"]
+            assert snapshot(admin) == before
+        else:
+            assert (champion.status_code, approval.status_code, tagged_create.status_code) == (
+                200,
+                200,
+                200,
+            )
+        me.ok(
+            "POST",
+            f"{API}/experiments/update",
+            {"experiment_id": exp, "new_name": f"renamed-{uuid.uuid4().hex}"},
+        )
+        me.ok("POST", f"{API}/experiments/delete", {"experiment_id": exp})
+
+
+def test_granted_experiment_becomes_writable(platform: Platform, people: dict[str, Client]) -> None:
+    admin, viewer = people["admin"], people["viewer"]
+    world = _admin_world(admin, f"grant-{uuid.uuid4().hex[:6]}")
+    refused = OPS["log metric"](viewer, world)
+    assert refused.status_code == 403
+    platform.cli("users", "grant", viewer.user, "experiment", world["exp"], "EDIT")
+    assert OPS["log metric"](viewer, world).status_code == 200
+    platform.cli("users", "revoke", viewer.user, "experiment", world["exp"])
+    assert OPS["log metric"](viewer, world).status_code == 403
+
+
+def test_forged_identity_is_refused(platform: Platform, people: dict[str, Client]) -> None:
+    settings = platform.settings
+    server = f"http://127.0.0.1:{settings.server_port}{API}/experiments/search"
+    host = {"Host": f"localhost:{settings.server_port}"}
+    body = {"max_results": 1}
+    secret = settings.proxy_secret.get_secret_value()
+    # Positive control: nginx's very headers are accepted.
+    good = {**host, "X-Forwarded-User": settings.proxy_user, "X-Mlops-Proxy-Secret": secret}
+    assert requests.post(server, json=body, headers=good, timeout=30).status_code == 200
+    for forged in (
+        {**host, "X-Forwarded-User": settings.proxy_user},
+        {**host, "X-Forwarded-User": settings.proxy_user, "X-Mlops-Proxy-Secret": "wrong"},
+        {**host, "X-Forwarded-User": settings.proxy_user, "X-Mlops-Proxy-Secret": secret[:-1]},
+        {**host, "Authorization": "Basic " + "YWRtaW46YWRtaW4="},  # MLflow's own basic auth: off
+    ):
+        response = requests.post(server, json=body, headers=forged, timeout=30)
+        assert response.status_code == 401, (forged.keys(), response.status_code)
+    # Through the proxy, a viewer's own identity headers are replaced by nginx's.
+    viewer = people["viewer"]
+    spoof = viewer.call(
+        "POST",
+        f"{API}/experiments/create",
+        {"name": f"spoof-{uuid.uuid4().hex}"},
+        headers={"X-Forwarded-User": settings.proxy_user, "X-Mlops-Proxy-Secret": secret},
+    )
+    assert spoof.status_code == 403
+    assert viewer.user in spoof.json()["message"]
+
+
+def test_remove_keeps_runs_and_drops_the_user(
+    platform: Platform, people: dict[str, Client]
+) -> None:
+    name = f"leaver-{uuid.uuid4().hex[:6]}"
+    added = json.loads(
+        platform.cli("users", "add", name, "--role", "editor", "--generate", "--json").stdout
+    )
+    leaver = Client(platform.url, name, added["generated_password"])
+    exp = leaver.ok("POST", f"{API}/experiments/create", {"name": f"leaver-{uuid.uuid4().hex}"})[
+        "experiment_id"
+    ]
+    leaver.ok("POST", f"{API}/runs/create", {"experiment_id": exp})
+    platform.cli("users", "remove", name)
+    assert leaver.call("GET", f"{API}/experiments/get", {"experiment_id": exp}).status_code == 401
+    admin = people["admin"]
+    runs = admin.ok("POST", f"{API}/runs/search", {"experiment_ids": [exp]})
+    assert len(runs["runs"]) == 1
+    users = [u["username"] for u in admin.ok("GET", f"{API}/users/list")["users"]]
+    assert name not in users
+    listed = [u["name"] for u in json.loads(platform.cli("users", "list", "--json").stdout)]
+    assert name not in listed
+
+
+def test_bad_role_input_changes_nothing(platform: Platform) -> None:
+    before = platform.cli("users", "list", "--json").stdout
+    for args, needle in (
+        (("users", "add", "x-bad", "--role", "superuser", "--generate"), "unknown role"),
+        (("users", "role", "nobody-here", "editor"), "no user"),
+        (("users", "grant", platform.user, "dataset", "1", "READ"), "unknown kind"),
+        (("users", "grant", platform.user, "experiment", "0", "OWN"), "unknown level"),
+    ):
+        result = platform.cli(*args, check=False)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        message = (result.stdout + result.stderr).strip()
+        assert needle in message and "Traceback" not in message, message
+    assert platform.cli("users", "list", "--json").stdout == before
+
+
+def test_two_servers_race_on_an_empty_auth_store() -> None:
+    """Two servers start at once on an empty auth database; a new user's first request
+    reaches both at once (two requests each); every request succeeds."""
+    import os
+    import shutil
+    import time
+
+    from mlops_platform.settings import load_settings
+    from mlops_platform.stack.base import StateFile
+    from mlops_platform.stack.postgres import Postgres
+    from tests.conftest import free_port
+
+    root = make_stack_dir("mlops-race-")
+    env_file = write_env(root, server_workers="2")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "--env-file", str(env_file), *args],
+            capture_output=True, text=True, cwd=root, timeout=600, check=False,
+        )  # fmt: skip
+
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        up = cli("up", "--json")
+        assert up.returncode == 0, up.stderr
+        settings = load_settings(env_file)
+        pg = Postgres(settings, StateFile.load(settings.state_dir))
+        # No auth database at all: the replicas must create and migrate it, racing.
+        pg.superuser_sql(
+            f"DROP DATABASE {settings.auth_db_name} WITH (FORCE);", database="postgres"
+        )
+        ports = [free_port(), free_port()]
+        for i, port in enumerate(ports):
+            env = {
+                **os.environ,
+                "MLOPS_SERVER_PORT": str(port),
+                "MLOPS_STATE_DIR": str(root / f"replica-{i}"),
+            }
+            procs.append(
+                subprocess.Popen(
+                    [*CLI, "--env-file", str(env_file), "serve"],
+                    env=env,
+                    cwd=root,
+                    text=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )  # fmt: skip
+            )
+        bases = [f"http://127.0.0.1:{port}" for port in ports]
+        for base, proc in zip(bases, procs, strict=True):
+            deadline = time.monotonic() + 180
+            while True:
+                assert proc.poll() is None, (
+                    f"a replica died: {proc.stderr.read() if proc.stderr else ''}"
+                )
+                try:
+                    if requests.get(base + "/health", timeout=3).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline, f"{base} not ready within 180 s"
+                time.sleep(0.5)
+        name = f"newcomer-{uuid.uuid4().hex[:6]}"
+        headers = {
+            "X-Forwarded-User": name,
+            "X-Mlops-Proxy-Secret": settings.proxy_secret.get_secret_value(),
+            "Host": "localhost",
+        }
+        results: list[int] = []
+        barrier = threading.Barrier(4)
+
+        def first_request(base: str) -> None:
+            barrier.wait(60)
+            r = requests.post(
+                f"{base}{API}/experiments/search", json={"max_results": 1}, headers=headers,
+                timeout=60,
+            )  # fmt: skip
+            results.append(r.status_code)
+
+        threads = [threading.Thread(target=first_request, args=(b,)) for b in bases * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert results == [200] * 4, results
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        cli("down")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
