@@ -52,7 +52,7 @@ def test_compose_init_creates_a_private_bucket_with_the_lifecycle_rule(
 ) -> None:
     bucket = f"compose-init-{secrets.token_hex(4)}"
     settings = platform.settings.model_copy(update={"s3_bucket": bucket})
-    client = s3.client(settings)
+    client = s3.client(settings, purpose="admin")  # the kit's bucket work: not the server's key
     try:
         first = run_init(platform, bucket, tmp_path)
         assert first.returncode == 0, first.stdout + first.stderr
@@ -91,3 +91,54 @@ def test_compose_init_fails_in_one_line_on_a_bad_setting(
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and "MLOPS_S3_BUCKET" in result.stderr
+
+
+def test_compose_postgres_creates_the_auth_database_owned_by_the_tracking_role(
+    platform: Platform,
+) -> None:
+    """scripts/postgres-auth-db, as the postgres image runs it at first start, for real.
+
+    In compose the tracking role is the image's POSTGRES_USER, which may create databases;
+    here that right is lent to the stack's role for the test.
+    """
+    volumes = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["services"]["postgres"]
+    assert (
+        "./scripts/postgres-auth-db:/docker-entrypoint-initdb.d/10-mlops-auth-db.sh:ro"
+        in volumes["volumes"]
+    )
+    settings = platform.settings
+    role = settings.db_user
+    name = f"auth_{secrets.token_hex(4)}"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PGHOST": settings.db_host,
+        "PGPORT": str(settings.db_port),
+        "PGPASSWORD": settings.db_password.get_secret_value(),
+        "POSTGRES_USER": role,
+        "POSTGRES_DB": settings.db_name,
+        "MLOPS_AUTH_DB_NAME": name,
+    }
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", str(ROOT / "scripts" / "postgres-auth-db")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+    owner_sql = f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'"
+    platform.superuser_sql(f'ALTER ROLE "{role}" CREATEDB')
+    try:
+        first = run()
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert platform.superuser_sql(owner_sql) == role
+        second = run()  # an existing one is kept
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert f"database {name} ready" in second.stdout
+        assert platform.superuser_sql(owner_sql) == role
+    finally:
+        platform.superuser_sql(f'ALTER ROLE "{role}" NOCREATEDB')
+        platform.superuser_sql(f'DROP DATABASE IF EXISTS "{name}"')
