@@ -13,7 +13,7 @@ from mlops_platform.db import make_engine
 from mlops_platform.errors import StateError
 from mlops_platform.settings import PlatformSettings
 from mlops_platform.stack.base import StateFile
-from mlops_platform.stack.postgres import SYSTEM_ROOT, Postgres
+from mlops_platform.stack.postgres import Postgres
 from tests.conftest import free_port
 from tests.integration.conftest import make_stack_dir
 
@@ -53,10 +53,26 @@ def test_embedded_wheel_runs_the_database_and_versions_are_guarded() -> None:
             pg.stop(lambda _msg: None)
         assert not pg.running()
 
-        system = sorted(SYSTEM_ROOT.glob("*/bin/initdb"))
-        if system and system[-1].parent.parent.name != str(version).split(".")[0]:
-            other = settings.model_copy(update={"postgres_bin_dir": system[-1].parent})
-            with pytest.raises(StateError, match="holds a PostgreSQL .* cluster but the binaries"):
-                Postgres(other, StateFile.load(root)).preflight()
+        # A data folder made by another major version: refused before anything touches it.
+        major = str(version).split(".")[0]
+        other = str(int(major) + 1)
+        foreign = make_stack_dir("mlops-pg-other-major-")
+        try:
+            foreign_settings = settings.model_copy(update={"state_dir": foreign})
+            data = Postgres(foreign_settings, StateFile.load(foreign)).data_dir
+            data.mkdir(parents=True)
+            (data / "PG_VERSION").write_text(f"{other}\n")
+            with pytest.raises(StateError) as refused:
+                Postgres(foreign_settings, StateFile.load(foreign)).preflight()
+            message = str(refused.value)
+            assert f"holds a PostgreSQL {other} cluster but the binaries" in message, message
+            assert f"are version {major}" in message, message
+            assert f"PostgreSQL {other}'s bin folder" in refused.value.fix
+            assert sorted(p.name for p in data.iterdir()) == ["PG_VERSION"]  # left untouched
+            # the same folder with this major's PG_VERSION passes the guard
+            (data / "PG_VERSION").write_text(f"{major}\n")
+            Postgres(foreign_settings, StateFile.load(foreign)).preflight()
+        finally:
+            shutil.rmtree(foreign, ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
