@@ -99,7 +99,11 @@ def test_tracking_workload(
     assert sha256(Path(local)) == sha256(big)
 
 
-def test_register_and_serve_champion(platform: Platform, mlflow_client_env: dict[str, str]) -> None:
+def test_register_and_load_champion(platform: Platform, mlflow_client_env: dict[str, str]) -> None:
+    """The champion loads back from the registry through the proxy and predicts as trained.
+
+    Loading, not serving: `mlflow models serve` of the champion is test_serving.py.
+    """
     import mlflow
     from sklearn.datasets import load_iris
     from sklearn.ensemble import RandomForestClassifier
