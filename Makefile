@@ -4,12 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help up down status install system-deps test test-unit test-integration reliability lint bench clean
+.PHONY: help up down status install system-deps test test-compose test-unit test-integration reliability lint bench clean
 
 help:
 	@echo "make up          install, generate .env if missing, start the local platform"
 	@echo "make down        stop the local platform (data is kept)"
 	@echo "make test        install everything the tests need, run the whole suite"
+	@echo "                 (the docker-engine tests too where \`docker info\` answers)"
+	@echo "make test-compose  only the docker-engine tests (docker-compose.yaml for real)"
 	@echo "make lint        ruff, ruff format --check, mypy"
 	@echo "make bench       the kit against a default mlflow server, side by side (~15 min)"
 
@@ -51,8 +53,25 @@ down: install
 status: install
 	$(BIN)/mlops-platform status
 
+# The docker-engine tests (tests/compose, marker `compose`) need the `compose` extra
+# (testcontainers, the Docker SDK). Where `docker info` answers, `make test` installs it
+# and runs them with the rest; elsewhere they are deselected with one line saying why.
+$(VENV)/.installed-compose: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev,compose]"
+	touch $@
+
 test: install system-deps
+	@if docker info >/dev/null 2>&1; then \
+	  echo "a Docker engine answers: the docker-engine tests run too"; \
+	  $(MAKE) --no-print-directory $(VENV)/.installed-compose || exit $$?; \
+	else \
+	  echo "no Docker engine answers (docker info): the docker-engine tests are deselected"; \
+	fi
 	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q
+
+# Only the docker-engine tests; without an engine they fail saying what is missing.
+test-compose: install $(VENV)/.installed-compose
+	$(BIN)/pytest -q -m compose tests/compose
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
