@@ -194,6 +194,8 @@ def test_nginx_accepts_the_compose_rendering_with_the_tls_snippet(tmp_path: Path
         MLOPS_NGINX_SNIPPETS=str(tmp_path / "snippets"),
         MLOPS_AUTH_FAIL_SOCKET=str(tmp_path / "tmp" / "auth.sock"),
         MLOPS_LOCKOUT_CACHE=str(tmp_path / "tmp" / "lockout"),
+        # Compose gives it as a file, exported for the template step (scripts/nginx-proxy-secret).
+        MLOPS_PROXY_SECRET="T3stProxySecret0123456789abcdefghijklmnop",
     )
     (tmp_path / "conf.d" / "mlflow.conf").write_text(
         nginx.substitute(

@@ -53,9 +53,17 @@ def render_k8s(
         "models.example.com", "--serving-host", help="Public host of model serving."
     ),
     max_replicas: int = typer.Option(10, "--max-replicas", min=1, help="HPA ceiling."),
+    ingress_class: str = typer.Option(
+        None, "--ingress-class", help="IngressClass of the Ingresses (default: the cluster's)."
+    ),
+    ingress_namespace: str = typer.Option(
+        k8s.K8sOptions.ingress_namespace,
+        "--ingress-namespace",
+        help="Namespace of the Ingress controller's pods (the NetworkPolicy lets them in).",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Write tracking and serving manifests (no secret values: they reference a Secret).
+    """Write tracking and serving manifests (no secret values: they reference Secrets).
 
     Example: mlops-platform deploy render k8s --out deploy/k8s --model iris-classifier
     """
@@ -69,6 +77,8 @@ def render_k8s(
         model_alias=alias,
         serving_host=serving_host,
         serving_max_replicas=max(max_replicas, 2),
+        ingress_class=ingress_class,
+        ingress_namespace=ingress_namespace,
     )
     files = k8s.render(ctx.obj.settings(check=False), opts)
     for name, text in files.items():
@@ -78,11 +88,8 @@ def render_k8s(
         return
     for name in files:
         console.print(f"wrote {out / name}", highlight=False)
-    console.print(
-        f"next: kubectl create secret generic {opts.secret_name} --namespace {namespace} "
-        + " ".join(f"--from-file={key}=..." for key in k8s.SECRET_KEYS),
-        highlight=False,
-    )
+    for line in k8s.secret_commands(opts):
+        console.print(f"next: {line}", highlight=False)
 
 
 @render_app.command("github-actions")

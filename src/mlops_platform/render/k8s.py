@@ -4,18 +4,26 @@ Pure functions: settings + :class:`K8sOptions` -> ``{file name: [resource, ...]}
 files are numbered in the order to apply them (docs/kubernetes.md):
 
 - ``00-namespace.yaml``
-- ``10-config.yaml``: the ConfigMap of non-secret ``MLOPS_*`` settings. Secrets are never
-  rendered: the pods mount an existing Secret (``kubectl create secret generic``) as files
-  under ``/run/secrets/mlops``, which ``PlatformSettings`` reads before the environment.
-- ``20-migrate-job.yaml``: ``mlops-platform db upgrade`` as a Job, annotated as a Helm
-  pre-install/pre-upgrade hook and an Argo CD PreSync hook. ``mlops-platform serve``
-  refuses an out-of-date schema, so a rollout cannot get ahead of its migration.
-- ``30-tracking.yaml``: Deployment (replicas, probes running the kit's health checks,
-  requests and limits, non-root), Service, PodDisruptionBudget, and an Ingress with basic
-  auth (the in-cluster counterpart of the nginx proxy).
-- ``31-tracking-networkpolicy.yaml``: only the ingress controller and serving pods reach
-  the tracking server; it reaches only DNS, PostgreSQL and S3.
-- ``40-serving.yaml``: model serving Deployment, Service, Ingress, HorizontalPodAutoscaler.
+- ``10-config.yaml``: the ConfigMap of non-secret ``MLOPS_*`` settings, and the nginx
+  ConfigMap (the kit's template and its proxy-secret entrypoint snippet). Secrets are
+  never rendered: each container mounts only the keys it uses of an existing Secret
+  (``kubectl create secret generic``) as files under ``/run/secrets/mlops``, which
+  ``PlatformSettings`` reads before the environment, and names the others in
+  ``MLOPS_SECRETS_NOT_NEEDED``.
+- ``20-migrate-job.yaml``: ``mlops-platform db upgrade`` (tracking and auth databases) as
+  a Job, annotated as a Helm pre-install/pre-upgrade hook and an Argo CD PreSync hook.
+  ``mlops-platform serve`` refuses an out-of-date schema, so a rollout cannot get ahead
+  of its migration.
+- ``30-tracking.yaml``: Deployment whose pods run the kit's nginx (the same template as
+  compose and the local stack: logins, lockout, the user and proxy secret forwarded) in
+  front of the tracking server, which listens on the pod's loopback only; Service and
+  PodDisruptionBudget on nginx's port, and a plain Ingress to the Service (no controller
+  annotations: any Ingress controller or Gateway will do).
+- ``31-tracking-networkpolicy.yaml``: ingress to nginx's port only, from the ingress
+  controller's namespace, the serving pods and pods labelled ``mlops-platform/client``;
+  egress to DNS, PostgreSQL and S3 only.
+- ``40-serving.yaml``: model serving Deployment (its own account, from a Secret),
+  Service, Ingress, HorizontalPodAutoscaler.
 - ``50-backup.yaml``: a PersistentVolumeClaim for the backups and a CronJob running
   ``mlops-platform backup create`` then ``backup prune --yes`` (docs/backup.md); one run
   at a time, never overlapping. The tracking image must carry ``pg_dump``.
@@ -29,12 +37,35 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from mlops_platform.render import nginx
 from mlops_platform.render.serving import DEFAULT_PORT as SERVING_PORT
 from mlops_platform.render.serving import model_uri
-from mlops_platform.settings import PlatformSettings
+from mlops_platform.settings import SECRET_FIELDS, PlatformSettings
 
 SECRETS_MOUNT = "/run/secrets/mlops"
-SECRET_KEYS = ("db_password", "s3_access_key_id", "s3_secret_access_key", "flask_secret_key")
+# The keys of the Secret each container mounts, and nothing else. proxy_password (the
+# admin's) is in none: it stays with whoever administers the password file.
+TRACKING_SECRET_KEYS = (
+    "db_password",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "flask_secret_key",
+    "proxy_secret",
+    "kek_passphrase",
+)
+MIGRATE_SECRET_KEYS = ("db_password",)
+BACKUP_SECRET_KEYS = ("db_password", "s3_access_key_id", "s3_secret_access_key")
+NGINX_SECRET_KEYS = ("proxy_secret",)
+SECRET_KEYS = TRACKING_SECRET_KEYS  # every key the Secret must hold
+HTPASSWD_KEY = "htpasswd"
+# The kit's nginx in the tracking pod: the same image as docker-compose.yaml's.
+NGINX_IMAGE = "nginx:1.28.0-alpine"
+NGINX_PORT = 8080
+SERVICE_PORT = 80
+NGINX_USERS_DIR = "/etc/nginx/mlops"
+PROXY_SECRET_SNIPPET = "19-mlops-proxy-secret.envsh"
+# Pods outside the serving Deployment that may call MLflow (through nginx) carry it.
+CLIENT_LABEL = "mlops-platform/client"
 Manifest = dict[str, Any]
 
 
@@ -47,8 +78,10 @@ class K8sOptions:
     tracking_host: str | None = None  # default: the host of settings.public_url
     secret_name: str = "mlops-platform"
     htpasswd_secret: str = "mlops-htpasswd"
-    ingress_class: str = "nginx"
-    ingress_namespace: str = "ingress-nginx"
+    serving_secret: str = "mlops-serving-account"  # keys: username, password
+    nginx_image: str = NGINX_IMAGE
+    ingress_class: str | None = None  # None: the cluster's default IngressClass
+    ingress_namespace: str = "ingress-nginx"  # where the controller's pods run
     model_name: str = "model"
     model_alias: str = "champion"
     serving_host: str = "models.example.com"
@@ -63,6 +96,12 @@ class K8sOptions:
         default_factory=lambda: {
             "requests": {"cpu": "500m", "memory": "1Gi"},
             "limits": {"cpu": "2", "memory": "2Gi"},
+        }
+    )
+    nginx_resources: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"},
         }
     )
     serving_resources: dict[str, dict[str, str]] = field(
@@ -86,18 +125,23 @@ def _selector(component: str) -> dict[str, str]:
 
 
 def _ingress_spec(opts: K8sOptions, host: str, service: str) -> dict[str, Any]:
-    """An Ingress spec: TLS for ``host`` (secret ``<service>-tls``), all paths to ``service``."""
+    """An Ingress spec: TLS for ``host`` (secret ``<service>-tls``), all paths to ``service``.
+
+    Plain: no controller-specific annotation (ingress-nginx reached its end of maintenance
+    in 2026); logins and limits are the kit's nginx's business, behind the Service.
+    """
     backend = {"service": {"name": service, "port": {"name": "http"}}}
-    return {
-        "ingressClassName": opts.ingress_class,
-        "tls": [{"hosts": [host], "secretName": f"{service}-tls"}],
-        "rules": [
-            {
-                "host": host,
-                "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
-            }
-        ],
-    }
+    spec: dict[str, Any] = {}
+    if opts.ingress_class:
+        spec["ingressClassName"] = opts.ingress_class
+    spec["tls"] = [{"hosts": [host], "secretName": f"{service}-tls"}]
+    spec["rules"] = [
+        {
+            "host": host,
+            "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+        }
+    ]
+    return spec
 
 
 def _meta(name: str, opts: K8sOptions, component: str, **extra: Any) -> dict[str, Any]:
@@ -106,6 +150,11 @@ def _meta(name: str, opts: K8sOptions, component: str, **extra: Any) -> dict[str
 
 def tracking_service_host(opts: K8sOptions) -> str:
     return f"mlflow-tracking.{opts.namespace}.svc"
+
+
+def tracking_service_url(opts: K8sOptions) -> str:
+    """In-cluster URL of MLflow: the Service, i.e. the kit's nginx (a login is needed)."""
+    return f"http://{tracking_service_host(opts)}"
 
 
 def _tracking_host(settings: PlatformSettings, opts: K8sOptions) -> str:
@@ -123,6 +172,7 @@ def config_env(settings: PlatformSettings, opts: K8sOptions) -> dict[str, str]:
         "MLOPS_ENV": settings.env,
         "MLOPS_STATE_DIR": "/tmp/mlops-platform",
         "MLOPS_SECRETS_DIR": SECRETS_MOUNT,
+        "MLOPS_SECRETS_NOT_NEEDED": _not_needed(TRACKING_SECRET_KEYS),
         "MLOPS_DB_HOST": str(db["host"]),
         "MLOPS_DB_PORT": str(db["port"]),
         "MLOPS_DB_NAME": str(db["name"]),
@@ -135,7 +185,8 @@ def config_env(settings: PlatformSettings, opts: K8sOptions) -> dict[str, str]:
         "MLOPS_S3_PREFIX": settings.s3_prefix,
         "MLOPS_S3_REGION": settings.s3_region,
         "MLOPS_S3_PATH_STYLE": str(settings.s3_path_style).lower(),
-        "MLOPS_SERVER_HOST": "0.0.0.0",
+        # The pod's loopback: only the nginx beside it reaches the server.
+        "MLOPS_SERVER_HOST": "127.0.0.1",
         "MLOPS_SERVER_PORT": str(settings.server_port),
         "MLOPS_SERVER_WORKERS": str(settings.server_workers),
         "MLOPS_SERVER_TCP_NODELAY": str(settings.server_tcp_nodelay).lower(),
@@ -145,13 +196,20 @@ def config_env(settings: PlatformSettings, opts: K8sOptions) -> dict[str, str]:
                 host,
                 "mlflow-tracking",
                 tracking_service_host(opts),
-                f"{tracking_service_host(opts)}:{settings.server_port}",
-                f"mlflow-tracking:{settings.server_port}",
+                f"{tracking_service_host(opts)}.cluster.local",
                 *extra_hosts,
             ]
         ),
         "MLOPS_ARTIFACT_MODE": settings.artifact_mode,
-        "MLOPS_PROXY_ENABLED": "false",
+        # The nginx in the pod is the proxy: it logs people in and forwards who they are.
+        "MLOPS_PROXY_ENABLED": "true",
+        "MLOPS_PROXY_USER": settings.proxy_user,
+        "MLOPS_AUTH_ENABLED": str(settings.auth_enabled).lower(),
+        "MLOPS_AUTH_DB_NAME": settings.auth_db_name,
+        "MLOPS_AUTH_DEFAULT_ROLE": settings.auth_default_role,
+        "MLOPS_AUTH_MIGRATE_ROLE": settings.auth_migrate_role,
+        "MLOPS_AUTH_VIEWERS_READ_ALL": str(settings.auth_viewers_read_all).lower(),
+        "MLOPS_AUTH_PROTECTED_ALIASES": settings.auth_protected_aliases,
         "MLOPS_PROMETHEUS": str(settings.prometheus).lower(),
     }
     if settings.s3_endpoint_url:
@@ -159,8 +217,29 @@ def config_env(settings: PlatformSettings, opts: K8sOptions) -> dict[str, str]:
     return env
 
 
+def _not_needed(keys: tuple[str, ...]) -> str:
+    """MLOPS_SECRETS_NOT_NEEDED of a container given ``keys``: every other secret."""
+    return ",".join(name for name in SECRET_FIELDS if name not in keys)
+
+
+def _secret_volume(name: str, secret: str, keys: tuple[str, ...], mode: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "secret": {
+            "secretName": secret,
+            "defaultMode": mode,
+            "items": [{"key": k, "path": k} for k in keys],
+        },
+    }
+
+
 def _tracking_pod_spec(
-    settings: PlatformSettings, opts: K8sOptions, command: list[str], *, probes: bool
+    settings: PlatformSettings,
+    opts: K8sOptions,
+    command: list[str],
+    *,
+    probes: bool,
+    secret_keys: tuple[str, ...] = TRACKING_SECRET_KEYS,
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "tracking" if probes else "migrate",
@@ -179,8 +258,11 @@ def _tracking_pod_spec(
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    if secret_keys != TRACKING_SECRET_KEYS:
+        container["env"] = [{"name": "MLOPS_SECRETS_NOT_NEEDED", "value": _not_needed(secret_keys)}]
     if probes:
-        container["ports"] = [{"name": "http", "containerPort": settings.server_port}]
+        # The kit's own checks, inside the container (the server is on its loopback):
+        # live = MLflow's /health, ready = that plus the database at head and the bucket.
         container["startupProbe"] = {
             "exec": {"command": ["mlops-platform", "health", "live"]},
             "periodSeconds": 5,
@@ -208,17 +290,139 @@ def _tracking_pod_spec(
         },
         "containers": [container],
         "volumes": [
-            {
-                "name": "secrets",
-                "secret": {
-                    "secretName": opts.secret_name,
-                    "defaultMode": 0o400,
-                    "items": [{"key": k, "path": k} for k in SECRET_KEYS],
-                },
-            },
+            _secret_volume("secrets", opts.secret_name, secret_keys, 0o400),
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+
+
+def nginx_env(settings: PlatformSettings) -> dict[str, str]:
+    """The template's values in the tracking pod (the image's envsubst renders it).
+
+    The proxy secret is not among them: the entrypoint snippet reads it from its file.
+    """
+    values = nginx.template_variables(
+        settings,
+        upstream=f"127.0.0.1:{settings.server_port}",
+        snippets_dir="/etc/nginx/mlops-snippets",  # none: TLS ends at the Ingress
+        access_log="/dev/stdout",
+        auth_fail_socket_path="/tmp/mlops-auth-failures.sock",
+        lockout_cache="/var/cache/nginx/mlops-lockout",
+    )
+    values.pop("MLOPS_PROXY_SECRET")
+    values["MLOPS_PROXY_LISTEN"] = str(NGINX_PORT)
+    values["MLOPS_USERS_FILE"] = f"{NGINX_USERS_DIR}/{HTPASSWD_KEY}"
+    return {
+        "NGINX_ENVSUBST_FILTER": "MLOPS_",
+        "MLOPS_PROXY_SECRET_FILE": f"{SECRETS_MOUNT}/proxy_secret",
+        **values,
+    }
+
+
+def nginx_config(opts: K8sOptions) -> list[Manifest]:
+    """The kit's nginx template and the snippet that reads the proxy secret's file."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta("mlops-nginx", opts, "tracking"),
+            "data": {
+                nginx.TEMPLATE_NAME: nginx.template_text(),
+                PROXY_SECRET_SNIPPET: proxy_secret_snippet(),
+            },
+        }
+    ]
+
+
+def proxy_secret_snippet() -> str:
+    """scripts/nginx-proxy-secret, as the compose nginx sources it."""
+    from importlib import resources
+
+    return (
+        resources.files("mlops_platform").joinpath("templates", "nginx-proxy-secret.envsh")
+    ).read_text()
+
+
+def _nginx_container(settings: PlatformSettings, opts: K8sOptions) -> dict[str, Any]:
+    def empty(name: str, path: str) -> dict[str, Any]:
+        return {"name": name, "mountPath": path}
+
+    return {
+        "name": "nginx",
+        "image": opts.nginx_image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": k, "value": v} for k, v in nginx_env(settings).items()],
+        "ports": [{"name": "http", "containerPort": NGINX_PORT}],
+        # The proxy answers /health from MLflow's own (no login): ready when both are.
+        "startupProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": max(12, settings.db_wait_seconds // 5 + 24),
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 2,
+        },
+        # nginx itself, whatever MLflow does: a down server must not restart the proxy.
+        "livenessProbe": {
+            "httpGet": {"path": "/-/proxy-health", "port": "http"},
+            "periodSeconds": 20,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": [
+            {"name": "nginx-templates", "mountPath": "/etc/nginx/templates", "readOnly": True},
+            {
+                "name": "nginx-templates",
+                "mountPath": f"/docker-entrypoint.d/{PROXY_SECRET_SNIPPET}",
+                "subPath": PROXY_SECRET_SNIPPET,
+                "readOnly": True,
+            },
+            {"name": "nginx-secrets", "mountPath": SECRETS_MOUNT, "readOnly": True},
+            {"name": "nginx-users", "mountPath": NGINX_USERS_DIR, "readOnly": True},
+            # What the image writes: the rendered conf.d (no default.conf then), caches,
+            # the pid file, the failed-login socket.
+            empty("nginx-conf", "/etc/nginx/conf.d"),
+            empty("nginx-cache", "/var/cache/nginx"),
+            empty("nginx-run", "/run"),
+            empty("nginx-tmp", "/tmp"),
+        ],
+        "resources": opts.nginx_resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def _with_nginx(settings: PlatformSettings, opts: K8sOptions, spec: dict[str, Any]) -> None:
+    """The kit's nginx beside the tracking server, in the same pod (a sidecar)."""
+    spec["containers"].insert(0, _nginx_container(settings, opts))
+    spec["volumes"] += [
+        {
+            "name": "nginx-templates",
+            "configMap": {
+                "name": "mlops-nginx",
+                "defaultMode": 0o444,
+                "items": [
+                    {"key": nginx.TEMPLATE_NAME, "path": nginx.TEMPLATE_NAME},
+                    {"key": PROXY_SECRET_SNIPPET, "path": PROXY_SECRET_SNIPPET, "mode": 0o555},
+                ],
+            },
+        },
+        _secret_volume("nginx-secrets", opts.secret_name, NGINX_SECRET_KEYS, 0o440),
+        # Updated in place when the Secret changes (no subPath): `users add` takes effect
+        # within a minute of `kubectl apply`, no restart (docs/kubernetes.md).
+        _secret_volume("nginx-users", opts.htpasswd_secret, (HTPASSWD_KEY,), 0o440),
+        {"name": "nginx-conf", "emptyDir": {}},
+        {"name": "nginx-cache", "emptyDir": {}},
+        {"name": "nginx-run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        {"name": "nginx-tmp", "emptyDir": {}},
+    ]
 
 
 def namespace(opts: K8sOptions) -> list[Manifest]:
@@ -238,13 +442,20 @@ def config(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
             "kind": "ConfigMap",
             "metadata": _meta("mlops-platform-config", opts, "tracking"),
             "data": config_env(settings, opts),
-        }
+        },
+        *nginx_config(opts),
     ]
 
 
 def migrate_job(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
+    """`db upgrade`: the tracking schema and MLflow's auth store (its own database, which
+    must exist or the role must be allowed to create it: docs/kubernetes.md)."""
     spec = _tracking_pod_spec(
-        settings, opts, ["mlops-platform", "db", "upgrade", "--no-dump"], probes=False
+        settings,
+        opts,
+        ["mlops-platform", "db", "upgrade", "--no-dump"],
+        probes=False,
+        secret_keys=MIGRATE_SECRET_KEYS,
     )
     spec["restartPolicy"] = "Never"
     return [
@@ -274,6 +485,8 @@ def migrate_job(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
 
 def tracking(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
     host = _tracking_host(settings, opts)
+    pod = _tracking_pod_spec(settings, opts, ["mlops-platform", "serve"], probes=True)
+    _with_nginx(settings, opts, pod)
     return [
         {
             "apiVersion": "apps/v1",
@@ -286,12 +499,7 @@ def tracking(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
                 },
-                "template": {
-                    "metadata": {"labels": _labels("tracking")},
-                    "spec": _tracking_pod_spec(
-                        settings, opts, ["mlops-platform", "serve"], probes=True
-                    ),
-                },
+                "template": {"metadata": {"labels": _labels("tracking")}, "spec": pod},
             },
         },
         {
@@ -300,7 +508,8 @@ def tracking(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
             "metadata": _meta("mlflow-tracking", opts, "tracking"),
             "spec": {
                 "selector": _selector("tracking"),
-                "ports": [{"name": "http", "port": settings.server_port, "targetPort": "http"}],
+                # nginx's port: the server itself is on the pods' loopback.
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
             },
         },
         {
@@ -312,20 +521,7 @@ def tracking(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
-            "metadata": _meta(
-                "mlflow-tracking",
-                opts,
-                "tracking",
-                annotations={
-                    "nginx.ingress.kubernetes.io/auth-type": "basic",
-                    "nginx.ingress.kubernetes.io/auth-secret": opts.htpasswd_secret,
-                    "nginx.ingress.kubernetes.io/auth-realm": "MLflow",
-                    "nginx.ingress.kubernetes.io/proxy-body-size": settings.proxy_body_size,
-                    "nginx.ingress.kubernetes.io/proxy-read-timeout": str(
-                        settings.proxy_timeout_seconds
-                    ),
-                },
-            ),
+            "metadata": _meta("mlflow-tracking", opts, "tracking"),
             "spec": _ingress_spec(opts, host, "mlflow-tracking"),
         },
     ]
@@ -342,6 +538,7 @@ def tracking_network_policy(settings: PlatformSettings, opts: K8sOptions) -> lis
             "spec": {
                 "podSelector": {"matchLabels": _selector("tracking")},
                 "policyTypes": ["Ingress", "Egress"],
+                # nginx's port only (the server listens on the pod's loopback anyway).
                 "ingress": [
                     {
                         "from": [
@@ -353,8 +550,12 @@ def tracking_network_policy(settings: PlatformSettings, opts: K8sOptions) -> lis
                                 }
                             },
                             {"podSelector": {"matchLabels": _selector("serving")}},
+                            {
+                                "namespaceSelector": {},
+                                "podSelector": {"matchLabels": {CLIENT_LABEL: "true"}},
+                            },
                         ],
-                        "ports": [{"protocol": "TCP", "port": settings.server_port}],
+                        "ports": [{"protocol": "TCP", "port": NGINX_PORT}],
                     }
                 ],
                 "egress": [
@@ -377,7 +578,9 @@ def tracking_network_policy(settings: PlatformSettings, opts: K8sOptions) -> lis
 
 
 def serving(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
-    tracking_uri = f"http://{tracking_service_host(opts)}:{settings.server_port}"
+    def account(key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": opts.serving_secret, "key": key}}
+
     container = {
         "name": "serving",
         "image": opts.serving_image,
@@ -387,7 +590,10 @@ def serving(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
             {"name": "MODEL_ALIAS", "value": opts.model_alias},
             {"name": "MODEL_URI", "value": model_uri(opts.model_name, opts.model_alias)},
             {"name": "PORT", "value": str(SERVING_PORT)},
-            {"name": "MLFLOW_TRACKING_URI", "value": tracking_uri},
+            # Through the kit's nginx with its own account (a viewer), never the admin's.
+            {"name": "MLFLOW_TRACKING_URI", "value": tracking_service_url(opts)},
+            {"name": "MLFLOW_TRACKING_USERNAME", "valueFrom": account("username")},
+            {"name": "MLFLOW_TRACKING_PASSWORD", "valueFrom": account("password")},
         ],
         "ports": [{"name": "http", "containerPort": SERVING_PORT}],
         "startupProbe": {
@@ -479,10 +685,13 @@ def backup_cronjob(settings: PlatformSettings, opts: K8sOptions) -> list[Manifes
         "mlops-platform backup create && "
         f"mlops-platform backup prune --keep {settings.backup_keep} --yes"
     )
-    spec = _tracking_pod_spec(settings, opts, ["sh", "-c", script], probes=False)
+    spec = _tracking_pod_spec(
+        settings, opts, ["sh", "-c", script], probes=False, secret_keys=BACKUP_SECRET_KEYS
+    )
     container = spec["containers"][0]
     container["name"] = "backup"
     container["env"] = [
+        *container["env"],
         {"name": "MLOPS_BACKUP_DIR", "value": BACKUP_MOUNT},
         {"name": "MLOPS_BACKUP_WORKERS", "value": str(settings.backup_workers)},
     ]
@@ -542,6 +751,19 @@ def manifests(
         "40-serving.yaml": serving(settings, opts),
         "50-backup.yaml": backup_cronjob(settings, opts),
     }
+
+
+def secret_commands(opts: K8sOptions) -> list[str]:
+    """The Secrets the manifests reference, as the commands that create them."""
+    ns = f"--namespace {opts.namespace}"
+    keys = " ".join(f"--from-file={key}=..." for key in SECRET_KEYS)
+    return [
+        f"kubectl create secret generic {opts.secret_name} {ns} {keys}",
+        f"kubectl create secret generic {opts.htpasswd_secret} {ns} "
+        f"--from-file={HTPASSWD_KEY}=.mlops-platform/htpasswd",
+        f"kubectl create secret generic {opts.serving_secret} {ns} "
+        "--from-literal=username=svc-serving --from-file=password=...",
+    ]
 
 
 def to_yaml(resources: list[Manifest]) -> str:
