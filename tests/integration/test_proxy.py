@@ -137,13 +137,25 @@ def settings_for(root: Path, **values: Any) -> PlatformSettings:
 # -- the template, statically --------------------------------------------------------
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-def test_nginx_accepts_the_local_rendering(tmp_path: Path, tls: bool) -> None:
-    extra: dict[str, Any] = {}
+LAYOUTS = {
+    "plain": {},
+    "tls": {"tls": True},
+    "tls+plain-port": {"tls": True, "proxy_plain_port": "free"},
+    "trusted-balancers": {"proxy_trusted_proxies": "10.0.0.0/8,192.0.2.7,2001:db8::/32"},
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_nginx_accepts_the_local_rendering(tmp_path: Path, layout: str) -> None:
+    extra: dict[str, Any] = dict(LAYOUTS[layout])
+    tls = bool(extra.pop("tls", False))
     if tls:
         cert, key = self_signed(tmp_path)
-        extra = {"proxy_tls_cert_file": cert, "proxy_tls_key_file": key}
+        extra.update(proxy_tls_cert_file=cert, proxy_tls_key_file=key)
+    if extra.get("proxy_plain_port") == "free":
+        extra["proxy_plain_port"] = free_port()
     settings = settings_for(tmp_path, **extra)
+    assert [p for p in settings.problems() if "PROXY" in p and "SECRET" not in p] == []
     proxy = Proxy(settings, StateFile.load(settings.state_dir))
     proxy.write_config()
     result = nginx_test(proxy.root / "nginx.conf", proxy.root)
@@ -152,7 +164,13 @@ def test_nginx_accepts_the_local_rendering(tmp_path: Path, tls: bool) -> None:
     directives = "\n".join(ln for ln in site.splitlines() if not ln.strip().startswith("#"))
     assert "${" not in directives and "MLOPS_" not in directives  # all substituted
     assert (f"{settings.proxy_port} ssl;" in site) is tls
-    assert ((proxy.root / "snippets" / "tls.conf").exists()) is tls
+    snippets = proxy.root / "snippets"
+    assert (snippets / "tls.conf").exists() is tls
+    plain_listen = f"listen 127.0.0.1:{settings.proxy_plain_port};"
+    assert (tls and plain_listen in (snippets / "tls.conf").read_text()) is (
+        layout == "tls+plain-port"
+    )
+    assert (snippets / "real-ip.conf").exists() is (layout == "trusted-balancers")
 
 
 def test_nginx_accepts_the_compose_rendering(tmp_path: Path) -> None:
@@ -528,6 +546,11 @@ def test_tls_serves_https_and_redirects_http(
     )
     assert plain.status_code == 308
     assert plain.headers["Location"] == f"{https}{SEARCH}"
+    # With a password, plain HTTP is refused, not redirected: the client must notice.
+    with_password = client("127.0.0.62", platform.auth).get(
+        f"http://127.0.0.1:{port}{SEARCH}", allow_redirects=False, timeout=10
+    )
+    assert with_password.status_code == 403 and "Location" not in with_password.headers
     with socket.create_connection(("127.0.0.1", port), timeout=5):
         pass
 
@@ -575,6 +598,9 @@ def test_plain_and_tls_ports_redirect_plain_http_except_health(tmp_path: Path) -
             308,
             f"https://mlflow.test:{tls_port}{SEARCH}",
         )
+        auth = (settings.proxy_user, settings.proxy_password.get_secret_value())
+        refused = requests.get(plain + SEARCH, auth=auth, allow_redirects=False, timeout=10)
+        assert refused.status_code == 403 and "Location" not in refused.headers
         assert requests.get(plain + "/-/proxy-health", timeout=10).status_code == 200
         assert requests.get(plain + "/health", timeout=10).status_code == 503  # no MLflow
         over_tls = requests.get(
