@@ -1,7 +1,9 @@
 """`s3 diagnose` and `s3 apply-policy` against the session stack's real SeaweedFS.
 
 Faults go to buckets and settings of their own (a second bucket, a wrong secret passed
-through the environment), so the shared artifact bucket is never changed.
+through the environment), so the shared artifact bucket is never changed. The tracking
+server's key may touch the artifact bucket only: the second bucket is made, configured and
+diagnosed with the kit's admin key, as an operator would.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ def _diagnose(platform: Platform, **env: str):  # type: ignore[no-untyped-def]
     return result.returncode, report, {c["name"]: c for c in report["checks"]}
 
 
+def _diagnose_as_admin(platform: Platform, **env: str):  # type: ignore[no-untyped-def]
+    key_id, secret = platform.settings.s3_credentials("admin")
+    keys = {"MLOPS_S3_ACCESS_KEY_ID": key_id, "MLOPS_S3_SECRET_ACCESS_KEY": secret}
+    result = platform.cli(
+        "s3", "diagnose", "--json", env={**os.environ, **keys, **env}, check=False
+    )
+    report = json.loads(result.stdout)
+    return result.returncode, report, {c["name"]: c for c in report["checks"]}
+
+
 @pytest.fixture
 def spare_bucket(platform: Platform) -> Iterator[str]:
     name = f"diag-{uuid.uuid4().hex[:10]}"
@@ -33,7 +45,7 @@ def spare_bucket(platform: Platform) -> Iterator[str]:
     try:
         yield name
     finally:
-        client = s3.client(settings)
+        client = s3.client(settings, purpose="admin")
         for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
             client.delete_object(Bucket=name, Key=obj["Key"])
         client.delete_bucket(Bucket=name)
@@ -96,9 +108,9 @@ def test_unreachable_endpoint_is_a_diagnosis_not_a_traceback(platform: Platform)
 
 def test_public_bucket_fails_the_privacy_checks(platform: Platform, spare_bucket: str) -> None:
     settings = platform.settings.model_copy(update={"s3_bucket": spare_bucket})
-    client = s3.client(settings)
+    client = s3.client(settings, purpose="admin")
     client.put_bucket_acl(Bucket=spare_bucket, ACL="public-read")
-    code, report, checks = _diagnose(platform, MLOPS_S3_BUCKET=spare_bucket)
+    code, report, checks = _diagnose_as_admin(platform, MLOPS_S3_BUCKET=spare_bucket)
     assert code == 2 and report["status"] == "fail"
     assert checks["acl"]["status"] == "fail" and "everyone" in checks["acl"]["detail"]
     assert checks["anonymous"]["status"] == "fail"
@@ -115,7 +127,7 @@ def test_public_bucket_fails_the_privacy_checks(platform: Platform, spare_bucket
         ],
     }
     client.put_bucket_policy(Bucket=spare_bucket, Policy=json.dumps(policy))
-    code, _, checks = _diagnose(platform, MLOPS_S3_BUCKET=spare_bucket)
+    code, _, checks = _diagnose_as_admin(platform, MLOPS_S3_BUCKET=spare_bucket)
     assert code == 2 and checks["policy"]["status"] == "fail"
 
 
@@ -130,10 +142,22 @@ def test_apply_policy_is_idempotent_and_never_breaks_writes(
     assert done["encryption"] in ("set", "unsupported")
     second = json.loads(platform.cli("s3", "apply-policy", "--json", env=env, check=False).stdout)
     assert second["lifecycle"] == "skipped"
-    _, _, checks = _diagnose(platform, MLOPS_S3_BUCKET=spare_bucket)
+    _, _, checks = _diagnose_as_admin(platform, MLOPS_S3_BUCKET=spare_bucket)
     assert checks["lifecycle"]["status"] == "ok"
     assert checks["write-read-delete"]["status"] == "ok", "apply-policy broke writes"
     missing = platform.cli(
         "s3", "apply-policy", env={**os.environ, "MLOPS_S3_BUCKET": "no-such-bucket-x"}, check=False
     )
     assert missing.returncode == 2 and missing.stderr.startswith("error: bucket no-such-bucket-x")
+
+
+def test_the_servers_key_reaches_no_other_bucket(platform: Platform, spare_bucket: str) -> None:
+    """The tracking server's key is scoped to its bucket: another one is a named refusal."""
+    code, _, checks = _diagnose(platform, MLOPS_S3_BUCKET=spare_bucket)
+    assert code == 2
+    assert checks["credentials"]["status"] == "ok"
+    assert checks["bucket"]["status"] == "fail", checks["bucket"]
+    assert "no access to bucket" in checks["bucket"]["detail"]
+    assert "MLOPS_S3_ACCESS_KEY_ID" in checks["bucket"]["remedy"]
+    code, _, checks = _diagnose_as_admin(platform, MLOPS_S3_BUCKET=spare_bucket)  # control
+    assert checks["bucket"]["status"] == "ok", checks["bucket"]
