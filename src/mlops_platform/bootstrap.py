@@ -120,15 +120,18 @@ def _add_missing_secrets(env_file: Path) -> list[str]:
             present.add(key.upper())
     fresh = generate_secrets()
     missing = [name for name in GENERATED if f"MLOPS_{name.upper()}" not in present]
-    if not missing:
+    # docker compose's own secrets too (it refuses to start without them).
+    compose = [name for name in COMPOSE_SECRETS if name not in present]
+    if not missing and not compose:
         return []
     lines = [
         "",
         "# Added by `mlops-platform init`: secrets this version needs that the file lacked.",
     ]
     lines += [f"MLOPS_{name.upper()}={fresh[name]}" for name in missing]
+    lines += [f"{name}={token(32)}" for name in compose]
     write_private(env_file, text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
-    return [f"MLOPS_{name.upper()}" for name in missing]
+    return [f"MLOPS_{name.upper()}" for name in missing] + compose
 
 
 def ensure_users_file(settings: PlatformSettings) -> Path:

@@ -863,6 +863,26 @@ def test_the_env_file_init_writes_drives_compose_as_is(tmp_path: Path) -> None:
     assert "=changethis" not in text
 
 
+def test_init_adds_the_compose_secrets_an_older_env_file_lacks(tmp_path: Path) -> None:
+    """An .env from before the service accounts: `init` again, and compose starts."""
+    from mlops_platform.bootstrap import init_env_file
+
+    env = tmp_path / ".env"
+    init_env_file(env)
+    old = [
+        line
+        for line in env.read_text().splitlines()
+        if not line.startswith(("SERVING_PASSWORD=", "MONITORING_PASSWORD="))
+    ]
+    env.write_text("\n".join(old) + "\n")
+    assert run_compose(env, "config", "-q").returncode != 0
+    result = init_env_file(env)
+    assert not result.written
+    assert set(result.added) == {"SERVING_PASSWORD", "MONITORING_PASSWORD"}
+    assert run_compose(env, "config", "-q").returncode == 0
+    assert init_env_file(env).added == []  # nothing twice
+
+
 def test_deploy_render_serving_matches_the_compose_file() -> None:
     """`deploy render serving --compose` prints the service docker-compose.yaml runs."""
     import yaml
