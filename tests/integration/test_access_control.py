@@ -417,11 +417,12 @@ def broken_proxy(platform: Platform) -> Iterator[tuple[Platform, dict[str, int]]
 def test_a_broken_proxy_fails_the_check(broken_proxy: tuple[Platform, dict[str, int]]) -> None:
     platform, ports = broken_proxy
     artifacts = check_proxy(platform, ports["artifacts without auth"]).problems
-    # anonymous artifact requests now reach MLflow: the log count and the status say so
+    # Anonymous artifact requests now reach MLflow. With MLflow's permissions on, the
+    # tracking server answers them 401 itself, so the status alone would not tell: the
+    # tracking log does.
     assert any("reached the tracking server" in p and "mlflow-artifacts" in p for p in artifacts), (
         artifacts
     )
-    assert any(p.startswith("GET /api/2.0/mlflow-artifacts/artifacts: got") for p in artifacts)
     assert all("mlflow-artifacts" in p for p in artifacts), artifacts
 
     traversal = check_proxy(platform, ports["no traversal rule"]).problems
@@ -431,6 +432,11 @@ def test_a_broken_proxy_fails_the_check(broken_proxy: tuple[Platform, dict[str, 
         for p in traversal
     ), traversal
     assert all("expected 400" in p for p in traversal), traversal
+    print(
+        f"\nNEGATIVE CONTROL: artifacts without auth -> {len(artifacts)} problems "
+        f"({sum('reached the tracking server' in p for p in artifacts)} reached MLflow); "
+        f"no traversal rule -> {len(traversal)} problems"
+    )
 
 
 def test_valid_credentials_behave_as_mlflow_directly(platform: Platform) -> None:
