@@ -137,3 +137,26 @@ def test_compose_status_reads_the_same_health(stack: dict[str, Any]) -> None:
     assert report["healthy"] is True
     services = {row["service"]: row["status"] for row in report["services"]}
     assert services["init"] == "completed" and services["tracking"] == "healthy"
+
+
+def test_only_nginx_reaches_the_tracking_server(stack: dict[str, Any]) -> None:
+    """The server listens on the `proxy` network only (nginx's and its own)."""
+    compose = stack["compose"]
+    out, err, code = compose.exec_in_container(
+        ["wget", "-q", "-O", "-", "http://mlflow-upstream:5000/health"], service_name="nginx"
+    )
+    assert code == 0 and "OK" in out, err
+    # postgres shares `backend` with the tracking server, which does not listen there.
+    probe = "exec 3<>/dev/tcp/tracking/5000 && echo connected"
+    out, err, code = compose.exec_in_container(["bash", "-c", probe], service_name="postgres")
+    assert code != 0 and "connected" not in out
+
+
+def test_secrets_are_files_not_environment_variables(stack: dict[str, Any]) -> None:
+    compose = stack["compose"]
+    env, _, code = compose.exec_in_container(["env"], service_name="tracking")
+    assert code == 0
+    assert stack["password"] not in env and "MLOPS_DB_PASSWORD" not in env
+    listed, _, code = compose.exec_in_container(["ls", "/run/secrets"], service_name="tracking")
+    assert code == 0 and "db_password" in listed.split()
+    assert "proxy_password" not in listed.split()  # the admin's stays on the host
