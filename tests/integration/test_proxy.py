@@ -137,7 +137,7 @@ def settings_for(root: Path, **values: Any) -> PlatformSettings:
 # -- the template, statically --------------------------------------------------------
 
 
-LAYOUTS = {
+LAYOUTS: dict[str, dict[str, Any]] = {
     "plain": {},
     "tls": {"tls": True},
     "tls+plain-port": {"tls": True, "proxy_plain_port": "free"},

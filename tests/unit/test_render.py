@@ -239,6 +239,9 @@ def test_tls_listen_and_snippet(settings: PlatformSettings, tmp_path: Path) -> N
         nginx.tls_snippet(public) or ""
     )
     assert proxy_problems(both) == []
+    ipv6 = both.model_copy(update={"proxy_host": "::"})
+    assert "listen [::]:8081;" in (nginx.tls_snippet(ipv6) or "")
+    assert _nginx_values(ipv6)["MLOPS_PROXY_LISTEN"] == "[::]:8080 ssl"
     plain_only = settings.model_copy(update={"proxy_plain_port": 8081})
     assert proxy_problems(plain_only) == [
         "MLOPS_PROXY_PLAIN_PORT is set without TLS; the proxy's port is already plain HTTP: "
@@ -256,7 +259,7 @@ def test_real_ip_only_for_trusted_load_balancers(
         _env_file=None,  # type: ignore[call-arg]
         state_dir=settings.state_dir,
         proxy_trusted_proxies=" 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32",
-        **SECRETS,
+        **SECRETS,  # type: ignore[arg-type]
     )
     assert nginx.real_ip_snippet(trusted) == (
         "set_real_ip_from 10.0.0.0/8;\nset_real_ip_from 192.0.2.7;\n"

@@ -34,6 +34,11 @@ def socket_fits(folder: Path) -> bool:
     return len(auth_fail_socket(folder)) <= MAX_SOCKET_PATH
 
 
+def listen_address(host: str, port: int) -> str:
+    """``host:port`` for nginx's ``listen``; an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def template_variables(
     settings: PlatformSettings,
     *,
@@ -51,7 +56,7 @@ def template_variables(
     for the socket when that path is too long).
     """
     root = Path(snippets_dir).parent
-    listen = f"{settings.proxy_host}:{settings.proxy_port}"
+    listen = listen_address(settings.proxy_host, settings.proxy_port)
     if settings.tls_enabled:
         listen += " ssl"
     return {
@@ -129,7 +134,7 @@ def tls_snippet(settings: PlatformSettings) -> str | None:
             else f"https://$host:{settings.proxy_port}"
         )
         lines += [
-            f"listen {settings.proxy_host}:{settings.proxy_plain_port};",
+            f"listen {listen_address(settings.proxy_host, settings.proxy_plain_port)};",
             "if ($scheme = http) {",
             "    set $mlops_https_redirect on;",
             "}",
