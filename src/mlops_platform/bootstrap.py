@@ -100,8 +100,10 @@ def init_env_file(
         ),
     )
     # The same file drives `docker compose`: its own variables and secrets (Grafana's
-    # admin, the serving and monitoring accounts) too.
-    text += compose_block({name: token(32) for name in COMPOSE_SECRETS})
+    # admin, the serving and monitoring accounts) too, and who owns the state folder.
+    compose = {name: token(32) for name in COMPOSE_SECRETS}
+    compose["STATE_OWNER"] = f"{os.getuid()}:{os.getgid()}"
+    text += compose_block(compose)
     write_private(env_file, text)
     shown = {k: ("********" if k in GENERATED else v) for k, v in chosen.items()}
     return InitResult(env_file, written=True, values=shown)

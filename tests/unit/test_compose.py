@@ -58,11 +58,14 @@ CONTAINER_SECRETS = {
     "grafana": {"grafana_admin_password"},
     "serving": set(),
     "backup": {"db_password", "s3_access_key_id", "s3_secret_access_key"},
+    "admin": {"db_password"},
 }
 # The one secret in a container's environment: MLflow's client reads its password from
 # the environment only (docs/compose.md).
 ENV_SECRETS = {("serving", "MLFLOW_TRACKING_PASSWORD"): "SERVING_PASSWORD"}
-KIT_CONTAINERS = ("tracking", "init", "backup")  # built from mlflow/Dockerfile
+KIT_CONTAINERS = ("tracking", "init", "backup", "admin")  # built from mlflow/Dockerfile
+# Run by hand (`docker compose run --rm admin users ...`), never kept running.
+TOOLS = {"admin"}
 
 
 def compose_binary() -> str:
@@ -223,7 +226,7 @@ def test_config_fails_naming_a_missing_or_empty_secret(tmp_path: Path, var: str,
 def test_every_service_appears_in_some_profile_combination(model: dict) -> None:
     assert set(model["services"]) == set(raw()["services"])
     assert {"postgres", "init", "tracking", "nginx"} <= set(model["services"])
-    assert set(profiles()) == {"seaweedfs", "minio", "monitoring", "serving", "backup"}
+    assert set(profiles()) == {"seaweedfs", "minio", "monitoring", "serving", "backup", "admin"}
 
 
 # -- policy ----------------------------------------------------------------------
@@ -233,7 +236,7 @@ def test_every_long_running_service_has_a_healthcheck(model: dict) -> None:
     shots = one_shots(model)
     for name, service in model["services"].items():
         check = service.get("healthcheck") or {}
-        if name in shots:
+        if name in shots | TOOLS:
             assert service.get("restart") == "no", f"one-shot {name} must not restart"
             continue
         assert not check.get("disable"), f"{name}: healthcheck disabled"
@@ -374,6 +377,8 @@ def test_volumes_are_named_and_binds_read_only(model: dict) -> None:
                 assert mount.get("source") in declared, f"{name}: anonymous volume {mount}"
             else:
                 assert mount["type"] == "bind", f"{name}: {mount}"
+                if name in TOOLS and mount["target"] == "/run/mlops":
+                    continue  # the admin CLI writes the password file, as its owner
                 assert mount.get("read_only"), f"{name}: writable bind {mount['source']}"
     for name in ("postgres", "seaweedfs", "minio"):
         kinds = {m["type"] for m in model["services"][name]["volumes"]}
@@ -419,6 +424,19 @@ def test_only_nginx_shares_a_network_with_the_tracking_server_where_it_listens(
     assert model["services"]["nginx"]["environment"]["MLOPS_UPSTREAM"] == f"{host}:{port}"
 
 
+def test_the_admin_cli_reaches_the_database_and_writes_the_password_file(model: dict) -> None:
+    """`docker compose run --rm admin users add ...`: PostgreSQL is on `backend` only."""
+    admin = model["services"]["admin"]
+    assert admin["profiles"] == ["admin"]
+    assert admin["entrypoint"] == ["mlops-platform"]
+    assert set(admin["networks"]) == {"backend"}  # not the tracking server's `proxy`
+    nginx_mount = next(m for m in raw()["services"]["nginx"]["volumes"] if ":/run/mlops" in m)
+    admin_mount = next(m for m in raw()["services"]["admin"]["volumes"] if ":/run/mlops" in m)
+    assert nginx_mount == admin_mount + ":ro"  # the very file nginx copies
+    assert admin["environment"]["MLOPS_PROXY_USERS_FILE"] == "/run/mlops/htpasswd"
+    assert admin["user"] == "1000:1000"  # STATE_OWNER's default; `init` writes the real one
+
+
 def test_callers_of_mlflow_go_through_nginx_with_their_own_account(model: dict) -> None:
     tracking_networks = set(model["services"]["tracking"]["networks"])
     for name in ("serving", "prometheus", "grafana"):
@@ -440,7 +458,7 @@ def test_callers_of_mlflow_go_through_nginx_with_their_own_account(model: dict) 
 def test_restart_limits_and_log_rotation_everywhere(model: dict) -> None:
     for name, service in model["services"].items():
         assert service.get("restart") in ("unless-stopped", "always", "no"), name
-        if name not in one_shots(model):
+        if name not in one_shots(model) | TOOLS:
             assert service["restart"] != "no", name
         limits = ((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}
         assert limits.get("memory") or service.get("mem_limit"), f"{name}: no memory limit"
@@ -860,6 +878,7 @@ def test_the_env_file_init_writes_drives_compose_as_is(tmp_path: Path) -> None:
     assert "COMPOSE_PROFILES=seaweedfs" in text
     for name in envexample.COMPOSE_SECRETS:  # generated, like every secret
         assert re.search(rf"^{name}=[A-Za-z0-9]{{32}}$", text, re.M), name
+    assert f"STATE_OWNER={os.getuid()}:{os.getgid()}\n" in text
     assert "=changethis" not in text
 
 

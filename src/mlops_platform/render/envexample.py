@@ -70,6 +70,12 @@ COMPOSE_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "viewer --password-stdin`, docs/compose.md).",
     ),
     ("BACKUP_AT", "02:30", "Time of the nightly backup (UTC, HH:MM), profile `backup`."),
+    (
+        "STATE_OWNER",
+        "1000:1000",
+        "uid:gid owning MLOPS_STATE_DIR on the host (`init` sets it): the `admin` "
+        "profile's container runs as it to write the password file.",
+    ),
 )
 
 
