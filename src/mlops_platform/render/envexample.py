@@ -49,8 +49,9 @@ COMPOSE_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "MONITORING_PASSWORD",
         PLACEHOLDER,
         "Password of `svc-monitoring`, the account Prometheus scrapes MLflow's /metrics "
-        "with through nginx (profile `monitoring`; add it with `mlops-platform users add "
-        "svc-monitoring --role viewer --password-stdin`, docs/compose.md).",
+        "with through nginx (profile `monitoring`; add the account with the `admin` "
+        "profile's `users add svc-monitoring --role viewer --password-stdin`, "
+        "docs/compose.md).",
     ),
     (
         "SERVING_MODEL",
@@ -66,8 +67,8 @@ COMPOSE_VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "SERVING_PASSWORD",
         PLACEHOLDER,
-        "Password of SERVING_USER (add it with `mlops-platform users add svc-serving --role "
-        "viewer --password-stdin`, docs/compose.md).",
+        "Password of SERVING_USER (add the account with the `admin` profile's `users add "
+        "svc-serving --role viewer --password-stdin`, docs/compose.md).",
     ),
     ("BACKUP_AT", "02:30", "Time of the nightly backup (UTC, HH:MM), profile `backup`."),
     (
