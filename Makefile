@@ -44,7 +44,7 @@ system-deps:
 	fi
 
 up: install system-deps
-	@[ -f .env ] || $(BIN)/mlops-platform init
+	$(BIN)/mlops-platform init  # writes .env, or adds the secrets an existing one lacks
 	$(BIN)/mlops-platform up
 
 down: install

@@ -23,6 +23,8 @@ request, and nginx's check is the front door.
 from __future__ import annotations
 
 import hmac
+import json
+import logging
 import re
 import time
 from typing import Any
@@ -41,6 +43,7 @@ _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # /api/2.0/mlflow/<route>, /ajax-api/2.0/mlflow/<route>, with or without /preview.
 _ROUTE = re.compile(r"^/(?:ajax-)?api/\d\.\d/(?:preview/)?mlflow/(.+?)/?$")
 
+_logger = logging.getLogger("mlops_platform.auth")
 _settings: PlatformSettings | None = None
 _known_users: dict[str, float] = {}
 
@@ -164,10 +167,35 @@ def kit_rules() -> Response | None:
     from mlops_platform import auth_store
 
     role, reason = need
-    held = auth_store.role_of(_store(), str(authorization.username))
-    if held is not None and auth_store.ROLE_RANK[held] >= auth_store.ROLE_RANK[role]:
+    user = str(authorization.username)
+    held = auth_store.role_of(_store(), user)
+    allowed = held is not None and auth_store.ROLE_RANK[held] >= auth_store.ROLE_RANK[role]
+    if role == "approver":  # the governed moves: one audit line each, whoever asked
+        _audit(user, held, allowed, match.group(1))
+    if allowed:
         return None
-    return _forbidden(f"{reason} (user {authorization.username} is {held or 'without a role'})")
+    return _forbidden(f"{reason} (user {user} is {held or 'without a role'})")
+
+
+def _audit(user: str, role: str | None, allowed: bool, route: str) -> None:
+    """One JSON line in the server's log: who asked for which governed change, and the answer.
+
+    The user is the proxy's, not what the client wrote into a tag: this is the record of
+    who moved an alias or approved a version (docs/access.md).
+    """
+    params = _params()
+    event = {
+        "event": "mlops.audit",
+        "user": user,
+        "role": role,
+        "decision": "allowed" if allowed else "refused",
+        "method": request.method,
+        "route": route,
+    }
+    for key in ("name", "version", "alias", "key", "value", "stage"):
+        if key in params and isinstance(params[key], (str, int)):
+            event[key] = str(params[key])[:200]
+    _logger.warning(json.dumps(event, sort_keys=True))
 
 
 def create_app(app: Flask | None = None) -> Any:

@@ -40,6 +40,8 @@ MIGRATION_LOCK = 0x6D6C6F7073617574
 WORKSPACE = "default"
 KIT_ROLES = ("viewer", "editor", "approver")
 ROLE_RANK = {name: rank for rank, name in enumerate(ROLES)}
+# A service account: no kit role, only what it was granted.
+SERVICE = "service"
 GRANT_KINDS = {"experiment": "experiment", "model": "registered_model"}
 LEVELS = ("READ", "USE", "EDIT", "MANAGE")
 
@@ -298,7 +300,7 @@ def _create_user(store: SqlAlchemyStore, name: str, role: str) -> None:
         if not store.has_user(name):
             raise
         return
-    if role != "admin":
+    if role not in ("admin", SERVICE):
         _assign(store, name, role)
 
 
@@ -321,7 +323,7 @@ def user_roles(store: SqlAlchemyStore, name: str) -> list[str]:
 
 
 def role_of(store: SqlAlchemyStore, name: str) -> str | None:
-    """The highest kit role of ``name`` (None: no role, grants only)."""
+    """The highest kit role of ``name`` (None: a service account, grants only)."""
     held = user_roles(store, name)
     return max(held, key=ROLE_RANK.__getitem__) if held else None
 
@@ -345,8 +347,9 @@ class UserRow:
 
 
 def _check_role(role: str) -> None:
-    if role not in ROLES:
-        raise AuthStoreError(f"unknown role {role!r}", fix="use one of: " + ", ".join(ROLES))
+    if role not in (*ROLES, SERVICE):
+        choices = ", ".join((*ROLES, SERVICE))
+        raise AuthStoreError(f"unknown role {role!r}", fix=f"use one of: {choices}")
 
 
 def set_role(store: SqlAlchemyStore, name: str, role: str) -> str | None:
@@ -366,7 +369,7 @@ def set_role(store: SqlAlchemyStore, name: str, role: str) -> str | None:
     else:
         if user.is_admin:
             store.update_user(name, is_admin=False)
-        if role not in user_roles(store, name):
+        if role != SERVICE and role not in user_roles(store, name):
             _assign(store, name, role)
     return before
 

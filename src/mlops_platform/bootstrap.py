@@ -112,13 +112,13 @@ def init_env_file(
 def _add_missing_secrets(env_file: Path) -> list[str]:
     """Append the generated secrets an existing file lacks (one a newer version introduced).
 
-    A variable that is present, even commented out with a value, is left alone.
+    A variable set in the file is left alone; one only commented out counts as missing.
     """
     text = env_file.read_text(encoding="utf-8")
     present = set()
     for line in text.splitlines():
-        key = line.lstrip("# ").split("=", 1)[0].strip().removeprefix("export ").strip()
         if "=" in line and not line.lstrip().startswith("#"):
+            key = line.split("=", 1)[0].strip().removeprefix("export ").strip()
             present.add(key.upper())
     fresh = generate_secrets()
     missing = [name for name in GENERATED if f"MLOPS_{name.upper()}" not in present]

@@ -165,6 +165,16 @@ def list_users(settings: PlatformSettings, *, with_roles: bool = False) -> list[
     return out
 
 
+def require_user(settings: PlatformSettings, name: str) -> None:
+    """``name`` is a user of the password file, or a UserError says how to add it."""
+    check_name(name)
+    if name not in htpasswd.parse(_read(settings.users_file)):
+        raise UserError(
+            f"no user {name!r} in {settings.users_file}",
+            fix=f"add it: mlops-platform users add {name} --role editor --generate",
+        )
+
+
 def _store(settings: PlatformSettings):  # type: ignore[no-untyped-def]
     from mlops_platform import auth_store
 

@@ -389,9 +389,11 @@ def test_two_servers_race_on_an_empty_auth_store() -> None:
         assert up.returncode == 0, up.stderr
         settings = load_settings(env_file)
         pg = Postgres(settings, StateFile.load(settings.state_dir))
-        # No auth database at all: the replicas must create and migrate it, racing.
+        # An empty auth database: the replicas must migrate it, racing.
         pg.superuser_sql(
-            f"DROP DATABASE {settings.auth_db_name} WITH (FORCE);", database="postgres"
+            f"DROP DATABASE {settings.auth_db_name} WITH (FORCE);\n"
+            f"CREATE DATABASE {settings.auth_db_name} OWNER {settings.db_user};",
+            database="postgres",
         )
         ports = [free_port(), free_port()]
         for i, port in enumerate(ports):

@@ -11,6 +11,7 @@ import typer
 from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, progress, table
 from mlops_platform.render.server import client_env as render_client_env
 from mlops_platform.stack import LocalStack
+from mlops_platform.users import require_user
 
 
 def register(app: typer.Typer) -> None:
@@ -128,16 +129,29 @@ def logs(
     sys.exit(subprocess.call(argv))
 
 
-def client_env(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+def client_env(
+    ctx: typer.Context,
+    user: str | None = typer.Option(
+        None,
+        "--user",
+        help="A named user's settings (no password: the kit keeps only hashes; the user "
+        "sets MLFLOW_TRACKING_PASSWORD).",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Print the shell exports that point `mlflow` clients at the platform.
 
-    Example: eval "$(mlops-platform client-env)"
+    Example: eval "$(mlops-platform client-env --user alice)"
     """
     obj: Context = ctx.obj
     stack = LocalStack(obj.settings(), env_file=obj.env_file)
-    env = render_client_env(stack.settings)
+    if user is not None:
+        require_user(stack.settings, user)
+    env = render_client_env(stack.settings, user=user)
     if as_json:
         print_json(env)
         return
     for key, value in env.items():
         typer.echo(f"export {key}={shlex.quote(value)}")
+    if user is not None and user != stack.settings.proxy_user:
+        typer.echo(f"# then: export MLFLOW_TRACKING_PASSWORD=<{user}'s password>")

@@ -56,7 +56,8 @@ def add(
     role: str | None = typer.Option(
         None,
         "--role",
-        help="viewer, editor, approver or admin (default MLOPS_AUTH_DEFAULT_ROLE).",
+        help="viewer, editor, approver, admin, or service (grants only); "
+        "default MLOPS_AUTH_DEFAULT_ROLE.",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -114,7 +115,7 @@ def remove(
 def role_(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="A user of the password file."),
-    role: str = typer.Argument(..., help="viewer, editor, approver or admin."),
+    role: str = typer.Argument(..., help="viewer, editor, approver, admin or service."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Give a user exactly one role (MLflow's roles; admin is MLflow's admin flag).
@@ -198,8 +199,10 @@ def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
             return "-"
         if u.role:
             return u.role
+        if u.in_store:
+            return "service"
         # Not in MLflow's store yet: it gets MLOPS_AUTH_DEFAULT_ROLE on its first request.
-        return f"({settings.auth_default_role} on first request)" if not u.in_store else "none"
+        return f"({settings.auth_default_role} on first request)"
 
     if as_json:
         print_json(
@@ -207,7 +210,9 @@ def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
                 {
                     "name": u.name,
                     "scheme": u.scheme,
-                    "role": u.role if permissions else None,
+                    "role": (u.role or ("service" if u.in_store else None))
+                    if permissions
+                    else None,
                     "grants": u.grants,
                 }
                 for u in found

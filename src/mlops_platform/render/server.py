@@ -127,16 +127,22 @@ def server_env(settings: PlatformSettings) -> dict[str, str]:
     return env
 
 
-def client_env(settings: PlatformSettings, *, public_url: str | None = None) -> dict[str, str]:
-    """What an ``mlflow`` client needs to talk to this platform."""
+def client_env(
+    settings: PlatformSettings, *, public_url: str | None = None, user: str | None = None
+) -> dict[str, str]:
+    """What an ``mlflow`` client needs to talk to this platform.
+
+    ``user``: a named user's variables; only the admin's password is known to the kit.
+    """
     env = {
         "MLFLOW_TRACKING_URI": public_url or settings.resolved_public_url,
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(settings.client_max_retries),
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(settings.client_backoff_factor),
     }
     if settings.proxy_enabled:
-        env["MLFLOW_TRACKING_USERNAME"] = settings.proxy_user
-        env["MLFLOW_TRACKING_PASSWORD"] = settings.proxy_password.get_secret_value()
+        env["MLFLOW_TRACKING_USERNAME"] = user or settings.proxy_user
+        if user in (None, settings.proxy_user):
+            env["MLFLOW_TRACKING_PASSWORD"] = settings.proxy_password.get_secret_value()
     if settings.artifact_mode == "direct":
         if settings.s3_endpoint:
             env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint

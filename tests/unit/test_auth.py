@@ -1,0 +1,157 @@
+"""The identity settings, the auth app's configuration and the kit's role rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops_platform import auth_app
+from mlops_platform.bootstrap import init_env_file
+from mlops_platform.render.auth import auth_ini
+from mlops_platform.render.server import auth_env, server_argv
+from mlops_platform.settings import PlatformSettings
+from tests.conftest import clear_mlops_env
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clear_mlops_env(monkeypatch)
+    monkeypatch.setenv("MLOPS_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    monkeypatch.chdir(tmp_path)
+
+
+def settings(**values: object) -> PlatformSettings:
+    base: dict[str, object] = {"env": "dev", "proxy_secret": "s" * 48, "db_password": "pw-abc"}
+    return PlatformSettings(_env_file=None, **{**base, **values})  # type: ignore[arg-type]
+
+
+def test_identity_needs_a_secret_even_in_dev() -> None:
+    assert any("MLOPS_PROXY_SECRET is empty" in p for p in settings(proxy_secret="").problems())
+    assert not any(
+        "PROXY_SECRET" in p for p in settings(auth_enabled=False, proxy_secret="").problems()
+    )
+    assert not any(
+        "PROXY_SECRET" in p for p in settings(proxy_enabled=False, proxy_secret="").problems()
+    )
+
+
+def test_short_secret_refused_outside_dev() -> None:
+    problems = settings(env="prod", proxy_secret="short").problems()
+    assert any("MLOPS_PROXY_SECRET is shorter than 32" in p for p in problems)
+
+
+def test_auth_store_must_not_be_the_tracking_database() -> None:
+    problems = settings(auth_db_name="mlflow").problems()
+    assert any("MLOPS_AUTH_DB_NAME=mlflow is the tracking database" in p for p in problems)
+    with pytest.raises(ValueError):
+        settings(auth_db_name="Bad-Name")
+
+
+def test_auth_database_url_is_the_tracking_server_with_its_own_database() -> None:
+    s = settings(db_url="postgresql://mlflow:pw@db.internal:5433/tracking?sslmode=require")
+    assert (
+        s.auth_database_url()
+        == "postgresql+psycopg://mlflow@db.internal:5433/mlflow_auth?sslmode=require"
+    )
+    assert ":pw@" in s.auth_database_url(with_password=True)
+
+
+def test_auth_ini_has_no_password_and_denies_by_default() -> None:
+    text = auth_ini(settings(db_password="never-in-a-file"))
+    assert "never-in-a-file" not in text
+    assert "default_permission = NO_PERMISSIONS" in text
+    assert "authorization_function = mlops_platform.auth_app:authenticate" in text
+    assert "database_uri = postgresql+psycopg://mlflow@127.0.0.1:5432/mlflow_auth" in text
+
+
+def test_server_runs_the_kit_app_only_with_identity() -> None:
+    assert server_argv(settings())[-2:] == ["--app-name", "mlops-auth"]
+    assert "--app-name" not in server_argv(settings(auth_enabled=False))
+    assert "--app-name" not in server_argv(settings(proxy_enabled=False))
+    env = auth_env(settings(), admin_password="x" * 32)
+    assert env["MLOPS_PROXY_SECRET"] == "s" * 48
+    assert env["MLFLOW_AUTH_CONFIG_PATH"].endswith("auth/basic_auth.ini")
+    assert auth_env(settings(auth_enabled=False), admin_password="x") == {}
+
+
+def test_init_adds_missing_secrets_and_keeps_the_rest(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("MLOPS_PROXY_PASSWORD=keep-this-one-please\n# MLOPS_PROXY_SECRET=\n")
+    result = init_env_file(env_file)
+    assert not result.written
+    assert "MLOPS_PROXY_SECRET" in result.added
+    text = env_file.read_text()
+    assert text.startswith("MLOPS_PROXY_PASSWORD=keep-this-one-please\n")
+    secret = [ln for ln in text.splitlines() if ln.startswith("MLOPS_PROXY_SECRET=")]
+    assert len(secret) == 1 and len(secret[0].split("=", 1)[1]) >= 32
+    assert env_file.stat().st_mode & 0o077 == 0
+    assert init_env_file(env_file).added == []  # idempotent
+    assert env_file.read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("route", "method", "params", "need"),
+    [
+        ("experiments/create", "POST", {"name": "x"}, "editor"),
+        ("registered-models/create", "POST", {"name": "m"}, "editor"),
+        (
+            "registered-models/create",
+            "POST",
+            {"name": "m", "tags": [{"key": "mlops.status", "value": "approved"}]},
+            "approver",
+        ),
+        (
+            "registered-models/alias",
+            "POST",
+            {"name": "m", "alias": "champion", "version": "1"},
+            "approver",
+        ),
+        ("registered-models/alias", "DELETE", {"name": "m", "alias": "challenger"}, "approver"),
+        (
+            "registered-models/alias",
+            "POST",
+            {"name": "m", "alias": "staging", "version": "1"},
+            None,
+        ),
+        (
+            "model-versions/set-tag",
+            "POST",
+            {"name": "m", "version": "1", "key": "mlops.status"},
+            "approver",
+        ),
+        (
+            "model-versions/delete-tag",
+            "DELETE",
+            {"name": "m", "version": "1", "key": "mlops.gate.x"},
+            "approver",
+        ),
+        ("registered-models/set-tag", "POST", {"name": "m", "key": "mlops.audit.1.x"}, "approver"),
+        ("model-versions/set-tag", "POST", {"name": "m", "version": "1", "key": "team"}, None),
+        (
+            "model-versions/create",
+            "POST",
+            {"name": "m", "tags": [{"key": "mlops.status"}]},
+            "approver",
+        ),
+        ("model-versions/create", "POST", {"name": "m", "tags": [{"key": "team"}]}, None),
+        ("model-versions/transition-stage", "POST", {"name": "m", "version": "1"}, "approver"),
+        ("runs/log-metric", "POST", {"run_id": "r"}, None),
+    ],
+)
+def test_required_role(
+    monkeypatch: pytest.MonkeyPatch,
+    route: str,
+    method: str,
+    params: dict[str, object],
+    need: str | None,
+) -> None:
+    monkeypatch.setattr(auth_app, "_settings", settings())
+    got = auth_app.required_role(route, method, params)
+    assert (got[0] if got else None) == need
+
+
+def test_protected_aliases_follow_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth_app, "_settings", settings(auth_protected_aliases="prod, canary"))
+    assert auth_app.required_role("registered-models/alias", "POST", {"alias": "prod"})
+    assert auth_app.required_role("registered-models/alias", "POST", {"alias": "champion"}) is None
