@@ -181,6 +181,9 @@ def test_nginx_accepts_the_compose_rendering(tmp_path: Path) -> None:
     conf_d, snippets, logs, cache = (tmp_path / n for n in ("conf.d", "snippets", "log", "cache"))
     for folder in (conf_d, snippets, logs):
         folder.mkdir()
+    # The shipped example for compose behind a load balancer, as a user would copy it.
+    example = Path(__file__).resolve().parents[2] / "nginx" / "snippets" / "real-ip.conf.example"
+    shutil.copy(example, snippets / "real-ip.conf")
     users = tmp_path / "htpasswd"
     users.write_text("admin:{SSHA}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n")
     environment = {
