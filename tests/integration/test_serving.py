@@ -123,3 +123,130 @@ def test_champion_serves_the_models_own_predictions(
     finally:
         stop(proc)
     assert platform.password not in log.read_text()
+
+
+def _start_entry(
+    platform: Platform, name: str, port: int, model_dir: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """The serving image's command: `mlops-platform registry serve NAME --alias champion`."""
+    from tests.integration.conftest import CLI
+
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, **platform.client_env, "PATH": path}
+    argv = [*CLI, "registry", "serve", name, "--alias", "champion", "--port", str(port),
+            "--model-dir", str(model_dir)]  # fmt: skip
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _refused(proc: subprocess.Popen[bytes], log: Path) -> str:
+    """The entry's one-line refusal; it must exit before anything listens."""
+    try:
+        code = proc.wait(timeout=START_TIMEOUT)
+    finally:
+        stop(proc)
+    text = log.read_text().strip()
+    assert code == 2, text
+    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
+    return text
+
+
+def test_serving_refuses_a_champion_whose_artifacts_changed_after_approval(
+    platform: Platform, mlflow_client_env: dict[str, str], tmp_path: Path
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+    from sklearn.dummy import DummyClassifier
+
+    from mlops_platform import s3
+
+    name = f"pinned-{uuid.uuid4().hex[:8]}"
+    x, y = load_iris(return_X_y=True, as_frame=True)
+    x.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    good = RandomForestClassifier(n_estimators=25, max_depth=4, random_state=3).fit(x, y)
+    dummy = DummyClassifier(strategy="most_frequent").fit(x, y)
+    mlflow.set_experiment("serving")
+    for model in (good, dummy):  # v1 the real model, v2 an impostor never approved
+        with mlflow.start_run():
+            mlflow.log_metric("accuracy", float((model.predict(x) == y).mean()))
+            mlflow.sklearn.log_model(
+                model, name="model", registered_model_name=name, input_example=x.head(3),
+                serialization_format="cloudpickle",
+            )  # fmt: skip
+    uri = platform.client_env["MLFLOW_TRACKING_URI"]
+    registry = reg.Registry(uri, actor="serving-test")
+    gates = reg.Gates.from_mapping({"metrics": {"accuracy": ">= 0.9"}, "signature": True})
+    assert registry.approve(name, "1", gates).approved
+    holdout = tmp_path / "holdout.csv"
+    x.assign(target=y).to_csv(holdout, index=False)
+    assert registry.promote(name, holdout, metric="accuracy", challenger="1", initial=True).promoted
+
+    # the entry serves the approved bytes
+    port = free_port()
+    log = tmp_path / "serve-1.log"
+    proc = _start_entry(platform, name, port, tmp_path / "copy-1", log)
+    url = f"http://127.0.0.1:{port}"
+    sample = x.sample(40, random_state=7)
+    try:
+        wait_ready(url, proc, log)
+        response = requests.post(
+            f"{url}/invocations",
+            json={"dataframe_split": sample.to_dict(orient="split")},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == good.predict(sample).tolist()
+    finally:
+        stop(proc)
+    assert f"serving {name} v1 (@champion)" in log.read_text()
+    assert platform.password not in log.read_text()
+
+    # someone with the bucket's keys swaps the champion's pickle for the impostor's
+    client = MlflowClient(uri)
+    settings = platform.settings
+    bucket = s3.client(settings, timeout=60)
+
+    def key_of(version: str) -> str:
+        tail = client.get_model_version_download_uri(name, version).split(":", 1)[1].strip("/")
+        found = [
+            o["Key"]
+            for page in bucket.get_paginator("list_objects_v2").paginate(
+                Bucket=settings.s3_bucket, Prefix=settings.s3_prefix + "/"
+            )
+            for o in page.get("Contents", [])
+            if o["Key"].endswith(tail + "/model.pkl")
+        ]
+        assert len(found) == 1, (tail, found)
+        return found[0]
+
+    impostor = bucket.get_object(Bucket=settings.s3_bucket, Key=key_of("2"))["Body"].read()
+    bucket.put_object(Bucket=settings.s3_bucket, Key=key_of("1"), Body=impostor)
+    log = tmp_path / "serve-2.log"
+    err = _refused(_start_entry(platform, name, free_port(), tmp_path / "copy-2", log), log)
+    assert f"the artifacts of {name} v1 changed after its approval (changed: model.pkl" in err
+    assert f"approve it again: mlops-platform registry approve {name} 1" in err
+
+    # a champion approved before pinning existed (no digest tag) is refused too
+    client.delete_model_version_tag(name, "1", reg.DIGEST_TAG)
+    log = tmp_path / "serve-3.log"
+    err = _refused(_start_entry(platform, name, free_port(), tmp_path / "copy-3", log), log)
+    assert f"{name} v1 was approved before approvals pinned artifacts" in err
+    assert f"approve it again: mlops-platform registry approve {name} 1" in err
+
+    # approving again is a person's decision on the files as they are now: then it serves
+    assert registry.approve(name, "1", gates).approved  # the gates read the run's metrics
+    port = free_port()
+    log = tmp_path / "serve-4.log"
+    proc = _start_entry(platform, name, port, tmp_path / "copy-4", log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, log)
+        response = requests.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_split": sample.to_dict(orient="split")},
+            timeout=30,
+        )
+        assert response.json()["predictions"] == dummy.predict(sample).tolist()
+    finally:
+        stop(proc)

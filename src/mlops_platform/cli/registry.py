@@ -82,6 +82,7 @@ def approve(
                 f"artifacts pinned: {result.artifacts_digest} "
                 f"({result.artifacts_files} files, {result.artifacts_bytes} bytes)",
                 highlight=False,
+                soft_wrap=True,
             )
         else:
             failed = ", ".join(g.gate for g in result.failed())
@@ -173,6 +174,7 @@ def verify(
         console.print(
             f"{name} v{number}: artifacts match the approval ({result.digest}, {result.summary()})",
             highlight=False,
+            soft_wrap=True,
         )
 
 
