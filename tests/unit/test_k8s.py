@@ -343,3 +343,53 @@ def test_deploy_render_k8s_writes_the_files_and_names_every_secret(tmp_path: Pat
         assert f"--from-file={key}=" in out
     assert "--from-file=proxy_password" not in out
     assert "mlops-htpasswd" in out and "mlops-serving-account" in out
+
+
+def test_nginx_accepts_the_sidecar_rendering(settings: PlatformSettings, tmp_path: Path) -> None:
+    """nginx -t on the pod's rendering: no snippets folder (TLS ends at the Ingress).
+
+    The writable paths of the image (cache, socket, password file) move under tmp_path;
+    everything else is the sidecar's environment.
+    """
+    import shutil
+
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if binary is None:
+        pytest.fail("nginx is not installed: make system-deps", pytrace=False)
+    for sub in ("conf.d", "logs", "tmp"):
+        (tmp_path / sub).mkdir()
+    env = k8s.nginx_env(settings)
+    assert not Path(env["MLOPS_NGINX_SNIPPETS"]).exists()
+    env.update(
+        MLOPS_LOCKOUT_CACHE=str(tmp_path / "tmp" / "lockout"),
+        MLOPS_AUTH_FAIL_SOCKET=str(tmp_path / "tmp" / "auth.sock"),
+        MLOPS_USERS_FILE=str(tmp_path / "htpasswd"),
+        MLOPS_ACCESS_LOG=str(tmp_path / "logs" / "access.log"),
+        MLOPS_PROXY_SECRET=SECRETS["proxy_secret"],
+    )
+    values = {k: v for k, v in env.items() if k.startswith("MLOPS_")}
+    values.pop("MLOPS_PROXY_SECRET_FILE")
+    (tmp_path / "conf.d" / "mlflow.conf").write_text(
+        nginx.substitute(nginx.template_text(), values)
+    )
+    (tmp_path / "nginx.conf").write_text(nginx.main_conf(tmp_path, run_as=None))
+    result = subprocess.run(
+        [
+            binary,
+            "-t",
+            "-q",
+            "-p",
+            str(tmp_path),
+            "-c",
+            str(tmp_path / "nginx.conf"),
+            "-e",
+            str(tmp_path / "logs" / "error.log"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
