@@ -269,12 +269,16 @@ def diagnose(settings: PlatformSettings, *, timeout: float = 5.0, quick: bool = 
         add(Check("credentials", "fail", _why(exc), KEY_FIX))
         return report
 
+    # The bucket's policy and ACL are the admin's to read; the server's key may not.
+    admin = client(settings, timeout=timeout, retries=1, purpose="admin")
     # bucket exists and is listable
     try:
         _, took = _timed(lambda: s3.head_bucket(Bucket=bucket))
         add(Check("bucket", "ok", f"{bucket} exists", seconds=took))
     except ClientError as exc:
         code = _code(exc)
+        if code in ("403", "AccessDenied") and _missing_for_admin(settings, admin, bucket):
+            code = "404"  # a key scoped to another bucket cannot tell; the admin's can
         if code in ("404", "NoSuchBucket", "NotFound"):
             add(
                 Check(
@@ -286,7 +290,13 @@ def diagnose(settings: PlatformSettings, *, timeout: float = 5.0, quick: bool = 
                 )
             )
         else:
-            add(Check("bucket", "fail", f"no access to bucket {bucket} ({code})", KEY_FIX))
+            fix = KEY_FIX
+            if settings.local_seaweedfs:
+                fix += (
+                    "; the kit's SeaweedFS lets the key reach MLOPS_S3_BUCKET as it was at "
+                    "`up`: after changing it run `mlops-platform down && mlops-platform up`"
+                )
+            add(Check("bucket", "fail", f"no access to bucket {bucket} ({code})", fix))
         return report
     try:
         _, took = _timed(lambda: s3.list_objects_v2(Bucket=bucket, MaxKeys=1))
@@ -294,8 +304,6 @@ def diagnose(settings: PlatformSettings, *, timeout: float = 5.0, quick: bool = 
     except ClientError as exc:
         add(Check("list", "fail", f"listing refused ({_code(exc)})", "grant the key s3:ListBucket"))
 
-    # The bucket's policy and ACL are the admin's to read; the server's key may not.
-    admin = client(settings, timeout=timeout, retries=1, purpose="admin")
     report.checks += _privacy_checks(settings, admin, timeout)
     report.checks += _round_trips(settings, s3, quick=quick)
     report.checks += _policy_checks(admin, bucket)
@@ -318,6 +326,19 @@ def diagnose(settings: PlatformSettings, *, timeout: float = 5.0, quick: bool = 
             )
         )
     return report
+
+
+def _missing_for_admin(settings: PlatformSettings, admin: Any, bucket: str) -> bool:
+    """True when the admin key (a different one) sees that ``bucket`` does not exist."""
+    if settings.s3_credentials("admin") == settings.s3_credentials():
+        return False
+    try:
+        admin.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        return _code(exc) in ("404", "NoSuchBucket", "NotFound")
+    except BotoCoreError:
+        return False
+    return False
 
 
 def _privacy_checks(settings: PlatformSettings, s3: Any, timeout: float) -> list[Check]:
