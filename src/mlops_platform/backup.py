@@ -4,6 +4,8 @@ One backup is one folder ``<backup_dir>/<ID>/`` holding
 
 - ``database.dump``: ``pg_dump -Fc`` of the tracking database, taken in an exported
   REPEATABLE READ snapshot;
+- ``auth.dump``: the same of MLflow's user and permission store (``MLOPS_AUTH_DB_NAME``:
+  users, roles, grants), in its own snapshot opened while the tracking one is held;
 - ``artifacts/<key below the prefix>``: every artifact object of the snapshot's state;
 - ``manifest.json``: kit, MLflow and schema versions, the row count of every table,
   every artifact key with size, ETag and sha256, start, snapshot and end times.
@@ -59,6 +61,7 @@ SUPPORTED_FORMATS = (1,)
 KIT = "mlops-platform"
 MANIFEST = "manifest.json"
 DUMP = "database.dump"
+AUTH_DUMP = "auth.dump"
 ARTIFACTS = "artifacts"
 PARTIAL = ".partial"
 _ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
@@ -149,6 +152,12 @@ class Manifest:
     skipped_unreferenced: int = 0
     skipped_unsafe: list[str] = field(default_factory=list)
     clock_skew_seconds: float = 0.0
+    # MLflow's user store; None in backups of a platform without one (or made before it)
+    auth_database: str | None = None
+    auth_revision: str | None = None
+    auth_dump_bytes: int = 0
+    auth_dump_sha256: str | None = None
+    auth_row_counts: dict[str, int] = field(default_factory=dict)
     format: int = FORMAT
     kit: str = KIT
 
@@ -491,6 +500,38 @@ def exported_snapshot(
         engine.dispose()
 
 
+@dataclass
+class AuthSnapshot:
+    database: str
+    snapshot_id: str
+    row_counts: dict[str, int]
+    revision: str | None
+
+
+@contextlib.contextmanager
+def auth_snapshot(settings: PlatformSettings) -> Iterator[AuthSnapshot | None]:
+    """The auth store's own exported snapshot; None when its database does not exist.
+
+    PostgreSQL snapshots do not span databases: this one is opened right after the
+    tracking database's and held with it, so the two dumps are milliseconds apart.
+    """
+    if not db._auth_database_exists(settings):
+        yield None
+        return
+    with exported_snapshot(db.auth_settings(settings)) as (snap, conn):
+        revision = None
+        if "alembic_version_auth" in snap.row_counts:
+            revision = conn.execute(
+                sqlalchemy.text("SELECT version_num FROM alembic_version_auth")
+            ).scalar()
+        yield AuthSnapshot(
+            settings.auth_db_name,
+            snap.snapshot_id,
+            snap.row_counts,
+            str(revision) if revision else None,
+        )
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -675,6 +716,10 @@ class CreateResult:
             "row_counts": m.row_counts,
             "previous": m.previous,
             "schema_revision": m.schema_revision,
+            "auth_database": m.auth_database,
+            "auth_revision": m.auth_revision,
+            "auth_dump_bytes": m.auth_dump_bytes,
+            "auth_row_counts": m.auth_row_counts,
         }
 
 
@@ -719,7 +764,10 @@ def create_backup(
         client = s3.client(settings, timeout=60, purpose="backup")  # read and list only
         pg_dump = None
         try:
-            with exported_snapshot(settings) as (snap, conn):
+            with (
+                exported_snapshot(settings) as (snap, conn),
+                auth_snapshot(settings) as auth_snap,
+            ):
                 size = int(
                     conn.execute(
                         sqlalchemy.text("SELECT pg_database_size(current_database())")
@@ -748,12 +796,42 @@ def create_backup(
                     raise BackupError(
                         f"pg_dump failed: {tail}", fix="fix the error above and run it again"
                     )
+                auth_dump = work / AUTH_DUMP
+                if auth_snap is not None:
+                    done = subprocess.run(
+                        dump_argv(
+                            db.auth_settings(settings), pg_dump, auth_dump, auth_snap.snapshot_id
+                        ),
+                        env=db.client_env(settings),
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                    )
+                    if done.returncode != 0:
+                        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                        raise BackupError(
+                            f"pg_dump of the auth store {auth_snap.database} failed: {tail}",
+                            fix="fix the error above and run it again",
+                        )
+                else:
+                    say.message(
+                        f"no auth store ({settings.auth_db_name} does not exist): "
+                        "users, roles and grants are not in this backup"
+                    )
                 dump_seconds = time.monotonic() - dump_start
                 db_clock = conn.execute(sqlalchemy.text("SELECT clock_timestamp()")).scalar()
                 db_offset = (db_clock - _now()).total_seconds() if db_clock else 0.0
                 # the transaction ends here; the snapshot's data is in the dump
             dump_sha = _sha256(dump)
-            say.message(f"database dumped: {_human(dump.stat().st_size)} in {dump_seconds:.1f}s")
+            auth_sha = _sha256(auth_dump) if auth_snap is not None else None
+            say.message(
+                f"database dumped: {_human(dump.stat().st_size)} in {dump_seconds:.1f}s"
+                + (
+                    f"; auth store {auth_snap.database}: {_human(auth_dump.stat().st_size)}"
+                    if auth_snap is not None
+                    else ""
+                )
+            )
             if before_copy is not None:
                 before_copy()
             local = _now()
@@ -844,6 +922,11 @@ def create_backup(
                 skipped_unreferenced=sel.unreferenced,
                 skipped_unsafe=sel.unsafe,
                 clock_skew_seconds=skew,
+                auth_database=auth_snap.database if auth_snap else None,
+                auth_revision=auth_snap.revision if auth_snap else None,
+                auth_dump_bytes=auth_dump.stat().st_size if auth_snap else 0,
+                auth_dump_sha256=auth_sha,
+                auth_row_counts=auth_snap.row_counts if auth_snap else {},
             )
             tmp = work / (MANIFEST + ".tmp")
             tmp.write_text(json.dumps(manifest.as_dict(), indent=1), encoding="utf-8")
@@ -907,10 +990,20 @@ def check_files(path: Path, manifest: Manifest, report: Reporter) -> tuple[list[
         problems.append(f"{DUMP} is missing")
     elif dump.stat().st_size != manifest.dump_bytes or _sha256(dump) != manifest.dump_sha256:
         problems.append(f"{DUMP} does not match its checksum (corrupted)")
-    total = manifest.dump_bytes + manifest.artifact_bytes
-    report.start("checking files", total)
-    report.advance(manifest.dump_bytes)
     files = 1
+    if manifest.auth_dump_sha256:
+        files += 1
+        auth = path / AUTH_DUMP
+        if not auth.is_file():
+            problems.append(f"{AUTH_DUMP} is missing")
+        elif (
+            auth.stat().st_size != manifest.auth_dump_bytes
+            or _sha256(auth) != manifest.auth_dump_sha256
+        ):
+            problems.append(f"{AUTH_DUMP} does not match its checksum (corrupted)")
+    total = manifest.dump_bytes + manifest.auth_dump_bytes + manifest.artifact_bytes
+    report.start("checking files", total)
+    report.advance(manifest.dump_bytes + manifest.auth_dump_bytes)
     for a in manifest.artifacts:
         file = path / ARTIFACTS / _rel(a.key, manifest.prefix)
         files += 1
@@ -965,7 +1058,9 @@ def temporary_database(settings: PlatformSettings, report: Reporter) -> Iterator
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             try:
                 conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+                conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}_auth"'))
             except sqlalchemy.exc.DBAPIError as exc:
+                conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
                 raise BackupError(
                     "cannot restore the dump for the check: no PostgreSQL server binaries "
                     f"here and the database user may not create a database ({db._first_line(exc)})",
@@ -975,10 +1070,14 @@ def temporary_database(settings: PlatformSettings, report: Reporter) -> Iterator
                 ) from None
         report.message(f"restoring into the temporary database {name} on the same server")
         try:
-            yield settings.model_copy(update={"db_url": None, "db_name": name})
+            # the auth store's dump goes to its own scratch database, never the live one
+            yield settings.model_copy(
+                update={"db_url": None, "db_name": name, "auth_db_name": f"{name}_auth"}
+            )
         finally:
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}_auth" WITH (FORCE)'))
     finally:
         engine.dispose()
 
@@ -1028,7 +1127,35 @@ def verify_backup(
                     got = restored.get(table)
                     if got != rows:
                         problems.append(f"table {table}: {got} rows restored, manifest says {rows}")
+            if manifest.auth_dump_sha256 and not any(p.startswith(AUTH_DUMP) for p in problems):
+                problems += _verify_auth_dump(scratch, path / AUTH_DUMP, manifest, say)
     return VerifyResult(path.name, problems, files, total, restored, time.monotonic() - start)
+
+
+def _verify_auth_dump(
+    scratch: PlatformSettings, dump: Path, manifest: Manifest, say: Reporter
+) -> list[str]:
+    """Restore the auth store's dump into the scratch server's auth database; compare."""
+    from mlops_platform import auth_store
+
+    say.message(f"restoring {AUTH_DUMP} into the scratch auth database")
+    auth = db.auth_settings(scratch)
+    try:
+        auth_store.ensure_database(scratch)
+        db.restore_dump(auth, dump)
+    except PlatformError as exc:
+        return [f"{AUTH_DUMP} does not restore: {exc.message}"]
+    engine = db.make_engine(auth)
+    try:
+        with engine.connect() as conn:
+            restored = row_counts(conn)
+    finally:
+        engine.dispose()
+    return [
+        f"auth store table {table}: {restored.get(table)} rows restored, manifest says {rows}"
+        for table, rows in sorted(manifest.auth_row_counts.items())
+        if restored.get(table) != rows
+    ]
 
 
 # -- restore ---------------------------------------------------------------------------
@@ -1104,6 +1231,8 @@ class RestoreResult:
     row_counts_match: bool
     problems: list[str]
     seconds: float
+    auth_restored: bool = False
+    auth_upgraded: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"seconds": round(self.seconds, 2)}
@@ -1234,6 +1363,19 @@ def restore_backup(
                 f"{manifest.mlflow_version}, newer than this MLflow {mlflow.__version__} knows",
                 fix=f"install MLflow {manifest.mlflow_version} to restore it",
             )
+        auth_head = None
+        if manifest.auth_dump_sha256:
+            from mlops_platform import auth_store
+
+            auth_head = auth_store.head_revision()
+            auth_rev = manifest.auth_revision
+            if auth_rev and auth_rev != auth_head and not db._known_auth_revision(auth_rev):
+                raise SchemaError(
+                    f"backup {path.name} has an auth store at {auth_rev} from MLflow "
+                    f"{manifest.mlflow_version}, newer than this MLflow {mlflow.__version__} "
+                    "knows",
+                    fix=f"install MLflow {manifest.mlflow_version} to restore it",
+                )
         client = s3.client(settings, timeout=60)
         state = target_state(settings, client)
         if not state.empty and not force:
@@ -1297,6 +1439,18 @@ def restore_backup(
             for t, n in sorted(manifest.row_counts.items())
             if counts.get(t) != n
         ]
+        auth_restored = auth_upgraded = False
+        if manifest.auth_dump_sha256:
+            problems += _restore_auth(settings, path / AUTH_DUMP, manifest, say)
+            auth_restored = True
+            if manifest.auth_revision != auth_head:
+                say.message(f"upgrading the auth store {manifest.auth_revision} -> {auth_head}")
+                db.upgrade_auth_store(settings)
+                auth_upgraded = True
+        else:
+            say.message(
+                "the backup holds no auth store: users, roles and grants are left as they are"
+            )
         removed = 0
         wanted = {a.key for a in manifest.artifacts}
         extra = [o.key for o in present if o.key not in wanted]
@@ -1328,7 +1482,38 @@ def restore_backup(
         not problems,
         problems,
         time.monotonic() - start,
+        auth_restored=auth_restored,
+        auth_upgraded=auth_upgraded,
     )
+
+
+def _restore_auth(
+    settings: PlatformSettings, dump: Path, manifest: Manifest, say: Reporter
+) -> list[str]:
+    """Replace the auth store with its dump in one transaction; the tables that differ."""
+    from mlops_platform import auth_store
+
+    say.message(f"restoring the auth store {settings.auth_db_name} (one transaction)")
+    auth_store.ensure_database(settings)
+    auth = db.auth_settings(settings)
+    try:
+        restore_database(auth, dump)
+    except BackupError as exc:
+        raise BackupError(
+            f"the tracking database was restored but the auth store was not: {exc.message}",
+            fix="fix the error and run `mlops-platform backup restore --force` again",
+        ) from None
+    engine = db.make_engine(auth)
+    try:
+        with engine.connect() as conn:
+            counts = row_counts(conn)
+    finally:
+        engine.dispose()
+    return [
+        f"auth store table {t}: {counts.get(t)} rows restored, manifest says {n}"
+        for t, n in sorted(manifest.auth_row_counts.items())
+        if counts.get(t) != n
+    ]
 
 
 # -- prune -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import sqlalchemy
 from sqlalchemy.engine import Engine
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Engine
 from mlops_platform.errors import (
     DatabaseUnavailableError,
     MissingBinaryError,
+    PlatformError,
     SchemaError,
     StateError,
 )
@@ -251,6 +253,12 @@ class DatabaseReport:
     database_bytes: int
     largest_tables: list[TableSize]
     auth_db: str | None = None
+    auth: AuthStoreStatus | None = None
+
+    @property
+    def current(self) -> bool:
+        """The tracking schema at head, and the auth store too where permissions are on."""
+        return self.schema.state == "current" and (self.auth is None or self.auth.current)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -262,7 +270,117 @@ class DatabaseReport:
             "database_bytes": self.database_bytes,
             "largest_tables": [t.as_dict() for t in self.largest_tables],
             "auth_db": self.auth_db,
+            "auth_store": self.auth.as_dict() if self.auth else None,
         }
+
+
+# -- MLflow's user and permission store (auth_store): its own database, same server --------
+
+
+def auth_settings(settings: PlatformSettings) -> PlatformSettings:
+    """The same server and login, pointed at the auth store's database.
+
+    What the dump, restore and report helpers of this module take to work on the auth
+    store instead of the tracking database.
+    """
+    if settings.db_url:
+        url = urlsplit(settings.db_url)._replace(path="/" + settings.auth_db_name).geturl()
+        return settings.model_copy(update={"db_url": url})
+    return settings.model_copy(update={"db_name": settings.auth_db_name})
+
+
+@dataclass(frozen=True)
+class AuthStoreStatus:
+    """The auth store's Alembic revision against the installed MLflow's auth head."""
+
+    database: str
+    state: Literal["missing", "empty", "current", "outdated", "newer"]
+    current_revision: str | None
+    head: str
+
+    @property
+    def current(self) -> bool:
+        return self.state == "current"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "database": self.database,
+            "state": self.state,
+            "current": self.current_revision,
+            "head": self.head,
+        }
+
+
+def _auth_database_exists(settings: PlatformSettings) -> bool:
+    engine = connect_checked(settings)
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                    {"n": settings.auth_db_name},
+                ).scalar()
+            )
+    finally:
+        engine.dispose()
+
+
+def _known_auth_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from mlflow.server.auth.db.utils import _get_alembic_config
+
+    script = ScriptDirectory.from_config(_get_alembic_config("postgresql://unused"))
+    try:
+        return script.get_revision(revision) is not None
+    except Exception:  # alembic raises several types for an unknown id
+        return False
+
+
+def auth_store_status(settings: PlatformSettings) -> AuthStoreStatus:
+    """Where the auth store stands: missing database, empty, at MLflow's head, or not."""
+    from mlops_platform import auth_store
+
+    head = auth_store.head_revision()
+    name = settings.auth_db_name
+    if not _auth_database_exists(settings):
+        return AuthStoreStatus(name, "missing", None, head)
+    current = auth_store.revision(settings)
+    if current is None:
+        return AuthStoreStatus(name, "empty", None, head)
+    if current == head:
+        return AuthStoreStatus(name, "current", current, head)
+    if _known_auth_revision(current):
+        return AuthStoreStatus(name, "outdated", current, head)
+    return AuthStoreStatus(name, "newer", current, head)
+
+
+def upgrade_auth_store(settings: PlatformSettings) -> AuthStoreStatus:
+    """Create the auth database if missing and migrate it to MLflow's head.
+
+    Under the same PostgreSQL advisory lock ``serve`` takes (``auth_store.open_store``),
+    so an upgrade and a starting server never migrate it at once.
+    """
+    from mlops_platform import auth_store
+
+    try:
+        store = auth_store.open_store(settings)
+    except PlatformError:
+        raise
+    except Exception as exc:
+        raise SchemaError(
+            f"migrating the auth store {settings.auth_db_name} failed: {_first_line(exc)}",
+            fix="its transaction was rolled back; fix the error and run "
+            "`mlops-platform db upgrade` again",
+        ) from None
+    store.engine.dispose()
+    status = auth_store_status(settings)
+    if not status.current:
+        raise SchemaError(
+            f"after the upgrade the auth store is at {status.current_revision}, "
+            f"expected {status.head}",
+            fix="inspect the alembic_version_auth table of " + settings.auth_db_name,
+        )
+    return status
 
 
 def where(settings: PlatformSettings) -> str:
@@ -348,6 +466,8 @@ def database_report(settings: PlatformSettings, *, top: int = 8) -> DatabaseRepo
         pending=pending,
         database_bytes=size,
         largest_tables=[TableSize(r[0], int(r[1]), int(r[2])) for r in rows],
+        auth_db=settings.auth_db_name if settings.identity_enabled else None,
+        auth=auth_store_status(settings) if settings.identity_enabled else None,
     )
 
 
@@ -545,6 +665,14 @@ class UpgradeResult:
     restore: str | None
     skipped: str | None = None
     checks: list[str] = field(default_factory=list)
+    auth_before: AuthStoreStatus | None = None
+    auth_after: AuthStoreStatus | None = None
+    auth_dump: DumpResult | None = None
+    auth_restore: str | None = None
+
+    @property
+    def auth_upgraded(self) -> bool:
+        return self.auth_before is not None and not self.auth_before.current
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -556,6 +684,15 @@ class UpgradeResult:
             "restore": self.restore,
             "skipped": self.skipped,
             "checks": self.checks,
+            "auth_store": None
+            if self.auth_before is None
+            else {
+                "before": self.auth_before.as_dict(),
+                "after": self.auth_after.as_dict() if self.auth_after else None,
+                "upgraded": self.auth_upgraded,
+                "dump": self.auth_dump.as_dict() if self.auth_dump else None,
+                "restore": self.auth_restore,
+            },
         }
 
 
@@ -584,8 +721,14 @@ def guarded_upgrade(
             f"{mlflow.__version__} knows (head {status.head})",
             fix="install the MLflow version that wrote it; never downgrade a database",
         )
+    if report.auth is not None and report.auth.state == "newer":
+        raise SchemaError(
+            f"the auth store {report.auth.database} is at {report.auth.current_revision}, "
+            f"newer than this MLflow {mlflow.__version__} knows (head {report.auth.head})",
+            fix="install the MLflow version that wrote it; never downgrade a database",
+        )
     if status.state == "current":
-        return UpgradeResult(
+        result = UpgradeResult(
             status.current,
             status.current,
             status.head,
@@ -594,6 +737,7 @@ def guarded_upgrade(
             None,
             skipped=f"schema already at head {status.head}; nothing to do",
         )
+        return _upgrade_auth(settings, report, result, dump, dump_dir, say)
     running = running_server_version(settings)
     if running is not None and running != mlflow.__version__:
         raise SchemaError(
@@ -641,7 +785,7 @@ def guarded_upgrade(
     failures = verify_queries(settings)
     if failures:
         raise SchemaError("after the upgrade a basic query failed: " + failures[0], fix=recover)
-    return UpgradeResult(
+    result = UpgradeResult(
         status.current,
         after_status.current,
         after_status.head,
@@ -650,3 +794,48 @@ def guarded_upgrade(
         restore,
         checks=[f"ok: {sql}" for sql in VERIFY_QUERIES],
     )
+    return _upgrade_auth(settings, report, result, dump, dump_dir, say)
+
+
+def _upgrade_auth(
+    settings: PlatformSettings,
+    report: DatabaseReport,
+    result: UpgradeResult,
+    dump: bool,
+    dump_dir: Path | None,
+    say: Callable[[str], None],
+) -> UpgradeResult:
+    """The auth store's part of ``db upgrade``: dump it, migrate it under serve's lock."""
+    before = report.auth
+    if before is None:  # permissions off: the kit does not run MLflow's auth app
+        return result
+    result.auth_before = before
+    if before.current:
+        result.auth_after = before
+        if result.skipped:
+            result.skipped = (
+                f"schema already at head {result.head} and the auth store at "
+                f"{before.head}; nothing to do"
+            )
+        return result
+    result.skipped = None
+    if dump and before.state in ("outdated", "empty"):
+        folder = dump_dir or settings.db_dump_dir or settings.state_dir / "dumps"
+        auth = auth_settings(settings)
+        say(f"dumping the auth store {where(auth)} to {folder}")
+        result.auth_dump = dump_database(auth, folder, server_version=report.server_version)
+        result.auth_restore = restore_command(auth, result.auth_dump.path)
+    say(
+        f"migrating the auth store {before.database}: "
+        f"{before.current_revision or before.state} -> {before.head} (under serve's lock)"
+    )
+    try:
+        result.auth_after = upgrade_auth_store(settings)
+    except SchemaError as exc:
+        recover = (
+            f"restore its dump: {result.auth_restore}"
+            if result.auth_restore
+            else "restore it from your backup (`mlops-platform backup restore`)"
+        )
+        raise SchemaError(exc.message, fix=recover) from None
+    return result

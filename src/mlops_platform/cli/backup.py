@@ -102,6 +102,9 @@ def create(
 ) -> None:
     """Dump the database in one snapshot and copy the artifacts of that snapshot.
 
+    MLflow's user store (users, roles, grants; MLOPS_AUTH_DB_NAME) is dumped too, in a
+    snapshot held together with the tracking database's.
+
     Example: mlops-platform backup create
     """
     obj: Context = ctx.obj
@@ -115,6 +118,13 @@ def create(
         f"database {ops._human(m.dump_bytes)}, {len(m.artifacts)} artifacts "
         f"({ops._human(m.artifact_bytes)}; {m.copied} copied, {m.linked} linked)"
     )
+    if m.auth_database:
+        console.print(
+            f"auth store {m.auth_database}: {ops._human(m.auth_dump_bytes)}, "
+            f"{m.auth_row_counts.get('users', 0)} users"
+        )
+    else:
+        console.print("no auth store: users, roles and grants are not in this backup")
     if m.skipped_newer or m.skipped_unreferenced:
         console.print(
             f"left out: {m.skipped_newer} objects written after the snapshot, "
@@ -205,6 +215,8 @@ def restore(
 ) -> None:
     """Restore artifacts and database from a backup; upgrade the schema when it is older.
 
+    The auth store (users, roles, grants) is restored too when the backup holds it.
+
     Example: mlops-platform backup restore 20260101T020000Z --yes
     """
     obj: Context = ctx.obj
@@ -227,6 +239,13 @@ def restore(
         )
         if result.upgraded:
             console.print(f"schema upgraded {result.schema_before} -> {result.schema_after}")
+        if result.auth_restored:
+            upgraded = " and upgraded" if result.auth_upgraded else ""
+            console.print(
+                f"auth store {settings.auth_db_name} restored{upgraded}: users, roles, grants"
+            )
+        else:
+            console.print("the backup holds no auth store: users, roles and grants unchanged")
         for problem in result.problems:
             console.print(f"FAIL: {problem}", soft_wrap=True, highlight=False)
     if result.problems:

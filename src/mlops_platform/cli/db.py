@@ -30,7 +30,10 @@ def _size(n: int) -> str:
 
 @db_app.command("status")
 def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
-    """Schema revision vs this MLflow's head, pending migrations, sizes; exit 1 if not current.
+    """Schema revisions vs this MLflow's heads (tracking and auth store); exit 1 if not current.
+
+    The tracking database's revision, pending migrations and sizes; with permissions on,
+    also MLflow's user store (MLOPS_AUTH_DB_NAME) against MLflow's auth head.
 
     Example: mlops-platform db status --json
     """
@@ -45,7 +48,14 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
             f"MLflow {report.mlflow_version}"
         )
         console.print(f"schema: [bold]{s.state}[/bold]  revision {s.current}  head {s.head}")
-        console.print("basic-auth database: not configured (the kit authenticates in nginx)")
+        a = report.auth
+        if a is None:
+            console.print("auth store: permissions are off (MLOPS_AUTH_ENABLED=false)")
+        else:
+            console.print(
+                f"auth store {a.database}: [bold]{a.state}[/bold]  "
+                f"revision {a.current_revision}  head {a.head}"
+            )
         if report.pending:
             console.print(
                 table(
@@ -62,9 +72,9 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
                 [[t.name, t.rows, _size(t.bytes)] for t in report.largest_tables],
             )
         )
-        if s.state == "outdated":
+        if s.state == "outdated" or (a is not None and a.state in ("outdated", "empty", "missing")):
             console.print("next: mlops-platform db upgrade")
-    if report.schema.state != "current":
+    if not report.current:
         raise typer.Exit(1)
 
 
@@ -81,6 +91,9 @@ def upgrade(
 ) -> None:
     """Dump the database, run MLflow's migration, verify, and print how to roll back.
 
+    With permissions on, the auth store too: dumped, then migrated under the same lock
+    `serve` takes, so a starting server and this command never migrate it at once.
+
     Example: mlops-platform db upgrade
     """
     obj: Context = ctx.obj
@@ -93,13 +106,26 @@ def upgrade(
     if result.skipped:
         console.print(result.skipped)
         return
-    console.print(
-        f"upgraded {result.before} -> {result.after} ({len(result.applied)} migrations); "
-        "verified with basic queries"
-    )
+    if result.applied or result.dump or result.before != result.after:
+        console.print(
+            f"upgraded {result.before} -> {result.after} ({len(result.applied)} migrations); "
+            "verified with basic queries"
+        )
+    else:
+        console.print(f"schema already at head {result.head}")
     if result.dump:
         console.print(f"dump: {result.dump.path} ({_size(result.dump.bytes)})")
         console.print(f"to roll back (with the previous MLflow installed): {result.restore}")
+    if result.auth_upgraded and result.auth_before and result.auth_after:
+        console.print(
+            f"auth store {result.auth_after.database}: "
+            f"{result.auth_before.current_revision or result.auth_before.state} -> "
+            f"{result.auth_after.current_revision}"
+        )
+        if result.auth_dump:
+            console.print(
+                f"auth store dump: {result.auth_dump.path}; to roll back: {result.auth_restore}"
+            )
 
 
 @db_app.command("analyze")
