@@ -909,7 +909,8 @@ def test_deploy_render_serving_matches_the_compose_file() -> None:
     from mlops_platform.render.serving import compose_service
     from mlops_platform.settings import PlatformSettings
 
-    rendered = yaml.safe_load("services:\n" + compose_service(PlatformSettings(_env_file=None)))
+    settings = PlatformSettings(_env_file=None)  # type: ignore[call-arg]
+    rendered = yaml.safe_load("services:\n" + compose_service(settings))
     ours = rendered["services"]["serving"]
     shipped = raw()["services"]["serving"]
     assert set(ours["environment"]) == set(shipped["environment"])

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +17,7 @@ from mlops_platform.settings import SECRET_FIELDS, PlatformSettings
 from tests.conftest import clear_mlops_env
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = {
+SECRETS: dict[str, Any] = {
     "db_password": "db-secret-value-1234",
     "s3_access_key_id": "MLOPSKEYID12345",
     "s3_secret_access_key": "s3-secret-value-1234",
@@ -158,7 +159,7 @@ def test_the_kit_nginx_is_a_sidecar_in_front_of_mlflow_on_loopback(
     proxy_env = {e["name"]: e["value"] for e in proxy["env"]}
     assert proxy_env["MLOPS_UPSTREAM"] == f"127.0.0.1:{settings.server_port}"
     assert proxy_env["MLOPS_PROXY_LISTEN"] == str(k8s.NGINX_PORT)
-    config = k8s.nginx_config(opts)[0]["data"]
+    config = k8s.nginx_config(settings, opts)[0]["data"]
     assert config[nginx.TEMPLATE_NAME] == nginx.template_text()
     snippet = (ROOT / "scripts" / "nginx-proxy-secret").read_text()
     assert config[k8s.PROXY_SECRET_SNIPPET] == snippet
@@ -393,3 +394,29 @@ def test_nginx_accepts_the_sidecar_rendering(settings: PlatformSettings, tmp_pat
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_trusted_proxies_reach_the_sidecar_as_its_real_ip_snippet(
+    settings: PlatformSettings,
+) -> None:
+    """Behind an Ingress every client arrives from the controller's pods: nginx must
+    believe their X-Forwarded-For, and only theirs, for limits and the lockout."""
+    opts = k8s.K8sOptions()
+    plain = _containers(k8s.tracking(settings, opts)[0])["nginx"]
+    assert k8s.NGINX_SNIPPETS_DIR not in {m["mountPath"] for m in plain["volumeMounts"]}
+    assert k8s.REAL_IP_SNIPPET not in k8s.nginx_config(settings, opts)[0]["data"]
+    trusting = settings.model_copy(update={"proxy_trusted_proxies": "10.42.0.0/16"})
+    config = k8s.nginx_config(trusting, opts)[0]["data"]
+    assert "set_real_ip_from 10.42.0.0/16;" in config[k8s.REAL_IP_SNIPPET]
+    deployment = k8s.tracking(trusting, opts)[0]
+    proxy = _containers(deployment)["nginx"]
+    mount = next(m for m in proxy["volumeMounts"] if m["mountPath"] == k8s.NGINX_SNIPPETS_DIR)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mount["name"]]["configMap"]["items"] == [
+        {"key": k8s.REAL_IP_SNIPPET, "path": k8s.REAL_IP_SNIPPET}
+    ]
+    env = {e["name"]: e["value"] for e in proxy["env"]}
+    assert env["MLOPS_NGINX_SNIPPETS"] == k8s.NGINX_SNIPPETS_DIR  # the template includes it
+    kv = _validator()
+    for doc in _all(k8s.render(trusting, opts)):
+        assert kv.validate(doc, K8S_VERSION, strict=True) == "1.37"

@@ -63,6 +63,8 @@ NGINX_IMAGE = "nginx:1.28.0-alpine"
 NGINX_PORT = 8080
 SERVICE_PORT = 80
 NGINX_USERS_DIR = "/etc/nginx/mlops"
+NGINX_SNIPPETS_DIR = "/etc/nginx/mlops-snippets"
+REAL_IP_SNIPPET = "real-ip.conf"
 PROXY_SECRET_SNIPPET = "19-mlops-proxy-secret.envsh"
 # Pods outside the serving Deployment that may call MLflow (through nginx) carry it.
 CLIENT_LABEL = "mlops-platform/client"
@@ -304,7 +306,8 @@ def nginx_env(settings: PlatformSettings) -> dict[str, str]:
     values = nginx.template_variables(
         settings,
         upstream=f"127.0.0.1:{settings.server_port}",
-        snippets_dir="/etc/nginx/mlops-snippets",  # none: TLS ends at the Ingress
+        # TLS ends at the Ingress; the only snippet is real-ip.conf (trusted proxies).
+        snippets_dir=NGINX_SNIPPETS_DIR,
         access_log="/dev/stdout",
         auth_fail_socket_path="/tmp/mlops-auth-failures.sock",
         lockout_cache="/var/cache/nginx/mlops-lockout",
@@ -319,17 +322,23 @@ def nginx_env(settings: PlatformSettings) -> dict[str, str]:
     }
 
 
-def nginx_config(opts: K8sOptions) -> list[Manifest]:
-    """The kit's nginx template and the snippet that reads the proxy secret's file."""
+def nginx_config(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
+    """The kit's nginx template, the snippet that reads the proxy secret's file, and the
+    trusted proxies' real_ip lines (MLOPS_PROXY_TRUSTED_PROXIES: the Ingress controller's
+    pods, so that limits and the lockout see each client's address, not theirs)."""
+    data = {
+        nginx.TEMPLATE_NAME: nginx.template_text(),
+        PROXY_SECRET_SNIPPET: proxy_secret_snippet(),
+    }
+    real_ip = nginx.real_ip_snippet(settings)
+    if real_ip:
+        data[REAL_IP_SNIPPET] = real_ip
     return [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": _meta("mlops-nginx", opts, "tracking"),
-            "data": {
-                nginx.TEMPLATE_NAME: nginx.template_text(),
-                PROXY_SECRET_SNIPPET: proxy_secret_snippet(),
-            },
+            "data": data,
         }
     ]
 
@@ -401,7 +410,22 @@ def _nginx_container(settings: PlatformSettings, opts: K8sOptions) -> dict[str, 
 
 def _with_nginx(settings: PlatformSettings, opts: K8sOptions, spec: dict[str, Any]) -> None:
     """The kit's nginx beside the tracking server, in the same pod (a sidecar)."""
-    spec["containers"].insert(0, _nginx_container(settings, opts))
+    container = _nginx_container(settings, opts)
+    spec["containers"].insert(0, container)
+    if nginx.real_ip_snippet(settings):
+        container["volumeMounts"].append(
+            {"name": "nginx-snippets", "mountPath": NGINX_SNIPPETS_DIR, "readOnly": True}
+        )
+        spec["volumes"].append(
+            {
+                "name": "nginx-snippets",
+                "configMap": {
+                    "name": "mlops-nginx",
+                    "defaultMode": 0o444,
+                    "items": [{"key": REAL_IP_SNIPPET, "path": REAL_IP_SNIPPET}],
+                },
+            }
+        )
     spec["volumes"] += [
         {
             "name": "nginx-templates",
@@ -443,7 +467,7 @@ def config(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
             "metadata": _meta("mlops-platform-config", opts, "tracking"),
             "data": config_env(settings, opts),
         },
-        *nginx_config(opts),
+        *nginx_config(settings, opts),
     ]
 
 
