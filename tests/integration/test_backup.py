@@ -583,3 +583,86 @@ def test_prune_keeps_the_newest(stack: Stack) -> None:
     assert [b["id"] for b in left] == before[-1:]
     # the survivor shares files with the pruned ones through hard links: still whole
     assert stack.cli("backup", "verify", before[-1], "--quick").returncode == 0
+
+
+def _auth_users(stack: Stack) -> dict[str, Any]:
+    """MLflow's user store as `users list` reads it: name -> (role, sorted grants)."""
+    listed = _json(stack.cli("users", "list", "--json"))
+    return {
+        u["name"]: (u["role"], sorted((g["kind"], g["target"], g["level"]) for g in u["grants"]))
+        for u in listed
+    }
+
+
+def test_restore_brings_users_roles_and_grants_back(stack: Stack) -> None:
+    """The auth store is backed up with the platform: a deleted user and a revoked grant
+    come back with `backup restore`, and the server enforces the restored grant."""
+    import uuid
+
+    import requests
+
+    from mlops_platform import auth_store
+
+    url = stack.client_env["MLFLOW_TRACKING_URI"].rstrip("/")
+    exp = stack.client().create_experiment(f"granted-{uuid.uuid4().hex[:8]}")
+    reader = _json(stack.cli("users", "add", "svc-reader", "--role", "service", "--generate",
+                             "--json"))  # fmt: skip
+    assert stack.cli("users", "add", "bob", "--role", "approver", "--generate").returncode == 0
+    assert stack.cli("users", "grant", "svc-reader", "experiment", exp, "READ").returncode == 0
+
+    def reader_status() -> int:
+        return requests.get(
+            f"{url}/api/2.0/mlflow/experiments/get",
+            params={"experiment_id": exp},
+            auth=("svc-reader", reader["generated_password"]),
+            timeout=30,
+        ).status_code
+
+    assert reader_status() == 200
+    before = _auth_users(stack)
+    assert before["bob"][0] == "approver"
+    assert before["svc-reader"] == ("service", [("experiment", exp, "READ")])
+
+    created = _json(stack.cli("backup", "create", "--json"))
+    assert created["auth_database"] == stack.settings.auth_db_name
+    assert created["auth_row_counts"]["users"] >= 3 and created["auth_dump_bytes"] > 0
+    path = backup.backup_root(stack.settings) / created["id"]
+    manifest = json.loads((path / backup.MANIFEST).read_text())
+    auth_dump = path / backup.AUTH_DUMP
+    assert manifest["auth_dump_sha256"] == hashlib.sha256(auth_dump.read_bytes()).hexdigest()
+    assert manifest["auth_revision"] == auth_store.head_revision()
+    verified = _json(stack.cli("backup", "verify", created["id"], "--json"))
+    assert verified["ok"], verified
+
+    # the grant is revoked and bob deleted from MLflow's user store
+    assert stack.cli("users", "revoke", "svc-reader", "experiment", exp).returncode == 0
+    store = auth_store.open_store(stack.settings)
+    try:
+        assert auth_store.delete_user(store, "bob")
+    finally:
+        store.engine.dispose()
+    assert reader_status() == 403
+    damaged = _auth_users(stack)
+    assert damaged["svc-reader"] == ("service", []) and damaged.get("bob", (None,))[0] is None
+
+    restored = _json(stack.cli("backup", "restore", created["id"], "--force", "--yes", "--json"))
+    assert restored["auth_restored"] and restored["row_counts_match"], restored
+    assert _auth_users(stack) == before
+    assert reader_status() == 200  # the server enforces the restored grant again
+
+
+def test_verify_names_a_corrupted_auth_dump(stack: Stack) -> None:
+    latest = _json(stack.cli("backup", "list", "--json"))[-1]["id"]
+    path = backup.backup_root(stack.settings) / latest
+    auth_dump = path / backup.AUTH_DUMP
+    original = auth_dump.read_bytes()
+    try:
+        auth_dump.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
+        result = stack.cli("backup", "verify", latest, "--json")
+        assert result.returncode == 1, result.stderr
+        problems = json.loads(result.stdout)["problems"]
+        assert f"{backup.AUTH_DUMP} does not match its checksum (corrupted)" in problems
+        refused = stack.cli("backup", "restore", latest, "--force", "--yes")
+        assert refused.returncode == 2 and "auth.dump does not match" in refused.stderr
+    finally:
+        auth_dump.write_bytes(original)

@@ -179,3 +179,89 @@ def test_upgrade_refuses_while_a_server_of_another_mlflow_runs(platform: Platfor
     assert len(result.stderr.strip().splitlines()) == 1
     assert not dump_dir.exists()
     assert db.schema_status(settings).current == older
+
+
+def test_status_and_upgrade_cover_the_auth_store(platform: Platform) -> None:
+    """`db status` compares the auth store with MLflow's auth head; `db upgrade` dumps it
+    and migrates it under the advisory lock `serve` takes, waiting while someone holds it."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from mlflow.server.auth.db.utils import migrate
+
+    from mlops_platform import auth_store
+    from tests.integration.conftest import CLI
+
+    name = "auth_upgrade_test"
+    platform.superuser_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    env = {**os.environ, "MLOPS_AUTH_DB_NAME": name}
+    settings = platform.settings.model_copy(update={"auth_db_name": name})
+    head = auth_store.head_revision()
+
+    missing = platform.cli("db", "status", "--json", env=env, check=False)
+    assert missing.returncode == 1, missing.stderr
+    report = json.loads(missing.stdout)
+    assert report["state"] == "current"  # the tracking database is fine ...
+    assert report["auth_store"] == {"database": name, "state": "missing", "current": None,
+                                    "head": head}  # fmt: skip
+    human = platform.cli("db", "status", env=env, check=False).stdout
+    assert f"auth store {name}: missing" in human and "next: mlops-platform db upgrade" in human
+
+    # an auth store as an older MLflow left it
+    platform.superuser_sql(f'CREATE DATABASE "{name}" OWNER "{platform.settings.db_user}"')
+    older = "2ed73881770d"
+    engine = sqlalchemy.create_engine(settings.auth_database_url(with_password=True))
+    migrate(engine, older)
+    engine.dispose()
+    outdated = json.loads(platform.cli("db", "status", "--json", env=env, check=False).stdout)
+    assert outdated["auth_store"]["state"] == "outdated"
+    assert outdated["auth_store"]["current"] == older
+
+    # while another process holds serve's migration lock, the upgrade waits for it
+    dump_dir = platform.root / "dumps-auth"
+    with auth_store.migration_lock(settings):
+        proc = subprocess.Popen(
+            [*CLI, "--env-file", str(platform.env_file), "db", "upgrade", "--json",
+             "--dump-dir", str(dump_dir)],
+            env=env, cwd=platform.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        waiting = False
+        deadline = time.monotonic() + 120
+        watcher = db.make_engine(platform.settings)
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                with watcher.connect() as conn:
+                    blocked = conn.execute(
+                        sqlalchemy.text(
+                            "SELECT count(*) FROM pg_locks l JOIN pg_database d "
+                            "ON d.oid = l.database WHERE l.locktype = 'advisory' "
+                            "AND NOT l.granted AND d.datname = :n"
+                        ),
+                        {"n": name},
+                    ).scalar()
+                if blocked:
+                    waiting = True
+                    break
+                time.sleep(0.2)
+        finally:
+            watcher.dispose()
+        assert waiting, proc.communicate(timeout=300) if proc.poll() is not None else "no waiter"
+        assert auth_store.revision(settings) == older  # nothing migrated while it waits
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["skipped"] is None
+    auth = result["auth_store"]
+    assert auth["upgraded"] and auth["before"]["current"] == older
+    assert auth["after"] == {"database": name, "state": "current", "current": head, "head": head}
+    assert auth["dump"] and Path(auth["dump"]["path"]).is_file()
+    assert auth["restore"].startswith("PGPASSWORD=... pg_restore") and name in auth["restore"]
+    assert auth_store.revision(settings) == head
+
+    current = platform.cli("db", "status", "--json", env=env)
+    assert json.loads(current.stdout)["auth_store"]["state"] == "current"
+    again = json.loads(platform.cli("db", "upgrade", "--json", env=env).stdout)
+    assert "the auth store at" in again["skipped"] and not again["auth_store"]["upgraded"]
+    platform.superuser_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
