@@ -124,7 +124,7 @@ def test_wrong_s3_secret(stack: Stack) -> None:
 
 
 def test_bucket_made_public(stack: Stack) -> None:
-    client = s3.client(stack.settings)
+    client = s3.client(stack.settings, purpose="admin")  # the bucket's ACL and life: the admin's
     bucket = stack.settings.s3_bucket
     client.put_bucket_acl(Bucket=bucket, ACL="public-read")
     try:
@@ -139,7 +139,7 @@ def test_bucket_made_public(stack: Stack) -> None:
 
 
 def test_bucket_deleted(stack: Stack) -> None:
-    client = s3.client(stack.settings)
+    client = s3.client(stack.settings, purpose="admin")  # the bucket's ACL and life: the admin's
     bucket = stack.settings.s3_bucket
     for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
         client.delete_object(Bucket=bucket, Key=obj["Key"])
