@@ -50,7 +50,7 @@ COMPOSE_VARIABLES: tuple[tuple[str, str, str], ...] = (
         PLACEHOLDER,
         "Password of `svc-monitoring`, the account Prometheus scrapes MLflow's /metrics "
         "with through nginx (profile `monitoring`; add the account with the `admin` "
-        "profile's `users add svc-monitoring --role viewer --password-stdin`, "
+        "profile's `users add svc-monitoring --role service --password-stdin`, "
         "docs/compose.md).",
     ),
     (
@@ -62,13 +62,15 @@ COMPOSE_VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "SERVING_USER",
         "svc-serving",
-        "Account the `serving` profile reads the registry with through nginx (a viewer).",
+        "Account the `serving` profile reads the registry with through nginx (a service "
+        "account granted the model it serves).",
     ),
     (
         "SERVING_PASSWORD",
         PLACEHOLDER,
         "Password of SERVING_USER (add the account with the `admin` profile's `users add "
-        "svc-serving --role viewer --password-stdin`, docs/compose.md).",
+        "svc-serving --role service --password-stdin` and grant it the model, "
+        "docs/compose.md).",
     ),
     ("BACKUP_AT", "02:30", "Time of the nightly backup (UTC, HH:MM), profile `backup`."),
     (

@@ -614,7 +614,8 @@ def serving(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
             {"name": "MODEL_ALIAS", "value": opts.model_alias},
             {"name": "MODEL_URI", "value": model_uri(opts.model_name, opts.model_alias)},
             {"name": "PORT", "value": str(SERVING_PORT)},
-            # Through the kit's nginx with its own account (a viewer), never the admin's.
+            # Through the kit's nginx with its own account (role `service`, granted the
+            # model), never the admin's.
             {"name": "MLFLOW_TRACKING_URI", "value": tracking_service_url(opts)},
             {"name": "MLFLOW_TRACKING_USERNAME", "valueFrom": account("username")},
             {"name": "MLFLOW_TRACKING_PASSWORD", "valueFrom": account("password")},

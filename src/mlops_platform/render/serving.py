@@ -125,7 +125,8 @@ def compose_service(
 
     It reaches the registry through nginx inside the compose network (nginx listens on
     8080 there, whatever host port publishes it) with its own account (``SERVING_USER``,
-    a viewer; never the admin), and publishes no port of its own: only nginx does.
+    a service account granted the model; never the admin), and publishes no port of its
+    own: only nginx does.
     ``settings`` is unused: kept for the renderers' common signature.
     """
     del settings
