@@ -328,6 +328,8 @@ class Recorder(http.server.ThreadingHTTPServer):
 
     def __init__(self, port: int) -> None:
         self.seen: list[tuple[str, dict[str, str]]] = []
+        self.hold: threading.Event | None = None  # set: answers wait until it is released
+        self.arrived = threading.Semaphore(0)
         super().__init__(("127.0.0.1", port), RecordingHandler)
 
 
@@ -336,6 +338,9 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         self.server.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+        self.server.arrived.release()
+        if self.server.hold is not None:
+            self.server.hold.wait(60)
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -434,3 +439,37 @@ def test_tls_without_a_plain_port_listens_on_tls_only(start_proxy: StartProxy) -
         context.wrap_socket(raw, server_hostname="localhost") as tls,
     ):
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_concurrent_requests_per_address_are_capped(start_proxy: StartProxy) -> None:
+    """MLOPS_PROXY_CONN_LIMIT requests in progress per address; the next one gets 429."""
+    port = free_port()
+    recorder = Recorder(port)
+    recorder.hold = threading.Event()
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    proxy = start_proxy(server_port=port, proxy_conn_limit=2)
+    url = proxy.url + "/api/2.0/x"
+    results: list[int] = []
+
+    def slow(source: str) -> None:
+        results.append(proxy.client(source, OTHER_USER).get(url, timeout=60).status_code)
+
+    held = [threading.Thread(target=slow, args=("127.0.1.13",)) for _ in range(2)]
+    try:
+        for thread in held:
+            thread.start()
+        for _ in held:  # both are in progress at the server
+            assert recorder.arrived.acquire(timeout=30)
+        third = proxy.client("127.0.1.13", OTHER_USER).get(url, timeout=30)
+        assert third.status_code == 429
+        other = threading.Thread(target=slow, args=("127.0.1.14",))  # another address
+        other.start()
+        assert recorder.arrived.acquire(timeout=30)
+    finally:
+        recorder.hold.set()
+        for thread in held:
+            thread.join()
+        recorder.shutdown()
+        recorder.server_close()
+    other.join()
+    assert results == [200, 200, 200]
