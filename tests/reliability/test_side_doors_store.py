@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import ssl
@@ -37,10 +38,13 @@ import requests
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from pydantic import SecretStr
 
 from mlops_platform import s3
 from mlops_platform.bootstrap import write_private
+from mlops_platform.render.server import server_env
 from mlops_platform.settings import PlatformSettings, load_settings
+from mlops_platform.stack.seaweedfs import identities
 from tests.integration.conftest import make_stack_dir, require_binaries, run_cli, write_env
 
 pytestmark = pytest.mark.integration
@@ -482,6 +486,59 @@ def test_the_server_encrypts_stored_secrets_with_the_generated_passphrase(stack:
     assert len(passphrase) >= 32
     assert env.get("MLFLOW_CRYPTO_KEK_PASSPHRASE") == passphrase
     assert env.get("MLFLOW_CRYPTO_KEK_VERSION") == str(stack.settings.kek_version)
+
+
+def test_identities_scope_each_key_and_merge_a_shared_one() -> None:
+    """The identity file the kit writes (pure): scoped actions; a reused key is one identity."""
+    keys = {
+        "env": "dev",
+        "s3_access_key_id": "SERVER",
+        "s3_secret_access_key": "s" * 40,
+        "s3_admin_access_key_id": "ADMIN",
+        "s3_admin_secret_access_key": "a" * 40,
+        "s3_backup_access_key_id": "BACKUP",
+        "s3_backup_secret_access_key": "b" * 40,
+    }
+    settings = PlatformSettings(_env_file=None, **keys)  # type: ignore[call-arg]
+    by_key = {
+        i["credentials"][0]["accessKey"]: i["actions"]  # type: ignore[index]
+        for i in identities(settings)["identities"]  # type: ignore[attr-defined]
+    }
+    bucket = settings.s3_bucket
+    assert by_key == {
+        "ADMIN": ["Admin", "Read", "List", "Tagging", "Write"],
+        "SERVER": [f"Read:{bucket}", f"Write:{bucket}", f"List:{bucket}", f"Tagging:{bucket}"],
+        "BACKUP": [f"Read:{bucket}", f"List:{bucket}"],
+    }
+    older = settings.model_copy(
+        update={"s3_backup_access_key_id": SecretStr(""), "s3_admin_access_key_id": SecretStr("")}
+    )
+    merged = identities(older)["identities"]
+    assert len(merged) == 1 and "Admin" in merged[0]["actions"]  # type: ignore[index, arg-type]
+
+
+def test_source_rule_admits_the_artifact_root_only() -> None:
+    settings = PlatformSettings(_env_file=None, env="dev")  # type: ignore[call-arg]
+    rule = server_env(settings)["MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX"]
+    root = f"s3://{settings.s3_bucket}/{settings.s3_prefix}"
+    for source in (
+        "runs:/abc/model",
+        "models:/m-1",
+        "mlflow-artifacts:/1/r/artifacts",
+        f"{root}/1/x",
+    ):
+        assert re.search(rule, source), source
+    for source in (
+        "s3://other/x",
+        f"s3://{settings.s3_bucket}/elsewhere/x",
+        f"{root}X/y",
+        f"{root}/../x",
+        "runs:/../x",
+        "file:///etc/passwd",
+        "/etc/passwd",
+        "http://169.254.169.254/latest",
+    ):
+        assert not re.search(rule, source), source
 
 
 # -- at rest --------------------------------------------------------------------------
