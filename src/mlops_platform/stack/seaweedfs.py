@@ -118,11 +118,17 @@ def security_toml(jwt_keys: dict[str, str], tls_dir: Path | None) -> str:
     lines += ["", "[filer.expose_directory_metadata]", "enabled = false"]
     if tls_dir is not None:
         cert, key, ca = tls_dir / "weed.crt", tls_dir / "weed.key", tls_dir / "ca.crt"
-        lines += ["", "[grpc]", f'ca = "{ca}"']
+        cert_line, key_line = f"cert = {_toml(cert)}", f"key = {_toml(key)}"
+        lines += ["", "[grpc]", f"ca = {_toml(ca)}"]
         for component in GRPC_SERVERS:
-            lines += ["", f"[grpc.{component}]", f'cert = "{cert}"', f'key = "{key}"']
-        lines += ["", "[grpc.client]", f'cert = "{cert}"', f'key = "{key}"']
+            lines += ["", f"[grpc.{component}]", cert_line, key_line]
+        lines += ["", "[grpc.client]", cert_line, key_line]
     return "\n".join(lines) + "\n"
+
+
+def _toml(path: Path) -> str:
+    """A TOML basic string (JSON's escaping of quotes and backslashes is TOML's too)."""
+    return json.dumps(str(path))
 
 
 def new_jwt_keys() -> dict[str, str]:
