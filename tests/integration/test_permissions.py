@@ -163,10 +163,10 @@ OPS: dict[str, Op] = {
         "POST",
         "/api/3.0/mlflow/users/permissions/grant",
         {
-            "username": c.user,
+            "username": w["grantee"],
             "resource_type": "experiment",
             "resource_id": w["exp"],
-            "permission": "MANAGE",
+            "permission": "EDIT",
         },
     ),
     "create user": lambda c, w: c.call(
@@ -386,7 +386,8 @@ def test_two_servers_race_on_an_empty_auth_store() -> None:
     procs: list[subprocess.Popen[str]] = []
     try:
         up = cli("up", "--json")
-        assert up.returncode == 0, up.stderr
+        log = root / "state" / "logs" / "tracking.log"
+        assert up.returncode == 0, up.stderr + (log.read_text()[-3000:] if log.exists() else "")
         settings = load_settings(env_file)
         pg = Postgres(settings, StateFile.load(settings.state_dir))
         # An empty auth database: the replicas must migrate it, racing.

@@ -324,6 +324,9 @@ def test_users_add_remove_list(settings: PlatformSettings) -> None:
     from mlops_platform import users
     from mlops_platform.errors import ConfigError
 
+    # The password file alone; MLflow's user store is tests/integration/test_permissions.py's.
+    settings = settings.model_copy(update={"auth_enabled": False})
+
     result = users.add_user(settings, "alice", "Zq7-kT2p-Wm9x-Lr4v")
     path = settings.users_file
     assert result.users_file == path and result.generated_password is None

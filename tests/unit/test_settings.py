@@ -25,6 +25,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
     clear_mlops_env(monkeypatch)
     monkeypatch.setenv("MLOPS_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    # Even dev needs it (the server would trust nobody); tests of its absence unset it.
+    monkeypatch.setenv("MLOPS_PROXY_SECRET", "proxy-secret-" + "0" * 40)
     monkeypatch.chdir(tmp_path)
 
 
@@ -45,7 +47,17 @@ def test_defaults_are_refused_outside_dev(tmp_path: Path) -> None:
 def test_dev_accepts_placeholders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPS_ENV", "dev")
     monkeypatch.setenv("MLOPS_DB_PASSWORD", "changethis")
+    monkeypatch.setenv("MLOPS_PROXY_SECRET", "changethis")
     assert load_settings(tmp_path / "missing.env").is_dev
+
+
+def test_dev_still_needs_a_proxy_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_ENV", "dev")
+    monkeypatch.delenv("MLOPS_PROXY_SECRET")
+    with pytest.raises(ConfigError, match="MLOPS_PROXY_SECRET is empty"):
+        load_settings(tmp_path / "missing.env")
+    monkeypatch.setenv("MLOPS_AUTH_ENABLED", "false")
+    assert not load_settings(tmp_path / "missing.env").identity_enabled
 
 
 @pytest.mark.parametrize("value", ["changethis", "", "password", "CHANGETHIS"])
