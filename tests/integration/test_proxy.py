@@ -158,6 +158,7 @@ def test_nginx_accepts_the_local_rendering(tmp_path: Path, layout: str) -> None:
     assert [p for p in settings.problems() if "PROXY" in p and "SECRET" not in p] == []
     proxy = Proxy(settings, StateFile.load(settings.state_dir))
     proxy.write_config()
+    proxy.stop(lambda _msg: None)  # nothing runs; removes a socket folder made outside
     result = nginx_test(proxy.root / "nginx.conf", proxy.root)
     assert result.returncode == 0, result.stderr
     site = (proxy.root / "conf.d" / "mlflow.conf").read_text()

@@ -214,7 +214,11 @@ def test_long_state_paths_get_a_private_socket_folder(
     assert again.socket_dir() == first  # remembered in the state file
     again.stop(lambda _msg: None)
     assert not first.exists()
-    assert Proxy(deep, StateFile.load(deep.state_dir)).socket_dir() != first
+    fresh = Proxy(deep, StateFile.load(deep.state_dir))
+    second = fresh.socket_dir()
+    assert second != first
+    fresh.stop(lambda _msg: None)  # `down` removes it even when nginx never ran
+    assert not second.exists()
 
 
 def test_tls_listen_and_snippet(settings: PlatformSettings, tmp_path: Path) -> None:
