@@ -1365,9 +1365,7 @@ def restore_backup(
             )
         auth_head = None
         if manifest.auth_dump_sha256:
-            from mlops_platform import auth_store
-
-            auth_head = auth_store.head_revision()
+            auth_head = db.auth_head_revision()
             auth_rev = manifest.auth_revision
             if auth_rev and auth_rev != auth_head and not db._known_auth_revision(auth_rev):
                 raise SchemaError(

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,9 +326,23 @@ def _auth_database_exists(settings: PlatformSettings) -> bool:
         engine.dispose()
 
 
+def auth_head_revision() -> str:
+    """The Alembic head of the installed MLflow's auth store."""
+    from mlops_platform import auth_store
+
+    # importing MLflow's auth package imports its server, which warns about Starlette on
+    # stderr: not on every `db status`
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return auth_store.head_revision()
+
+
 def _known_auth_revision(revision: str) -> bool:
     from alembic.script import ScriptDirectory
-    from mlflow.server.auth.db.utils import _get_alembic_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mlflow.server.auth.db.utils import _get_alembic_config
 
     script = ScriptDirectory.from_config(_get_alembic_config("postgresql://unused"))
     try:
@@ -340,7 +355,7 @@ def auth_store_status(settings: PlatformSettings) -> AuthStoreStatus:
     """Where the auth store stands: missing database, empty, at MLflow's head, or not."""
     from mlops_platform import auth_store
 
-    head = auth_store.head_revision()
+    head = auth_head_revision()
     name = settings.auth_db_name
     if not _auth_database_exists(settings):
         return AuthStoreStatus(name, "missing", None, head)
