@@ -464,3 +464,89 @@ def test_two_servers_race_on_an_empty_auth_store() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_guide_workflow_with_real_roles(
+    platform: Platform, people: dict[str, Client], tmp_path: Any
+) -> None:
+    """An editor trains and registers, an approver approves and promotes, the editor cannot;
+    a service account sees the approved version as @champion."""
+    import os
+
+    from tests.integration.test_registry import LENIENT, _iris, register_versions
+
+    uri = platform.client_env["MLFLOW_TRACKING_URI"]
+
+    def as_user(who: Client) -> dict[str, str]:
+        return {
+            **os.environ,
+            **platform.client_env,
+            "MLFLOW_TRACKING_USERNAME": who.user,
+            "MLFLOW_TRACKING_PASSWORD": who.session.auth[1],  # type: ignore[index]
+        }
+
+    editor, approver = people["editor"], people["approver"]
+    name = f"flow-{uuid.uuid4().hex[:8]}"
+    saved = {k: os.environ.get(k) for k in as_user(editor)}
+    os.environ.update(as_user(editor))
+    try:
+        register_versions(uri, name)  # four versions, as the editor
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    gates = tmp_path / "gates.yaml"
+    gates.write_text(LENIENT)
+    x, y = _iris()
+    data = tmp_path / "holdout.csv"
+    x.assign(target=y).to_csv(data, index=False)
+
+    def registry(who: Client, *args: str) -> subprocess.CompletedProcess[str]:
+        return platform.cli("registry", *args, check=False, env=as_user(who))
+
+    refused = registry(editor, "approve", name, "3", "--gates", str(gates))
+    assert refused.returncode == 2, refused.stderr
+    assert "only approvers may write the approval tag" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    approved = registry(approver, "approve", name, "3", "--gates", str(gates), "--json")
+    assert approved.returncode == 0, approved.stderr
+    assert json.loads(approved.stdout)["status"] == "approved"
+    promote = ("promote", name, "--challenger", "3", "--initial", "--dataset", str(data),
+               "--metric", "accuracy")  # fmt: skip
+    refused = registry(editor, *promote)
+    assert refused.returncode == 2 and "approver" in refused.stderr, refused.stderr
+    promoted = registry(approver, *promote, "--json")
+    assert promoted.returncode == 0, promoted.stderr
+    # What serving would load: a service account granted this model and its experiment.
+    svc = f"svc-{uuid.uuid4().hex[:6]}"
+    added = json.loads(
+        platform.cli("users", "add", svc, "--role", "service", "--generate", "--json").stdout
+    )
+    reader = Client(platform.url, svc, added["generated_password"])
+    assert reader.call("GET", f"{API}/registered-models/get", {"name": name}).status_code == 403
+    version = people["admin"].ok(
+        "GET", f"{API}/registered-models/alias", {"name": name, "alias": "champion"}
+    )["model_version"]
+    platform.cli("users", "grant", svc, "model", name, "READ")
+    exp = people["admin"].ok("GET", f"{API}/runs/get", {"run_id": version["run_id"]})["run"]
+    platform.cli("users", "grant", svc, "experiment", exp["info"]["experiment_id"], "READ")
+    champion = reader.ok(
+        "GET", f"{API}/registered-models/alias", {"name": name, "alias": "champion"}
+    )
+    assert champion["model_version"]["version"] == "3"
+    tags = {t["key"]: t["value"] for t in champion["model_version"].get("tags", [])}
+    assert tags.get("mlops.status") == "approved"
+    verified = registry(reader, "verify", name, "@champion")
+    assert verified.returncode == 0, verified.stderr
+    # and the server's log names who moved @champion
+    log = (platform.settings.state_dir / "logs" / "tracking.log").read_text()
+    moves = [
+        json.loads(line[line.index("{") :])
+        for line in log.splitlines()
+        if '"mlops.audit"' in line and f'"name": "{name}"' in line and '"champion"' in line
+    ]
+    assert {(m["user"], m["decision"]) for m in moves} >= {
+        (approver.user, "allowed"),
+    }, moves

@@ -64,7 +64,29 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        refused = _server_refusal(exc)
+        if refused is None:
+            raise
+        typer.echo(f"error: {refused}", err=True)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _server_refusal(exc: Exception) -> str | None:
+    """One line for an error the tracking server answered (403, 401, ...), else None."""
+    exceptions = sys.modules.get("mlflow.exceptions")
+    if exceptions is None or not isinstance(exc, exceptions.MlflowException):
+        return None
+    message = " ".join(str(exc.message).split())[:400]
+    if exc.error_code == "PERMISSION_DENIED":
+        return (
+            f"the tracking server refused: {message}; ask an admin for the role or grant "
+            "(mlops-platform users role / users grant, docs/access.md)"
+        )
+    if exc.error_code == "UNAUTHENTICATED":
+        return f"the tracking server refused the login: {message}; check MLFLOW_TRACKING_*"
+    return f"the tracking server answered: {message}"
 
 
 __all__ = ["app", "main"]
