@@ -235,6 +235,11 @@ def open_edit_dialog(page: Page, experiment_id: str) -> Locator:
     return dialog
 
 
+def alias_tag(scope: Locator, alias: str) -> Locator:
+    """The UI's "@ alias" tag (an ARIA status element named after the alias)."""
+    return scope.get_by_role("status", name=alias, exact=True)
+
+
 def version_row(page: Page, version: str) -> Locator:
     return page.get_by_role("row").filter(
         has=page.get_by_role("link", name=f"Version {version}", exact=True)
@@ -303,7 +308,8 @@ def test_editor_creates_renames_and_describes_an_experiment(
     with page.expect_response(is_call("POST", "/experiments/set-experiment-tag")) as tagged:
         dialog.get_by_role("button", name="Save", exact=True).click()
     assert tagged.value.status == 200, tagged.value.text()
-    expect(page.get_by_text(note)).to_be_visible()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_role("paragraph").filter(has_text=note)).to_be_visible()
     after = admin.ok("GET", "/experiments/get", {"experiment_id": made["experiment_id"]})
     assert after["experiment"]["name"] == renamed
     tags = {t["key"]: t["value"] for t in after["experiment"].get("tags", [])}
@@ -325,14 +331,15 @@ def test_registry_shows_the_model_and_its_aliases(
     listed = page.get_by_role("row").filter(
         has=page.get_by_role("link", name=world["model"], exact=True)
     )
-    expect(listed).to_contain_text("champion")
-    expect(listed).to_contain_text("challenger")
+    # The list shows the newest alias and "+1" for the other one.
+    champion = page.get_by_role("status", name="champion", exact=True)
+    expect(listed.get_by_role("link").filter(has=champion)).to_contain_text("Version 2")
 
     page.goto(f"/#/models/{world['model']}")
     expect(page.get_by_role("heading", name=world["model"])).to_be_visible()
-    expect(version_row(page, "2")).to_contain_text("champion")
+    expect(alias_tag(version_row(page, "2"), "champion")).to_be_visible()
+    expect(alias_tag(version_row(page, "1"), "challenger")).to_be_visible()
     expect(version_row(page, "2")).not_to_contain_text("challenger")
-    expect(version_row(page, "1")).to_contain_text("challenger")
     expect(version_row(page, "1")).not_to_contain_text("champion")
 
 
@@ -369,7 +376,7 @@ def test_protected_alias_editor_refused_approver_moves_it(
     assert answer.status == 200, answer.text()
     assert admin.aliases(model) == {"champion": "2"}
     page.reload()
-    expect(version_row(page, "2")).to_contain_text("champion")
+    expect(alias_tag(version_row(page, "2"), "champion")).to_be_visible()
     expect(version_row(page, "1")).not_to_contain_text("champion")
 
 
@@ -387,7 +394,8 @@ def test_admin_sees_and_edits_what_others_own(
     with page.expect_response(is_call("POST", "/experiments/set-experiment-tag")) as tagged:
         dialog.get_by_role("button", name="Save", exact=True).click()
     assert tagged.value.status == 200, tagged.value.text()
-    expect(page.get_by_text(note)).to_be_visible()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_role("paragraph").filter(has_text=note)).to_be_visible()
     after = admin.ok("GET", "/experiments/get", {"experiment_id": world["editors_exp"]})
     tags = {t["key"]: t["value"] for t in after["experiment"].get("tags", [])}
     assert tags.get("mlflow.note.content") == note
