@@ -191,6 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "db_fast_metrics": name == "fast",
                     "server_port": free_port(),
                     "server_workers": args.workers,
+                    "auth_enabled": False,  # the stores side by side, no permission engine
                 }
             )
         servers: dict[str, tuple[int, str]] = {}

@@ -24,6 +24,7 @@ import requests
 
 from mlops_platform import db, s3
 from mlops_platform.errors import PlatformError
+from mlops_platform.render.auth import identity_headers
 from mlops_platform.settings import PlatformSettings
 
 Status = str  # ok | warn | fail | skip
@@ -182,7 +183,11 @@ def check_server(settings: PlatformSettings, *, timeout: float = 3.0) -> list[Fi
 
     start = time.monotonic()
     try:
-        response = requests.get(_server_base(settings) + "/version", timeout=timeout)
+        response = requests.get(
+            _server_base(settings) + "/version",
+            headers=identity_headers(settings),
+            timeout=timeout,
+        )
     except requests.RequestException as exc:
         return [
             Finding(
@@ -219,7 +224,68 @@ def check_server(settings: PlatformSettings, *, timeout: float = 3.0) -> list[Fi
                 took,
             )
         ]
-    return [Finding("tracking", "version", "ok", f"MLflow {version} answers", seconds=took)]
+    return [
+        Finding("tracking", "version", "ok", f"MLflow {version} answers", seconds=took),
+        *check_identity(settings, timeout=timeout),
+    ]
+
+
+def check_identity(settings: PlatformSettings, *, timeout: float = 3.0) -> list[Finding]:
+    """Permissions on: the server refuses a request without the proxy secret, and its user
+    store is at MLflow's head."""
+    if not settings.identity_enabled:
+        return [
+            Finding(
+                "tracking",
+                "permissions",
+                "warn",
+                "permissions are off: every proxy user is an MLflow admin",
+                "set MLOPS_AUTH_ENABLED=true and restart (docs/access.md)",
+            )
+        ]
+    from mlops_platform import auth_store
+
+    out = []
+    url = _server_base(settings) + "/api/2.0/mlflow/experiments/get?experiment_id=0"
+    public = urlsplit(settings.resolved_public_url).netloc
+    forged = {"X-Forwarded-User": settings.proxy_user, "Host": public}
+    detail = ""
+    try:
+        status = requests.get(url, headers=forged, timeout=timeout).status_code
+    except requests.RequestException as exc:
+        status = 0
+        detail = exc.__class__.__name__
+    if status == 401:
+        out.append(
+            Finding("tracking", "identity", "ok", "a user header without the proxy secret: 401")
+        )
+    else:
+        out.append(
+            Finding(
+                "tracking",
+                "identity",
+                "fail",
+                f"a user header without the proxy secret got {status or detail}, not 401",
+                "restart the server with `mlops-platform up` (it runs --app-name mlops-auth)",
+            )
+        )
+    try:
+        current, head = auth_store.revision(settings), auth_store.head_revision()
+    except PlatformError as exc:
+        return [*out, Finding("database", "auth store", "fail", exc.message, exc.fix or "")]
+    if current == head:
+        out.append(Finding("database", "auth store", "ok", f"users and grants at head {head}"))
+    else:
+        out.append(
+            Finding(
+                "database",
+                "auth store",
+                "fail",
+                f"MLflow's user store is at {current or 'nothing'}, MLflow needs {head}",
+                "`mlops-platform db upgrade` (or restart: `serve` migrates it)",
+            )
+        )
+    return out
 
 
 def _proxy_target(settings: PlatformSettings) -> tuple[str, dict[str, str], bool]:

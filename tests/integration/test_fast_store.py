@@ -335,6 +335,7 @@ def test_server_uses_the_fast_store(platform: Platform, databases: Databases) ->
             "server_port": free_port(),
             "server_workers": 1,
             "prometheus": False,
+            "auth_enabled": False,  # the store is the point; permissions: test_permissions
         }
     )
     argv = server_argv(settings, python=sys.executable)

@@ -26,3 +26,17 @@ def auth_ini(settings: PlatformSettings) -> str:
         f"authorization_function = {AUTHORIZATION_FUNCTION}\n"
         "grant_default_workspace_access = false\n"
     )
+
+
+def identity_headers(settings: PlatformSettings) -> dict[str, str]:
+    """The headers nginx adds for the admin: what the kit's own direct checks send.
+
+    Empty when permissions are off. Only the kit's readiness and health checks use it;
+    everything else goes through nginx.
+    """
+    if not settings.identity_enabled:
+        return {}
+    return {
+        SECRET_HEADER: settings.proxy_secret.get_secret_value(),
+        USER_HEADER: settings.proxy_user,
+    }

@@ -6,7 +6,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from mlops_platform.render.auth import SECRET_HEADER, USER_HEADER
+from mlops_platform.render.auth import identity_headers
 from mlops_platform.settings import PlatformSettings, as_environment, inherited_environment
 from mlops_platform.stack.base import PortClaim, Progress, Service, spawn, wait_until
 
@@ -80,15 +80,5 @@ class Tracking(Service):
         return http_ok(f"{base}/health") and http_ok(
             f"{base}/api/2.0/mlflow/experiments/get?experiment_id=0",
             host=host,
-            headers=proxy_identity(self.settings),
+            headers=identity_headers(self.settings),
         )
-
-
-def proxy_identity(settings: PlatformSettings) -> dict[str, str]:
-    """The headers nginx adds for the admin: what the kit's own checks send the server."""
-    if not settings.identity_enabled:
-        return {}
-    return {
-        SECRET_HEADER: settings.proxy_secret.get_secret_value(),
-        USER_HEADER: settings.proxy_user,
-    }
