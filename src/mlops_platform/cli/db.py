@@ -104,7 +104,7 @@ def upgrade(
         print_json(result.as_dict())
         return
     if result.skipped:
-        console.print(result.skipped)
+        console.print(result.skipped, soft_wrap=True, highlight=False)
         return
     if result.applied or result.dump or result.before != result.after:
         console.print(
