@@ -115,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         off = stacks.enter_context(throwaway_stack(server_workers="2", auth_enabled="false"))
         log("starting the kit with permissions on, then off, then a default mlflow server")
         kit_on, kit_off = up(on), up(off)
+        # Permissions on, as a data scientist: an editor granted the Default experiment,
+        # so every write goes through MLflow's grant lookup (an admin skips it).
+        editor = json.loads(
+            on.cli("users", "add", "writer", "--role", "editor", "--generate", "--json").stdout
+        )
+        on.cli("users", "grant", "writer", "experiment", "0", "EDIT")
+        kit_on = Target("", kit_on.url, ("writer", editor["generated_password"]))
         kit_on.name, kit_off.name = "kit, permissions on", "kit, permissions off"
         ref_pid, reference, _ = start_reference(on)
         try:

@@ -198,6 +198,32 @@ def _audit(user: str, role: str | None, allowed: bool, route: str) -> None:
     _logger.warning(json.dumps(event, sort_keys=True))
 
 
+def cache_user_lookups(store: Any, seconds: float, *, max_users: int = 10000) -> None:
+    """Remember ``store.get_user`` answers for ``seconds`` in this worker.
+
+    MLflow looks the user up several times a request (is it an admin? its id for each
+    grant); each is a query on the auth database. A user's admin flag or removal reaches
+    every worker within ``seconds``; roles and grants are not cached and apply at once.
+    """
+    if seconds <= 0:
+        return
+    original = store.get_user
+    cache: dict[str, tuple[float, Any]] = {}
+
+    def get_user(username: str) -> Any:
+        now = time.monotonic()
+        hit = cache.get(username)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        user = original(username)
+        if len(cache) >= max_users:
+            cache.clear()
+        cache[username] = (now + seconds, user)
+        return user
+
+    store.get_user = get_user
+
+
 def create_app(app: Flask | None = None) -> Any:
     """MLflow's basic-auth app with the kit's rules registered first."""
     from mlflow.server import app as mlflow_app
@@ -205,4 +231,6 @@ def create_app(app: Flask | None = None) -> Any:
 
     flask_app = app or mlflow_app
     flask_app.before_request(kit_rules)  # before MLflow's own hook, which create_app adds
-    return mlflow_create_app(flask_app)
+    created = mlflow_create_app(flask_app)
+    cache_user_lookups(_store(), settings().auth_cache_seconds)
+    return created

@@ -394,6 +394,13 @@ class PlatformSettings(BaseSettings):
         description="Every role reads every experiment and model; false: viewers and "
         "editors read only what they own or were granted.",
     )
+    auth_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long each server worker remembers a user's record (admin flag, "
+        "existence); roles and grants are never cached. 0 = look up on every request.",
+    )
     auth_protected_aliases: str = Field(
         "champion,challenger",
         description="Aliases only approvers and admins may set or delete, comma-separated.",

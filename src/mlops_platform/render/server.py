@@ -83,6 +83,7 @@ def auth_env(settings: PlatformSettings, *, admin_password: str) -> dict[str, st
         "auth_default_role",
         "auth_protected_aliases",
         "auth_db_name",
+        "auth_cache_seconds",
     )
     env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_ini_path(settings))
     env["MLFLOW_AUTH_ADMIN_USERNAME"] = settings.proxy_user
