@@ -1,6 +1,6 @@
 """Who may do what, decided by the tracking server: a black-box matrix through the real proxy.
 
-Four roles (viewer, editor, approver, admin) against fourteen operations on resources
+Four roles (viewer, editor, approver, admin) against eighteen operations on resources
 someone else owns and on their own: every cell's status is asserted, and every refused
 write is shown to have changed nothing (the platform's whole state, read as the admin,
 is the same before and after). Identity cannot be forged: the server refuses a user
@@ -95,6 +95,12 @@ def _admin_world(admin: Client, tag: str) -> dict[str, str]:
         f"{API}/model-versions/create",
         {"name": model, "source": run["artifact_uri"], "run_id": run["run_id"]},
     )
+    for alias in ("candidate", "champion"):
+        admin.ok(
+            "POST",
+            f"{API}/registered-models/alias",
+            {"name": model, "alias": alias, "version": "1"},
+        )
     art = f"/api/2.0/mlflow-artifacts/artifacts/{exp}/{run['run_id']}/artifacts/a.txt"
     assert admin.session.put(admin.base + art, data=b"admin's", timeout=60).status_code == 200
     return {
@@ -154,6 +160,12 @@ OPS: dict[str, Op] = {
         f"{API}/registered-models/alias",
         {"name": w["model"], "alias": "champion", "version": "1"},
     ),
+    "delete alias": lambda c, w: c.call(
+        "DELETE", f"{API}/registered-models/alias", {"name": w["model"], "alias": "candidate"}
+    ),
+    "delete @champion": lambda c, w: c.call(
+        "DELETE", f"{API}/registered-models/alias", {"name": w["model"], "alias": "champion"}
+    ),
     "set approval tag": lambda c, w: c.call(
         "POST",
         f"{API}/model-versions/set-tag",
@@ -192,6 +204,8 @@ EXPECTED_OTHERS: dict[str, tuple[int, int, int, int]] = {
     "set unprotected alias": (403, 403, 200, 200),
     "set @champion": (403, 403, 200, 200),
     "set approval tag": (403, 403, 200, 200),
+    "delete alias": (403, 403, 200, 200),
+    "delete @champion": (403, 403, 200, 200),
     "grant permission": (403, 403, 403, 200),
     "create user": (403, 403, 403, 200),
 }

@@ -389,13 +389,6 @@ def test_protected_alias_editor_refused_approver_moves_it(
     expect(version_row(page, "1")).not_to_contain_text("champion")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="MLflow checks DELETE (MANAGE) to delete an alias; approvers hold EDIT on every "
-    "model, so the server answers 403 although docs/access.md says approvers may delete "
-    "protected aliases on every model",
-)
 def test_approver_removes_a_protected_alias(
     page_as: Callable[[str, str], Page], people: dict[str, Rest], world: dict[str, str]
 ) -> None:

@@ -239,7 +239,7 @@ def wait_until(
     while time.monotonic() - start < timeout:
         if check():
             return time.monotonic() - start
-        if alive is not None and not alive():
+        if alive is not None and not alive() and not _still_alive(alive):
             raise ServiceError(
                 f"{what} exited while starting: {log_tail(log_path)}",
                 fix=f"read the whole log: {log_path}",
@@ -249,6 +249,16 @@ def wait_until(
         f"{what} was not healthy within {timeout:.0f}s: {log_tail(log_path)}",
         fix=f"read the whole log: {log_path}",
     )
+
+
+def _still_alive(alive: Callable[[], bool], *, tries: int = 4, pause: float = 0.25) -> bool:
+    """A second look: while a process execs (``serve`` becoming ``mlflow server``) its
+    command line is briefly empty, and one look would call a starting server dead."""
+    for _ in range(tries):
+        time.sleep(pause)
+        if alive():
+            return True
+    return False
 
 
 def log_tail(path: Path | None, lines: int = 3) -> str:
