@@ -234,6 +234,79 @@ def cache_user_lookups(store: Any, seconds: float, *, max_users: int = 10000) ->
     store.get_user = get_user
 
 
+class _ExperimentOfRun:
+    """What MLflow's permission checks read of a run: ``info.experiment_id``.
+
+    Anything else is fetched in full on first use, so a check that needs more still gets it.
+    """
+
+    def __init__(self, experiment_id: str, fetch: Any) -> None:
+        self._experiment_id, self._fetch, self._run = experiment_id, fetch, None
+
+    def _full(self) -> Any:
+        if self._run is None:
+            self._run = self._fetch()
+        return self._run
+
+    @property
+    def info(self) -> Any:
+        outer = self
+
+        class _Info:
+            experiment_id = outer._experiment_id
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(outer._full().info, name)
+
+        return _Info()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._full(), name)
+
+
+class _PermissionTrackingStore:
+    """The tracking store as MLflow's permission checks see it: runs' experiments cached.
+
+    Every check on a run (log_metric, log_batch, set_tag, ...) fetches the whole run to
+    learn its experiment: as much database work as the write itself. A run never moves
+    to another experiment, so each worker remembers the answer; everything else goes to
+    the real store unchanged.
+    """
+
+    def __init__(self, real: Any, max_runs: int = 100_000) -> None:
+        self._real, self._max = real, max_runs
+        self._experiments: dict[str, str] = {}
+
+    def get_run(self, run_id: str) -> Any:
+        experiment_id = self._experiments.get(run_id)
+        if experiment_id is not None:
+            return _ExperimentOfRun(experiment_id, lambda: self._real.get_run(run_id))
+        run = self._real.get_run(run_id)  # a missing run raises, as before: not remembered
+        if len(self._experiments) >= self._max:
+            self._experiments.clear()
+        self._experiments[run_id] = run.info.experiment_id
+        return run
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def cache_run_experiments(auth_module: Any) -> None:
+    """Give MLflow's permission checks :class:`_PermissionTrackingStore`."""
+    from mlflow.server import handlers
+
+    wrapped: dict[int, _PermissionTrackingStore] = {}
+
+    def tracking_store() -> Any:
+        real = handlers._get_tracking_store()
+        store = wrapped.get(id(real))
+        if store is None or store._real is not real:
+            store = wrapped[id(real)] = _PermissionTrackingStore(real)
+        return store
+
+    auth_module._get_tracking_store = tracking_store
+
+
 def create_app(app: Flask | None = None) -> Any:
     """MLflow's basic-auth app with the kit's rules registered first."""
     from mlflow.server import app as mlflow_app
@@ -243,4 +316,7 @@ def create_app(app: Flask | None = None) -> Any:
     flask_app.before_request(kit_rules)  # before MLflow's own hook, which create_app adds
     created = mlflow_create_app(flask_app)
     cache_user_lookups(_store(), settings().auth_cache_seconds)
+    import mlflow.server.auth as mlflow_auth
+
+    cache_run_experiments(mlflow_auth)
     return created
