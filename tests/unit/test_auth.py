@@ -155,3 +155,36 @@ def test_protected_aliases_follow_the_setting(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(auth_app, "_settings", settings(auth_protected_aliases="prod, canary"))
     assert auth_app.required_role("registered-models/alias", "POST", {"alias": "prod"})
     assert auth_app.required_role("registered-models/alias", "POST", {"alias": "champion"}) is None
+
+
+class _Store:
+    """A tracking store that counts get_run calls (the unit under test is the cache)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_run(self, run_id: str) -> object:
+        from types import SimpleNamespace
+
+        self.calls += 1
+        if run_id == "missing":
+            raise KeyError(run_id)
+        return SimpleNamespace(info=SimpleNamespace(experiment_id="7", status="RUNNING"))
+
+    def get_experiment(self, experiment_id: str) -> str:
+        return f"experiment {experiment_id}"
+
+
+def test_permission_checks_learn_a_runs_experiment_once() -> None:
+    real = _Store()
+    store = auth_app._PermissionTrackingStore(real)
+    assert store.get_run("r1").info.experiment_id == "7" and real.calls == 1
+    again = store.get_run("r1")
+    assert again.info.experiment_id == "7" and real.calls == 1  # remembered
+    assert again.info.status == "RUNNING" and real.calls == 2  # anything else: fetched
+    with pytest.raises(KeyError):
+        store.get_run("missing")
+    with pytest.raises(KeyError):
+        store.get_run("missing")  # a missing run is never remembered
+    assert real.calls == 4
+    assert store.get_experiment("3") == "experiment 3"  # the rest is the real store's
