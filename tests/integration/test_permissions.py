@@ -564,3 +564,54 @@ def test_guide_workflow_with_real_roles(
     assert {(m["user"], m["decision"]) for m in moves} >= {
         (approver.user, "allowed"),
     }, moves
+
+
+def test_assistant_api_is_closed(platform: Platform, people: dict[str, Client]) -> None:
+    """MLflow's assistant trusts loopback callers: through the proxy it is closed to all,
+    and around the proxy it needs the secret like everything else."""
+    settings = platform.settings
+    for path in (
+        "/ajax-api/3.0/mlflow/assistant/config",
+        "/ajax-api/3.0/mlflow/assistant/providers",
+    ):
+        for role in ROLES:
+            response = people[role].call("GET", path)
+            assert response.status_code == 403, (role, path, response.status_code)
+            assert "assistant API is closed" in response.text
+        direct = requests.get(
+            f"http://127.0.0.1:{settings.server_port}{path}",
+            headers={"Host": "localhost", "X-Forwarded-User": settings.proxy_user},
+            timeout=30,
+        )
+        assert direct.status_code == 401, (path, direct.status_code)
+    # positive control: the same client reaches a neighbouring 3.0 route
+    assert (
+        people["viewer"].call("GET", "/ajax-api/3.0/mlflow/users/current/permissions").status_code
+        == 200
+    )
+
+
+def test_first_serve_migrates_existing_users(platform: Platform) -> None:
+    """An auth store without the kit's roles (a deployment from before them): the password
+    file's users get MLOPS_AUTH_MIGRATE_ROLE once, the admin stays admin, and a second
+    start changes nothing."""
+    from mlops_platform import auth_store
+
+    name = f"auth_migr_{uuid.uuid4().hex[:6]}"
+    platform.superuser_sql(f"CREATE DATABASE {name} OWNER {platform.settings.db_user};")
+    settings = platform.settings.model_copy(update={"auth_db_name": name})
+    said: list[str] = []
+    first = auth_store.prepare(
+        settings, proxy_users=["admin", "old-1", "old-2"], progress=said.append
+    )
+    assert first.migrated_users == ["old-1", "old-2"] and first.migrated_role == "editor"
+    assert any("2 existing proxy user(s) given the role editor" in line for line in said), said
+    store = auth_store.open_store(settings)
+    assert auth_store.role_of(store, "old-1") == "editor"
+    assert auth_store.role_of(store, settings.proxy_user) == "admin"
+    auth_store.set_role(store, "old-2", "approver")
+    again = auth_store.prepare(settings, proxy_users=["admin", "old-1", "old-2", "new-3"])
+    assert again.migrated_users == [] and again.revision_before == again.revision_after
+    assert auth_store.role_of(store, "old-2") == "approver"  # not undone
+    assert not store.has_user("new-3")  # later users get their role on first sight
+    store.engine.dispose()
