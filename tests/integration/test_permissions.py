@@ -615,3 +615,27 @@ def test_first_serve_migrates_existing_users(platform: Platform) -> None:
     assert auth_store.role_of(store, "old-2") == "approver"  # not undone
     assert not store.has_user("new-3")  # later users get their role on first sight
     store.engine.dispose()
+
+
+def test_writes_from_other_local_origins_are_refused(
+    platform: Platform, people: dict[str, Client]
+) -> None:
+    """MLflow exempts localhost origins from its CORS check; the proxy does not (CSRF)."""
+    admin = people["admin"]
+    body = {"name": f"csrf-{uuid.uuid4().hex}"}
+    path = f"{API}/experiments/create"
+    for origin in ("http://localhost:3000", "http://127.0.0.1:8888", "http://[::1]:5173"):
+        refused = admin.call("POST", path, body, headers={"Origin": origin})
+        assert refused.status_code == 403 and "another local origin" in refused.text, origin
+    assert (
+        admin.call(
+            "GET",
+            f"{API}/experiments/search",
+            {"max_results": 1},
+            headers={"Origin": "http://localhost:3000"},
+        ).status_code
+        == 200
+    )  # reads: MLflow's CORS rules
+    own = platform.url.rstrip("/")
+    assert admin.call("POST", path, body, headers={"Origin": own}).status_code == 200
+    assert admin.call("POST", path, {"name": f"csrf-{uuid.uuid4().hex}"}).status_code == 200
