@@ -23,6 +23,12 @@ STRONG = (
     "MLOPS_S3_SECRET_ACCESS_KEY=s3-secret-0123456789abcdef\n"
     "MLOPS_FLASK_SECRET_KEY=flask-secret-0123456789\n"
     "MLOPS_PROXY_PASSWORD=proxy-password-0123456789\n"
+    "MLOPS_PROXY_SECRET=proxy-secret-0123456789abcdef0123456789abcdef\n"
+    "MLOPS_S3_ADMIN_ACCESS_KEY_ID=MLOPSADMIN0123456789\n"
+    "MLOPS_S3_ADMIN_SECRET_ACCESS_KEY=s3-admin-secret-0123456789abcdef\n"
+    "MLOPS_S3_BACKUP_ACCESS_KEY_ID=MLOPSBACKUP0123456789\n"
+    "MLOPS_S3_BACKUP_SECRET_ACCESS_KEY=s3-backup-secret-0123456789abcdef\n"
+    "MLOPS_KEK_PASSPHRASE=kek-passphrase-0123456789abcdef\n"
 )
 
 
@@ -205,5 +211,15 @@ def test_bad_input_is_refused_cleanly(case: Case, tmp_path: Path) -> None:
     assert snapshot(root) == before, "a refused command changed files"
 
 
-def test_the_corpus_is_large_enough() -> None:
-    assert len(CASES) >= 40
+def test_the_base_env_file_is_valid(tmp_path: Path) -> None:
+    """Positive control: the env file every case starts from passes `config check`, so a
+    case is refused for its own line, not for something the base lacks."""
+    (tmp_path / ".env").write_text(STRONG + f"MLOPS_STATE_DIR={tmp_path}/state\n")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_")}
+    env["MLOPS_SECRETS_DIR"] = str(tmp_path / "no-secrets")
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops_platform", "--env-file", str(tmp_path / ".env"),
+         "config", "check"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
