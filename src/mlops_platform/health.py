@@ -390,7 +390,13 @@ def check_proxy(settings: PlatformSettings, *, timeout: float = 5.0) -> list[Fin
     if settings.proxy_enabled:
         try:
             anonymous = session.post(api, json={"max_results": 1}, timeout=timeout)
-            refused = anonymous.status_code in (401, 429)  # 429: a locked-out address
+            # nginx's refusal asks for a password; a bare 401 is the tracking server's own
+            # (permissions on): the proxy let the request through.
+            asked = "basic" in anonymous.headers.get("WWW-Authenticate", "").lower()
+            refused = anonymous.status_code == 429 or (anonymous.status_code == 401 and asked)
+            got = f"{anonymous.status_code}" + (
+                " from the tracking server, not the proxy" if anonymous.status_code == 401 else ""
+            )
             out.append(
                 Finding(
                     "proxy",
@@ -398,8 +404,7 @@ def check_proxy(settings: PlatformSettings, *, timeout: float = 5.0) -> list[Fin
                     "ok" if refused else "fail",
                     f"anonymous request: {anonymous.status_code}"
                     if refused
-                    else f"an anonymous request got {anonymous.status_code}: the proxy lets "
-                    "anyone in",
+                    else f"an anonymous request got {got}: the proxy lets anyone in",
                     ""
                     if refused
                     else "the nginx site lacks auth_basic: restart the proxy from the kit's "
