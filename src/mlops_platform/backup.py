@@ -1132,6 +1132,21 @@ def verify_backup(
     return VerifyResult(path.name, problems, files, total, restored, time.monotonic() - start)
 
 
+def _auth_count_mismatches(auth: PlatformSettings, manifest: Manifest) -> list[str]:
+    """The auth store's tables whose row counts differ from the manifest's, one line each."""
+    engine = db.make_engine(auth)
+    try:
+        with engine.connect() as conn:
+            counts = row_counts(conn)
+    finally:
+        engine.dispose()
+    return [
+        f"auth store table {t}: {counts.get(t)} rows restored, manifest says {n}"
+        for t, n in sorted(manifest.auth_row_counts.items())
+        if counts.get(t) != n
+    ]
+
+
 def _verify_auth_dump(
     scratch: PlatformSettings, dump: Path, manifest: Manifest, say: Reporter
 ) -> list[str]:
@@ -1145,17 +1160,7 @@ def _verify_auth_dump(
         db.restore_dump(auth, dump)
     except PlatformError as exc:
         return [f"{AUTH_DUMP} does not restore: {exc.message}"]
-    engine = db.make_engine(auth)
-    try:
-        with engine.connect() as conn:
-            restored = row_counts(conn)
-    finally:
-        engine.dispose()
-    return [
-        f"auth store table {table}: {restored.get(table)} rows restored, manifest says {rows}"
-        for table, rows in sorted(manifest.auth_row_counts.items())
-        if restored.get(table) != rows
-    ]
+    return _auth_count_mismatches(auth, manifest)
 
 
 # -- restore ---------------------------------------------------------------------------
@@ -1501,17 +1506,7 @@ def _restore_auth(
             f"the tracking database was restored but the auth store was not: {exc.message}",
             fix="fix the error and run `mlops-platform backup restore --force` again",
         ) from None
-    engine = db.make_engine(auth)
-    try:
-        with engine.connect() as conn:
-            counts = row_counts(conn)
-    finally:
-        engine.dispose()
-    return [
-        f"auth store table {t}: {counts.get(t)} rows restored, manifest says {n}"
-        for t, n in sorted(manifest.auth_row_counts.items())
-        if counts.get(t) != n
-    ]
+    return _auth_count_mismatches(auth, manifest)
 
 
 # -- prune -----------------------------------------------------------------------------
