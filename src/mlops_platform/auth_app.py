@@ -241,27 +241,24 @@ class _ExperimentOfRun:
     """
 
     def __init__(self, experiment_id: str, fetch: Any) -> None:
-        self._experiment_id, self._fetch, self._run = experiment_id, fetch, None
+        self._fetch, self._run = fetch, None
+        self.info = _ExperimentOfRunInfo(experiment_id, self)
 
-    def _full(self) -> Any:
+    def full(self) -> Any:
         if self._run is None:
             self._run = self._fetch()
         return self._run
 
-    @property
-    def info(self) -> Any:
-        outer = self
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.full(), name)
 
-        class _Info:
-            experiment_id = outer._experiment_id
 
-            def __getattr__(self, name: str) -> Any:
-                return getattr(outer._full().info, name)
-
-        return _Info()
+class _ExperimentOfRunInfo:
+    def __init__(self, experiment_id: str, run: _ExperimentOfRun) -> None:
+        self.experiment_id, self._run = experiment_id, run
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._full(), name)
+        return getattr(self._run.full().info, name)
 
 
 class _PermissionTrackingStore:
