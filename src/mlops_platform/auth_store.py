@@ -346,7 +346,7 @@ class UserRow:
     grants: list[dict[str, str]]
 
 
-def _check_role(role: str) -> None:
+def check_role(role: str) -> None:
     if role not in (*ROLES, SERVICE):
         choices = ", ".join((*ROLES, SERVICE))
         raise AuthStoreError(f"unknown role {role!r}", fix=f"use one of: {choices}")
@@ -354,7 +354,7 @@ def _check_role(role: str) -> None:
 
 def set_role(store: SqlAlchemyStore, name: str, role: str) -> str | None:
     """Give ``name`` exactly ``role`` (created if missing); returns the role before."""
-    _check_role(role)
+    check_role(role)
     if not store.has_user(name):
         _create_user(store, name, role)
         return None

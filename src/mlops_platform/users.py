@@ -203,7 +203,7 @@ def set_role(settings: PlatformSettings, name: str, role: str) -> RoleResult:
 
     check_name(name)
     _require_permissions(settings)
-    auth_store._check_role(role)
+    auth_store.check_role(role)
     if name not in htpasswd.parse(_read(settings.users_file)):
         raise UserError(
             f"no user {name!r} in {settings.users_file}",
@@ -291,7 +291,7 @@ def add_user(
         from mlops_platform import auth_store
 
         role = role or settings.auth_default_role
-        auth_store._check_role(role)
+        auth_store.check_role(role)
     generated = None
     if password is None:
         password = generated = generate_password()
