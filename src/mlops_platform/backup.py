@@ -738,6 +738,27 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _pg_dump(
+    settings: PlatformSettings,
+    target: PlatformSettings,
+    pg_dump: str,
+    path: Path,
+    snapshot_id: str,
+    what: str,
+) -> None:
+    """Dump ``target``'s database at ``snapshot_id`` into ``path``; BackupError on failure."""
+    done = subprocess.run(
+        dump_argv(target, pg_dump, path, snapshot_id),
+        env=db.client_env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BackupError(f"{what} failed: {tail}", fix="fix the error above and run it again")
+
+
 def create_backup(
     settings: PlatformSettings,
     *,
@@ -784,35 +805,17 @@ def create_backup(
                 )
                 dump_start = time.monotonic()
                 dump = work / DUMP
-                done = subprocess.run(
-                    dump_argv(settings, pg_dump, dump, snap.snapshot_id),
-                    env=db.client_env(settings),
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                if done.returncode != 0:
-                    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                    raise BackupError(
-                        f"pg_dump failed: {tail}", fix="fix the error above and run it again"
-                    )
+                _pg_dump(settings, settings, pg_dump, dump, snap.snapshot_id, "pg_dump")
                 auth_dump = work / AUTH_DUMP
                 if auth_snap is not None:
-                    done = subprocess.run(
-                        dump_argv(
-                            db.auth_settings(settings), pg_dump, auth_dump, auth_snap.snapshot_id
-                        ),
-                        env=db.client_env(settings),
-                        capture_output=True,
-                        text=True,
-                        check=False,
+                    _pg_dump(
+                        settings,
+                        db.auth_settings(settings),
+                        pg_dump,
+                        auth_dump,
+                        auth_snap.snapshot_id,
+                        f"pg_dump of the auth store {auth_snap.database}",
                     )
-                    if done.returncode != 0:
-                        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                        raise BackupError(
-                            f"pg_dump of the auth store {auth_snap.database} failed: {tail}",
-                            fix="fix the error above and run it again",
-                        )
                 else:
                     say.message(
                         f"no auth store ({settings.auth_db_name} does not exist): "
