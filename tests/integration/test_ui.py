@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -205,7 +206,12 @@ def page_as(
         )
         context.set_default_timeout(WAIT_MS)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        # The registry shows a one-time "new Model Registry UI" dialog over the page, at a
+        # moment of its own choosing; it takes the keyboard focus. Close it whenever it shows.
+        promo = page.get_by_role("dialog", name=re.compile("new Model Registry UI"))
+        page.add_locator_handler(promo, lambda: promo.get_by_role("button", name="Close").click())
+        return page
 
     yield open_page
     for number, context in enumerate(contexts):  # what each page last showed, for a failure
@@ -230,8 +236,9 @@ def search_experiments(page: Page, name: str) -> Locator:
     """The experiments page filtered to NAME; returns the link to it."""
     page.goto("/#/experiments")
     expect(page.get_by_role("heading", name="Experiments", exact=True)).to_be_visible()
-    page.get_by_placeholder("Search experiments").fill(name)
-    page.keyboard.press("Enter")
+    box = page.get_by_placeholder("Search experiments")
+    box.fill(name)
+    box.press("Enter")  # on the box itself: a dialog may have taken the focus
     return page.get_by_role("link", name=name, exact=True)
 
 
@@ -335,8 +342,9 @@ def test_registry_shows_the_model_and_its_aliases(
 ) -> None:
     page = as_role(page_as, people[role])
     page.goto("/#/models")
-    page.get_by_placeholder("Search registered models").fill(world["model"])
-    page.keyboard.press("Enter")
+    box = page.get_by_placeholder("Search registered models")
+    box.fill(world["model"])
+    box.press("Enter")  # on the box itself: a dialog may have taken the focus
     listed = page.get_by_role("row").filter(
         has=page.get_by_role("link", name=world["model"], exact=True)
     )
