@@ -29,13 +29,21 @@ import re
 import time
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, has_request_context, jsonify, request
 from werkzeug.datastructures import Authorization
 
 from mlops_platform.render.auth import SECRET_HEADER, USER_HEADER
 from mlops_platform.settings import PlatformSettings, server_app_settings
 
-__all__ = ["SECRET_HEADER", "USER_HEADER", "authenticate", "create_app", "kit_rules"]
+__all__ = [
+    "SECRET_HEADER",
+    "USER_HEADER",
+    "AuthMemo",
+    "authenticate",
+    "create_app",
+    "kit_rules",
+    "recheck_refusals",
+]
 PROTECTED_TAG_PREFIX = "mlops."
 # How long a worker remembers that a user exists in the store.
 KNOWN_USER_SECONDS = 60.0
@@ -208,30 +216,125 @@ def _audit(user: str, role: str | None, allowed: bool, route: str) -> None:
     _logger.warning(json.dumps(event, sort_keys=True))
 
 
-def cache_user_lookups(store: Any, seconds: float, *, max_users: int = 10000) -> None:
-    """Remember ``store.get_user`` answers for ``seconds`` in this worker.
+# Auth-store methods that change users, roles or grants: a call clears this worker's memo.
+_STORE_WRITES = (
+    "add_",
+    "assign_",
+    "create_",
+    "delete_",
+    "grant_",
+    "remove_",
+    "rename_",
+    "revoke_",
+    "set_",
+    "unassign_",
+    "update_",
+)
 
-    MLflow looks the user up several times a request (is it an admin? its id for each
-    grant); each is a query on the auth database. A user's admin flag or removal reaches
-    every worker within ``seconds``; roles and grants are not cached and apply at once.
+
+class AuthMemo:
+    """What one worker remembers of the auth store for ``seconds``: users and their grants.
+
+    MLflow reads the user (is it an admin? its id) and the user's role grants from the
+    auth database on every request; for a ``log_metric`` that is more database work than
+    the write itself. This memo answers ``store.get_user`` and ``store.list_grants`` from
+    memory for ``seconds``, under three rules that keep MLflow's decisions exact:
+
+    - every change made through this worker's store (a new experiment's MANAGE grant, a
+      role change) clears the memo at once;
+    - a request that MLflow refuses while remembered grants were used is checked again
+      against the database (:func:`recheck_refusals`), so a grant made through another
+      worker or the CLI applies on the next request;
+    - a revoked grant or a removed user therefore stops working everywhere within
+      ``seconds`` (``MLOPS_AUTH_CACHE_SECONDS``; 0 turns the memo off).
     """
-    if seconds <= 0:
-        return
-    original = store.get_user
-    cache: dict[str, tuple[float, Any]] = {}
 
-    def get_user(username: str) -> Any:
+    def __init__(self, store: Any, seconds: float, *, max_entries: int = 10000) -> None:
+        self.seconds, self._max = seconds, max_entries
+        self._users: dict[str, tuple[float, Any]] = {}
+        self._grants: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._get_user, self._list_grants = store.get_user, store.list_grants
+        store.get_user, store.list_grants = self.get_user, self.list_grants
+        for name in dir(type(store)):
+            if name.startswith(_STORE_WRITES):
+                setattr(store, name, self._clearing(getattr(store, name)))
+
+    def clear(self) -> None:
+        self._users.clear()
+        self._grants.clear()
+
+    def _clearing(self, write: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return write(*args, **kwargs)
+            finally:
+                self.clear()
+
+        return call
+
+    def _remembered(self, table: dict[Any, tuple[float, Any]], key: Any, load: Any) -> Any:
         now = time.monotonic()
-        hit = cache.get(username)
-        if hit is not None and hit[0] > now:
+        hit = table.get(key)
+        if hit is not None and hit[0] > now and not _fresh_reads():
+            _note_memo_used()
             return hit[1]
-        user = original(username)
-        if len(cache) >= max_users:
-            cache.clear()
-        cache[username] = (now + seconds, user)
-        return user
+        value = load()
+        if len(table) >= self._max:
+            table.clear()
+        table[key] = (now + self.seconds, value)
+        return value
 
-    store.get_user = get_user
+    def get_user(self, username: str) -> Any:
+        return self._remembered(self._users, username, lambda: self._get_user(username))
+
+    def list_grants(self, user_id: int, workspace: str, resource_types: Any) -> Any:
+        key = (user_id, workspace, frozenset(resource_types))
+        return self._remembered(
+            self._grants, key, lambda: self._list_grants(user_id, workspace, resource_types)
+        )
+
+
+def _fresh_reads() -> bool:
+    return has_request_context() and bool(g.get("mlops_fresh_auth_reads"))
+
+
+def _note_memo_used() -> None:
+    if has_request_context():
+        g.mlops_auth_memo_used = True
+
+
+def recheck_refusals(app: Flask, memo: AuthMemo) -> None:
+    """Wrap MLflow's Flask permission hook: a refusal made on remembered data is re-decided.
+
+    The second decision reads users and grants from the database, so a grant made a moment
+    ago through another worker (or ``users grant``) is honoured; only a refusal costs this
+    extra check, an allowed request never does.
+    """
+    hooks = app.before_request_funcs.setdefault(None, [])
+    for index, hook in enumerate(hooks):
+        if getattr(hook, "__module__", "") == "mlflow.server.auth" and (
+            hook.__name__ == "_before_request"
+        ):
+            hooks[index] = _rechecking(hook, memo)
+            return
+    raise RuntimeError("MLflow's permission hook (_before_request) was not found")
+
+
+def _rechecking(hook: Any, memo: AuthMemo) -> Any:
+    def before_request() -> Any:
+        g.mlops_auth_memo_used = False
+        answer = hook()
+        if (
+            isinstance(answer, Response)
+            and answer.status_code in (401, 403)
+            and g.get("mlops_auth_memo_used")
+        ):
+            g.mlops_fresh_auth_reads = True
+            answer = hook()
+        return answer
+
+    before_request.__name__ = "mlops_permission_check"
+    return before_request
 
 
 class _ExperimentOfRun:
@@ -312,7 +415,9 @@ def create_app(app: Flask | None = None) -> Any:
     flask_app = app or mlflow_app
     flask_app.before_request(kit_rules)  # before MLflow's own hook, which create_app adds
     created = mlflow_create_app(flask_app)
-    cache_user_lookups(_store(), settings().auth_cache_seconds)
+    seconds = settings().auth_cache_seconds
+    if seconds > 0:
+        recheck_refusals(flask_app, AuthMemo(_store(), seconds))
     import mlflow.server.auth as mlflow_auth
 
     cache_run_experiments(mlflow_auth)

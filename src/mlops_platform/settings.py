@@ -398,8 +398,10 @@ class PlatformSettings(BaseSettings):
         5.0,
         ge=0,
         le=300,
-        description="How long each server worker remembers a user's record (admin flag, "
-        "existence); roles and grants are never cached. 0 = look up on every request.",
+        description="How long each server worker remembers a user's record and role grants. "
+        "A new grant applies at once (a refusal is re-checked against the database); a "
+        "revoked grant, role or removed user reaches every worker within this time. 0 = "
+        "look up on every request.",
     )
     auth_protected_aliases: str = Field(
         "champion,challenger",

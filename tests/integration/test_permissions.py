@@ -15,6 +15,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -316,9 +317,13 @@ def test_granted_experiment_becomes_writable(platform: Platform, people: dict[st
     world = _admin_world(admin, f"grant-{uuid.uuid4().hex[:6]}")
     refused = OPS["log metric"](viewer, world)
     assert refused.status_code == 403
+    # The refusal left the viewer's grants in the workers' memory; the new grant still
+    # applies at once, because a refusal made on remembered grants is re-checked.
     platform.cli("users", "grant", viewer.user, "experiment", world["exp"], "EDIT")
     assert OPS["log metric"](viewer, world).status_code == 200
     platform.cli("users", "revoke", viewer.user, "experiment", world["exp"])
+    # A revocation reaches every worker within MLOPS_AUTH_CACHE_SECONDS.
+    time.sleep(platform.settings.auth_cache_seconds + 0.5)
     assert OPS["log metric"](viewer, world).status_code == 403
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from flask import Flask, Response
 
 from mlops_platform import auth_app
 from mlops_platform.bootstrap import init_env_file
@@ -164,8 +167,6 @@ class _Store:
         self.calls = 0
 
     def get_run(self, run_id: str) -> object:
-        from types import SimpleNamespace
-
         self.calls += 1
         if run_id == "missing":
             raise KeyError(run_id)
@@ -188,3 +189,67 @@ def test_permission_checks_learn_a_runs_experiment_once() -> None:
         store.get_run("missing")  # a missing run is never remembered
     assert real.calls == 4
     assert store.get_experiment("3") == "experiment 3"  # the rest is the real store's
+
+
+class _AuthStore:
+    """Counts the auth store's reads; one write that changes grants."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.grants: list[str] = []
+
+    def get_user(self, username: str) -> SimpleNamespace:
+        self.reads += 1
+        return SimpleNamespace(id=1, username=username)
+
+    def list_grants(self, user_id: int, workspace: str, resource_types: object) -> list[str]:
+        self.reads += 1
+        return list(self.grants)
+
+    def grant_user_permission(self, username: str, *args: object) -> None:
+        self.grants.append(username)
+
+
+def test_auth_memo_remembers_reads_and_forgets_on_every_write() -> None:
+    store = _AuthStore()
+    auth_app.AuthMemo(store, 60)
+    assert store.get_user("ann").id == 1 and store.list_grants(1, "default", {"experiment"}) == []
+    store.get_user("ann")
+    store.list_grants(1, "default", ["experiment"])  # same key, whatever the collection
+    assert store.reads == 2
+    store.grant_user_permission("ann", "experiment", "7", "EDIT")  # through this worker
+    assert store.list_grants(1, "default", {"experiment"}) == ["ann"] and store.reads == 3
+
+
+def test_auth_memo_expires() -> None:
+    store = _AuthStore()
+    auth_app.AuthMemo(store, 0.05)
+    store.get_user("ann")
+    time.sleep(0.1)
+    store.get_user("ann")
+    assert store.reads == 2
+
+
+def test_a_refusal_on_remembered_grants_is_decided_again_from_the_store() -> None:
+    store = _AuthStore()
+    memo = auth_app.AuthMemo(store, 60)
+    app = Flask("refusals")
+    decisions: list[int] = []
+
+    def hook() -> Response | None:  # stands for MLflow's: allowed only with a grant
+        allowed = bool(store.list_grants(1, "default", {"experiment"}))
+        decisions.append(int(allowed))
+        return None if allowed else Response("no", status=403)
+
+    hook.__module__, hook.__name__ = "mlflow.server.auth", "_before_request"
+    app.before_request(hook)
+    app.add_url_rule("/x", "x", lambda: "ok")
+    auth_app.recheck_refusals(app, memo)
+    client = app.test_client()
+    assert client.get("/x").status_code == 403  # read from the store: one decision
+    store.grants.append("ann")  # granted elsewhere (another worker, the CLI)
+    assert client.get("/x").status_code == 200  # remembered "no grant", then re-read
+    assert decisions == [0, 0, 1]
+    assert client.get("/x").status_code == 200 and decisions == [0, 0, 1, 1]
+    store.grants.clear()  # revoked elsewhere: remembered until the memo expires
+    assert client.get("/x").status_code == 200
