@@ -10,6 +10,11 @@ Workloads: single ``log_metric`` and 100-metric ``log_batch`` from one client, t
 ``experiments/search`` over 1,000 experiments by the admin and by a user who may read
 10 of them (MLflow filters what a user may not read).
 
+Besides rows/s it reports the tracking server's CPU time per request (its process and
+workers, from the kernel's accounting): unlike throughput, that figure hardly moves when
+other work shares the machine, so it shows what the permission checks cost even on a
+busy one.
+
     python -m benchmarks.permissions [--seconds 3] [--rounds 3] [--json out.json]
 """
 
@@ -23,11 +28,12 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
+import psutil
 import requests
 
 from benchmarks.common import throwaway_stack
 from benchmarks.throughput import Target, client, measure, start_reference
-from mlops_platform.stack.base import terminate
+from mlops_platform.stack.base import StateFile, terminate
 
 API = "/api/2.0/mlflow"
 
@@ -42,18 +48,50 @@ def up(stack: Any) -> Target:
     return Target("", info["url"], (stack.settings.proxy_user, password))
 
 
-def writes(targets: list[Target], seconds: float, rounds: int) -> dict[str, dict[str, float]]:
+def server_pid(stack: Any) -> int:
+    return int(StateFile.load(stack.settings.state_dir).services["tracking"]["pid"])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the server process and all its workers, so far."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def writes(
+    targets: list[Target], pids: dict[str, int], seconds: float, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Median rows/s and server CPU ms per request, per target and workload."""
     out: dict[str, dict[str, float]] = {}
     for kind in ("log_metric", "log_batch"):
-        samples: dict[str, list[float]] = {t.name: [] for t in targets}
+        rows: dict[str, list[float]] = {t.name: [] for t in targets}
+        cpu: dict[str, list[float]] = {t.name: [] for t in targets}
         for r in range(rounds):
             for t in targets:
+                before = cpu_seconds(pids[t.name])
                 result = measure(1, client, [(t, kind, seconds, r)])
+                used = cpu_seconds(pids[t.name]) - before
                 if result["errors"]:
                     raise SystemExit(f"{t.name} {kind}: {result['errors']:.0f} errors")
-                samples[t.name].append(result["rows_s"])
-        out[kind] = {name: statistics.median(v) for name, v in samples.items()}
-        log(f"{kind}: " + ", ".join(f"{k} {v:,.0f} rows/s" for k, v in out[kind].items()))
+                rows[t.name].append(result["rows_s"])
+                requests_made = result["req_s"] * seconds
+                cpu[t.name].append(1000 * used / max(requests_made, 1))
+        out[kind] = {name: statistics.median(v) for name, v in rows.items()}
+        out[kind + "_cpu_ms"] = {name: statistics.median(v) for name, v in cpu.items()}
+        log(
+            f"{kind}: "
+            + ", ".join(
+                f"{k} {v:,.0f} rows/s, {out[kind + '_cpu_ms'][k]:.1f} ms CPU/request"
+                for k, v in out[kind].items()
+            )
+        )
     return out
 
 
@@ -124,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         kit_on = Target("", kit_on.url, ("writer", editor["generated_password"]))
         kit_on.name, kit_off.name = "kit, permissions on", "kit, permissions off"
         ref_pid, reference, _ = start_reference(on)
+        pids = {kit_on.name: server_pid(on), kit_off.name: server_pid(off), reference.name: ref_pid}
         try:
             report: dict[str, Any] = {
-                "writes": writes([kit_on, kit_off, reference], args.seconds, args.rounds)
+                "writes": writes([kit_on, kit_off, reference], pids, args.seconds, args.rounds)
             }
             report["search"] = searches(kit_on, on, args.search_repeats)
         finally:
@@ -137,10 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         "| workload | on | off | default mlflow | on/off | on/default |",
         "|---|---|---|---|---|---|",
     ]
-    for kind, v in w.items():
+    for kind in ("log_metric", "log_batch"):
+        v, cpu = w[kind], w[kind + "_cpu_ms"]
         a, b, c = v[kit_on.name], v[kit_off.name], v[reference.name]
         lines.append(
             f"| {kind} rows/s (1 client) | {a:,.0f} | {b:,.0f} | {c:,.0f} "
+            f"| {a / b:.2f} | {a / c:.2f} |"
+        )
+        a, b, c = cpu[kit_on.name], cpu[kit_off.name], cpu[reference.name]
+        lines.append(
+            f"| {kind} server CPU ms/request | {a:.1f} | {b:.1f} | {c:.1f} "
             f"| {a / b:.2f} | {a / c:.2f} |"
         )
     lines += [
