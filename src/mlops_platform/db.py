@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -218,6 +219,102 @@ def ensure_schema(
     say(f"upgrading the schema from {status.current} to {status.head}")
     upgrade_schema(settings, env)
     return schema_status(settings)
+
+
+# -- one writer for the schema --------------------------------------------------------
+
+# pg_advisory_lock key of schema changes on the tracking database ("mlopsche" as an int64):
+# creating or migrating MLflow's schema, the auth store and the index pack.
+SCHEMA_WRITER_LOCK = 0x6D6C6F7073636865
+
+
+@contextlib.contextmanager
+def schema_writer_lock(
+    settings: PlatformSettings,
+    *,
+    progress: Callable[[str], None] | None = None,
+    interval: float = 1.0,
+) -> Iterator[None]:
+    """Hold the tracking database's schema-writer lock while the body runs.
+
+    A PostgreSQL session advisory lock on a connection of its own: whoever holds it is
+    the only process creating or migrating the schema (tracking and auth store) and
+    building the index pack. Every other ``serve`` (replicas started together, the
+    Kubernetes migrate Job, ``serve`` on the local stack with several replicas) waits
+    for it, then finds the work done. PostgreSQL releases it if the holder dies.
+    """
+    say = progress or (lambda _msg: None)
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            waited = 0.0
+            while not conn.execute(
+                sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEMA_WRITER_LOCK}
+            ).scalar():
+                if waited == 0.0:
+                    say("another process is changing the schema; waiting for it to finish")
+                time.sleep(interval)
+                waited += interval
+            if waited:
+                say(f"schema-writer lock taken after {waited:.0f}s")
+            try:
+                yield
+            finally:
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_WRITER_LOCK}
+                )
+    finally:
+        engine.dispose()
+
+
+def wait_for_head(
+    settings: PlatformSettings,
+    *,
+    timeout: float,
+    progress: Callable[[str], None] | None = None,
+    interval: float = 2.0,
+) -> SchemaStatus:
+    """Wait until the tracking schema (and the auth store, with permissions on) is at
+    this MLflow's head; never change anything. What tracking pods run: the migrate
+    step is the one writer.
+
+    Raises ``SchemaError`` at once for a schema newer than this MLflow, and after
+    ``timeout`` seconds for one still empty or out of date.
+    """
+    say = progress or (lambda _msg: None)
+    start = time.monotonic()
+    last = ""
+    while True:
+        status = schema_status(settings)
+        if status.state == "newer":
+            import mlflow
+
+            raise SchemaError(
+                f"the database schema ({status.current}) is newer than this MLflow "
+                f"{mlflow.__version__} knows (head {status.head})",
+                fix="run the image of the MLflow version that wrote it; never downgrade",
+            )
+        auth_ok = True
+        if status.state == "current" and settings.identity_enabled:
+            auth = auth_store_status(settings)
+            auth_ok = auth.current
+            if not auth_ok:
+                last = f"the auth store {auth.database} is {auth.state}"
+        elif status.state != "current":
+            last = f"the schema is {status.state} ({status.current or 'no revision'})"
+        if status.state == "current" and auth_ok:
+            return status
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            raise SchemaError(
+                f"{last} after {waited:.0f}s; this server waits for head {status.head} "
+                "and never migrates",
+                fix="run the migrate step (`mlops-platform serve --migrate-only`, the "
+                "Kubernetes Job mlflow-db-migrate-*) and check its log",
+            )
+        say(f"{last}; waiting for the migrate step ({waited:.0f}/{timeout:.0f}s)")
+        time.sleep(interval)
 
 
 # -- status, dump, guarded upgrade --------------------------------------------------
