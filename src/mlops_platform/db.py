@@ -287,7 +287,8 @@ def wait_for_head(
     last = ""
     while True:
         status = schema_status(settings)
-        if status.state == "newer":
+        # (tables without a revision yet: the writer's transaction is under way)
+        if status.state == "newer" and status.current is not None:
             import mlflow
 
             raise SchemaError(
@@ -814,8 +815,12 @@ def guarded_upgrade(
     dump: bool = True,
     dump_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    check_running: bool = True,
 ) -> UpgradeResult:
     """Dump, migrate with MLflow, verify; refuse what MLflow could not run afterwards.
+
+    ``check_running=False`` skips the look for a running server of another MLflow on
+    this host: the migrate step of a cluster runs where no server listens.
 
     Pre-flight (nothing changes): the database answers, the schema is not newer than this
     MLflow, and no running tracking server of another MLflow version would be left on a
@@ -850,7 +855,7 @@ def guarded_upgrade(
             skipped=f"schema already at head {status.head}; nothing to do",
         )
         return _upgrade_auth(settings, report, result, dump, dump_dir, say)
-    running = running_server_version(settings)
+    running = running_server_version(settings) if check_running else None
     if running is not None and running != mlflow.__version__:
         raise SchemaError(
             f"a tracking server of MLflow {running} is running on this database; after the "

@@ -92,16 +92,23 @@ def write_schema(
 
 
 def migrate_only(
-    settings: PlatformSettings, *, progress: Callable[[str], None], wait_seconds: float | None
-) -> db.SchemaStatus:
-    """The migrate step (``serve --migrate-only``, the Kubernetes Job): under the lock,
-    bring the schema, the auth store and the index pack to this MLflow's, then return."""
-    env = inherited_environment(keep_settings=False)
-    env.update(server_env(settings))
+    settings: PlatformSettings,
+    *,
+    progress: Callable[[str], None],
+    wait_seconds: float | None,
+    dump: bool = True,
+) -> db.UpgradeResult:
+    """The migrate step (``serve --migrate-only``, the Kubernetes Job).
+
+    Under the schema-writer lock: ``db upgrade``'s guarded path (a checked dump of each
+    database it changes, MLflow's migration, a verification), the auth store's roles,
+    then the index pack. A second run finds everything at head and changes nothing.
+    """
     db.wait_for_database(settings, timeout=wait_seconds, progress=progress)
     with db.schema_writer_lock(settings, progress=progress):
-        write_schema(settings, upgrade=True, env=env, progress=progress)
-    return db.schema_status(settings)
+        result = db.guarded_upgrade(settings, dump=dump, progress=progress, check_running=False)
+        write_schema(settings, upgrade=False, env={}, progress=progress)
+    return result
 
 
 def wait_for_head(

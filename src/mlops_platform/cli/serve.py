@@ -45,6 +45,11 @@ def serve(
         min=0,
         help="How long --no-migrate/--wait-for-head wait for head (default MLOPS_DB_WAIT_SECONDS).",
     ),
+    no_dump: bool = typer.Option(
+        False,
+        "--no-dump",
+        help="--migrate-only: skip the pg_dump taken before migrating (you have a backup).",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Wait for the database, check the schema, then exec `mlflow server`.
@@ -61,11 +66,20 @@ def serve(
             fix="pass one of them",
         )
     settings = ctx.obj.settings()
-    if migrate_only or wait_for_head:
-        if migrate_only:
-            status = serve_ops.migrate_only(settings, progress=progress, wait_seconds=wait_seconds)
+    if migrate_only:
+        result = serve_ops.migrate_only(
+            settings, progress=progress, wait_seconds=wait_seconds, dump=not no_dump
+        )
+        if as_json:
+            print_json(result.as_dict())
         else:
-            status = serve_ops.wait_for_head(settings, progress=progress, wait_seconds=wait_seconds)
+            console.print(
+                result.skipped or f"migrated {result.before or 'empty'} -> {result.after}",
+                highlight=False,
+            )
+        return
+    if wait_for_head:
+        status = serve_ops.wait_for_head(settings, progress=progress, wait_seconds=wait_seconds)
         if as_json:
             print_json(status.as_dict())
         else:
