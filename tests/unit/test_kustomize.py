@@ -245,6 +245,18 @@ def test_a_cloud_setting_set_renders_builds_and_validates(
         sa = objects[f"ServiceAccount/{name}"]
         assert sa["metadata"]["annotations"] == {IRSA[0]: IRSA[1]}
         assert sa["automountServiceAccountToken"] is False
+    # The CA file db_url names is mounted wherever the database is reached.
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Job", "CronJob") and doc["metadata"]["name"] != (
+            "model-serving"
+        ):
+            for c in containers(doc).values():
+                if c["name"] == "nginx":
+                    continue
+                volumes = {v["name"]: v for v in pod(doc)["volumes"]}
+                mount = next(m for m in c["volumeMounts"] if m["mountPath"] == k8s.SECRETS_MOUNT)
+                keys = {i["key"] for i in volumes[mount["name"]]["secret"]["items"]}
+                assert {"db_password", "rds-ca.pem"} <= keys, (doc["metadata"]["name"], c["name"])
     text = "".join(files.values())
     for value in [*SECRETS.values(), "url-password-987654"]:
         assert value not in text

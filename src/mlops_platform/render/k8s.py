@@ -30,7 +30,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import yaml
 from pydantic import SecretStr
@@ -219,11 +219,26 @@ def s3_keys_given(settings: PlatformSettings) -> bool:
     return bool(settings.s3_access_key_id.get_secret_value())
 
 
+def db_tls_keys(settings: PlatformSettings) -> tuple[str, ...]:
+    """Files of the Secret that ``db_url``'s query names under the secrets mount
+    (``sslrootcert``, ``sslcert``, ``sslkey``): every container that reaches the
+    database mounts them."""
+    query = urlsplit(settings.db_url).query if settings.db_url else ""
+    out = []
+    for name, value in parse_qsl(query):
+        if name in ("sslrootcert", "sslcert", "sslkey") and value.startswith(SECRETS_MOUNT + "/"):
+            out.append(value[len(SECRETS_MOUNT) + 1 :])
+    return tuple(out)
+
+
 def secret_keys(settings: PlatformSettings, keys: tuple[str, ...]) -> tuple[str, ...]:
-    """``keys`` without the S3 keys when the pods get S3 access from their identity."""
-    if s3_keys_given(settings):
-        return keys
-    return tuple(k for k in keys if k not in S3_KEYS)
+    """``keys`` without the S3 keys when the pods get S3 access from their identity,
+    with the database's TLS files when ``db_url`` names them."""
+    if not s3_keys_given(settings):
+        keys = tuple(k for k in keys if k not in S3_KEYS)
+    if "db_password" in keys:
+        keys = (*keys, *(k for k in db_tls_keys(settings) if k not in keys))
+    return keys
 
 
 def not_needed(keys: tuple[str, ...]) -> str:
@@ -391,6 +406,13 @@ def _tracking_patch(settings: PlatformSettings, opts: K8sOptions, sum_: str) -> 
                             "secret": {
                                 "secretName": SECRET_NAME,
                                 "items": _secret_items(secret_keys(settings, TRACKING_SECRET_KEYS)),
+                            },
+                        },
+                        {
+                            "name": "db-secret",
+                            "secret": {
+                                "secretName": SECRET_NAME,
+                                "items": _secret_items(secret_keys(settings, MIGRATE_SECRET_KEYS)),
                             },
                         },
                         {"name": "tmp", "emptyDir": {"sizeLimit": opts.tracking_tmp_size}},
@@ -696,6 +718,26 @@ def render(settings: PlatformSettings, opts: K8sOptions | None = None) -> dict[s
         "patches/gc.yaml": _cronjob_patch(
             settings, "mlops-gc", "gc", timeZone=opts.backup_time_zone
         ),
+    }
+    patches["patches/job-migrate.yaml"] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": MIGRATE_JOB},
+        "spec": {
+            "template": {
+                "spec": {
+                    "volumes": [
+                        {
+                            "name": "secrets",
+                            "secret": {
+                                "secretName": SECRET_NAME,
+                                "items": _secret_items(secret_keys(settings, MIGRATE_SECRET_KEYS)),
+                            },
+                        }
+                    ]
+                }
+            }
+        },
     }
     for doc in [
         *_network_patches(settings, opts),
