@@ -192,6 +192,15 @@ def test_the_base_nginx_files_are_the_kits() -> None:
     snippet = (KUBE / "base" / "nginx" / k8s.PROXY_SECRET_SNIPPET).read_text()
     assert snippet == (ROOT / "scripts" / "nginx-proxy-secret").read_text()
     assert snippet == k8s.proxy_secret_snippet()
+    # The base's sidecar values name every variable the template needs (but the secret).
+    base_env = dict(
+        line.split("=", 1)
+        for line in (KUBE / "base" / "nginx.env").read_text().splitlines()
+        if line.strip()
+    )
+    needed = set(re.findall(r"\$\{(MLOPS_[A-Z0-9_]+)\}", nginx.template_text()))
+    assert needed - set(base_env) == {"MLOPS_PROXY_SECRET"}
+    assert set(base_env) == set(k8s.nginx_env(PlatformSettings(_env_file=None)))  # type: ignore[call-arg]
 
 
 def test_every_command_of_the_base_parses_and_never_prompts() -> None:
