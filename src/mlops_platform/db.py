@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -218,6 +219,103 @@ def ensure_schema(
     say(f"upgrading the schema from {status.current} to {status.head}")
     upgrade_schema(settings, env)
     return schema_status(settings)
+
+
+# -- one writer for the schema --------------------------------------------------------
+
+# pg_advisory_lock key of schema changes on the tracking database ("mlopsche" as an int64):
+# creating or migrating MLflow's schema, the auth store and the index pack.
+SCHEMA_WRITER_LOCK = 0x6D6C6F7073636865
+
+
+@contextlib.contextmanager
+def schema_writer_lock(
+    settings: PlatformSettings,
+    *,
+    progress: Callable[[str], None] | None = None,
+    interval: float = 1.0,
+) -> Iterator[None]:
+    """Hold the tracking database's schema-writer lock while the body runs.
+
+    A PostgreSQL session advisory lock on a connection of its own: whoever holds it is
+    the only process creating or migrating the schema (tracking and auth store) and
+    building the index pack. Every other ``serve`` (replicas started together, the
+    Kubernetes migrate Job, ``serve`` on the local stack with several replicas) waits
+    for it, then finds the work done. PostgreSQL releases it if the holder dies.
+    """
+    say = progress or (lambda _msg: None)
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            waited = 0.0
+            while not conn.execute(
+                sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEMA_WRITER_LOCK}
+            ).scalar():
+                if waited == 0.0:
+                    say("another process is changing the schema; waiting for it to finish")
+                time.sleep(interval)
+                waited += interval
+            if waited:
+                say(f"schema-writer lock taken after {waited:.0f}s")
+            try:
+                yield
+            finally:
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_WRITER_LOCK}
+                )
+    finally:
+        engine.dispose()
+
+
+def wait_for_head(
+    settings: PlatformSettings,
+    *,
+    timeout: float,
+    progress: Callable[[str], None] | None = None,
+    interval: float = 2.0,
+) -> SchemaStatus:
+    """Wait until the tracking schema (and the auth store, with permissions on) is at
+    this MLflow's head; never change anything. What tracking pods run: the migrate
+    step is the one writer.
+
+    Raises ``SchemaError`` at once for a schema newer than this MLflow, and after
+    ``timeout`` seconds for one still empty or out of date.
+    """
+    say = progress or (lambda _msg: None)
+    start = time.monotonic()
+    last = ""
+    while True:
+        status = schema_status(settings)
+        # (tables without a revision yet: the writer's transaction is under way)
+        if status.state == "newer" and status.current is not None:
+            import mlflow
+
+            raise SchemaError(
+                f"the database schema ({status.current}) is newer than this MLflow "
+                f"{mlflow.__version__} knows (head {status.head})",
+                fix="run the image of the MLflow version that wrote it; never downgrade",
+            )
+        auth_ok = True
+        if status.state == "current" and settings.identity_enabled:
+            auth = auth_store_status(settings)
+            auth_ok = auth.current
+            if not auth_ok:
+                last = f"the auth store {auth.database} is {auth.state}"
+        elif status.state != "current":
+            last = f"the schema is {status.state} ({status.current or 'no revision'})"
+        if status.state == "current" and auth_ok:
+            return status
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            raise SchemaError(
+                f"{last} after {waited:.0f}s; this server waits for head {status.head} "
+                "and never migrates",
+                fix="run the migrate step (`mlops-platform serve --migrate-only`, the "
+                "Kubernetes Job mlflow-db-migrate-*) and check its log",
+            )
+        say(f"{last}; waiting for the migrate step ({waited:.0f}/{timeout:.0f}s)")
+        time.sleep(interval)
 
 
 # -- status, dump, guarded upgrade --------------------------------------------------
@@ -717,8 +815,12 @@ def guarded_upgrade(
     dump: bool = True,
     dump_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    check_running: bool = True,
 ) -> UpgradeResult:
     """Dump, migrate with MLflow, verify; refuse what MLflow could not run afterwards.
+
+    ``check_running=False`` skips the look for a running server of another MLflow on
+    this host: the migrate step of a cluster runs where no server listens.
 
     Pre-flight (nothing changes): the database answers, the schema is not newer than this
     MLflow, and no running tracking server of another MLflow version would be left on a
@@ -753,7 +855,7 @@ def guarded_upgrade(
             skipped=f"schema already at head {status.head}; nothing to do",
         )
         return _upgrade_auth(settings, report, result, dump, dump_dir, say)
-    running = running_server_version(settings)
+    running = running_server_version(settings) if check_running else None
     if running is not None and running != mlflow.__version__:
         raise SchemaError(
             f"a tracking server of MLflow {running} is running on this database; after the "

@@ -3,6 +3,16 @@
 Wait for the database, make sure the schema is one this MLflow can run (create it
 on an empty database, refuse an out-of-date one unless asked to upgrade), then
 replace this process with ``mlflow server``.
+
+Schema changes have one writer at a time: every change (MLflow's schema, the auth
+store, the index pack) happens under :func:`db.schema_writer_lock`, so several ``serve``
+processes started together on an empty database migrate once. Two other modes split
+the work where pods must not migrate (Kubernetes):
+
+- ``migrate``: the migrate step alone (``serve --migrate-only``, the Job): everything
+  above under the lock, then exit;
+- ``wait``: tracking pods (``serve --no-migrate``, and ``--wait-for-head`` in their init
+  container): wait until the schema is at head, never migrate or build indexes.
 """
 
 from __future__ import annotations
@@ -18,15 +28,54 @@ from mlops_platform.settings import PlatformSettings, inherited_environment
 
 
 def prepare(
-    settings: PlatformSettings, *, upgrade: bool, progress: Callable[[str], None]
+    settings: PlatformSettings,
+    *,
+    upgrade: bool,
+    progress: Callable[[str], None],
+    migrate: bool = True,
+    wait_seconds: float | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """Everything before the exec; returns the argv and environment of ``mlflow server``."""
+    """Everything before the exec; returns the argv and environment of ``mlflow server``.
+
+    ``migrate=False`` is the pods' mode: wait up to ``wait_seconds`` (default
+    ``db_wait_seconds``) for the schema at head, change nothing.
+    """
     env = inherited_environment(keep_settings=False)
     env.update(server_env(settings))
     waited = db.wait_for_database(settings, progress=progress)
     if waited >= 1:
         progress(f"database answered after {waited:.0f}s")
-    db.ensure_schema(settings, upgrade=upgrade or settings.db_upgrade, env=env, progress=progress)
+    if migrate:
+        with db.schema_writer_lock(settings, progress=progress):
+            write_schema(
+                settings, upgrade=upgrade or settings.db_upgrade, env=env, progress=progress
+            )
+    else:
+        timeout = settings.db_wait_seconds if wait_seconds is None else wait_seconds
+        status = db.wait_for_head(settings, timeout=timeout, progress=progress)
+        progress(f"schema is at head ({status.head}); this server never migrates")
+    if settings.prometheus:
+        (settings.state_dir / "prometheus").mkdir(parents=True, exist_ok=True)
+    if settings.identity_enabled:
+        env.update(auth_server_env(settings, progress=progress))
+    return server_argv(settings), env
+
+
+def write_schema(
+    settings: PlatformSettings,
+    *,
+    upgrade: bool,
+    env: dict[str, str],
+    progress: Callable[[str], None],
+) -> None:
+    """The one writer's work; the caller holds :func:`db.schema_writer_lock`.
+
+    MLflow's schema (created on an empty database, migrated when ``upgrade``), MLflow's
+    user store (migrated, the kit's roles and admin in place) and the index pack.
+    """
+    db.ensure_schema(settings, upgrade=upgrade, env=env, progress=progress)
+    if settings.identity_enabled:
+        prepare_auth_store(settings, progress=progress)
     if settings.db_apply_indexes:
         from mlops_platform import indexes
 
@@ -40,22 +89,45 @@ def prepare(
                 f"warning: index pack not applied ({exc}); the server starts without it; "
                 "retry with `mlops-platform db indexes apply`"
             )
-    if settings.prometheus:
-        (settings.state_dir / "prometheus").mkdir(parents=True, exist_ok=True)
-    if settings.identity_enabled:
-        env.update(prepare_auth(settings, progress=progress))
-    return server_argv(settings), env
 
 
-def prepare_auth(settings: PlatformSettings, *, progress: Callable[[str], None]) -> dict[str, str]:
-    """MLflow's user store ready before any worker starts; returns the workers' variables.
+def migrate_only(
+    settings: PlatformSettings,
+    *,
+    progress: Callable[[str], None],
+    wait_seconds: float | None,
+    dump: bool = True,
+) -> db.UpgradeResult:
+    """The migrate step (``serve --migrate-only``, the Kubernetes Job).
 
-    Migrated once here under a lock (MLflow's workers would each migrate, unlocked), the
-    kit's roles in place, the proxy's admin an MLflow admin, and on the first start with
-    permissions the password file's users given ``MLOPS_AUTH_MIGRATE_ROLE``.
+    Under the schema-writer lock: ``db upgrade``'s guarded path (a checked dump of each
+    database it changes, MLflow's migration, a verification), the auth store's roles,
+    then the index pack. A second run finds everything at head and changes nothing.
+    """
+    db.wait_for_database(settings, timeout=wait_seconds, progress=progress)
+    with db.schema_writer_lock(settings, progress=progress):
+        result = db.guarded_upgrade(settings, dump=dump, progress=progress, check_running=False)
+        write_schema(settings, upgrade=False, env={}, progress=progress)
+    return result
+
+
+def wait_for_head(
+    settings: PlatformSettings, *, progress: Callable[[str], None], wait_seconds: float | None
+) -> db.SchemaStatus:
+    """The init container's step (``serve --wait-for-head``): the database, then the
+    schema at head; nothing is changed."""
+    timeout = settings.db_wait_seconds if wait_seconds is None else wait_seconds
+    db.wait_for_database(settings, timeout=timeout, progress=progress)
+    return db.wait_for_head(settings, timeout=timeout, progress=progress)
+
+
+def prepare_auth_store(settings: PlatformSettings, *, progress: Callable[[str], None]) -> None:
+    """MLflow's user store migrated, the kit's roles and admin in place (the writer's part).
+
+    Migrated once here (MLflow's workers would each migrate, unlocked), and on the first
+    start with permissions the password file's users given ``MLOPS_AUTH_MIGRATE_ROLE``.
     """
     from mlops_platform import auth_store
-    from mlops_platform.bootstrap import write_private
     from mlops_platform.users import list_users
 
     try:
@@ -65,11 +137,20 @@ def prepare_auth(settings: PlatformSettings, *, progress: Callable[[str], None])
     result = auth_store.prepare(settings, proxy_users=proxy_users, progress=progress)
     if result.created_database:
         progress(f"created the auth database {settings.auth_db_name}")
+
+
+def auth_server_env(
+    settings: PlatformSettings, *, progress: Callable[[str], None]
+) -> dict[str, str]:
+    """The auth app's ini file and the workers' variables (no database change)."""
+    from mlops_platform.bootstrap import write_private
+
     write_private(auth_ini_path(settings), auth_ini(settings))
     progress(
-        f"permissions on: MLflow's user store in {settings.auth_db_name} "
-        f"(revision {result.revision_after}), identity from the proxy"
+        f"permissions on: MLflow's user store in {settings.auth_db_name}, identity from the proxy"
     )
+    from mlops_platform import auth_store
+
     return auth_env(settings, admin_password=auth_store.random_password())
 
 

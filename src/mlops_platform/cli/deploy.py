@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -35,7 +36,13 @@ def _write(path: Path, text: str) -> None:
 @render_app.command("k8s")
 def render_k8s(
     ctx: typer.Context,
-    out: Path = typer.Option(..., "--out", help="Folder to write the manifests into."),
+    out: Path = typer.Option(..., "--out", help="Folder of the overlay to write."),
+    base: Path = typer.Option(
+        Path("deploy/kubernetes/base"),
+        "--base",
+        help="The kit's Kustomize base (a checkout's deploy/kubernetes/base); the overlay "
+        "names it by its path relative to --out.",
+    ),
     namespace: str = typer.Option("mlops", "--namespace", help="Kubernetes namespace."),
     tracking_image: str = typer.Option(
         k8s.K8sOptions.tracking_image, "--tracking-image", help="Image of the tracking server."
@@ -43,53 +50,119 @@ def render_k8s(
     serving_image: str = typer.Option(
         k8s.K8sOptions.serving_image, "--serving-image", help="Image built from Dockerfile.serve."
     ),
-    replicas: int = typer.Option(2, "--replicas", min=1, help="Tracking server replicas."),
+    replicas: int = typer.Option(
+        2, "--replicas", min=1, help="Tracking pods (a PodDisruptionBudget from 2 on)."
+    ),
+    cpu: str = typer.Option(
+        k8s.K8sOptions.tracking_cpu,
+        "--tracking-cpu",
+        help="CPU request of the tracking container; MLOPS_SERVER_WORKERS=0 means one "
+        "worker per requested core (1-4).",
+    ),
+    memory: str = typer.Option(
+        k8s.K8sOptions.tracking_memory, "--tracking-memory", help="Memory request of it."
+    ),
+    tmp_size: str = typer.Option(
+        k8s.K8sOptions.tracking_tmp_size,
+        "--tmp-size",
+        help="Size limit of the tracking pod's /tmp (proxied uploads spool there).",
+    ),
     tracking_host: str = typer.Option(
         None, "--tracking-host", help="Public host of the tracking server (default: public_url)."
     ),
+    ingress_class: str = typer.Option(
+        None, "--ingress-class", help="IngressClass of the Ingress (default: the cluster's)."
+    ),
+    ingress_namespace: list[str] = typer.Option(
+        None,
+        "--ingress-namespace",
+        help="Namespace whose pods may reach nginx (the Ingress controller's, the "
+        "Gateway's); repeatable; default ingress-nginx.",
+    ),
+    ingress_cidr: list[str] = typer.Option(
+        None, "--ingress-cidr", help="Address block that may reach nginx; repeatable."
+    ),
+    gateway: str = typer.Option(
+        None, "--gateway", help="NAMESPACE/NAME of a Gateway: adds a Gateway API HTTPRoute."
+    ),
+    service_monitor: bool = typer.Option(
+        None,
+        "--service-monitor/--no-service-monitor",
+        help="A Prometheus Operator ServiceMonitor (default: with MLOPS_PROMETHEUS).",
+    ),
+    annotation: list[str] = typer.Option(
+        None,
+        "--service-account-annotation",
+        help="KEY=VALUE on the ServiceAccounts that reach S3 (cloud identity), e.g. "
+        "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/mlflow; repeatable.",
+    ),
     model: str = typer.Option("model", "--model", help="Registered model to serve."),
     alias: str = typer.Option("champion", "--alias", help="Alias to serve."),
-    serving_host: str = typer.Option(
-        "models.example.com", "--serving-host", help="Public host of model serving."
-    ),
-    max_replicas: int = typer.Option(10, "--max-replicas", min=1, help="HPA ceiling."),
-    ingress_class: str = typer.Option(
-        None, "--ingress-class", help="IngressClass of the Ingresses (default: the cluster's)."
-    ),
-    ingress_namespace: str = typer.Option(
-        k8s.K8sOptions.ingress_namespace,
-        "--ingress-namespace",
-        help="Namespace of the Ingress controller's pods (the NetworkPolicy lets them in).",
-    ),
+    max_replicas: int = typer.Option(10, "--max-replicas", min=1, help="Serving HPA ceiling."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Write tracking and serving manifests (no secret values: they reference Secrets).
+    """Write a Kustomize overlay of values (settings, images, patches) on the kit's base.
 
-    Example: mlops-platform deploy render k8s --out deploy/k8s --model iris-classifier
+    No secret value is written: the pods mount the Secrets the output names. Settings
+    that only work on one host (a loopback database, the local SeaweedFS, localhost as
+    the public host) are refused with the variable to set.
+
+    Example: mlops-platform deploy render k8s --out deploy/kubernetes/overlays/mine
     """
+    annotations = []
+    for item in annotation or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(
+                f"--service-account-annotation {item!r} is not KEY=VALUE",
+                fix="e.g. --service-account-annotation eks.amazonaws.com/role-arn=arn:...",
+            )
+        annotations.append((key, value))
+    if not (base / "kustomization.yaml").is_file():
+        raise ConfigError(
+            f"no Kustomize base at {base}",
+            fix="pass --base with the path of the kit's deploy/kubernetes/base",
+        )
     opts = k8s.K8sOptions(
         namespace=namespace,
+        base=Path(os.path.relpath(base.resolve(), out.resolve())).as_posix(),
         tracking_image=tracking_image,
         serving_image=serving_image,
         tracking_replicas=replicas,
+        tracking_cpu=cpu,
+        tracking_memory=memory,
+        tracking_tmp_size=tmp_size,
         tracking_host=tracking_host,
+        ingress_class=ingress_class,
+        ingress_namespaces=tuple(ingress_namespace or k8s.K8sOptions.ingress_namespaces),
+        ingress_cidrs=tuple(ingress_cidr or ()),
+        gateway=gateway,
+        service_monitor=service_monitor,
+        service_account_annotations=tuple(annotations),
         model_name=model,
         model_alias=alias,
-        serving_host=serving_host,
-        serving_max_replicas=max(max_replicas, 2),
-        ingress_class=ingress_class,
-        ingress_namespace=ingress_namespace,
+        serving_max_replicas=max_replicas,
     )
-    files = k8s.render(ctx.obj.settings(check=False), opts)
+    settings = ctx.obj.settings(check=False)
+    files = k8s.render(settings, opts)
     for name, text in files.items():
         _write(out / name, text)
+    job = k8s.migrate_job(settings, opts)
+    commands = k8s.secret_commands(settings, opts)
     if as_json:
-        print_json({"out": str(out), "files": sorted(files)})
+        print_json(
+            {"out": str(out), "files": sorted(files), "migrate_job": job, "secrets": commands}
+        )
         return
     for name in files:
         console.print(f"wrote {out / name}", highlight=False)
-    for line in k8s.secret_commands(opts):
+    for line in commands:
         console.print(f"next: {line}", highlight=False)
+    console.print(f"next: kubectl apply -k {out}", highlight=False)
+    console.print(
+        f"next: kubectl -n {namespace} wait --for=condition=complete job/{job} --timeout=2h",
+        highlight=False,
+    )
 
 
 @render_app.command("github-actions")

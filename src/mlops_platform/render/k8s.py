@@ -1,301 +1,302 @@
-"""Kubernetes manifests for the tracking server and model serving, from the settings.
+"""A Kustomize overlay of values for the kit's Kubernetes base, from the settings.
 
-Pure functions: settings + :class:`K8sOptions` -> ``{file name: [resource, ...]}``. The
-files are numbered in the order to apply them (docs/kubernetes.md):
+The manifests themselves are plain YAML under ``deploy/kubernetes/`` (``base/``,
+``components/``, ``overlays/dev|production``, ``storage/``), reviewed like code. This
+module renders only what differs per install, as an overlay on top of that base
+(docs/kubernetes.md):
 
-- ``00-namespace.yaml``
-- ``10-config.yaml``: the ConfigMap of non-secret ``MLOPS_*`` settings, and the nginx
-  ConfigMap (the kit's template and its proxy-secret entrypoint snippet). Secrets are
-  never rendered: each container mounts only the keys it uses of an existing Secret
-  (``kubectl create secret generic``) as files under ``/run/secrets/mlops``, which
-  ``PlatformSettings`` reads before the environment, and names the others in
-  ``MLOPS_SECRETS_NOT_NEEDED``.
-- ``20-migrate-job.yaml``: ``mlops-platform db upgrade`` (tracking and auth databases) as
-  a Job, annotated as a Helm pre-install/pre-upgrade hook and an Argo CD PreSync hook.
-  ``mlops-platform serve`` refuses an out-of-date schema, so a rollout cannot get ahead
-  of its migration.
-- ``30-tracking.yaml``: Deployment whose pods run the kit's nginx (the same template as
-  compose and the local stack: logins, lockout, the user and proxy secret forwarded) in
-  front of the tracking server, which listens on the pod's loopback only; Service and
-  PodDisruptionBudget on nginx's port, and a plain Ingress to the Service (no controller
-  annotations: any Ingress controller or Gateway will do).
-- ``31-tracking-networkpolicy.yaml``: ingress to nginx's port only, from the ingress
-  controller's namespace, the serving pods and pods labelled ``mlops-platform/client``;
-  egress to DNS, PostgreSQL and S3 only.
-- ``40-serving.yaml``: model serving Deployment (its own account, from a Secret),
-  Service, Ingress, HorizontalPodAutoscaler.
-- ``50-backup.yaml``: a PersistentVolumeClaim for the backups and a CronJob running
-  ``mlops-platform backup create`` then ``backup prune --yes`` (docs/backup.md); one run
-  at a time, never overlapping. The tracking image must carry ``pg_dump``.
+- ``kustomization.yaml``: the namespace, the base and the components this install needs
+  (``pdb`` with two replicas or more, ``gateway-api`` with a Gateway, ``service-monitor``
+  with Prometheus), the images, the ConfigMap generators and the patches;
+- ``config.env``: every non-secret setting of the tracking pods (``MLOPS_DB_URL`` with its
+  query, without a password); secrets stay in the Secret ``mlops-platform``, mounted as
+  files;
+- ``nginx.env``: the values of the kit's nginx template in the sidecar;
+- ``real-ip.conf`` when ``MLOPS_PROXY_TRUSTED_PROXIES`` is set;
+- ``patches/*.yaml``: replicas, resources and workers, the config checksum, the grace
+  period from the proxy timeout, the NetworkPolicies' peers and ports, the hosts, the
+  ServiceAccounts' annotations (cloud identity), the migrate Job's versioned name.
+
+Pure: settings + :class:`K8sOptions` -> ``{relative path: text}``. Settings that only
+make sense on one host (a loopback database, the local SeaweedFS, a ``localhost``
+public URL) are refused with the variable to set.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import math
+import posixpath
+import re
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import yaml
+from pydantic import SecretStr
 
+from mlops_platform.errors import ConfigError
 from mlops_platform.render import nginx
-from mlops_platform.render.serving import DEFAULT_PORT as SERVING_PORT
 from mlops_platform.render.serving import model_uri
-from mlops_platform.settings import SECRET_FIELDS, PlatformSettings
+from mlops_platform.settings import (
+    ENV_PREFIX,
+    RESERVED_CONNECTIONS,
+    SECRET_FIELDS,
+    PlatformSettings,
+)
 
 SECRETS_MOUNT = "/run/secrets/mlops"
+SECRET_NAME = "mlops-platform"
+HTPASSWD_SECRET = "mlops-htpasswd"
+HTPASSWD_KEY = "htpasswd"
+SERVING_SECRET = "mlops-serving-account"  # keys: username, password
+GC_SECRET = "mlops-gc-account"
+MONITORING_SECRET = "mlops-monitoring-account"
 # The keys of the Secret each container mounts, and nothing else. proxy_password (the
 # admin's) is in none: it stays with whoever administers the password file.
+S3_KEYS = ("s3_access_key_id", "s3_secret_access_key")
 TRACKING_SECRET_KEYS = (
     "db_password",
-    "s3_access_key_id",
-    "s3_secret_access_key",
+    *S3_KEYS,
     "flask_secret_key",
     "proxy_secret",
     "kek_passphrase",
 )
 MIGRATE_SECRET_KEYS = ("db_password",)
-BACKUP_SECRET_KEYS = ("db_password", "s3_access_key_id", "s3_secret_access_key")
+BACKUP_SECRET_KEYS = ("db_password", *S3_KEYS, "kek_passphrase")
+GC_SECRET_KEYS = ("db_password", *S3_KEYS)
 NGINX_SECRET_KEYS = ("proxy_secret",)
-SECRET_KEYS = TRACKING_SECRET_KEYS  # every key the Secret must hold
-HTPASSWD_KEY = "htpasswd"
 # The kit's nginx in the tracking pod: the same image as docker-compose.yaml's.
 NGINX_IMAGE = "nginx:1.28.0-alpine"
 NGINX_PORT = 8080
-SERVICE_PORT = 80
 NGINX_USERS_DIR = "/etc/nginx/mlops"
 NGINX_SNIPPETS_DIR = "/etc/nginx/mlops-snippets"
 REAL_IP_SNIPPET = "real-ip.conf"
 PROXY_SECRET_SNIPPET = "19-mlops-proxy-secret.envsh"
-# Pods outside the serving Deployment that may call MLflow (through nginx) carry it.
+# Pods outside the kit that may call MLflow (through nginx) or serving carry it.
 CLIENT_LABEL = "mlops-platform/client"
+CHECKSUM_ANNOTATION = "mlops-platform/config-checksum"
+# Seconds between leaving the Service's endpoints and nginx's graceful quit (base).
+PRESTOP_SECONDS = 10
+MIGRATE_JOB = "mlflow-db-migrate"
+# Connections outside the servers' pools: the migrate Job, a backup, gc, a probe's CLI.
+JOB_CONNECTIONS = 4
+LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+# Settings the pods do not get, and why: each is either replaced by the pod's own value
+# (state, secrets, the listen address), or a tool of the local stack.
+NOT_CARRIED = {
+    "state_dir": "the pod's /tmp/mlops-platform",
+    "secrets_dir": "the Secret's mount, /run/secrets/mlops",
+    "db_host": "in MLOPS_DB_URL",
+    "db_port": "in MLOPS_DB_URL",
+    "db_name": "in MLOPS_DB_URL",
+    "db_user": "in MLOPS_DB_URL",
+    "db_os_user": "the local stack's PostgreSQL",
+    "postgres_bin_dir": "the image's PostgreSQL client",
+    "db_dump_dir": "set by the migrate Job (the backups claim)",
+    "backup_dir": "set by the backup CronJobs (the backups claim)",
+    "s3_port": "the local stack's SeaweedFS",
+    "proxy_host": "nginx listens on the pod's port 8080",
+    "proxy_port": "nginx listens on the pod's port 8080",
+    "proxy_users_file": "the Secret mlops-htpasswd",
+    "proxy_tls_cert_file": "TLS ends at the Ingress or Gateway",
+    "proxy_tls_key_file": "TLS ends at the Ingress or Gateway",
+    "proxy_plain_port": "TLS ends at the Ingress or Gateway",
+    "nginx_bin": "the sidecar's image",
+    "weed_bin": "the local stack's SeaweedFS",
+}
 Manifest = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class K8sOptions:
     namespace: str = "mlops"
+    # The kit's base as the overlay names it (relative to the overlay, or a remote URL).
+    base: str = "../../base"
     tracking_image: str = "ghcr.io/example/mlops-platform:0.1.0"
     serving_image: str = "ghcr.io/example/mlops-serving:0.1.0"
-    tracking_replicas: int = 2
-    tracking_host: str | None = None  # default: the host of settings.public_url
-    secret_name: str = "mlops-platform"
-    htpasswd_secret: str = "mlops-htpasswd"
-    serving_secret: str = "mlops-serving-account"  # keys: username, password
     nginx_image: str = NGINX_IMAGE
+    tracking_replicas: int = 2
+    tracking_cpu: str = "1"  # the request; MLOPS_SERVER_WORKERS=0 means one per core of it
+    tracking_memory: str = "2Gi"
+    tracking_tmp_size: str = "10Gi"  # proxied uploads spool here
+    tracking_host: str | None = None  # default: the host of settings.public_url
     ingress_class: str | None = None  # None: the cluster's default IngressClass
-    ingress_namespace: str = "ingress-nginx"  # where the controller's pods run
+    # Who may reach nginx: namespaces (the Ingress controller's, the Gateway's) and
+    # address blocks (a load balancer outside the cluster).
+    ingress_namespaces: tuple[str, ...] = ("ingress-nginx",)
+    ingress_cidrs: tuple[str, ...] = ()
+    gateway: str | None = None  # NAMESPACE/NAME of a Gateway: adds an HTTPRoute
+    service_monitor: bool | None = None  # None: with MLOPS_PROMETHEUS
+    # Annotations of the ServiceAccounts that talk to S3 (tracking, jobs): IRSA's
+    # eks.amazonaws.com/role-arn, GKE's iam.gke.io/gcp-service-account, ...
+    service_account_annotations: tuple[tuple[str, str], ...] = ()
     model_name: str = "model"
     model_alias: str = "champion"
-    serving_host: str = "models.example.com"
     serving_min_replicas: int = 2
     serving_max_replicas: int = 10
-    serving_cpu_target: int = 70
-    backup_schedule: str = "30 2 * * *"  # nightly, 02:30 in the cluster's time zone
+    backup_schedule: str = "30 2 * * *"
     backup_time_zone: str = "Etc/UTC"
-    backup_storage: str = "100Gi"
-    backup_storage_class: str | None = None  # the cluster default
-    tracking_resources: dict[str, dict[str, str]] = field(
-        default_factory=lambda: {
-            "requests": {"cpu": "500m", "memory": "1Gi"},
-            "limits": {"cpu": "2", "memory": "2Gi"},
-        }
-    )
-    nginx_resources: dict[str, dict[str, str]] = field(
-        default_factory=lambda: {
-            "requests": {"cpu": "100m", "memory": "64Mi"},
-            "limits": {"cpu": "1", "memory": "256Mi"},
-        }
-    )
-    serving_resources: dict[str, dict[str, str]] = field(
-        default_factory=lambda: {
-            "requests": {"cpu": "250m", "memory": "512Mi"},
-            "limits": {"cpu": "1", "memory": "1Gi"},
-        }
-    )
 
 
-def _labels(component: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "mlops-platform",
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/managed-by": "mlops-platform",
-    }
+# -- refusals -------------------------------------------------------------------
 
 
-def _selector(component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "mlops-platform", "app.kubernetes.io/component": component}
-
-
-def _ingress_spec(opts: K8sOptions, host: str, service: str) -> dict[str, Any]:
-    """An Ingress spec: TLS for ``host`` (secret ``<service>-tls``), all paths to ``service``.
-
-    Plain: no controller-specific annotation (ingress-nginx reached its end of maintenance
-    in 2026); logins and limits are the kit's nginx's business, behind the Service.
-    """
-    backend = {"service": {"name": service, "port": {"name": "http"}}}
-    spec: dict[str, Any] = {}
-    if opts.ingress_class:
-        spec["ingressClassName"] = opts.ingress_class
-    spec["tls"] = [{"hosts": [host], "secretName": f"{service}-tls"}]
-    spec["rules"] = [
-        {
-            "host": host,
-            "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
-        }
-    ]
-    return spec
-
-
-def _meta(name: str, opts: K8sOptions, component: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "namespace": opts.namespace, "labels": _labels(component), **extra}
-
-
-def tracking_service_host(opts: K8sOptions) -> str:
-    return f"mlflow-tracking.{opts.namespace}.svc"
-
-
-def tracking_service_url(opts: K8sOptions) -> str:
-    """In-cluster URL of MLflow: the Service, i.e. the kit's nginx (a login is needed)."""
-    return f"http://{tracking_service_host(opts)}"
-
-
-def _tracking_host(settings: PlatformSettings, opts: K8sOptions) -> str:
+def tracking_host(settings: PlatformSettings, opts: K8sOptions) -> str:
     if opts.tracking_host:
         return opts.tracking_host
-    return urlsplit(settings.resolved_public_url).hostname or "mlflow.example.com"
+    return urlsplit(settings.resolved_public_url).hostname or ""
 
 
-def config_env(settings: PlatformSettings, opts: K8sOptions) -> dict[str, str]:
-    """Non-secret settings of the tracking pods (``MLOPS_*``); secrets come from files."""
-    db = settings.db_parts()
-    host = _tracking_host(settings, opts)
-    extra_hosts = [h for h in settings.allowed_hosts.split(",") if h.strip()]
-    env = {
-        "MLOPS_ENV": settings.env,
-        "MLOPS_STATE_DIR": "/tmp/mlops-platform",
-        "MLOPS_SECRETS_DIR": SECRETS_MOUNT,
-        "MLOPS_SECRETS_NOT_NEEDED": _not_needed(TRACKING_SECRET_KEYS),
-        "MLOPS_DB_HOST": str(db["host"]),
-        "MLOPS_DB_PORT": str(db["port"]),
-        "MLOPS_DB_NAME": str(db["name"]),
-        "MLOPS_DB_USER": str(db["user"]),
-        "MLOPS_DB_WAIT_SECONDS": str(settings.db_wait_seconds),
-        "MLOPS_DB_UPGRADE": "false",
-        "MLOPS_DB_APPLY_INDEXES": str(settings.db_apply_indexes).lower(),
-        "MLOPS_OBJECT_STORE": "external",
-        "MLOPS_S3_BUCKET": settings.s3_bucket,
-        "MLOPS_S3_PREFIX": settings.s3_prefix,
-        "MLOPS_S3_REGION": settings.s3_region,
-        "MLOPS_S3_PATH_STYLE": str(settings.s3_path_style).lower(),
-        # The pod's loopback: only the nginx beside it reaches the server.
-        "MLOPS_SERVER_HOST": "127.0.0.1",
-        "MLOPS_SERVER_PORT": str(settings.server_port),
-        "MLOPS_SERVER_WORKERS": str(settings.server_workers),
-        "MLOPS_SERVER_TCP_NODELAY": str(settings.server_tcp_nodelay).lower(),
-        "MLOPS_PUBLIC_URL": f"https://{host}",
-        "MLOPS_ALLOWED_HOSTS": ",".join(
-            [
-                host,
-                "mlflow-tracking",
-                tracking_service_host(opts),
-                f"{tracking_service_host(opts)}.cluster.local",
-                *extra_hosts,
-            ]
-        ),
-        "MLOPS_ARTIFACT_MODE": settings.artifact_mode,
-        # The nginx in the pod is the proxy: it logs people in and forwards who they are.
-        "MLOPS_PROXY_ENABLED": "true",
-        "MLOPS_PROXY_USER": settings.proxy_user,
-        "MLOPS_AUTH_ENABLED": str(settings.auth_enabled).lower(),
-        "MLOPS_AUTH_DB_NAME": settings.auth_db_name,
-        "MLOPS_AUTH_DEFAULT_ROLE": settings.auth_default_role,
-        "MLOPS_AUTH_MIGRATE_ROLE": settings.auth_migrate_role,
-        "MLOPS_AUTH_VIEWERS_READ_ALL": str(settings.auth_viewers_read_all).lower(),
-        "MLOPS_AUTH_PROTECTED_ALIASES": settings.auth_protected_aliases,
-        "MLOPS_PROMETHEUS": str(settings.prometheus).lower(),
-    }
-    if settings.s3_endpoint_url:
-        env["MLOPS_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-    return env
+def cpu_cores(quantity: str) -> float:
+    """A CPU quantity (``500m``, ``2``, ``1.5``) in cores."""
+    text = quantity.strip()
+    try:
+        return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise ConfigError(
+            f"--tracking-cpu {quantity!r} is not a CPU quantity", fix="pass e.g. 500m, 1 or 2"
+        ) from None
 
 
-def _not_needed(keys: tuple[str, ...]) -> str:
+def workers(settings: PlatformSettings, opts: K8sOptions) -> int:
+    """Uvicorn workers of a tracking pod: the setting, or one per requested core (1-4).
+
+    Never the node's cores: a pod sees them all, and would start more workers than its
+    CPU request pays for.
+    """
+    if settings.server_workers:
+        return settings.server_workers
+    return max(1, min(4, math.floor(cpu_cores(opts.tracking_cpu))))
+
+
+def check(settings: PlatformSettings, opts: K8sOptions) -> None:
+    """Refuse settings that only work on one host, or that would exhaust PostgreSQL."""
+    host = str(settings.db_parts()["host"] or "")
+    if host in LOOPBACK:
+        var = "MLOPS_DB_URL" if settings.db_url else "MLOPS_DB_HOST"
+        raise ConfigError(
+            f"{var} points at {host}, the local stack's database, which pods cannot reach",
+            fix="set MLOPS_DB_URL to your PostgreSQL, e.g. "
+            "postgresql://mlflow@db.example.internal:5432/mlflow?sslmode=verify-full",
+        )
+    public = tracking_host(settings, opts)
+    if not public or public in LOOPBACK:
+        raise ConfigError(
+            f"the public host is {public or 'empty'} (MLOPS_PUBLIC_URL is "
+            f"{settings.public_url or 'unset'})",
+            fix="set MLOPS_PUBLIC_URL to the URL people will use, e.g. "
+            "https://mlflow.example.com (or pass --tracking-host)",
+        )
+    endpoint = settings.s3_endpoint
+    s3_host = urlsplit(endpoint).hostname if endpoint else None
+    if settings.object_store != "external" or (s3_host and s3_host in LOOPBACK):
+        raise ConfigError(
+            f"the object store is the local stack's {settings.object_store} at "
+            f"{endpoint or 'AWS'}, which pods cannot reach",
+            fix="set MLOPS_OBJECT_STORE=external and MLOPS_S3_ENDPOINT_URL to your S3 "
+            "endpoint (leave it empty for AWS S3)",
+        )
+    per_replica = workers(settings, opts) * (settings.db_pool_size + settings.db_pool_max_overflow)
+    total = opts.tracking_replicas * per_replica + JOB_CONNECTIONS
+    if total + RESERVED_CONNECTIONS > settings.db_max_connections:
+        raise ConfigError(
+            f"{opts.tracking_replicas} replicas x {workers(settings, opts)} workers x "
+            f"(MLOPS_DB_POOL_SIZE {settings.db_pool_size} + MLOPS_DB_POOL_MAX_OVERFLOW "
+            f"{settings.db_pool_max_overflow}) + {JOB_CONNECTIONS} for jobs may open {total} "
+            f"connections, more than MLOPS_DB_MAX_CONNECTIONS={settings.db_max_connections} "
+            f"leaves after {RESERVED_CONNECTIONS} for admin work",
+            fix="lower --replicas or the pool, or set MLOPS_DB_MAX_CONNECTIONS to your "
+            "PostgreSQL's max_connections",
+        )
+
+
+# -- values ---------------------------------------------------------------------
+
+
+def s3_keys_given(settings: PlatformSettings) -> bool:
+    """False: S3 access comes from the pod's cloud identity (IRSA, workload identity)."""
+    return bool(settings.s3_access_key_id.get_secret_value())
+
+
+def db_tls_keys(settings: PlatformSettings) -> tuple[str, ...]:
+    """Files of the Secret that ``db_url``'s query names under the secrets mount
+    (``sslrootcert``, ``sslcert``, ``sslkey``): every container that reaches the
+    database mounts them."""
+    query = urlsplit(settings.db_url).query if settings.db_url else ""
+    out = []
+    for name, value in parse_qsl(query):
+        if name in ("sslrootcert", "sslcert", "sslkey") and value.startswith(SECRETS_MOUNT + "/"):
+            out.append(value[len(SECRETS_MOUNT) + 1 :])
+    return tuple(out)
+
+
+def secret_keys(settings: PlatformSettings, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """``keys`` without the S3 keys when the pods get S3 access from their identity,
+    with the database's TLS files when ``db_url`` names them."""
+    if not s3_keys_given(settings):
+        keys = tuple(k for k in keys if k not in S3_KEYS)
+    if "db_password" in keys:
+        keys = (*keys, *(k for k in db_tls_keys(settings) if k not in keys))
+    return keys
+
+
+def not_needed(keys: tuple[str, ...]) -> str:
     """MLOPS_SECRETS_NOT_NEEDED of a container given ``keys``: every other secret."""
     return ",".join(name for name in SECRET_FIELDS if name not in keys)
 
 
-def _secret_volume(name: str, secret: str, keys: tuple[str, ...], mode: int) -> dict[str, Any]:
-    return {
-        "name": name,
-        "secret": {
-            "secretName": secret,
-            "defaultMode": mode,
-            "items": [{"key": k, "path": k} for k in keys],
-        },
-    }
+def database_url(settings: PlatformSettings) -> str:
+    """MLOPS_DB_URL without its password (a file of the Secret), its query kept."""
+    p = settings.db_parts()
+    scheme = urlsplit(settings.db_url).scheme if settings.db_url else "postgresql"
+    query = urlsplit(settings.db_url).query if settings.db_url else ""
+    host = f"[{p['host']}]" if ":" in str(p["host"]) else str(p["host"])
+    url = f"{scheme}://{quote(str(p['user']), safe='')}@{host}:{p['port']}/{p['name']}"
+    return f"{url}?{query}" if query else url
 
 
-def _tracking_pod_spec(
-    settings: PlatformSettings,
-    opts: K8sOptions,
-    command: list[str],
-    *,
-    probes: bool,
-    secret_keys: tuple[str, ...] = TRACKING_SECRET_KEYS,
-) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": "tracking" if probes else "migrate",
-        "image": opts.tracking_image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": command,
-        "envFrom": [{"configMapRef": {"name": "mlops-platform-config"}}],
-        "volumeMounts": [
-            {"name": "secrets", "mountPath": SECRETS_MOUNT, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-        "resources": opts.tracking_resources,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-    }
-    if secret_keys != TRACKING_SECRET_KEYS:
-        container["env"] = [{"name": "MLOPS_SECRETS_NOT_NEEDED", "value": _not_needed(secret_keys)}]
-    if probes:
-        # The kit's own checks, inside the container (the server is on its loopback):
-        # live = MLflow's /health, ready = that plus the database at head and the bucket.
-        container["startupProbe"] = {
-            "exec": {"command": ["mlops-platform", "health", "live"]},
-            "periodSeconds": 5,
-            "timeoutSeconds": 5,
-            "failureThreshold": max(12, settings.db_wait_seconds // 5 + 12),
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def config_env(settings: PlatformSettings, opts: K8sOptions) -> dict[str, str]:
+    """Every non-secret setting of the tracking pods, as ``MLOPS_*`` variables.
+
+    Secrets (``SecretStr`` fields) come from the Secret's files; ``NOT_CARRIED`` says
+    where the others went. Values the pod decides (loopback bind, workers, public URL,
+    allowed hosts, never migrating) replace the host's.
+    """
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if name in NOT_CARRIED or isinstance(value, SecretStr) or value is None:
+            continue
+        env[f"{ENV_PREFIX}{name.upper()}"] = _env_value(value)
+    host = tracking_host(settings, opts)
+    service = f"mlflow-tracking.{opts.namespace}.svc"
+    extra_hosts = [h.strip() for h in settings.allowed_hosts.split(",") if h.strip()]
+    hosts = [host, "mlflow-tracking", service, f"{service}.cluster.local", *extra_hosts]
+    env.update(
+        {
+            "MLOPS_STATE_DIR": "/tmp/mlops-platform",
+            "MLOPS_SECRETS_DIR": SECRETS_MOUNT,
+            "MLOPS_SECRETS_NOT_NEEDED": not_needed(secret_keys(settings, TRACKING_SECRET_KEYS)),
+            "MLOPS_DB_URL": database_url(settings),
+            # The migrate Job is the one writer; pods wait for head (serve --no-migrate).
+            "MLOPS_DB_UPGRADE": "false",
+            # The pod's loopback: only the nginx beside it reaches the server.
+            "MLOPS_SERVER_HOST": "127.0.0.1",
+            "MLOPS_SERVER_WORKERS": str(workers(settings, opts)),
+            "MLOPS_PUBLIC_URL": f"https://{host}",
+            "MLOPS_ALLOWED_HOSTS": ",".join(dict.fromkeys(hosts)),
+            # The nginx in the pod is the proxy: it logs people in and forwards who.
+            "MLOPS_PROXY_ENABLED": "true",
         }
-        container["livenessProbe"] = {
-            "exec": {"command": ["mlops-platform", "health", "live"]},
-            "periodSeconds": 20,
-            "timeoutSeconds": 10,
-            "failureThreshold": 3,
-        }
-        container["readinessProbe"] = {
-            "exec": {"command": ["mlops-platform", "health", "ready"]},
-            "periodSeconds": 15,
-            "timeoutSeconds": 10,
-            "failureThreshold": 2,
-        }
-    return {
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": [
-            _secret_volume("secrets", opts.secret_name, secret_keys, 0o400),
-            {"name": "tmp", "emptyDir": {}},
-        ],
-    }
+    )
+    return dict(sorted(env.items()))
 
 
 def nginx_env(settings: PlatformSettings) -> dict[str, str]:
@@ -322,27 +323,6 @@ def nginx_env(settings: PlatformSettings) -> dict[str, str]:
     }
 
 
-def nginx_config(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
-    """The kit's nginx template, the snippet that reads the proxy secret's file, and the
-    trusted proxies' real_ip lines (MLOPS_PROXY_TRUSTED_PROXIES: the Ingress controller's
-    pods, so that limits and the lockout see each client's address, not theirs)."""
-    data = {
-        nginx.TEMPLATE_NAME: nginx.template_text(),
-        PROXY_SECRET_SNIPPET: proxy_secret_snippet(),
-    }
-    real_ip = nginx.real_ip_snippet(settings)
-    if real_ip:
-        data[REAL_IP_SNIPPET] = real_ip
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": _meta("mlops-nginx", opts, "tracking"),
-            "data": data,
-        }
-    ]
-
-
 def proxy_secret_snippet() -> str:
     """scripts/nginx-proxy-secret, as the compose nginx sources it."""
     from importlib import resources
@@ -352,449 +332,483 @@ def proxy_secret_snippet() -> str:
     ).read_text()
 
 
-def _nginx_container(settings: PlatformSettings, opts: K8sOptions) -> dict[str, Any]:
-    def empty(name: str, path: str) -> dict[str, Any]:
-        return {"name": name, "mountPath": path}
+def env_file(values: dict[str, str]) -> str:
+    for key, value in values.items():
+        if "\n" in value:
+            raise ConfigError(f"{key} holds a line break", fix=f"set {key} on one line")
+    return "".join(f"{k}={v}\n" for k, v in values.items())
 
+
+def checksum(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _image(ref: str) -> dict[str, str]:
+    """A kustomize ``images`` entry's new name and tag (or digest) from ``ref``."""
+    if "@" in ref:
+        name, digest = ref.split("@", 1)
+        return {"newName": name, "digest": digest}
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        return {"newName": ref[:colon], "newTag": ref[colon + 1 :]}
+    return {"newName": ref, "newTag": "latest"}
+
+
+def migrate_job_name(opts: K8sOptions, config_checksum: str) -> str:
+    """``mlflow-db-migrate-<tag>-<hash>``: a new image or config is a new Job."""
+    tag = _image(opts.tracking_image).get("newTag") or "digest"
+    slug = re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")[:24].strip("-") or "image"
+    digest = hashlib.sha256(f"{opts.tracking_image}\0{config_checksum}".encode()).hexdigest()
+    return f"{MIGRATE_JOB}-{slug}-{digest[:8]}"
+
+
+# -- patches ------------------------------------------------------------------------
+
+
+def _secret_items(keys: tuple[str, ...]) -> list[dict[str, str]]:
+    return [{"key": k, "path": k} for k in keys]
+
+
+def _tracking_patch(settings: PlatformSettings, opts: K8sOptions, sum_: str) -> Manifest:
+    grace = settings.proxy_timeout_seconds + PRESTOP_SECONDS + 20
     return {
-        "name": "nginx",
-        "image": opts.nginx_image,
-        "imagePullPolicy": "IfNotPresent",
-        "env": [{"name": k, "value": v} for k, v in nginx_env(settings).items()],
-        "ports": [{"name": "http", "containerPort": NGINX_PORT}],
-        # The proxy answers /health from MLflow's own (no login): ready when both are.
-        "startupProbe": {
-            "httpGet": {"path": "/health", "port": "http"},
-            "periodSeconds": 5,
-            "timeoutSeconds": 5,
-            "failureThreshold": max(12, settings.db_wait_seconds // 5 + 24),
-        },
-        "readinessProbe": {
-            "httpGet": {"path": "/health", "port": "http"},
-            "periodSeconds": 10,
-            "timeoutSeconds": 5,
-            "failureThreshold": 2,
-        },
-        # nginx itself, whatever MLflow does: a down server must not restart the proxy.
-        "livenessProbe": {
-            "httpGet": {"path": "/-/proxy-health", "port": "http"},
-            "periodSeconds": 20,
-            "timeoutSeconds": 5,
-            "failureThreshold": 3,
-        },
-        "volumeMounts": [
-            {"name": "nginx-templates", "mountPath": "/etc/nginx/templates", "readOnly": True},
-            {
-                "name": "nginx-templates",
-                "mountPath": f"/docker-entrypoint.d/{PROXY_SECRET_SNIPPET}",
-                "subPath": PROXY_SECRET_SNIPPET,
-                "readOnly": True,
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "mlflow-tracking"},
+        "spec": {
+            "replicas": opts.tracking_replicas,
+            "template": {
+                "metadata": {"annotations": {CHECKSUM_ANNOTATION: sum_}},
+                "spec": {
+                    "terminationGracePeriodSeconds": grace,
+                    "containers": [
+                        {
+                            "name": "tracking",
+                            # Memory: the limit is the request (no overcommit of
+                            # the node); CPU: no limit, so workers may burst.
+                            "resources": {
+                                "requests": {
+                                    "cpu": opts.tracking_cpu,
+                                    "memory": opts.tracking_memory,
+                                },
+                                "limits": {"cpu": None, "memory": opts.tracking_memory},
+                            },
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "secrets",
+                            "secret": {
+                                "secretName": SECRET_NAME,
+                                "items": _secret_items(secret_keys(settings, TRACKING_SECRET_KEYS)),
+                            },
+                        },
+                        {
+                            "name": "db-secret",
+                            "secret": {
+                                "secretName": SECRET_NAME,
+                                "items": _secret_items(secret_keys(settings, MIGRATE_SECRET_KEYS)),
+                            },
+                        },
+                        {"name": "tmp", "emptyDir": {"sizeLimit": opts.tracking_tmp_size}},
+                    ],
+                },
             },
-            {"name": "nginx-secrets", "mountPath": SECRETS_MOUNT, "readOnly": True},
-            {"name": "nginx-users", "mountPath": NGINX_USERS_DIR, "readOnly": True},
-            # What the image writes: the rendered conf.d (no default.conf then), caches,
-            # the pid file, the failed-login socket.
-            empty("nginx-conf", "/etc/nginx/conf.d"),
-            empty("nginx-cache", "/var/cache/nginx"),
-            empty("nginx-run", "/run"),
-            empty("nginx-tmp", "/tmp"),
-        ],
-        "resources": opts.nginx_resources,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
         },
     }
 
 
-def _with_nginx(settings: PlatformSettings, opts: K8sOptions, spec: dict[str, Any]) -> None:
-    """The kit's nginx beside the tracking server, in the same pod (a sidecar)."""
-    container = _nginx_container(settings, opts)
-    spec["containers"].insert(0, container)
-    if nginx.real_ip_snippet(settings):
-        container["volumeMounts"].append(
-            {"name": "nginx-snippets", "mountPath": NGINX_SNIPPETS_DIR, "readOnly": True}
-        )
-        spec["volumes"].append(
-            {
-                "name": "nginx-snippets",
-                "configMap": {
-                    "name": "mlops-nginx",
-                    "defaultMode": 0o444,
-                    "items": [{"key": REAL_IP_SNIPPET, "path": REAL_IP_SNIPPET}],
-                },
-            }
-        )
-    spec["volumes"] += [
-        {
-            "name": "nginx-templates",
-            "configMap": {
-                "name": "mlops-nginx",
-                "defaultMode": 0o444,
-                "items": [
-                    {"key": nginx.TEMPLATE_NAME, "path": nginx.TEMPLATE_NAME},
-                    {"key": PROXY_SECRET_SNIPPET, "path": PROXY_SECRET_SNIPPET, "mode": 0o555},
-                ],
-            },
-        },
-        _secret_volume("nginx-secrets", opts.secret_name, NGINX_SECRET_KEYS, 0o440),
-        # Updated in place when the Secret changes (no subPath): `users add` takes effect
-        # within a minute of `kubectl apply`, no restart (docs/kubernetes.md).
-        _secret_volume("nginx-users", opts.htpasswd_secret, (HTPASSWD_KEY,), 0o440),
-        {"name": "nginx-conf", "emptyDir": {}},
-        {"name": "nginx-cache", "emptyDir": {}},
-        {"name": "nginx-run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-        {"name": "nginx-tmp", "emptyDir": {}},
-    ]
-
-
-def namespace(opts: K8sOptions) -> list[Manifest]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": opts.namespace, "labels": _labels("namespace")},
-        }
-    ]
-
-
-def config(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": _meta("mlops-platform-config", opts, "tracking"),
-            "data": config_env(settings, opts),
-        },
-        *nginx_config(settings, opts),
-    ]
-
-
-def migrate_job(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
-    """`db upgrade`: the tracking schema and MLflow's auth store (its own database, which
-    must exist or the role must be allowed to create it: docs/kubernetes.md)."""
-    spec = _tracking_pod_spec(
-        settings,
-        opts,
-        ["mlops-platform", "db", "upgrade", "--no-dump"],
-        probes=False,
-        secret_keys=MIGRATE_SECRET_KEYS,
-    )
-    spec["restartPolicy"] = "Never"
-    return [
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": _meta(
-                "mlflow-db-migrate",
-                opts,
-                "migrate",
-                annotations={
-                    "helm.sh/hook": "pre-install,pre-upgrade",
-                    "helm.sh/hook-delete-policy": "before-hook-creation",
-                    "argocd.argoproj.io/hook": "PreSync",
-                    "mlops-platform/note": "take a backup first: mlops-platform backup create",
-                },
-            ),
-            "spec": {
-                "backoffLimit": 1,
-                "activeDeadlineSeconds": 1800,
-                "ttlSecondsAfterFinished": 86400,
-                "template": {"metadata": {"labels": _labels("migrate")}, "spec": spec},
-            },
-        }
-    ]
-
-
-def tracking(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
-    host = _tracking_host(settings, opts)
-    pod = _tracking_pod_spec(settings, opts, ["mlops-platform", "serve"], probes=True)
-    _with_nginx(settings, opts, pod)
-    return [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": _meta("mlflow-tracking", opts, "tracking"),
-            "spec": {
-                "replicas": opts.tracking_replicas,
-                "selector": {"matchLabels": _selector("tracking")},
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-                },
-                "template": {"metadata": {"labels": _labels("tracking")}, "spec": pod},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _meta("mlflow-tracking", opts, "tracking"),
-            "spec": {
-                "selector": _selector("tracking"),
-                # nginx's port: the server itself is on the pods' loopback.
-                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
-            },
-        },
-        {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": _meta("mlflow-tracking", opts, "tracking"),
-            "spec": {"minAvailable": 1, "selector": {"matchLabels": _selector("tracking")}},
-        },
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": _meta("mlflow-tracking", opts, "tracking"),
-            "spec": _ingress_spec(opts, host, "mlflow-tracking"),
-        },
-    ]
-
-
-def tracking_network_policy(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
-    db_port = int(settings.db_parts()["port"])
-    s3_port = urlsplit(settings.s3_endpoint or "https://s3.amazonaws.com").port or 443
-    return [
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": _meta("mlflow-tracking", opts, "tracking"),
-            "spec": {
-                "podSelector": {"matchLabels": _selector("tracking")},
-                "policyTypes": ["Ingress", "Egress"],
-                # nginx's port only (the server listens on the pod's loopback anyway).
-                "ingress": [
-                    {
-                        "from": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {
-                                        "kubernetes.io/metadata.name": opts.ingress_namespace
-                                    }
+def _cronjob_patch(settings: PlatformSettings, name: str, container: str, **spec: Any) -> Manifest:
+    keys = BACKUP_SECRET_KEYS if container != "gc" else GC_SECRET_KEYS
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name},
+        "spec": {
+            **spec,
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": container,
+                                    "env": [
+                                        {
+                                            "name": "MLOPS_SECRETS_NOT_NEEDED",
+                                            "value": not_needed(secret_keys(settings, keys)),
+                                        }
+                                    ],
                                 }
-                            },
-                            {"podSelector": {"matchLabels": _selector("serving")}},
-                            {
-                                "namespaceSelector": {},
-                                "podSelector": {"matchLabels": {CLIENT_LABEL: "true"}},
-                            },
-                        ],
-                        "ports": [{"protocol": "TCP", "port": NGINX_PORT}],
+                            ],
+                            "volumes": [
+                                {
+                                    "name": "secrets",
+                                    "secret": {
+                                        "secretName": SECRET_NAME,
+                                        "items": _secret_items(secret_keys(settings, keys)),
+                                    },
+                                }
+                            ],
+                        }
                     }
-                ],
-                "egress": [
-                    {
-                        "ports": [
-                            {"protocol": "UDP", "port": 53},
-                            {"protocol": "TCP", "port": 53},
-                        ]
-                    },
-                    {
-                        "ports": [
-                            {"protocol": "TCP", "port": db_port},
-                            {"protocol": "TCP", "port": s3_port},
-                        ]
-                    },
-                ],
+                }
             },
-        }
-    ]
-
-
-def serving(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
-    def account(key: str) -> dict[str, Any]:
-        return {"secretKeyRef": {"name": opts.serving_secret, "key": key}}
-
-    container = {
-        "name": "serving",
-        "image": opts.serving_image,
-        "imagePullPolicy": "IfNotPresent",
-        "env": [
-            {"name": "MODEL_NAME", "value": opts.model_name},
-            {"name": "MODEL_ALIAS", "value": opts.model_alias},
-            {"name": "MODEL_URI", "value": model_uri(opts.model_name, opts.model_alias)},
-            {"name": "PORT", "value": str(SERVING_PORT)},
-            # Through the kit's nginx with its own account (role `service`, granted the
-            # model), never the admin's.
-            {"name": "MLFLOW_TRACKING_URI", "value": tracking_service_url(opts)},
-            {"name": "MLFLOW_TRACKING_USERNAME", "valueFrom": account("username")},
-            {"name": "MLFLOW_TRACKING_PASSWORD", "valueFrom": account("password")},
-        ],
-        "ports": [{"name": "http", "containerPort": SERVING_PORT}],
-        "startupProbe": {
-            "httpGet": {"path": "/ping", "port": "http"},
-            "periodSeconds": 5,
-            "failureThreshold": 60,
         },
-        "readinessProbe": {
-            "httpGet": {"path": "/health", "port": "http"},
-            "periodSeconds": 10,
-            "timeoutSeconds": 5,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/ping", "port": "http"},
-            "periodSeconds": 20,
-            "timeoutSeconds": 5,
-            "failureThreshold": 3,
-        },
-        "resources": opts.serving_resources,
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
+
+
+def _egress_ports(settings: PlatformSettings) -> list[dict[str, Any]]:
+    """PostgreSQL's port and the effective object store's (443 for AWS or https)."""
+    db_port = int(settings.db_parts()["port"])
+    endpoint = settings.s3_endpoint
+    if endpoint:
+        parts = urlsplit(endpoint)
+        s3_port = parts.port or (443 if parts.scheme == "https" else 80)
+    else:
+        s3_port = 443
+    ports = sorted({db_port, s3_port})
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+DNS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
+def _selector(component: str) -> dict[str, Any]:
+    return {
+        "matchLabels": {
+            "app.kubernetes.io/name": "mlops-platform",
+            "app.kubernetes.io/component": component,
+        }
+    }
+
+
+def ingress_peers(opts: K8sOptions) -> list[dict[str, Any]]:
+    peers: list[dict[str, Any]] = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        for ns in opts.ingress_namespaces
+    ]
+    peers += [{"ipBlock": {"cidr": cidr}} for cidr in opts.ingress_cidrs]
+    peers += [
+        {"podSelector": _selector("serving")},
+        {"podSelector": _selector("jobs")},
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {CLIENT_LABEL: "true"}}},
+    ]
+    return peers
+
+
+def _network_patches(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
+    """Replaces (``$patch: replace``) the peers and ports of the base's policies."""
+    ports = _egress_ports(settings)
+    tracking = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "mlflow-tracking"},
+        "spec": {
+            "$patch": "replace",
+            "podSelector": _selector("tracking"),
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": ingress_peers(opts),
+                    "ports": [{"protocol": "TCP", "port": NGINX_PORT}],
+                }
+            ],
+            "egress": [DNS, {"ports": ports}],
+        },
+    }
+    jobs = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "mlops-jobs"},
+        "spec": {
+            "$patch": "replace",
+            "podSelector": {
+                "matchExpressions": [
+                    {
+                        "key": "app.kubernetes.io/component",
+                        "operator": "In",
+                        "values": ["migrate", "jobs"],
+                    }
+                ]
+            },
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [
+                DNS,
+                {"ports": ports},
+                {
+                    "to": [{"podSelector": _selector("tracking")}],
+                    "ports": [{"protocol": "TCP", "port": NGINX_PORT}],
+                },
+            ],
+        },
+    }
+    return [tracking, jobs]
+
+
+def _serving_patches(opts: K8sOptions, sum_: str) -> list[Manifest]:
+    env = [
+        {"name": "MODEL_NAME", "value": opts.model_name},
+        {"name": "MODEL_ALIAS", "value": opts.model_alias},
+        {"name": "MODEL_URI", "value": model_uri(opts.model_name, opts.model_alias)},
+    ]
     return [
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": _meta("model-serving", opts, "serving"),
+            "metadata": {"name": "model-serving"},
             "spec": {
-                "replicas": opts.serving_min_replicas,
-                "selector": {"matchLabels": _selector("serving")},
                 "template": {
-                    "metadata": {"labels": _labels("serving")},
-                    "spec": {
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
-                        "containers": [container],
-                    },
-                },
+                    "metadata": {"annotations": {CHECKSUM_ANNOTATION: sum_}},
+                    "spec": {"containers": [{"name": "serving", "env": env}]},
+                }
             },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _meta("model-serving", opts, "serving"),
-            "spec": {
-                "selector": _selector("serving"),
-                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-            },
-        },
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": _meta("model-serving", opts, "serving"),
-            "spec": _ingress_spec(opts, opts.serving_host, "model-serving"),
         },
         {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
-            "metadata": _meta("model-serving", opts, "serving"),
+            "metadata": {"name": "model-serving"},
             "spec": {
-                "scaleTargetRef": {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": "model-serving",
-                },
                 "minReplicas": opts.serving_min_replicas,
-                "maxReplicas": opts.serving_max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": opts.serving_cpu_target,
-                            },
-                        },
-                    }
-                ],
+                "maxReplicas": max(opts.serving_max_replicas, opts.serving_min_replicas),
             },
         },
     ]
 
 
-BACKUP_MOUNT = "/backups"
-
-
-def backup_cronjob(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
-    """Nightly ``backup create`` + ``backup prune`` into a PersistentVolumeClaim."""
-    script = (
-        "mlops-platform backup create && "
-        f"mlops-platform backup prune --keep {settings.backup_keep} --yes"
-    )
-    spec = _tracking_pod_spec(
-        settings, opts, ["sh", "-c", script], probes=False, secret_keys=BACKUP_SECRET_KEYS
-    )
-    container = spec["containers"][0]
-    container["name"] = "backup"
-    container["env"] = [
-        *container["env"],
-        {"name": "MLOPS_BACKUP_DIR", "value": BACKUP_MOUNT},
-        {"name": "MLOPS_BACKUP_WORKERS", "value": str(settings.backup_workers)},
-    ]
-    container["volumeMounts"].append({"name": "backups", "mountPath": BACKUP_MOUNT})
-    spec["volumes"].append(
-        {"name": "backups", "persistentVolumeClaim": {"claimName": "mlops-backups"}}
-    )
-    spec["restartPolicy"] = "Never"
-    claim: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": opts.backup_storage}},
+def _route_patches(settings: PlatformSettings, opts: K8sOptions) -> list[Manifest]:
+    host = tracking_host(settings, opts)
+    spec: dict[str, Any] = {
+        "tls": [{"hosts": [host], "secretName": "mlflow-tracking-tls"}],
+        "rules": [
+            {
+                "host": host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {
+                                "service": {"name": "mlflow-tracking", "port": {"name": "http"}}
+                            },
+                        }
+                    ]
+                },
+            }
+        ],
     }
-    if opts.backup_storage_class:
-        claim["storageClassName"] = opts.backup_storage_class
+    if opts.ingress_class:
+        spec["ingressClassName"] = opts.ingress_class
+    out: list[Manifest] = [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "mlflow-tracking"},
+            "spec": spec,
+        }
+    ]
+    if opts.gateway:
+        namespace, _, name = opts.gateway.rpartition("/")
+        parent: dict[str, str] = {"name": name}
+        if namespace:
+            parent["namespace"] = namespace
+        timeout = settings.proxy_timeout_seconds + PRESTOP_SECONDS + 20
+        out.append(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": "mlflow-tracking"},
+                "spec": {
+                    "parentRefs": [parent],
+                    "hostnames": [host],
+                    "rules": [
+                        {
+                            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                            "backendRefs": [{"name": "mlflow-tracking", "port": 80}],
+                            "timeouts": {"request": f"{timeout}s"},
+                        }
+                    ],
+                },
+            }
+        )
+    return out
+
+
+def _service_account_patches(opts: K8sOptions) -> list[Manifest]:
+    if not opts.service_account_annotations:
+        return []
+    annotations = dict(opts.service_account_annotations)
     return [
         {
             "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": _meta("mlops-backups", opts, "backup"),
-            "spec": claim,
-        },
-        {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": _meta("mlops-backup", opts, "backup"),
-            "spec": {
-                "schedule": opts.backup_schedule,
-                "timeZone": opts.backup_time_zone,
-                "concurrencyPolicy": "Forbid",
-                "startingDeadlineSeconds": 3600,
-                "successfulJobsHistoryLimit": 3,
-                "failedJobsHistoryLimit": 5,
-                "jobTemplate": {
-                    "metadata": {"labels": _labels("backup")},
-                    "spec": {
-                        "backoffLimit": 1,
-                        "activeDeadlineSeconds": 6 * 3600,
-                        "template": {"metadata": {"labels": _labels("backup")}, "spec": spec},
-                    },
-                },
-            },
-        },
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "annotations": annotations},
+        }
+        for name in ("mlflow-tracking", "mlops-jobs")
     ]
 
 
-def manifests(
-    settings: PlatformSettings, opts: K8sOptions | None = None
-) -> dict[str, list[Manifest]]:
-    """Every manifest file, by name, in the order to apply them."""
-    opts = opts or K8sOptions()
-    return {
-        "00-namespace.yaml": namespace(opts),
-        "10-config.yaml": config(settings, opts),
-        "20-migrate-job.yaml": migrate_job(settings, opts),
-        "30-tracking.yaml": tracking(settings, opts),
-        "31-tracking-networkpolicy.yaml": tracking_network_policy(settings, opts),
-        "40-serving.yaml": serving(settings, opts),
-        "50-backup.yaml": backup_cronjob(settings, opts),
-    }
+# -- the overlay --------------------------------------------------------------------
 
 
-def secret_commands(opts: K8sOptions) -> list[str]:
-    """The Secrets the manifests reference, as the commands that create them."""
-    ns = f"--namespace {opts.namespace}"
-    keys = " ".join(f"--from-file={key}=..." for key in SECRET_KEYS)
-    return [
-        f"kubectl create secret generic {opts.secret_name} {ns} {keys}",
-        f"kubectl create secret generic {opts.htpasswd_secret} {ns} "
-        f"--from-file={HTPASSWD_KEY}=.mlops-platform/htpasswd",
-        f"kubectl create secret generic {opts.serving_secret} {ns} "
-        "--from-literal=username=svc-serving --from-file=password=...",
-    ]
+def components(settings: PlatformSettings, opts: K8sOptions) -> list[str]:
+    """The base's optional parts this install needs."""
+    out = []
+    if opts.tracking_replicas > 1:
+        out.append("pdb")  # with one replica, a PDB would block every node drain
+    if opts.gateway:
+        out.append("gateway-api")
+    monitor = settings.prometheus if opts.service_monitor is None else opts.service_monitor
+    if monitor:
+        out.append("service-monitor")
+    return out
 
 
-def to_yaml(resources: list[Manifest]) -> str:
-    header = "# Rendered by `mlops-platform deploy render k8s`; edit the settings, not this file.\n"
-    return header + yaml.safe_dump_all(resources, sort_keys=False, default_flow_style=False)
+def _component_path(base: str, name: str) -> str:
+    if "://" in base or base.startswith(("github.com/", "git@")):
+        raise ConfigError(
+            f"--base {base} is remote: components cannot be derived from it",
+            fix="pass a local checkout of deploy/kubernetes/base",
+        )
+    return posixpath.normpath(posixpath.join(base, "..", "components", name))
+
+
+def _yaml(doc: Any) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
+
+
+HEADER = (
+    "# Rendered by `mlops-platform deploy render k8s` from the settings: an overlay of\n"
+    "# values on the kit's base. Change the settings and render again; put changes of\n"
+    "# your own in an overlay on top of this one.\n"
+)
 
 
 def render(settings: PlatformSettings, opts: K8sOptions | None = None) -> dict[str, str]:
-    return {name: to_yaml(docs) for name, docs in manifests(settings, opts).items()}
+    """The overlay's files, by path relative to its folder."""
+    opts = opts or K8sOptions()
+    check(settings, opts)
+    config, proxy, real_ip, sum_ = _values(settings, opts)
+    files: dict[str, str] = {"config.env": config, "nginx.env": proxy}
+    generators: list[dict[str, Any]] = [
+        {"name": "mlops-platform-config", "behavior": "replace", "envs": ["config.env"]},
+        {"name": "mlops-nginx-env", "behavior": "replace", "envs": ["nginx.env"]},
+    ]
+    if real_ip:
+        files[REAL_IP_SNIPPET] = real_ip
+        generators.append({"name": "mlops-nginx", "behavior": "merge", "files": [REAL_IP_SNIPPET]})
+    patches: dict[str, Manifest] = {
+        "patches/tracking.yaml": _tracking_patch(settings, opts, sum_),
+        "patches/backup.yaml": _cronjob_patch(
+            settings,
+            "mlops-backup",
+            "backup",
+            schedule=opts.backup_schedule,
+            timeZone=opts.backup_time_zone,
+        ),
+        "patches/backup-verify.yaml": _cronjob_patch(
+            settings, "mlops-backup-verify", "backup-verify", timeZone=opts.backup_time_zone
+        ),
+        "patches/gc.yaml": _cronjob_patch(
+            settings, "mlops-gc", "gc", timeZone=opts.backup_time_zone
+        ),
+    }
+    patches["patches/job-migrate.yaml"] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": MIGRATE_JOB},
+        "spec": {
+            "template": {
+                "spec": {
+                    "volumes": [
+                        {
+                            "name": "secrets",
+                            "secret": {
+                                "secretName": SECRET_NAME,
+                                "items": _secret_items(secret_keys(settings, MIGRATE_SECRET_KEYS)),
+                            },
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    for doc in [
+        *_network_patches(settings, opts),
+        *_serving_patches(opts, sum_),
+        *_route_patches(settings, opts),
+        *_service_account_patches(opts),
+    ]:
+        kind = doc["kind"].lower()
+        patches[f"patches/{kind}-{doc['metadata']['name']}.yaml"] = doc
+    job = migrate_job_name(opts, sum_)
+    kustomization: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": opts.namespace,
+        "resources": [opts.base],
+    }
+    parts = components(settings, opts)
+    if parts:
+        kustomization["components"] = [_component_path(opts.base, c) for c in parts]
+    kustomization["images"] = [
+        {"name": "mlops-platform", **_image(opts.tracking_image)},
+        {"name": "mlops-serving", **_image(opts.serving_image)},
+        {"name": "nginx", **_image(opts.nginx_image)},
+    ]
+    kustomization["configMapGenerator"] = generators
+    kustomization["patches"] = [{"path": path} for path in patches] + [
+        {
+            "target": {"kind": "Job", "name": MIGRATE_JOB},
+            "patch": _yaml([{"op": "replace", "path": "/metadata/name", "value": job}]),
+        }
+    ]
+    files["kustomization.yaml"] = HEADER + _yaml(kustomization)
+    for path, doc in patches.items():
+        files[path] = HEADER + _yaml(doc)
+    return files
+
+
+def _values(settings: PlatformSettings, opts: K8sOptions) -> tuple[str, str, str | None, str]:
+    """config.env, nginx.env, real-ip.conf and the checksum over them and the template."""
+    config = env_file(config_env(settings, opts))
+    proxy = env_file(nginx_env(settings))
+    real_ip = nginx.real_ip_snippet(settings)
+    texts = [config, proxy, real_ip or "", nginx.template_text(), proxy_secret_snippet()]
+    return config, proxy, real_ip, checksum(texts)
+
+
+def migrate_job(settings: PlatformSettings, opts: K8sOptions) -> str:
+    """The versioned name of the migrate Job this rendering creates."""
+    return migrate_job_name(opts, _values(settings, opts)[3])
+
+
+def secret_commands(settings: PlatformSettings, opts: K8sOptions) -> list[str]:
+    """The Secrets the manifests reference, as the commands that create them."""
+    ns = f"--namespace {opts.namespace}"
+    keys = sorted(
+        set(secret_keys(settings, TRACKING_SECRET_KEYS))
+        | set(secret_keys(settings, BACKUP_SECRET_KEYS))
+    )
+    files = " ".join(f"--from-file={key}=..." for key in keys)
+    out = [
+        f"kubectl create secret generic {SECRET_NAME} {ns} {files}",
+        f"kubectl create secret generic {HTPASSWD_SECRET} {ns} "
+        f"--from-file={HTPASSWD_KEY}=.mlops-platform/htpasswd",
+        f"kubectl create secret generic {SERVING_SECRET} {ns} "
+        "--from-literal=username=svc-serving --from-file=password=...",
+        f"kubectl create secret generic {GC_SECRET} {ns} "
+        "--from-literal=username=svc-gc --from-file=password=...",
+    ]
+    if "service-monitor" in components(settings, opts):
+        out.append(
+            f"kubectl create secret generic {MONITORING_SECRET} {ns} "
+            "--from-literal=username=svc-monitoring --from-file=password=..."
+        )
+    return out
