@@ -35,14 +35,16 @@ COMPOSE_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("IMAGE_TAG", "0.1.0", "Tag of the images compose builds (tracking, serving)."),
     (
         "HTTPS_PORT",
-        "8443",
-        "Host port of nginx's HTTPS listener (nginx/snippets/tls.conf; docs/tls.md).",
+        "443",
+        "Host port of nginx's HTTPS listener (container port 8443), published only with "
+        "compose.tls.yaml (COMPOSE_FILE=docker-compose.yaml:compose.tls.yaml; docs/tls.md).",
     ),
     ("GRAFANA_ADMIN_USER", "admin", "Grafana's admin user (profile `monitoring`)."),
     (
         "GRAFANA_ADMIN_PASSWORD",
         PLACEHOLDER,
-        "Grafana's admin password; required by compose, a placeholder is refused.",
+        "Grafana's admin password (profile `monitoring`: checked when Grafana starts, a "
+        "placeholder is refused).",
     ),
     ("PROMETHEUS_RETENTION", "30d", "How long Prometheus keeps metrics."),
     (
