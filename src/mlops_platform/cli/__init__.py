@@ -17,6 +17,7 @@ from mlops_platform.cli import (
     doctor,
     gc,
     registry,
+    rotate,
     s3,
     serve,
     stack,
@@ -38,6 +39,7 @@ backup.register(app)
 gc.register(app)
 bench.register(app)
 compose.register(app)
+rotate.register(app)
 users.register(app)
 
 
