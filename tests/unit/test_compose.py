@@ -1396,3 +1396,22 @@ def test_image_pins_agree_with_compose_local_stack_and_docs(model: dict) -> None
         repo = image.rsplit(":", 1)[0]
         for found in re.findall(rf"(?<![\w/.-]){re.escape(repo)}:([\w.-]+)", docs):
             assert f"{repo}:{found}" == image, f"docs mention {repo}:{found}, pinned {image}"
+
+
+def test_postgres_refuses_a_volume_of_the_pre_18_layout(model: dict, tmp_path: Path) -> None:
+    """postgres:18 on a volume written by postgres:17 would start an empty cluster beside it."""
+    service = model["services"]["postgres"]
+    assert service["entrypoint"] == ["/bin/sh", "/mlops/postgres-start"]
+    assert service["command"][0] == "postgres"  # handed to docker-entrypoint.sh as before
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker-entrypoint.sh").write_text('#!/bin/sh\necho "entrypoint $*"\n')
+    (bin_dir / "docker-entrypoint.sh").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "MLOPS_PG_ROOT": str(tmp_path)}
+    script = ["sh", str(ROOT / "scripts" / "postgres-start"), "postgres", "-c", "x=1"]
+    new = subprocess.run(script, env=env, capture_output=True, text=True, timeout=30)
+    assert new.returncode == 0 and new.stdout == "entrypoint postgres -c x=1\n"
+    (tmp_path / "PG_VERSION").write_text("17\n")
+    old = subprocess.run(script, env=env, capture_output=True, text=True, timeout=30)
+    assert old.returncode == 1 and "PostgreSQL 17 cluster in the pre-18 layout" in old.stderr
+    assert "docs/upgrading.md" in old.stderr and not old.stdout
