@@ -193,3 +193,86 @@ def rotate_local(
         up = again.up(progress)
         result.restarted = up.started
     return result
+
+
+# -- docker compose ------------------------------------------------------------------
+
+# The compose services that read each secret at start (recreated after a rotation), and
+# the command each runs to apply it to the running service first.
+COMPOSE_READERS: dict[str, tuple[str, ...]] = {
+    "db-password": ("tracking", "backup"),
+    "s3-keys": ("seaweedfs", "minio", "init", "tracking", "backup"),
+    "proxy-password": (),  # the password file: nginx re-copies it within 15 s
+    "proxy-secret": ("tracking", "nginx"),
+    "flask-secret-key": ("tracking",),
+}
+# The SQL reaches psql on stdin, never on a command line; CURRENT_USER is the image's role
+# (POSTGRES_USER), reached over the container's local socket without its old password.
+ALTER_ROLE_COMMAND = (
+    "exec",
+    "-T",
+    "postgres",
+    "sh",
+    "-c",
+    'psql -X -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"',
+)
+
+
+@dataclass
+class ComposeCall:
+    """One `docker compose ARGS` call, and what it reads on stdin (never logged)."""
+
+    args: tuple[str, ...]
+    stdin: str | None = None
+
+
+ComposeRunner = Callable[[ComposeCall], str]
+
+
+def rotate_compose(
+    env_file: Path, names: list[str], *, compose: ComposeRunner, progress: Progress
+) -> RotateResult:
+    """Rotate ``names`` for the docker compose deployment of ``env_file``.
+
+    The same order as the local stack: .env, then the running service (ALTER ROLE in the
+    postgres container, the password file on the host), then `up -d --force-recreate` of
+    the running services that read the secret at start. Re-running repairs a failed run.
+    """
+    chosen = check_names(names)
+    if not env_file.is_file():
+        raise ConfigError(f"{env_file} does not exist", fix="run `mlops-platform init` first")
+    settings = load_settings(env_file, check=False)
+    if "s3-keys" in chosen and settings.object_store == "external":
+        raise ConfigError(
+            "the S3 keys are an external store's", fix="make new keys there, then set them in .env"
+        )
+    running = set(compose(ComposeCall(("ps", "--services", "--status", "running"))).split())
+    if "db-password" in chosen and "postgres" not in running:
+        raise StateError(
+            "the postgres container is not running", fix="run `docker compose up -d --wait`"
+        )
+    result = RotateResult(env_file)
+    recreate: list[str] = []
+    for name in chosen:
+        fields, _ = SECRETS[name]
+        values = {f"{ENV_PREFIX}{f.upper()}": new_value(f) for f in fields}
+        set_env_values(env_file, values)
+        result.rotated += list(values)
+        progress(f"{name}: new value written to {env_file}")
+        fresh = load_settings(env_file, check=False)
+        if name == "db-password":
+            password = fresh.db_password.get_secret_value().replace("'", "''")
+            compose(
+                ComposeCall(ALTER_ROLE_COMMAND, f"ALTER ROLE CURRENT_USER PASSWORD '{password}';\n")
+            )
+            result.applied.append("postgres: ALTER ROLE")
+            progress(f"{name}: the postgres container's role has the new password")
+        if name == "proxy-password":
+            replace_password(fresh)
+            result.applied.append(f"password file: {fresh.proxy_user}")
+            progress(f"{name}: {fresh.users_file} updated (nginx copies it within 15 s)")
+        recreate += [s for s in COMPOSE_READERS[name] if s in running and s not in recreate]
+    if recreate:
+        compose(ComposeCall(("up", "-d", "--no-deps", "--force-recreate", "--wait", *recreate)))
+        result.restarted = recreate
+    return result

@@ -1416,3 +1416,66 @@ def test_postgres_refuses_a_volume_of_the_pre_18_layout(model: dict, tmp_path: P
     old = subprocess.run(script, env=env, capture_output=True, text=True, timeout=30)
     assert old.returncode == 1 and "PostgreSQL 17 cluster in the pre-18 layout" in old.stderr
     assert "docs/upgrading.md" in old.stderr and not old.stdout
+
+
+# -- `rotate --compose`: the calls it makes, checked without an engine -----------------
+
+
+def _compose_env(tmp_path: Path) -> Path:
+    from mlops_platform.bootstrap import ensure_users_file, init_env_file
+
+    env_file = tmp_path / ".env"
+    init_env_file(env_file, values={"state_dir": str(tmp_path / "state")})
+    ensure_users_file(load_settings(env_file, check=False))
+    return env_file
+
+
+def test_rotate_compose_changes_the_running_service_then_recreates_its_readers(
+    tmp_path: Path,
+) -> None:
+    from mlops_platform import rotate
+    from mlops_platform.render import htpasswd
+
+    env_file = _compose_env(tmp_path)
+    old = load_settings(env_file, check=False)
+    calls: list[rotate.ComposeCall] = []
+
+    def compose(call: rotate.ComposeCall) -> str:
+        calls.append(call)
+        return "postgres\nseaweedfs\ntracking\nnginx\n" if call.args[0] == "ps" else ""
+
+    result = rotate.rotate_compose(env_file, ["all"], compose=compose, progress=lambda _: None)
+    new = load_settings(env_file, check=False)
+    for name in ("db_password", "s3_access_key_id", "proxy_password", "proxy_secret"):
+        assert getattr(new, name).get_secret_value() != getattr(old, name).get_secret_value()
+    db = new.db_password.get_secret_value()
+    alter = [c for c in calls if c.args == rotate.ALTER_ROLE_COMMAND]
+    assert len(alter) == 1 and alter[0].stdin == f"ALTER ROLE CURRENT_USER PASSWORD '{db}';\n"
+    for call in calls:  # no secret on any command line
+        for name in rotate.SECRETS:
+            for field_name in rotate.SECRETS[name][0]:
+                assert getattr(new, field_name).get_secret_value() not in " ".join(call.args)
+    up = calls[-1].args
+    assert up[:5] == ("up", "-d", "--no-deps", "--force-recreate", "--wait")
+    # Only running services, each once: backup and minio are not running here.
+    assert sorted(up[5:]) == ["nginx", "seaweedfs", "tracking"] == sorted(result.restarted)
+    entry = htpasswd.parse(new.users_file.read_text())[new.proxy_user]
+    assert htpasswd.verify(entry, new.proxy_password.get_secret_value())
+    assert env_file.stat().st_mode & 0o077 == 0
+
+
+def test_rotate_compose_refuses_before_changing_anything(tmp_path: Path) -> None:
+    from mlops_platform import rotate
+    from mlops_platform.errors import ConfigError, StateError
+
+    env_file = _compose_env(tmp_path)
+    before = env_file.read_text()
+    with pytest.raises(StateError, match="postgres container is not running"):
+        rotate.rotate_compose(
+            env_file, ["db-password"], compose=lambda c: "tracking\n", progress=lambda _: None
+        )
+    with pytest.raises(ConfigError, match="cannot rotate db-pasword"):
+        rotate.rotate_compose(
+            env_file, ["db-pasword"], compose=lambda c: "", progress=lambda _: None
+        )
+    assert env_file.read_text() == before
