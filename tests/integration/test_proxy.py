@@ -12,7 +12,6 @@ import datetime
 import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -205,8 +204,6 @@ def test_nginx_accepts_the_compose_rendering(tmp_path: Path) -> None:
         "MLOPS_PROXY_CLIENT_TIMEOUT": "20",
         "MLOPS_PROXY_SECRET": "s" * 40,
     }
-    zone, resolve = render_nginx.upstream_resolve(render_nginx.DOCKER_RESOLVER)  # compose's
-    environment.update(MLOPS_UPSTREAM_ZONE=zone, MLOPS_UPSTREAM_RESOLVE=resolve)
     needed = set(render_nginx._VAR.findall(render_nginx.template_text()))
     assert needed == set(environment), "the compose environment must set exactly these"
     # The image substitutes every defined variable; some are always defined there.
@@ -253,15 +250,7 @@ http {{
     )
     # `tracking` does not resolve here: nginx -t resolves upstream names, so test with
     # the same file pointing at an address (the only difference compose makes).
-    # `resolve` in an upstream needs nginx 1.27.3+ (the compose image's); an older nginx
-    # here checks the rest with the name resolved once, as the local stack does.
-    rendered = rendered.replace("tracking:5000", "127.0.0.1:5000")
-    version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
-    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version)
-    if found and tuple(map(int, found.groups())) < (1, 27, 3):
-        local_zone, local_resolve = render_nginx.upstream_resolve(None)
-        rendered = rendered.replace(zone, local_zone).replace(f"5000{resolve};", "5000;")
-    (conf_d / "mlflow.conf").write_text(rendered)
+    (conf_d / "mlflow.conf").write_text(rendered.replace("tracking:5000", "127.0.0.1:5000"))
     result = nginx_test(tmp_path / "nginx.conf", tmp_path)
     assert result.returncode == 0, result.stderr
 

@@ -432,7 +432,8 @@ def test_only_nginx_shares_a_network_with_the_tracking_server_where_it_listens(
             for spec in (service.get("networks") or {}).values():
                 assert host not in ((spec or {}).get("aliases") or []), name
     assert host not in ("0.0.0.0", "::", "tracking")
-    assert model["services"]["nginx"]["environment"]["MLOPS_UPSTREAM"] == f"{host}:{port}"
+    upstream = model["services"]["nginx"]["environment"]["MLOPS_UPSTREAM"]
+    assert upstream.startswith(f"{host}:{port} resolve;"), upstream
 
 
 def test_the_admin_cli_reaches_the_database_and_writes_the_password_file(model: dict) -> None:
@@ -547,7 +548,7 @@ def test_nginx_renders_the_shared_template_with_every_variable(model: dict) -> N
     # The image's envsubst leaves an unset name as literal text: nginx would not start.
     missing = needed - set(env) - {"MLOPS_PROXY_SECRET"}
     assert not missing, f"nginx environment lacks {sorted(missing)}"
-    assert env["MLOPS_UPSTREAM"] == "mlflow-upstream:5000"
+    assert env["MLOPS_UPSTREAM"].startswith("mlflow-upstream:5000 resolve;")
     assert env["MLOPS_ACCESS_LOG"] == "/dev/stdout"
 
 
@@ -1054,24 +1055,20 @@ def test_serving_exits_on_a_real_failure(tmp_path: Path) -> None:
 
 
 def test_nginx_re_resolves_the_tracking_server_through_dockers_dns(model: dict) -> None:
+    """The upstream's name is looked up again through Docker's DNS (`resolve` needs a shared
+    zone and a resolver): a recreated tracking container is found, and nginx starts before
+    the name exists. The shared template is unchanged; the local stack keeps an address."""
     env = model["services"]["nginx"]["environment"]
-    zone, resolve = nginx.upstream_resolve(nginx.DOCKER_RESOLVER)
-    assert nginx.DOCKER_RESOLVER == "127.0.0.11"
-    assert (env["MLOPS_UPSTREAM_ZONE"], env["MLOPS_UPSTREAM_RESOLVE"]) == (zone, resolve)
     text = nginx.substitute(nginx.template_text(), {**env, "MLOPS_PROXY_SECRET": TEST_SECRET})
     block = text.split("upstream mlflow_tracking {", 1)[1].split("}", 1)[0]
-    assert "zone mlflow_tracking" in block and "resolver 127.0.0.11 valid=10s" in block
-    assert "server mlflow-upstream:5000 resolve;" in block and "keepalive 32;" in block
+    directives = [d.strip() for d in re.sub(r"#[^\n]*", "", block).split(";") if d.strip()]
+    assert "server mlflow-upstream:5000 resolve" in directives
+    assert "zone mlflow_tracking 64k" in directives
+    assert "resolver 127.0.0.11 valid=10s ipv6=off" in directives
+    assert "keepalive 32" in directives  # upstream keep-alive stays (docs/performance.md)
     # nginx 1.27.3 brought `resolve` to open source: the pinned image must be newer.
     tag = model["services"]["nginx"]["image"].split(":", 1)[1].split("-", 1)[0]
     assert tuple(map(int, tag.split("."))) >= (1, 27, 3)
-    # The local stack keeps its address upstream, resolved once.
-    local = nginx.template_variables(
-        PlatformSettings(_env_file=None),  # type: ignore[call-arg]
-        upstream="127.0.0.1:5000",
-        snippets_dir="/x/snippets",
-    )
-    assert local["MLOPS_UPSTREAM_RESOLVE"] == "" and local["MLOPS_UPSTREAM_ZONE"].startswith("#")
 
 
 def _tmpfs_targets(service: dict) -> dict[str, str]:

@@ -6,7 +6,6 @@ extras; a missing one fails the test with what to install.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -198,13 +197,6 @@ def test_nginx_accepts_the_compose_rendering_with_the_tls_snippet(tmp_path: Path
         # Compose gives it as a file, exported for the template step (scripts/nginx-proxy-secret).
         MLOPS_PROXY_SECRET="T3stProxySecret0123456789abcdefghijklmnop",
     )
-    # `resolve` in an upstream (compose: re-resolving through Docker's DNS) needs nginx
-    # 1.27.3+; an older nginx here checks the rest with the name resolved once.
-    version = run([binary, "-v"]).stderr
-    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version)
-    if found and tuple(map(int, found.groups())) < (1, 27, 3):
-        zone, resolve = nginx.upstream_resolve(None)
-        env.update(MLOPS_UPSTREAM_ZONE=zone, MLOPS_UPSTREAM_RESOLVE=resolve)
     (tmp_path / "conf.d" / "mlflow.conf").write_text(
         nginx.substitute(
             nginx.template_text(), {k: v for k, v in env.items() if k.startswith("MLOPS_")}

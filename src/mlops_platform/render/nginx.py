@@ -39,21 +39,6 @@ def listen_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-# Compose: Docker's embedded DNS server, the re-resolution interval, the shared zone.
-DOCKER_RESOLVER = "127.0.0.11"
-
-
-def upstream_resolve(resolver: str | None) -> tuple[str, str]:
-    """(``MLOPS_UPSTREAM_ZONE``, ``MLOPS_UPSTREAM_RESOLVE``): re-resolve the upstream's name
-    through ``resolver`` (nginx 1.27.3+, compose), or resolve it once at start (none)."""
-    if not resolver:
-        return "# resolved once at start: the upstream is an address", ""
-    return (
-        f"zone mlflow_tracking 64k; resolver {resolver} valid=10s ipv6=off;",
-        " resolve",
-    )
-
-
 def template_variables(
     settings: PlatformSettings,
     *,
@@ -62,7 +47,6 @@ def template_variables(
     access_log: str | None = None,
     auth_fail_socket_path: str | None = None,
     lockout_cache: str | None = None,
-    resolver: str | None = None,
 ) -> dict[str, str]:
     """The values the template's ``${MLOPS_*}`` names take (also the compose environment).
 
@@ -75,15 +59,12 @@ def template_variables(
     listen = listen_address(settings.proxy_host, settings.proxy_port)
     if settings.tls_enabled:
         listen += " ssl"
-    zone, resolve = upstream_resolve(resolver)
     return {
         "MLOPS_PROXY_LISTEN": listen,
         "MLOPS_ACCESS_LOG": access_log or str(root / "logs" / "access.log"),
         "MLOPS_AUTH_FAIL_SOCKET": auth_fail_socket_path or auth_fail_socket(root / "tmp"),
         "MLOPS_LOCKOUT_CACHE": lockout_cache or str(root / "tmp" / "lockout"),
         "MLOPS_UPSTREAM": upstream,
-        "MLOPS_UPSTREAM_ZONE": zone,
-        "MLOPS_UPSTREAM_RESOLVE": resolve,
         "MLOPS_UPSTREAM_KEEPALIVE": UPSTREAM_KEEPALIVE
         if settings.server_tcp_nodelay
         else "# no keepalive: the server runs without its TCP_NODELAY fix",
