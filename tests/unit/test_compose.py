@@ -1239,6 +1239,7 @@ def test_the_tracking_healthcheck_is_cheap(model: dict, tmp_path: Path) -> None:
         )
     finally:
         server.shutdown()
+        server.server_close()  # refused at once from here on
     assert ok.returncode == 0, ok.stderr
     imported = {line.split("|")[-1].strip() for line in ok.stderr.splitlines() if "|" in line}
     assert not {m for m in imported if m.split(".")[0] in ("mlflow", "boto3", "sqlalchemy")}
