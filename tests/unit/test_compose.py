@@ -1477,3 +1477,15 @@ def test_rotate_compose_refuses_before_changing_anything(tmp_path: Path) -> None
             env_file, ["db-pasword"], compose=lambda c: "", progress=lambda _: None
         )
     assert env_file.read_text() == before
+
+
+def test_kubernetes_runs_the_nginx_compose_runs(model: dict) -> None:
+    from mlops_platform.render import k8s
+
+    pinned = next(s["image"] for s in model["services"].values() if "nginx:" in s.get("image", ""))
+    assert pinned == k8s.NGINX_IMAGE
+    assert (
+        f"image: {pinned}"
+        in (ROOT / "deploy" / "kubernetes" / "base" / "tracking.yaml").read_text()
+    )
+    assert pinned in (ROOT / "docs" / "kubernetes.md").read_text()

@@ -67,7 +67,7 @@ BACKUP_SECRET_KEYS = ("db_password", *S3_KEYS, "kek_passphrase")
 GC_SECRET_KEYS = ("db_password", *S3_KEYS)
 NGINX_SECRET_KEYS = ("proxy_secret",)
 # The kit's nginx in the tracking pod: the same image as docker-compose.yaml's.
-NGINX_IMAGE = "nginx:1.28.0-alpine"
+NGINX_IMAGE = "nginx:1.30.3-alpine"
 NGINX_PORT = 8080
 NGINX_USERS_DIR = "/etc/nginx/mlops"
 NGINX_SNIPPETS_DIR = "/etc/nginx/mlops-snippets"
