@@ -54,7 +54,7 @@ def prepare(
         timeout = settings.db_wait_seconds if wait_seconds is None else wait_seconds
         status = db.wait_for_head(settings, timeout=timeout, progress=progress)
         progress(f"schema is at head ({status.head}); this server never migrates")
-    if settings.prometheus:
+    if settings.prometheus or settings.monitoring:  # monitoring scrapes /metrics
         (settings.state_dir / "prometheus").mkdir(parents=True, exist_ok=True)
     if settings.identity_enabled:
         env.update(auth_server_env(settings, progress=progress))

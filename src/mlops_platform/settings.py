@@ -286,6 +286,16 @@ class PlatformSettings(BaseSettings):
         False, description="Run MLflow's job runner (costs ~2 GB of memory on a small host)."
     )
     prometheus: bool = Field(False, description="Expose Prometheus metrics at /metrics.")
+    # docs/monitoring.md: what `up` starts with it, the alert rules, compose's profile.
+    monitoring: bool = Field(
+        False,
+        description="`up` also runs Prometheus with the alert rules, the PostgreSQL and "
+        "nginx exporters and the kit's exporter (`mlops-platform metrics`); implies "
+        "MLOPS_PROMETHEUS.",
+    )
+    monitoring_port: int = Field(
+        9090, ge=1, le=65535, description="Port of the local stack's Prometheus (loopback)."
+    )
     flask_secret_key: SecretStr = Field(
         SecretStr(""), description="Secret key of MLflow's Flask app (sessions, CSRF)."
     )
@@ -758,6 +768,7 @@ class PlatformSettings(BaseSettings):
             else None,
             "MLOPS_DB_PORT": None if self.external_db else self.db_port,
             "MLOPS_S3_PORT": self.s3_port if self.object_store == "seaweedfs" else None,
+            "MLOPS_MONITORING_PORT": self.monitoring_port if self.monitoring else None,
         }
         seen: dict[int, str] = {}
         for var, port in ports.items():

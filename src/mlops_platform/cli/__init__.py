@@ -16,6 +16,7 @@ from mlops_platform.cli import (
     deploy,
     doctor,
     gc,
+    metrics,
     registry,
     rotate,
     s3,
@@ -40,6 +41,7 @@ gc.register(app)
 bench.register(app)
 compose.register(app)
 rotate.register(app)
+metrics.register(app)
 users.register(app)
 
 

@@ -57,7 +57,7 @@ def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> 
         ]
     else:
         argv += ["--no-serve-artifacts", "--default-artifact-root", settings.artifacts_uri]
-    if settings.prometheus:
+    if settings.prometheus or settings.monitoring:  # monitoring scrapes /metrics
         argv += ["--expose-prometheus", str(settings.state_dir / "prometheus")]
     if settings.identity_enabled:
         argv += ["--app-name", AUTH_APP_NAME]

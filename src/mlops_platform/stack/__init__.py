@@ -26,6 +26,7 @@ from mlops_platform.stack.base import (
     private_dir,
     tree_rss_mb,
 )
+from mlops_platform.stack.monitoring import monitoring_services, reload_after_start
 from mlops_platform.stack.postgres import Postgres
 from mlops_platform.stack.proxy import Proxy, nginx_available
 from mlops_platform.stack.seaweedfs import SeaweedFS
@@ -98,6 +99,7 @@ class LocalStack:
             SeaweedFS(self.settings, state),
             Tracking(self.settings, state, self.env_file),
             Proxy(self.settings, state),
+            *monitoring_services(self.settings, state, self.env_file),  # MLOPS_MONITORING
         ]
         return [s for s in services if s.enabled()]
 
@@ -154,6 +156,7 @@ class LocalStack:
                     service.start(progress)
                     started.append(service)
                     result.started.append(service.name)
+                reload_after_start(services, started, progress)
             except (PlatformError, KeyboardInterrupt):
                 for service in reversed(started):
                     try:
@@ -179,6 +182,7 @@ class LocalStack:
             SeaweedFS(self.settings, state),
             Tracking(self.settings, state, self.env_file),
             Proxy(self.settings, state),
+            *monitoring_services(self.settings, state, self.env_file),
         ]
 
     def status(self) -> list[ServiceStatus]:

@@ -223,8 +223,10 @@ def weed_argv(
     s3_port: int,
     ports: dict[str, int],
     socket_dir: Path | None = None,
+    metrics_port: int | None = None,
 ) -> list[str]:
-    """``weed server`` on loopback: S3 for clients, master and filer HTTP off."""
+    """``weed server`` on loopback: S3 for clients, master and filer HTTP off; with
+    ``metrics_port``, Prometheus metrics on loopback (MLOPS_MONITORING)."""
     sockets: list[str] = []
     if socket_dir is not None and len(str(socket_dir / "filer.sock")) <= MAX_SOCKET_PATH:
         sockets = [
@@ -255,6 +257,7 @@ def weed_argv(
         "-disableHttp",
         "-filer.disableHttp",
         *sockets,
+        *([f"-metricsPort={metrics_port}", "-metricsIp=127.0.0.1"] if metrics_port else []),
     ]
 
 
@@ -302,18 +305,23 @@ class SeaweedFS(Service):
             ports[name] = pick_free_port(avoid, with_offset=GRPC_OFFSET)
             avoid |= {ports[name], ports[name] + GRPC_OFFSET}
         ports["s3_grpc"] = pick_free_port(avoid)
+        metrics_port = None  # MLOPS_MONITORING: Prometheus scrapes weed's own metrics
+        if self.settings.monitoring:
+            metrics_port = pick_free_port(avoid | {ports["s3_grpc"]})
         progress(f"starting SeaweedFS S3 on 127.0.0.1:{self.settings.s3_port}")
         # Go keeps freed memory around: after a few large artifacts weed sat at ~900 MB.
         # A soft limit makes its collector return it (an operator's GOMEMLIMIT wins).
         env = inherited_environment(keep_settings=False)
         env.setdefault("GOMEMLIMIT", WEED_MEMORY_LIMIT)
         pid = spawn(
-            weed_argv(weed, data, config, self.settings.s3_port, ports, socket_dir),
+            weed_argv(weed, data, config, self.settings.s3_port, ports, socket_dir, metrics_port),
             log_path=self.log_path,
             cwd=self.root,
             env=env,
         )
-        self.remember(pid=pid, port=self.settings.s3_port, internal_ports=ports)
+        self.remember(
+            pid=pid, port=self.settings.s3_port, internal_ports=ports, metrics_port=metrics_port
+        )
         wait_until(
             lambda: s3.reachable(self.settings),
             timeout=60,

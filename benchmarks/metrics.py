@@ -1,0 +1,101 @@
+"""What the kit's exporter (`mlops-platform metrics`) costs: a scrape of /metrics, each
+background collection, and resident memory, with an empty tracking database and with
+many runs (default 100 000, inserted with one SQL statement), side by side in one run.
+
+Brings a throwaway stack up with MLOPS_MONITORING=true, on loopback. Not asserted.
+
+    python -m benchmarks.metrics [--runs 100000] [--scrapes 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import urllib.request
+
+import sqlalchemy
+
+from benchmarks.common import Stack, throwaway_stack
+from mlops_platform import db
+from mlops_platform import metrics as exporter
+from tests.conftest import free_port
+
+INSERT_RUNS = """
+INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id,
+                  status, start_time, end_time, source_version, lifecycle_stage,
+                  artifact_uri, experiment_id)
+SELECT md5('bench-' || i), 'bench-' || i, 'LOCAL', '', '', 'bench', 'FINISHED',
+       1700000000000 + i, 1700000000500 + i, '', 'active',
+       's3://bench/' || md5('bench-' || i), 0
+FROM generate_series(1, :n) AS i
+ON CONFLICT DO NOTHING
+"""
+
+
+def scrape_ms(url: str, scrapes: int) -> tuple[float, float, int]:
+    times = []
+    size = 0
+    for _ in range(scrapes):
+        start = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=10) as response:
+            size = len(response.read())
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.95) - 1], size
+
+
+def collect_seconds(stack: Stack) -> dict[str, float]:
+    out = {}
+    for name, collect in exporter.GROUPS.items():
+        start = time.perf_counter()
+        collect(stack.settings)
+        out[name] = time.perf_counter() - start
+    return out
+
+
+def measure(stack: Stack, label: str, scrapes: int) -> dict[str, object]:
+    status = {s["name"]: s for s in stack.status()["services"]}
+    url = status["metrics"]["url"]
+    median, p95, size = scrape_ms(url, scrapes)
+    return {
+        "label": label,
+        "scrape_median_ms": median,
+        "scrape_p95_ms": p95,
+        "body_bytes": size,
+        "collect_s": collect_seconds(stack),
+        "rss_mb": {
+            n: status[n]["rss_mb"]
+            for n in ("metrics", "postgres-exporter", "nginx-exporter", "prometheus")
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--scrapes", type=int, default=200)
+    opts = parser.parse_args()
+    rows = []
+    with throwaway_stack(monitoring="true", monitoring_port=str(free_port())) as stack:
+        stack.cli("up")
+        rows.append(measure(stack, "0 runs", opts.scrapes))
+        engine = db.make_engine(stack.settings)
+        start = time.monotonic()
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(INSERT_RUNS), {"n": opts.runs})
+            conn.execute(sqlalchemy.text("ANALYZE runs"))
+        engine.dispose()
+        print(f"inserted {opts.runs} runs in {time.monotonic() - start:.1f}s")
+        rows.append(measure(stack, f"{opts.runs} runs", opts.scrapes))
+    for row in rows:
+        collect = ", ".join(f"{k} {v:.2f}s" for k, v in row["collect_s"].items())  # type: ignore[attr-defined]
+        print(
+            f"{row['label']:>12}: scrape median {row['scrape_median_ms']:.2f} ms, "
+            f"p95 {row['scrape_p95_ms']:.2f} ms, {row['body_bytes']} bytes; "
+            f"collections: {collect}; RSS MB {row['rss_mb']}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""`metrics`: the kit's Prometheus exporter (doctor checks, counts, sizes, backups, lockouts)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from mlops_platform import metrics as ops
+from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, table
+from mlops_platform.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("metrics")(metrics)
+
+
+def metrics(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve /metrics on."),
+    port: int = typer.Option(9464, "--port", min=1, max=65535, help="Port to serve /metrics on."),
+    checks_every: float = typer.Option(
+        60.0, "--checks-every", min=5.0, help="Seconds between two runs of the doctor's checks."
+    ),
+    inventory_every: float = typer.Option(
+        300.0,
+        "--inventory-every",
+        min=5.0,
+        help="Seconds between two reads of counts, database size, schema and backups.",
+    ),
+    storage_every: float = typer.Option(
+        900.0, "--storage-every", min=5.0, help="Seconds between two listings of the bucket."
+    ),
+    access_log: Path | None = typer.Option(
+        None,
+        "--access-log",
+        help="The proxy's JSON access log, for lockouts (default: the local stack's).",
+    ),
+    once: bool = typer.Option(False, "--once", help="Collect everything once, print, exit."),
+    groups: list[str] = typer.Option(
+        [],
+        "--group",
+        help="With --once: collect only this group (checks, inventory, storage, backup).",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Serve the platform's metrics for Prometheus at http://HOST:PORT/metrics.
+
+    The doctor's checks (status and duration of each), counts of experiments, runs,
+    registered models and versions, database and bucket sizes, the age of the last
+    verified backup, free disk and the proxy's lockouts. Expensive values are collected in
+    the background and cached; each group's age is a series too.
+
+    Example: mlops-platform metrics --port 9464
+    """
+    obj: Context = ctx.obj
+    settings = obj.settings(check=False)
+    if access_log is not None and not access_log.is_file():
+        raise ConfigError(
+            f"--access-log {access_log} is not a file",
+            fix="point it at the proxy's JSON access log, or leave it out",
+        )
+    unknown = sorted(set(groups) - set(ops.GROUPS))
+    if unknown:
+        raise ConfigError(
+            f"--group {unknown[0]} is not a group",
+            fix=f"choose from: {', '.join(ops.GROUPS)}",
+        )
+    if once:
+        collector = ops.PlatformCollector(
+            settings, access_log=access_log or ops.default_access_log(settings)
+        )
+        for name in groups or list(collector.groups):
+            collector.refresh(name)
+        _print_once(collector, as_json)
+        return
+    if not _port_free(host, port):
+        raise ConfigError(
+            f"cannot serve metrics on {host}:{port}: the address is in use or not this machine's",
+            fix="choose a free port with --port, or another --host",
+        )
+    # The resident exporter is small: exec `python -m mlops_platform.metrics` (no CLI, no
+    # MLflow in memory); it collects in child processes of this command's --once.
+    argv = [sys.executable, "-m", "mlops_platform.metrics", "--host", host, "--port", str(port)]
+    if obj.env_file is not None:
+        argv += ["--env-file", str(obj.env_file)]
+    if access_log is not None:
+        argv += ["--access-log", str(access_log)]
+    argv += ["--checks-every", str(checks_every), "--inventory-every", str(inventory_every)]
+    argv += ["--backup-every", str(inventory_every), "--storage-every", str(storage_every)]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+
+
+def _port_free(host: str, port: int) -> bool:
+    from mlops_platform.stack.base import bind_error
+
+    return bind_error(port, host) is None
+
+
+def _print_once(collector: ops.PlatformCollector, as_json: bool) -> None:
+    samples = collector.samples()
+    errors = {n: s.error for n, s in collector.state.items() if not s.ok and s.error}
+    if as_json:
+        print_json({"groups": collector.groups_as_dict(), "errors": errors})
+        return
+    rows = [
+        [f"mlops_{s.name}", ", ".join(f"{k}={v}" for k, v in s.labels.items()), f"{s.value:g}"]
+        for s in samples
+    ]
+    console.print(table("mlops-platform metrics", ["series", "labels", "value"], rows))
+    for name, error in errors.items():
+        console.print(f"[bold red]{name}[/]: {error}")

@@ -1,0 +1,186 @@
+"""Monitoring for real (MLOPS_MONITORING=true): Prometheus with the kit's rules scrapes every
+exporter of a local stack; stopping the object store fires its alert (through the ALERTS
+series), and `up` resolves it.
+
+Its own private stack: it stops the object store, which the session's shared stack must
+keep. Prometheus, promtool and the two exporters are Debian packages; a missing one fails
+the test with the package to install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from mlops_platform.render.prometheus import NGINX_STATUS_PATH
+from mlops_platform.settings import load_settings
+from mlops_platform.stack.base import StateFile
+from mlops_platform.stack.monitoring import PACKAGES, find_binary
+from mlops_platform.stack.seaweedfs import SeaweedFS
+from tests.conftest import free_port
+from tests.integration.conftest import Platform, make_stack_dir, require_binaries, write_env
+
+pytestmark = pytest.mark.integration
+
+JOBS = {"prometheus", "mlops-platform", "postgres", "nginx", "seaweedfs", "mlflow-tracking"}
+FAST_SCRAPE = 2.0  # seconds, in this test's copy of the configuration
+FAST_FOR = 10.0  # seconds: MlopsServiceDown's `for:` in this test's copy of the rules
+
+
+@pytest.fixture(scope="module")
+def monitored() -> Iterator[Platform]:
+    require_binaries()
+    missing = []
+    for name, package in PACKAGES.items():
+        try:
+            find_binary(name)
+        except Exception:  # noqa: BLE001 - collected, then one failure naming them all
+            missing.append(f"{name} (apt-get install -y {package})")
+    if missing:
+        pytest.fail("monitoring tests need: " + "; ".join(missing), pytrace=False)
+    root = make_stack_dir("mlops-mon-")
+    env_file = write_env(root, monitoring="true", monitoring_port=str(free_port()))
+    settings = load_settings(env_file)
+    stack = Platform(
+        root=root,
+        env_file=env_file,
+        settings=settings,
+        url="",
+        user=settings.proxy_user,
+        password=settings.proxy_password.get_secret_value(),
+    )
+    try:
+        up = stack.cli("up", "--json", timeout=600)
+        stack.url = json.loads(up.stdout)["url"]
+        yield stack
+    finally:
+        stack.cli("down", check=False)
+        if os.environ.get("MLOPS_TEST_KEEP") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def prom(stack: Platform, path: str, **params: str) -> Any:
+    url = f"http://127.0.0.1:{stack.settings.monitoring_port}{path}"
+    response = requests.get(url, params=params, timeout=10)
+    response.raise_for_status()
+    return response.json()["data"]
+
+
+def targets(stack: Platform) -> dict[str, str]:
+    active = prom(stack, "/api/v1/targets", state="active")["activeTargets"]
+    return {t["labels"]["job"]: t["health"] for t in active}
+
+
+def firing(stack: Platform, service: str) -> list[dict[str, Any]]:
+    query = f'ALERTS{{alertname="MlopsServiceDown", service="{service}", alertstate="firing"}}'
+    return list(prom(stack, "/api/v1/query", query=query)["result"])
+
+
+def wait_for(what: str, check: Any, timeout: float, interval: float = 1.0) -> float:
+    start = time.monotonic()
+    last: Any = None
+    while time.monotonic() - start < timeout:
+        last = check()
+        if last is True:
+            return time.monotonic() - start
+        time.sleep(interval)
+    raise AssertionError(f"{what} within {timeout:.0f}s; last seen: {last}")
+
+
+def speed_up(stack: Platform) -> None:
+    """This test's copy of the configuration: scrape and evaluate every 2 s, and
+    MlopsServiceDown after 10 s instead of 1 min; Prometheus re-reads it on SIGHUP."""
+    folder = stack.settings.state_dir / "monitoring" / "prometheus"
+    config = folder / "prometheus.yml"
+    config.write_text(
+        config.read_text()
+        .replace("scrape_interval: 15s", f"scrape_interval: {FAST_SCRAPE:.0f}s")
+        .replace("evaluation_interval: 15s", f"evaluation_interval: {FAST_SCRAPE:.0f}s")
+    )
+    rules = folder / "rules" / "mlops-platform.yml"
+    text = rules.read_text()
+    head, tail = text.split("- alert: MlopsServiceDown", 1)
+    rules.write_text(
+        f"{head}- alert: MlopsServiceDown{tail.replace('for: 1m', f'for: {FAST_FOR:.0f}s', 1)}"
+    )
+    pid = StateFile.load(stack.settings.state_dir).services["prometheus"]["pid"]
+    os.kill(int(pid), signal.SIGHUP)
+    wait_for(
+        "Prometheus to load the faster rule",
+        lambda: any(
+            r.get("name") == "MlopsServiceDown" and r.get("duration") == FAST_FOR
+            for g in prom(stack, "/api/v1/rules")["groups"]
+            for r in g["rules"]
+        ),
+        timeout=30,
+    )
+
+
+def test_every_target_up_then_object_store_alert_fires_and_resolves(
+    monitored: Platform,
+) -> None:
+    stack = monitored
+    status = json.loads(stack.cli("status", "--json").stdout)
+    rows = {r["name"]: r for r in (status["services"] if isinstance(status, dict) else status)}
+    for name in ("metrics", "postgres-exporter", "nginx-exporter", "prometheus"):
+        assert rows[name]["healthy"], rows[name]
+    print("rss_mb", {n: rows[n]["rss_mb"] for n in rows})
+
+    # nginx's status page answers loopback, with nginx's counters and nothing of MLflow
+    page = requests.get(
+        f"http://127.0.0.1:{stack.settings.proxy_port}{NGINX_STATUS_PATH}", timeout=5
+    )
+    assert page.status_code == 200 and page.text.startswith("Active connections:"), page.text
+
+    wait_for(
+        "every target up",
+        lambda: (lambda t: set(t) == JOBS and set(t.values()) == {"up"} or t)(targets(stack)),
+        timeout=90,
+    )
+    for query in (
+        "mlops_check_status",
+        "mlops_tracking_objects",
+        "mlops_disk_free_ratio",
+        "pg_up == 1",
+        "nginx_up == 1",
+        "mlflow_http_request_total",
+    ):
+        assert prom(stack, "/api/v1/query", query=query)["result"], query
+
+    speed_up(stack)
+    assert firing(stack, "seaweedfs") == []
+    state = StateFile.load(stack.settings.state_dir)
+    assert SeaweedFS(stack.settings, state).stop(lambda message: None)
+    stopped = time.monotonic()
+    window = FAST_FOR + 2 * FAST_SCRAPE
+    took = wait_for(
+        "MlopsServiceDown firing for seaweedfs",
+        lambda: bool(firing(stack, "seaweedfs")) or "not firing",
+        timeout=window + 30,
+        interval=0.5,
+    )
+    elapsed = time.monotonic() - stopped
+    print(f"fired {elapsed:.1f}s after the stop (for {FAST_FOR:.0f}s + 2 scrapes = {window:.0f}s)")
+    # one evaluation interval of slack: the rule is evaluated every FAST_SCRAPE seconds
+    assert took <= window + FAST_SCRAPE + 6, f"fired after {took:.1f}s, window {window:.0f}s"
+
+    up = json.loads(stack.cli("up", "--json").stdout)
+    assert up["started"] == ["seaweedfs"], up
+    wait_for(
+        "MlopsServiceDown resolved",
+        lambda: firing(stack, "seaweedfs") == [] or "still firing",
+        timeout=90,
+    )
+    wait_for(
+        "every target up again",
+        lambda: set(targets(stack).values()) == {"up"} or targets(stack),
+        timeout=60,
+    )

@@ -1,0 +1,136 @@
+"""Every query of the Grafana dashboards and every alert rule names series that some
+exporter of the platform produces: the kit's (from its code), MLflow's (from the
+exporter MLflow uses), PostgreSQL's and nginx's (the catalogue below, which
+tests/integration/test_monitoring.py finds in a running Prometheus) and Prometheus's own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from mlops_platform import metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARDS = sorted((ROOT / "monitoring" / "grafana" / "dashboards").glob("*.json"))
+RULES = sorted(p for p in (ROOT / "monitoring" / "rules").glob("*.yml") if p.name != "tests.yml")
+
+# prometheus-postgres-exporter and prometheus-nginx-exporter (Debian's), always present
+# once they scrape: the integration test checks each one in a live Prometheus.
+POSTGRES = {"pg_up", "pg_stat_activity_count", "pg_settings_max_connections"}
+NGINX = {
+    "nginx_up",
+    "nginx_connections_active",
+    "nginx_connections_accepted",
+    "nginx_connections_handled",
+    "nginx_http_requests_total",
+}
+PROMETHEUS = {"up", "ALERTS", "scrape_duration_seconds"}
+MLFLOW = {
+    "mlflow_http_request_total",
+    "mlflow_http_request_duration_seconds_bucket",
+    "mlflow_http_request_exceptions_total",
+}
+PROMQL_WORDS = {
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "rate",
+    "irate",
+    "increase",
+    "histogram_quantile",
+    "time",
+    "or",
+    "and",
+    "unless",
+    "bool",
+    "offset",
+    "topk",
+    "abs",
+    "clamp_min",
+    "absent",
+}
+GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+
+
+def series_in(expr: str) -> set[str]:
+    """Metric names in a PromQL expression."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)  # strings
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)  # ranges
+    text = GROUPING.sub("", text)
+    text = re.sub(r"(?<![A-Za-z_:])\d+(\.\d+)?([eE][-+]?\d+)?", "", text)  # numbers, 1e-9
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\b", "", text)
+    tokens = re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", text)
+    return {t for t in tokens if t not in PROMQL_WORDS}
+
+
+def known() -> set[str]:
+    return metrics.series_names() | POSTGRES | NGINX | PROMETHEUS | MLFLOW
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    out = []
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            out += [(f"{path.name}: {panel['title']}", t["expr"]) for t in panel["targets"]]
+    return out
+
+
+def rule_exprs() -> list[tuple[str, str]]:
+    out = []
+    for path in RULES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            out += [(f"{path.name}: {r['alert']}", r["expr"]) for r in group["rules"]]
+    return out
+
+
+def test_the_parser_finds_metric_names() -> None:
+    assert series_in(
+        'sum by (le) (rate(mlflow_http_request_duration_seconds_bucket{status=~"5.."}[5m]))'
+    ) == {"mlflow_http_request_duration_seconds_bucket"}
+    assert series_in("time() - mlops_backups > 26 * 3600") == {"mlops_backups"}
+
+
+def test_mlflow_names_come_from_its_exporter() -> None:
+    spec = importlib.util.find_spec("prometheus_flask_exporter")
+    assert spec and spec.origin
+    source = Path(spec.origin).read_text()
+    for name in ("http_request_total", "http_request_duration_seconds", "http_request_exceptions"):
+        assert name in source, name
+
+
+def test_every_dashboard_query_names_a_produced_series() -> None:
+    exprs = dashboard_exprs()
+    assert exprs
+    for where, expr in exprs:
+        names = series_in(expr)
+        assert names, f"{where}: no series in {expr}"
+        assert names <= known(), f"{where}: {sorted(names - known())} no exporter produces"
+
+
+def test_every_alert_rule_names_a_produced_series() -> None:
+    for where, expr in rule_exprs():
+        names = series_in(expr)
+        assert names and names <= known(), f"{where}: {sorted(names - known())}"
+
+
+def test_the_platform_dashboard_shows_the_new_series() -> None:
+    text = " ".join(expr for _, expr in dashboard_exprs())
+    for name in (
+        "mlops_check_status",
+        "mlops_tracking_objects",
+        "mlops_backup_last_verified_timestamp_seconds",
+        "mlops_disk_free_ratio",
+        "mlops_proxy_lockouts_total",
+        "pg_stat_activity_count",
+        "nginx_connections_active",
+        "ALERTS",
+    ):
+        assert name in text, name

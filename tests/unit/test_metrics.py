@@ -1,0 +1,199 @@
+"""The kit's exporter without processes: caching and ages, the access log counter, the
+scrape text, and the rendered Prometheus configuration and nginx status location."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+from prometheus_client.core import CollectorRegistry
+
+from mlops_platform import metrics
+from mlops_platform.render import nginx as render_nginx
+from mlops_platform.render import prometheus as render
+from mlops_platform.settings import PlatformSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> PlatformSettings:
+    return PlatformSettings(
+        env="dev",
+        state_dir=tmp_path / "state",
+        monitoring=True,
+        proxy_password="proxy-password-for-the-test",
+        db_password="db-password-for-the-test",
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scrape(collector: metrics.PlatformCollector) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+def test_scrapes_read_the_cache_and_expose_its_age(settings: PlatformSettings) -> None:
+    calls = []
+
+    def group(s: PlatformSettings) -> list[metrics.Sample]:
+        calls.append(1)
+        return [metrics.Sample("tracking_objects", 42.0, {"kind": "runs"})]
+
+    clock = Clock()
+    collector = metrics.PlatformCollector(
+        settings, groups={"inventory": group}, intervals={"inventory": 300}, clock=clock
+    )
+    assert collector.due() == ["inventory"]
+    collector.refresh_due()
+    clock.now += 30
+    first, second = scrape(collector), scrape(collector)
+    assert len(calls) == 1  # scrapes never collect
+    assert 'mlops_tracking_objects{kind="runs"} 42.0' in first
+    assert 'mlops_collect_age_seconds{group="inventory"} 30.0' in first
+    assert 'mlops_collect_success{group="inventory"} 1.0' in second
+    assert collector.due() == []  # not again before its interval
+    assert 'mlops_disk_free_ratio{path="state folder"}' in first
+
+
+def test_a_failed_collection_keeps_the_old_values_and_says_so(settings: PlatformSettings) -> None:
+    results: list[object] = [[metrics.Sample("bucket_objects", 7.0)], RuntimeError("store down")]
+
+    def group(s: PlatformSettings) -> list[metrics.Sample]:
+        result = results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result  # type: ignore[return-value]
+
+    clock = Clock()
+    collector = metrics.PlatformCollector(settings, groups={"storage": group}, clock=clock)
+    collector.refresh("storage")
+    clock.now += 600
+    state = collector.refresh("storage")
+    assert not state.ok and "store down" in state.error
+    text = scrape(collector)
+    assert "mlops_bucket_objects 7.0" in text
+    assert 'mlops_collect_success{group="storage"} 0.0' in text
+    assert 'mlops_collect_age_seconds{group="storage"} 600.0' in text
+
+
+def test_subprocess_runner_reads_the_once_json(tmp_path: Path) -> None:
+    script = tmp_path / "collect.py"
+    out = {
+        "groups": {
+            "checks": {
+                "ok": True,
+                "error": "",
+                "seconds": 1.5,
+                "samples": [
+                    {
+                        "name": "check_status",
+                        "labels": {"component": "s3", "check": "bucket"},
+                        "value": 2,
+                    }
+                ],
+            },
+            "backup": {"ok": False, "error": "BackupError: no folder", "seconds": 0, "samples": []},
+        }
+    }
+    script.write_text(f"print({json.dumps(json.dumps(out))})")
+    import sys
+
+    run = metrics.subprocess_runner([sys.executable, str(script)])
+    got = run(["checks", "backup"])
+    samples, error, seconds = got["checks"]
+    assert samples == [metrics.Sample("check_status", 2.0, {"component": "s3", "check": "bucket"})]
+    assert got["backup"][0] is None and "no folder" in got["backup"][1]
+    broken = metrics.subprocess_runner([sys.executable, "-c", "import sys; sys.exit('boom')"])
+    assert "boom" in broken(["checks"])["checks"][1]
+
+
+def test_access_log_counts_lockouts_apart_from_rate_limits(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_text('{"status":429,"rate_limit":"PASSED"}\n')  # before the start: not counted
+
+    def line(status: int, limit: str = "PASSED") -> str:
+        return json.dumps({"time": "t", "status": status, "rate_limit": limit}).replace(" ", "")
+
+    counter = metrics.AccessLogCounter(log)
+    with log.open("a") as f:
+        f.write("\n".join([line(200), line(429), line(429, "REJECTED"), line(401)]) + "\n")
+        f.write(line(429)[:10])  # half a line: waits for the rest
+    counter.update()
+    assert (counter.lockouts, counter.rate_limited) == (1, 1)
+    assert counter.responses == {"2xx": 1, "4xx": 3}
+    with log.open("a") as f:
+        f.write(line(429)[10:] + "\n")
+    counter.update()
+    assert counter.lockouts == 2
+    log.write_text(line(429) + "\n")  # rotated: read from the start of the new file
+    counter.update()
+    assert counter.lockouts == 3
+
+
+def test_prometheus_config_names_every_target_with_its_service(settings: PlatformSettings) -> None:
+    ports = {"metrics": 1001, "postgres-exporter": 1002, "nginx-exporter": 1003, "seaweedfs": 1004}
+    targets = render.local_targets(settings, ports, password_file=Path("/x/pw"))
+    config = render.prometheus_config(targets, ["/x/rules/mlops-platform.yml"])
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert set(jobs) == {
+        "prometheus",
+        "mlops-platform",
+        "postgres",
+        "nginx",
+        "seaweedfs",
+        "mlflow-tracking",
+    }
+    for job in jobs.values():
+        assert job["static_configs"][0]["labels"]["service"]
+    tracking = jobs["mlflow-tracking"]
+    assert tracking["basic_auth"] == {"username": settings.proxy_user, "password_file": "/x/pw"}
+    assert tracking["static_configs"][0]["targets"] == [f"127.0.0.1:{settings.proxy_port}"]
+    assert config["rule_files"] == ["/x/rules/mlops-platform.yml"]
+    text = render.prometheus_yaml(config)
+    assert settings.proxy_password.get_secret_value() not in text
+    assert yaml.safe_load(text) == config
+    dsn = render.postgres_exporter_dsn(settings)
+    argv = render.postgres_exporter_argv("/usr/bin/prometheus-postgres-exporter", 1002)
+    assert settings.db_password.get_secret_value() in dsn
+    assert not any("postgresql" in a for a in argv)  # the password stays out of `ps`
+
+
+def test_compose_prometheus_loads_the_same_rules() -> None:
+    config = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    loaded = {Path(r).name for r in config["rule_files"]}
+    shipped = {p.name for p in (ROOT / "monitoring" / "rules").glob("*.yml")} - {"tests.yml"}
+    assert loaded == shipped
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+    mounts = compose["services"]["prometheus"]["volumes"]
+    folder = str(Path(config["rule_files"][0]).parent)
+    assert f"./monitoring/rules:{folder}:ro" in mounts
+
+
+def test_nginx_status_page_is_loopback_only(settings: PlatformSettings) -> None:
+    conf = render_nginx.site_conf(
+        settings,
+        upstream="127.0.0.1:5000",
+        snippets_dir="/x/snippets",
+        access_log="/x/access.log",
+        auth_fail_socket_path="/x/auth.sock",
+        lockout_cache="/x/lockout",
+    )
+    location = conf.split(f"location = {render.NGINX_STATUS_PATH} {{", 1)[1].split("\n    }", 1)[0]
+    assert "stub_status;" in location
+    assert "if ($mlops_loopback_peer = 0)" in location and "return 404;" in location
+    assert "proxy_pass" not in location  # nothing of it reaches MLflow
+    assert "geo $realip_remote_addr $mlops_loopback_peer" in conf
+    # the identity headers of the other locations are untouched
+    assert conf.count("proxy_set_header X-Forwarded-User $remote_user;") == 1
