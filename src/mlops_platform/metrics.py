@@ -282,7 +282,8 @@ class PlatformCollector(Collector):
             samples: list[Sample] | None = self.groups[name](self.settings)
             error = ""
         except Exception as exc:  # noqa: BLE001 - kept and exposed, never a crash
-            samples, error = None, f"{exc.__class__.__name__}: {exc}"[:300]
+            first = (str(exc).strip().splitlines() or [""])[0]
+            samples, error = None, f"{exc.__class__.__name__}: {first}"[:300]
         return self.apply(name, samples, error, time.monotonic() - start)
 
     def apply(

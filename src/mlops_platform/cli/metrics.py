@@ -53,6 +53,8 @@ def metrics(
     verified backup, free disk and the proxy's lockouts. Expensive values are collected in
     the background and cached; each group's age is a series too.
 
+    With --once: exit 1 when a group could not be collected (its error is printed).
+
     Example: mlops-platform metrics --port 9464
     """
     obj: Context = ctx.obj
@@ -69,12 +71,15 @@ def metrics(
             fix=f"choose from: {', '.join(ops.GROUPS)}",
         )
     if once:
+        chosen = {name: ops.GROUPS[name] for name in groups or ops.GROUPS}
         collector = ops.PlatformCollector(
-            settings, access_log=access_log or ops.default_access_log(settings)
+            settings, groups=chosen, access_log=access_log or ops.default_access_log(settings)
         )
-        for name in groups or list(collector.groups):
+        for name in chosen:
             collector.refresh(name)
         _print_once(collector, as_json)
+        if not all(state.ok for state in collector.state.values()):
+            raise typer.Exit(1)
         return
     if not _port_free(host, port):
         raise ConfigError(
