@@ -12,7 +12,6 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CollectorRegistry
 
 from mlops_platform import metrics
-from mlops_platform.render import nginx as render_nginx
 from mlops_platform.render import prometheus as render
 from mlops_platform.settings import PlatformSettings
 
@@ -182,18 +181,13 @@ def test_compose_prometheus_loads_the_same_rules() -> None:
 
 
 def test_nginx_status_page_is_loopback_only(settings: PlatformSettings) -> None:
-    conf = render_nginx.site_conf(
-        settings,
-        upstream="127.0.0.1:5000",
-        snippets_dir="/x/snippets",
-        access_log="/x/access.log",
-        auth_fail_socket_path="/x/auth.sock",
-        lockout_cache="/x/lockout",
-    )
-    location = conf.split(f"location = {render.NGINX_STATUS_PATH} {{", 1)[1].split("\n    }", 1)[0]
-    assert "stub_status;" in location
-    assert "if ($mlops_loopback_peer = 0)" in location and "return 404;" in location
-    assert "proxy_pass" not in location  # nothing of it reaches MLflow
-    assert "geo $realip_remote_addr $mlops_loopback_peer" in conf
-    # the identity headers of the other locations are untouched
-    assert conf.count("proxy_set_header X-Forwarded-User $remote_user;") == 1
+    snippet = render.nginx_status_snippet(settings)
+    assert f"location = {render.NGINX_STATUS_PATH} {{" in snippet
+    assert "stub_status;" in snippet and "auth_basic off;" in snippet
+    # the TCP peer, not a real-ip rewrite of it, must be loopback; anyone else gets 404
+    assert '$realip_remote_addr !~ "^(127\\.0\\.0\\.1|::1)$"' in snippet
+    assert "return 404;" in snippet
+    assert "proxy_pass" not in snippet and "proxy_set_header" not in snippet
+    off = settings.model_copy(update={"monitoring": False})
+    assert render.nginx_status_snippet(off) == ""
+    assert render.nginx_status_uri(settings).endswith(f":{settings.proxy_port}/-/nginx-status")

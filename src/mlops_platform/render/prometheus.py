@@ -18,7 +18,7 @@ from mlops_platform.settings import PlatformSettings
 SCRAPE_INTERVAL = "15s"
 EVALUATION_INTERVAL = "15s"
 RETENTION = "15d"
-NGINX_STATUS_PATH = "/-/nginx-status"  # nginx/templates/mlflow.conf.template
+NGINX_STATUS_PATH = "/-/nginx-status"  # nginx_status_snippet()
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,28 @@ def proxy_base(settings: PlatformSettings) -> tuple[str, str]:
     """Scheme and host:port of the local proxy, as seen from loopback."""
     scheme = "https" if settings.tls_enabled else "http"
     return scheme, f"{loopback(settings.proxy_host)}:{settings.proxy_port}"
+
+
+def nginx_status_snippet(settings: PlatformSettings) -> str:
+    """The local stack's nginx snippet (included in the proxy's server block) that serves
+    ``stub_status`` to prometheus-nginx-exporter: only to a TCP peer on loopback (the
+    address before any real-ip rewrite), 404 to anyone else; no login, no log, nothing
+    reaches MLflow. Empty without MLOPS_MONITORING."""
+    if not settings.monitoring:
+        return ""
+    return (
+        "# Written by `mlops-platform up` (MLOPS_MONITORING=true): nginx's counters for\n"
+        "# prometheus-nginx-exporter, for loopback peers only.\n"
+        f"location = {NGINX_STATUS_PATH} {{\n"
+        "    auth_request off;\n"
+        "    auth_basic off;\n"
+        "    access_log off;\n"
+        '    if ($realip_remote_addr !~ "^(127\\.0\\.0\\.1|::1)$") {\n'
+        "        return 404;\n"
+        "    }\n"
+        "    stub_status;\n"
+        "}\n"
+    )
 
 
 def nginx_status_uri(settings: PlatformSettings) -> str:

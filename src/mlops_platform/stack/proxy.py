@@ -17,6 +17,7 @@ from pathlib import Path
 from mlops_platform.bootstrap import ensure_users_file, write_private
 from mlops_platform.errors import MissingBinaryError, ServiceError
 from mlops_platform.render import nginx as render_nginx
+from mlops_platform.render import prometheus as render_prometheus
 from mlops_platform.settings import which
 from mlops_platform.stack.base import (
     PortClaim,
@@ -130,6 +131,7 @@ class Proxy(Service):
         for name, text in (
             ("tls.conf", render_nginx.tls_snippet(self.settings)),
             ("real-ip.conf", render_nginx.real_ip_snippet(self.settings)),
+            ("nginx-status.conf", render_prometheus.nginx_status_snippet(self.settings)),
         ):
             path = self.root / "snippets" / name
             if text:
