@@ -64,7 +64,6 @@ CONTAINER_SECRETS = {
     },
     "nginx": {"proxy_secret"},
     "prometheus": {"monitoring_password"},
-    "postgres-exporter": {"db_password"},
     "grafana": {"grafana_admin_password"},
     "serving": set(),
     "backup": {"db_password", "s3_access_key_id", "s3_secret_access_key"},
