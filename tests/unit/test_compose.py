@@ -1105,6 +1105,7 @@ def test_seaweedfs_runs_as_nobody_and_logs_to_stderr(tmp_path: Path) -> None:
     bin_dir, data, work = top / "bin", top / "data", top / "work"
     for folder in (bin_dir, data, work):
         folder.mkdir()
+        folder.chmod(0o755)  # whatever umask an earlier test left: nobody must traverse
     work.chmod(0o777)
     (bin_dir / "weed").write_text('#!/bin/sh\necho "uid=$(id -u) $*"\n')
     (bin_dir / "weed").chmod(0o755)
