@@ -166,9 +166,50 @@ def check_database(settings: PlatformSettings) -> list[Finding]:
 
 
 def check_store(settings: PlatformSettings) -> list[Finding]:
+    out = _check_sse_key(settings)
+    if any(f.status == "fail" for f in out):
+        return out  # the round trips would fail or hang on retries: the key is the cause
     diagnosis = s3.diagnose(settings, timeout=3.0, quick=True)
-    return [
+    return out + [
         Finding("s3", c.name, c.status, c.detail, c.remedy, c.seconds) for c in diagnosis.checks
+    ]
+
+
+def _check_sse_key(settings: PlatformSettings) -> list[Finding]:
+    """The local SeaweedFS's encryption key: the env file's, the one the artifacts were
+    written under, and the one the running server got must be the same."""
+    if not settings.local_seaweedfs:
+        return []
+    import json
+
+    from mlops_platform.stack.seaweedfs import KeyState, key_state
+
+    try:
+        state = json.loads((settings.state_dir / "state.json").read_text(encoding="utf-8"))
+        running = state.get("services", {}).get("seaweedfs", {}).get("sse_kek")
+    except (OSError, ValueError, AttributeError):
+        running = None
+    keys = key_state(settings, running)
+    if keys.problem:
+        return [Finding("s3", "encryption key", "fail", keys.problem, KeyState.FIX)]
+    if keys.configured is None:
+        return [
+            Finding(
+                "s3",
+                "encryption key",
+                "warn",
+                "MLOPS_S3_SSE_KEK is not set: artifacts are not encrypted at rest",
+                "`mlops-platform init` adds the key to your env file; then "
+                "`mlops-platform down && mlops-platform up`",
+            )
+        ]
+    return [
+        Finding(
+            "s3",
+            "encryption key",
+            "ok",
+            f"SSE key {keys.configured} is the one the artifacts are written under",
+        )
     ]
 
 

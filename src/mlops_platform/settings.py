@@ -8,12 +8,14 @@ then the ``.env`` file. Everything else in the package takes a
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -40,6 +42,7 @@ SECRET_FIELDS = (
     "s3_backup_access_key_id",
     "s3_backup_secret_access_key",
     "kek_passphrase",
+    "s3_sse_kek",
 )
 # Per-purpose object-store keys: the kit's SeaweedFS gets one identity per purpose; an
 # empty one falls back to MLOPS_S3_ACCESS_KEY_ID (an external store, or an older .env).
@@ -56,6 +59,7 @@ MIN_PASSWORD_LENGTH = 12
 RESERVED_CONNECTIONS = 10
 _NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ROLES = ("viewer", "editor", "approver", "admin")
 Role = Literal["viewer", "editor", "approver", "admin"]
@@ -117,7 +121,11 @@ class PlatformSettings(BaseSettings):
     )
     state_dir: Path = Field(
         Path(".mlops-platform"),
-        description="Folder of the local stack: PostgreSQL data, S3 data, logs, pids.",
+        description="Folder of the local stack: PostgreSQL data, S3 data, logs, pids. "
+        "Default: `.mlops-platform` beside the env file when that folder exists or when "
+        "run as an ordinary user; `/var/lib/mlops-platform` when run as root (a private "
+        "home is no place for services that run as other users). A relative path is "
+        "relative to the env file's folder.",
     )
     secrets_dir: Path = Field(
         DEFAULT_SECRETS_DIR, description="Folder of secret files; a file here wins over a variable."
@@ -249,6 +257,13 @@ class PlatformSettings(BaseSettings):
     )
     s3_backup_secret_access_key: SecretStr = Field(
         SecretStr(""), description="Secret of s3_backup_access_key_id."
+    )
+    s3_sse_kek: SecretStr = Field(
+        SecretStr(""),
+        description="The local SeaweedFS's server-side encryption key (64 hex characters; "
+        "its `s3.sse.kek`). `init` generates it and `up` always passes it: the artifacts "
+        "are encrypted at rest. Keep it with your backups: objects written under one key "
+        "cannot be read under another, and `up`/`doctor` refuse a key that changed.",
     )
     s3_path_style: bool = Field(
         True, description="Path-style addressing (needed by SeaweedFS, MinIO and most non-AWS)."
@@ -453,6 +468,13 @@ class PlatformSettings(BaseSettings):
             env_settings,
             dotenv_settings,
         )
+
+    @field_validator("s3_sse_kek")
+    @classmethod
+    def _sse_kek(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and not _HEX64.match(value.get_secret_value()):
+            raise ValueError("must be 64 hex characters (`mlops-platform init` generates one)")
+        return value
 
     @field_validator("secrets_not_needed")
     @classmethod
@@ -829,8 +851,23 @@ def _redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def unknown_variables(env_file: Path | None = None) -> list[str]:
-    """``MLOPS_*`` names in the environment or .env that no setting reads (likely typos)."""
+@overload
+def unknown_variables(
+    env_file: Path | None = None, *, with_closest: Literal[False] = False
+) -> list[str]: ...
+
+
+@overload
+def unknown_variables(
+    env_file: Path | None = None, *, with_closest: Literal[True]
+) -> list[tuple[str, str | None]]: ...
+
+
+def unknown_variables(
+    env_file: Path | None = None, *, with_closest: bool = False
+) -> list[str] | list[tuple[str, str | None]]:
+    """``MLOPS_*`` names in the environment or .env that no setting reads (likely typos);
+    ``with_closest``: each with the closest real name (difflib), or None."""
     known = {f"{ENV_PREFIX}{name.upper()}" for name in PlatformSettings.model_fields}
     known |= {f"{ENV_PREFIX}ENV_FILE"}
     names = {k.upper() for k in os.environ if k.upper().startswith(ENV_PREFIX)}
@@ -839,11 +876,100 @@ def unknown_variables(env_file: Path | None = None) -> list[str]:
             key = line.split("=", 1)[0].strip().removeprefix("export ").strip().upper()
             if key.startswith(ENV_PREFIX):
                 names.add(key)
-    return sorted(names - known)
+    unknown = sorted(names - known)
+    if not with_closest:
+        return unknown
+    return [(name, closest_setting(name, known)) for name in unknown]
+
+
+def closest_setting(name: str, known: set[str] | None = None) -> str | None:
+    """The real ``MLOPS_*`` name closest to a mistyped one, or None when none is close."""
+    if known is None:
+        known = {f"{ENV_PREFIX}{n.upper()}" for n in PlatformSettings.model_fields}
+    near = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.75)
+    return near[0] if near else None
+
+
+SYSTEM_STATE_DIR = Path("/var/lib/mlops-platform")
+LOCAL_STATE_DIR = Path(".mlops-platform")
+# Where `init` and `up` remember the env file, so that commands run from another folder
+# (a training script's) find it: $XDG_CONFIG_HOME/mlops-platform/env-file.
+REMEMBERED_NAME = "env-file"
+
+
+def remembered_env_file_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "mlops-platform" / REMEMBERED_NAME
+
+
+@dataclass(frozen=True)
+class EnvFileChoice:
+    """Which env file a command reads, and why (``how``: option, variable, cwd,
+    remembered, none)."""
+
+    path: Path
+    how: str
+
+    @property
+    def found(self) -> bool:
+        return self.path.is_file()
+
+
+def find_env_file(explicit: Path | None = None) -> EnvFileChoice:
+    """The env file, in this order: ``--env-file``; ``MLOPS_ENV_FILE``; ``./.env``; the
+    one `init`/`up` last remembered (``~/.config/mlops-platform/env-file``). When none
+    exists the answer is ``./.env`` with ``how="none"`` (where `init` writes one)."""
+    if explicit is not None:
+        return EnvFileChoice(explicit, "option")
+    variable = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
+    if variable:
+        return EnvFileChoice(Path(variable), "variable")
+    local = Path(".env")
+    if local.is_file():
+        return EnvFileChoice(local, "cwd")
+    try:
+        remembered = remembered_env_file_path().read_text(encoding="utf-8").strip()
+    except (OSError, RuntimeError):
+        remembered = ""
+    if remembered and Path(remembered).is_file():
+        return EnvFileChoice(Path(remembered), "remembered")
+    return EnvFileChoice(local, "none")
+
+
+def remember_env_file(env_file: Path) -> Path | None:
+    """Write the env file's absolute path where `find_env_file` looks last; None when the
+    home folder cannot take it (a read-only or missing home: nothing is remembered)."""
+    target = remembered_env_file_path()
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(str(env_file.absolute()) + "\n", encoding="utf-8")
+        tmp.replace(target)
+    except OSError:
+        return None
+    return target
 
 
 def default_env_file() -> Path:
-    return Path(os.environ.get(f"{ENV_PREFIX}ENV_FILE", ".env"))
+    return find_env_file().path
+
+
+def resolve_state_dir(
+    configured: Path | None, env_file: Path | None, *, as_root: bool | None = None
+) -> Path:
+    """The state folder: ``MLOPS_STATE_DIR`` (relative to the env file's folder), else
+    an existing ``.mlops-platform`` beside the env file (existing state keeps working),
+    else ``/var/lib/mlops-platform`` as root (services run as other users, who cannot
+    enter a private home), else ``.mlops-platform`` beside the env file."""
+    base = env_file.absolute().parent if env_file is not None and env_file.is_file() else None
+    base = base or Path.cwd()
+    if configured is not None:
+        return configured if configured.is_absolute() else base / configured
+    local = base / LOCAL_STATE_DIR
+    if local.is_dir():
+        return local
+    root = os.geteuid() == 0 if as_root is None else as_root
+    return SYSTEM_STATE_DIR if root else local
 
 
 def load_settings(
@@ -871,7 +997,9 @@ def load_settings(
             "invalid settings: " + "; ".join(_describe(err) for err in exc.errors()),
             fix="fix the variables named above (see `mlops-platform config show`)",
         ) from None
-    settings = settings.model_copy(update={"state_dir": settings.state_dir.absolute()})
+    configured = settings.state_dir if "state_dir" in settings.model_fields_set else None
+    state_dir = resolve_state_dir(configured, env_file)
+    settings = settings.model_copy(update={"state_dir": state_dir.absolute()})
     if check:
         problems = settings.problems()
         if problems:

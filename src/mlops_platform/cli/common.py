@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops_platform import __version__
-from mlops_platform.settings import PlatformSettings, default_env_file, load_settings
+from mlops_platform.errors import ConfigError
+from mlops_platform.settings import (
+    PlatformSettings,
+    find_env_file,
+    load_settings,
+    remember_env_file,
+    remembered_env_file_path,
+)
 
 app = typer.Typer(
     name="mlops-platform",
@@ -28,11 +35,35 @@ JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
 class Context:
-    def __init__(self, env_file: Path) -> None:
+    def __init__(self, env_file: Path, how: str = "option") -> None:
         self.env_file = env_file
+        self.how = how  # option | variable | cwd | remembered | none (find_env_file)
 
     def settings(self, *, check: bool = True) -> PlatformSettings:
+        if self.how == "none" and not self.env_file.is_file():
+            # No env file anywhere: complete settings from the environment alone (a
+            # container) are fine; otherwise say which file is missing, not "run init",
+            # which would write a second .env with new secrets in the wrong folder.
+            settings = load_settings(self.env_file, check=False)
+            if settings.problems():
+                raise no_env_file_error(self.env_file)
+            return settings
         return load_settings(self.env_file, check=check)
+
+    def remember(self) -> Path | None:
+        """Remember this env file for commands run from other folders."""
+        if self.env_file.is_file():
+            return remember_env_file(self.env_file)
+        return None
+
+
+def no_env_file_error(env_file: Path) -> ConfigError:
+    return ConfigError(
+        f"no env file: {env_file.absolute()} does not exist, MLOPS_ENV_FILE is not set and "
+        f"none is remembered in {remembered_env_file_path()}",
+        fix="run the command in the folder of your .env, or pass --env-file PATH, or set "
+        "MLOPS_ENV_FILE (`mlops-platform init` writes a new one only for a new platform)",
+    )
 
 
 def version_callback(value: bool) -> None:
@@ -47,14 +78,15 @@ def root(
     env_file: Path = typer.Option(
         None,
         "--env-file",
-        envvar="MLOPS_ENV_FILE",
-        help="Settings file to read (default: ./.env).",
+        help="Settings file to read. Default, in this order: $MLOPS_ENV_FILE, ./.env, "
+        "the one `init`/`up` remembered in ~/.config/mlops-platform/env-file.",
     ),
     version: bool = typer.Option(
         False, "--version", callback=version_callback, is_eager=True, help="Print the version."
     ),
 ) -> None:
-    ctx.obj = Context(env_file if env_file is not None else default_env_file())
+    choice = find_env_file(env_file)
+    ctx.obj = Context(choice.path, choice.how)
 
 
 def progress(message: str) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 from mlops_platform.bootstrap import ensure_users_file, init_env_file
-from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, table
+from mlops_platform.cli.common import (
+    JSON_OPTION,
+    Context,
+    console,
+    no_env_file_error,
+    print_json,
+    table,
+)
 from mlops_platform.errors import ConfigError
 from mlops_platform.settings import load_settings, unknown_variables
 
@@ -28,6 +35,7 @@ def init(
     """
     obj: Context = ctx.obj
     result = init_env_file(obj.env_file, force=force)
+    obj.remember()  # commands run from other folders find this env file
     users_file = None
     if result.written:
         users_file = ensure_users_file(obj.settings(check=False))
@@ -86,7 +94,12 @@ def check(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         problems = load_settings(obj.env_file, check=False).problems()
     except ConfigError as exc:
         problems = [str(exc)]
-    warnings = [f"{name} is not a setting (a typo?)" for name in unknown_variables(obj.env_file)]
+    warnings = [
+        f"{name} is not a setting" + (f" (did you mean {near}?)" if near else " (a typo?)")
+        for name, near in unknown_variables(obj.env_file, with_closest=True)
+    ]
+    if obj.how == "none" and not obj.env_file.is_file():
+        warnings.insert(0, str(no_env_file_error(obj.env_file)))
     if as_json:
         print_json({"ok": not problems, "problems": problems, "warnings": warnings})
     else:

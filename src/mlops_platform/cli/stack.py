@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import typer
 
 from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, progress, table
+from mlops_platform.errors import PlatformError
 from mlops_platform.render.server import client_env as render_client_env
 from mlops_platform.stack import LocalStack
 from mlops_platform.users import require_user
@@ -32,10 +35,12 @@ def up(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 
     Example: mlops-platform up
     """
+    obj: Context = ctx.obj
     stack = _stack(ctx)
     result = stack.up(progress)
+    obj.remember()  # commands run from other folders find this env file
     if as_json:
-        print_json(result.as_dict())
+        print_json({**result.as_dict(), "state_dir": str(stack.state_dir)})
         return
     for warning in result.warnings:
         console.print(f"[bold yellow]WARNING:[/bold yellow] {warning}")
@@ -47,9 +52,27 @@ def up(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     if result.user:
         console.print(
             f"log in as [bold]{result.user}[/bold]; the password is "
-            "MLOPS_PROXY_PASSWORD in your env file"
+            f"MLOPS_PROXY_PASSWORD in {obj.env_file.absolute()}"
         )
-    console.print('clients: eval "$(mlops-platform client-env)"')
+    console.print(f"data: {stack.state_dir}", highlight=False, soft_wrap=True)
+    console.print(f'clients: eval "$({cli_command()} client-env)"', highlight=False, soft_wrap=True)
+
+
+def cli_command() -> str:
+    """How the user can run this very CLI: its name when it is on PATH, else its path."""
+    here = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if here is not None and here.name == "mlops-platform":
+        on_path = shutil.which("mlops-platform")
+        if on_path and Path(on_path).resolve() == here.resolve():
+            return "mlops-platform"
+        return shlex.quote(str(here.absolute()))
+    beside = Path(sys.executable).parent / "mlops-platform"
+    if beside.exists():
+        on_path = shutil.which("mlops-platform")
+        if on_path and Path(on_path).resolve() == beside.resolve():
+            return "mlops-platform"
+        return shlex.quote(str(beside))
+    return "mlops-platform"
 
 
 def down(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
@@ -61,9 +84,11 @@ def down(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     stack = LocalStack(obj.settings(check=False), env_file=obj.env_file)
     stopped = stack.down(progress)
     if as_json:
-        print_json({"stopped": stopped})
+        print_json({"stopped": stopped, "state_dir": str(stack.state_dir)})
     elif stopped:
-        console.print(f"stopped {', '.join(stopped)}; data kept in {stack.state_dir}")
+        console.print(
+            f"stopped {', '.join(stopped)}; data kept in {stack.state_dir}", soft_wrap=True
+        )
     else:
         console.print("nothing was running")
 
@@ -81,6 +106,8 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         print_json(
             {
                 "tracking_url": stack.settings.resolved_public_url,
+                "state_dir": str(stack.state_dir),
+                "env_file": str(obj.env_file.absolute()),
                 "healthy": ok,
                 "total_rss_mb": stack.total_rss_mb(),
                 "services": [r.as_dict() for r in rows],
@@ -89,7 +116,7 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     else:
         console.print(
             table(
-                f"local stack in {stack.state_dir}",
+                None,
                 ["service", "state", "pid", "port", "rss MB", "url"],
                 [
                     [
@@ -105,6 +132,8 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
             )
         )
         console.print(f"tracking URL: {stack.settings.resolved_public_url}")
+        console.print(f"data: {stack.state_dir}", highlight=False, soft_wrap=True)
+        console.print(f"settings: {obj.env_file.absolute()}", highlight=False, soft_wrap=True)
     if not ok:
         raise typer.Exit(1)
 
@@ -144,9 +173,17 @@ def client_env(
     Example: eval "$(mlops-platform client-env --user alice)"
     """
     obj: Context = ctx.obj
-    stack = LocalStack(obj.settings(), env_file=obj.env_file)
-    if user is not None:
-        require_user(stack.settings, user)
+    try:
+        stack = LocalStack(obj.settings(), env_file=obj.env_file)
+        if user is not None:
+            require_user(stack.settings, user)
+    except PlatformError:
+        if not as_json:
+            # Run as eval "$(mlops-platform client-env)": the eval would hide the exit
+            # code and mlflow would quietly log to a local ./mlruns or mlflow.db. This
+            # makes the eval itself fail and points mlflow at a URI it refuses.
+            typer.echo(CLIENT_ENV_FAILED)
+        raise
     env = render_client_env(stack.settings, user=user)
     if as_json:
         print_json(env)
@@ -155,3 +192,10 @@ def client_env(
         typer.echo(f"export {key}={shlex.quote(value)}")
     if user is not None and user != stack.settings.proxy_user:
         typer.echo(f"# then: export MLFLOW_TRACKING_PASSWORD=<{user}'s password>")
+
+
+CLIENT_ENV_FAILED = (
+    "# mlops-platform client-env failed (its error is above); nothing was exported\n"
+    "export MLFLOW_TRACKING_URI=client-env-failed://see-the-error-above\n"
+    "false"
+)

