@@ -4,24 +4,33 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help up down status install system-deps test test-compose test-unit test-integration reliability lint bench clean
+.PHONY: help up down status install install-platform system-deps platform-deps test test-compose test-unit test-integration reliability lint bench clean
 
 help:
-	@echo "make up          install, generate .env if missing, start the local platform"
+	@echo "make up          install the platform (no test extras) into .venv, generate .env"
+	@echo "                 if missing, start the local platform"
 	@echo "make down        stop the local platform (data is kept)"
 	@echo "make test        install everything the tests need, run the whole suite"
 	@echo "                 (the docker-engine tests too where \`docker info\` answers)"
 	@echo "make test-compose  only the docker-engine tests (docker-compose.yaml for real)"
 	@echo "make lint        ruff, ruff format --check, mypy"
-	@echo "make bench       the kit against a default mlflow server, side by side (~15 min)"
+	@echo "make bench       the kit against a default mlflow server, side by side (~8 min)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# `make up` installs the platform alone; the test and development extras (torch, a
+# browser driver, linters) come with `make test`, `make lint` and friends.
+$(VENV)/.installed-platform: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
-	touch $@
+	touch $(VENV)/.installed-platform $@
+
+install-platform: $(VENV)/.installed-platform
 
 install: $(VENV)/.installed
 
@@ -34,8 +43,12 @@ SYSTEM_DEPS := nginx:nginx envsubst:gettext-base openssl:openssl chromium:chromi
 	prometheus-postgres-exporter:prometheus-postgres-exporter \
 	prometheus-nginx-exporter:prometheus-nginx-exporter
 
-system-deps:
-	@missing=""; for pair in $(SYSTEM_DEPS); do \
+# What `make up` needs of the system: nginx, the auth proxy. The rest of SYSTEM_DEPS is
+# for the tests.
+PLATFORM_DEPS := nginx:nginx
+
+define apt_install
+	@missing=""; for pair in $(1); do \
 	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
 	done; \
@@ -45,15 +58,23 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "install with your package manager:$$missing (nginx is the auth proxy)"; exit 2; fi; \
 	fi
+endef
 
-up: install system-deps
+system-deps:
+	$(call apt_install,$(SYSTEM_DEPS))
+
+platform-deps:
+	$(call apt_install,$(PLATFORM_DEPS))
+
+up: install-platform platform-deps
 	$(BIN)/mlops-platform init  # writes .env, or adds the secrets an existing one lacks
 	$(BIN)/mlops-platform up
+	@echo "the CLI is $(abspath $(BIN))/mlops-platform (or: . $(VENV)/bin/activate, then mlops-platform ...)"
 
-down: install
+down: install-platform
 	$(BIN)/mlops-platform down
 
-status: install
+status: install-platform
 	$(BIN)/mlops-platform status
 
 # The docker-engine tests (tests/compose, marker `compose`) need the `compose` extra

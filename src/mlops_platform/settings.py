@@ -42,7 +42,6 @@ SECRET_FIELDS = (
     "s3_backup_access_key_id",
     "s3_backup_secret_access_key",
     "kek_passphrase",
-    "s3_sse_kek",
 )
 # Per-purpose object-store keys: the kit's SeaweedFS gets one identity per purpose; an
 # empty one falls back to MLOPS_S3_ACCESS_KEY_ID (an external store, or an older .env).

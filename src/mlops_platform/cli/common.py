@@ -90,7 +90,7 @@ def root(
 
 
 def progress(message: str) -> None:
-    err_console.print(f"[dim]-[/dim] {message}", highlight=False)
+    err_console.print(f"[dim]-[/dim] {message}", highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

@@ -26,6 +26,8 @@ Progress = Callable[[str], None]
 # What the kit and every process it starts create is for their owner only: no group or
 # other access unless granted on purpose (docs/reliability.md, "Nothing readable at rest").
 PRIVATE_UMASK = 0o077
+# How long `down` waits for a service to exit after SIGTERM before it kills it.
+STOP_TIMEOUT = 20.0
 
 
 @dataclass
@@ -413,8 +415,12 @@ class Service:
             self.forget()
             return False
         assert pid is not None
-        progress(f"stopping {self.name} (pid {pid})")
-        terminate(pid)
+        progress(
+            f"stopping {self.name} (pid {pid}); waiting up to {STOP_TIMEOUT:.0f}s for it to exit"
+        )
+        start = time.monotonic()
+        terminate(pid, timeout=STOP_TIMEOUT)
+        progress(f"{self.name} stopped in {time.monotonic() - start:.1f}s")
         self.forget()
         return True
 

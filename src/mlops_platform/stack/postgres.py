@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import time
 from pathlib import Path
 
 from mlops_platform.errors import MissingBinaryError, ServiceError, StateError
@@ -315,11 +316,16 @@ class Postgres(Service):
         if not self.running():
             self.forget()
             return False
-        progress(f"stopping postgres (pid {self.pid()})")
+        progress(
+            f"stopping postgres (pid {self.pid()}): a fast shutdown, waiting up to 60s "
+            "for it to write its checkpoint"
+        )
+        start = time.monotonic()
         self._run(
             [self.bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop"],
             check=False,
         )
+        progress(f"postgres stopped in {time.monotonic() - start:.1f}s")
         self.forget()
         return True
 
