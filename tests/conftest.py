@@ -29,3 +29,19 @@ def clear_mlops_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.upper().startswith("MLOPS_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True)
+def _private_config_and_system_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads or writes the developer's remembered env file
+    (``~/.config/mlops-platform/env-file``; the CLIs a test starts inherit this
+    XDG_CONFIG_HOME), nor another test's, and in-process settings never default to the
+    real ``/var/lib/mlops-platform`` when the suite runs as root."""
+    import mlops_platform.settings as settings_module
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
+    monkeypatch.setattr(
+        settings_module, "SYSTEM_STATE_DIR", tmp_path_factory.mktemp("system-state")
+    )

@@ -1340,13 +1340,15 @@ def restore_backup(
     *,
     force: bool = False,
     report: Reporter | None = None,
+    confirm: Callable[[str], None] | None = None,
 ) -> RestoreResult:
     """Put the platform back to the backup: artifacts first, then the database atomically,
     then ``db upgrade`` when the backup is older than this MLflow.
 
     Pre-flight, nothing changed yet: the backup exists, its manifest is from a known kit,
     every checksum matches, the schema is one this MLflow knows, the target is empty
-    (or ``force``), the bucket and prefix match.
+    (or ``force``), the bucket and prefix match. ``confirm`` is asked only then, after
+    every check that could refuse, with the question; it raises to stop.
     """
     import mlflow
 
@@ -1401,6 +1403,12 @@ def restore_backup(
             )
         for program in ("pg_restore", "psql"):
             db.client_binary(settings, program, server_version=None)
+        if confirm is not None:
+            confirm(
+                f"restore backup {path.name} ({manifest.row_counts.get('runs', 0)} runs, "
+                f"{len(manifest.artifacts)} artifacts) onto {settings.db_parts()['name']} and "
+                f"s3://{settings.s3_bucket}/{settings.s3_prefix}?"
+            )
         # -- start impacting things.
         s3.ensure_bucket(settings)
         present, _ = list_objects(settings, client)

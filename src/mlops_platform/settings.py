@@ -1021,7 +1021,11 @@ def _describe(err: Any) -> str:
     var = f"{ENV_PREFIX}{field.upper()}"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     given = err.get("input")
-    if field in SECRET_FIELDS or given is None or isinstance(given, dict):
+    secret = field in SECRET_FIELDS or (
+        field in PlatformSettings.model_fields
+        and PlatformSettings.model_fields[field].annotation is SecretStr
+    )
+    if secret or given is None or isinstance(given, dict):
         return f"{var}: {msg}"
     shown = str(given)
     if len(shown) > 60:

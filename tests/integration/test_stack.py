@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def test_second_up_is_a_noop(platform: Platform) -> None:
     result = platform.cli("up")
     assert "already running" in result.stdout
-    assert "nothing to do" in result.stdout
+    assert "nothing to start" in result.stdout and "reloaded nginx" in result.stdout
 
 
 def test_status_reports_every_service(platform: Platform) -> None:

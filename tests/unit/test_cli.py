@@ -77,7 +77,9 @@ def test_config_check_lists_every_problem(isolated: Path) -> None:
         "MLOPS_FLASK_SECRET_KEY",
     ):
         assert var in text
-    assert report["warnings"] == ["MLOPS_PROXY_PRT is not a setting (a typo?)"]
+    assert report["warnings"] == [
+        "MLOPS_PROXY_PRT is not a setting (did you mean MLOPS_PROXY_PORT?)"
+    ]
 
 
 def test_config_check_ok_after_init(isolated: Path) -> None:

@@ -1,4 +1,10 @@
-"""The admin CLI. Parses, calls the library, prints; errors become one line and exit 2."""
+"""The admin CLI. Parses, calls the library, prints; errors become one line and exit 2.
+
+The exit-code contract (docs/operations.md, "Exit codes"): 0 done or healthy; 1 degraded
+(a check found something to fix: `doctor`, `status`, `db status`, `backup verify`);
+2 refused (bad usage, bad settings, a check before any change failed, a prompt answered
+no or unanswerable); 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ from mlops_platform.cli.common import app
 from mlops_platform.errors import PlatformError
 from mlops_platform.stack.base import PRIVATE_UMASK
 
+EXIT_OK, EXIT_DEGRADED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
+
 config.register(app)
 serve.register(app)
 stack.register(app)
@@ -52,9 +60,11 @@ def main() -> None:
         code = app(standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
+    except typer.Abort:  # a prompt answered no (or Ctrl-D): a refusal, like no terminal
+        typer.echo(
+            "error: not confirmed; nothing was changed (pass --yes to skip the question)", err=True
+        )
+        sys.exit(EXIT_REFUSED)
     except typer.TyperException as exc:  # usage errors: bad option, value or command
         ctx = getattr(exc, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""

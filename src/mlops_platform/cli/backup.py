@@ -221,14 +221,14 @@ def restore(
     """
     obj: Context = ctx.obj
     settings = obj.settings()
-    _path, manifest = ops.find_backup(settings, backup_id)
-    _confirm(
-        f"restore backup {_path.name} ({manifest.row_counts.get('runs', 0)} runs, "
-        f"{len(manifest.artifacts)} artifacts) onto {settings.db_parts()['name']} and "
-        f"s3://{settings.s3_bucket}/{settings.s3_prefix}?",
-        yes,
+    # The question comes after every check that could refuse (restore_backup asks it).
+    result = ops.restore_backup(
+        settings,
+        backup_id,
+        force=force,
+        report=_reporter(as_json),
+        confirm=lambda question: _confirm(question, yes),
     )
-    result = ops.restore_backup(settings, _path.name, force=force, report=_reporter(as_json))
     if as_json:
         print_json(result.as_dict())
     else:

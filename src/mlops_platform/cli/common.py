@@ -39,8 +39,11 @@ class Context:
         self.env_file = env_file
         self.how = how  # option | variable | cwd | remembered | none (find_env_file)
 
-    def settings(self, *, check: bool = True) -> PlatformSettings:
-        if self.how == "none" and not self.env_file.is_file():
+    def settings(self, *, check: bool = True, platform: bool | None = None) -> PlatformSettings:
+        """The settings; ``platform``: the command acts on a running platform (default:
+        when ``check``), so a missing env file is named rather than defaults used."""
+        platform = check if platform is None else platform
+        if platform and self.how == "none" and not self.env_file.is_file():
             # No env file anywhere: complete settings from the environment alone (a
             # container) are fine; otherwise say which file is missing, not "run init",
             # which would write a second .env with new secrets in the wrong folder.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from mlops_platform.bootstrap import ensure_users_file, init_env_file
@@ -34,6 +36,9 @@ def init(
     Example: mlops-platform init
     """
     obj: Context = ctx.obj
+    if obj.how in ("remembered", "none"):
+        # `init` makes the platform of this folder: ./.env, never the remembered one.
+        obj.env_file, obj.how = Path(".env"), "cwd"
     result = init_env_file(obj.env_file, force=force)
     obj.remember()  # commands run from other folders find this env file
     users_file = None

@@ -45,7 +45,13 @@ def up(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     for warning in result.warnings:
         console.print(f"[bold yellow]WARNING:[/bold yellow] {warning}")
     if not result.started:
-        console.print(f"already running: {', '.join(result.already_running)}; nothing to do")
+        applied = (
+            f"nothing to start; reloaded {', '.join(result.refreshed)} (configuration and "
+            "password file)"
+            if result.refreshed
+            else "nothing to do"
+        )
+        console.print(f"already running: {', '.join(result.already_running)}; {applied}")
     else:
         console.print(f"started {', '.join(result.started)} in {result.seconds:.1f}s")
     console.print(f"MLflow is at [bold]{result.url}[/bold]")
@@ -81,7 +87,7 @@ def down(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     Example: mlops-platform down
     """
     obj: Context = ctx.obj
-    stack = LocalStack(obj.settings(check=False), env_file=obj.env_file)
+    stack = LocalStack(obj.settings(check=False, platform=True), env_file=obj.env_file)
     stopped = stack.down(progress)
     if as_json:
         print_json({"stopped": stopped, "state_dir": str(stack.state_dir)})
@@ -99,7 +105,7 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     Example: mlops-platform status --json
     """
     obj: Context = ctx.obj
-    stack = LocalStack(obj.settings(check=False), env_file=obj.env_file)
+    stack = LocalStack(obj.settings(check=False, platform=True), env_file=obj.env_file)
     rows = stack.status()
     ok = all(r.healthy for r in rows)
     if as_json:
@@ -149,12 +155,13 @@ def logs(
     Example: mlops-platform logs postgres -n 100
     """
     obj: Context = ctx.obj
-    stack = LocalStack(obj.settings(check=False), env_file=obj.env_file)
-    path = stack.log_path(service)
-    if not path.exists():
-        console.print(f"{service} has no log yet ({path})")
+    stack = LocalStack(obj.settings(check=False, platform=True), env_file=obj.env_file)
+    paths = [p for p in stack.log_paths(service) if p.exists()]
+    if not paths:
+        console.print(f"{service} has no log yet ({stack.log_path(service)})")
         return
-    argv = ["tail", "-n", str(lines)] + (["-F"] if follow else []) + [str(path)]
+    # Several files (nginx: error and access log): tail prints a header before each.
+    argv = ["tail", "-n", str(lines)] + (["-F"] if follow else []) + [str(p) for p in paths]
     sys.exit(subprocess.call(argv))
 
 

@@ -73,6 +73,7 @@ class UpResult:
     user: str | None
     started: list[str] = field(default_factory=list)
     already_running: list[str] = field(default_factory=list)
+    refreshed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -82,6 +83,7 @@ class UpResult:
             "user": self.user,
             "started": self.started,
             "already_running": self.already_running,
+            "refreshed": self.refreshed,
             "warnings": self.warnings,
             "seconds": round(self.seconds, 2),
         }
@@ -130,9 +132,11 @@ class LocalStack:
             services = self._services(state)
             # Pre-flight. Nothing is started or written until every check passes.
             to_start: list[Service] = []
+            running: list[Service] = []
             for service in services:
                 if service.running():
                     result.already_running.append(service.name)
+                    running.append(service)
                     continue
                 if service.record:
                     progress(
@@ -144,6 +148,11 @@ class LocalStack:
                 to_start.append(service)
             check_ports([c for s in to_start for c in s.port_claims()])
             if not to_start:
+                # Nothing to start: apply what changed (the proxy's password file and
+                # configuration) to what runs, so a new password works without `down`.
+                for service in running:
+                    if service.refresh(progress):
+                        result.refreshed.append(service.name)
                 result.seconds = time.monotonic() - start
                 return result
             # Start impacting things, in order; undo this run's starts on failure.
@@ -196,10 +205,13 @@ class LocalStack:
         )
 
     def log_path(self, name: str) -> Path:
+        return self.log_paths(name)[0]
+
+    def log_paths(self, name: str) -> list[Path]:
         state = StateFile.load(self.state_dir)
         for service in self._all_services(state):
             if service.name == name:
-                return service.log_path
+                return service.log_paths()
         names = ", ".join(s.name for s in self._all_services(state))
         raise StateError(f"no service named {name!r}", fix=f"choose one of: {names}")
 

@@ -386,6 +386,15 @@ class Service:
     def url(self) -> str | None:
         return None
 
+    def log_paths(self) -> list[Path]:
+        """Every log of the service, for `logs` (the first is where it starts writing)."""
+        return [self.log_path]
+
+    def refresh(self, progress: Progress) -> bool:
+        """Apply changed settings to the running service without a restart (`up` on a
+        running stack); True when something was applied."""
+        return False
+
     def main_port(self) -> int | None:
         return None
 

@@ -6,6 +6,7 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import ssl
 import stat
 import subprocess
@@ -180,6 +181,47 @@ class Proxy(Service):
             alive=self.running,
             log_path=self.root / "logs" / "error.log",
         )
+
+    def log_paths(self) -> list[Path]:
+        """nginx writes its own error and access logs; its output log is nearly empty."""
+        logs = self.root / "logs"
+        return [logs / "error.log", logs / "access.log", self.log_path]
+
+    def refresh(self, progress: Progress) -> bool:
+        """Re-render the configuration and the password file, then reload nginx (SIGHUP:
+        new workers with the new files, no dropped connection). A new proxy password or
+        a changed setting takes effect without `down`."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        binary = self.binary()
+        self.write_config()
+        conf = str(self.root / "nginx.conf")
+        test = subprocess.run(
+            [
+                binary,
+                "-t",
+                "-q",
+                "-c",
+                conf,
+                "-p",
+                str(self.root),
+                "-e",
+                str(self.root / "logs" / "error.log"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if test.returncode != 0:
+            raise ServiceError(
+                f"nginx rejected its new configuration (the running one is kept): "
+                f"{test.stderr.strip()}",
+                fix=f"check the proxy settings; the file is {conf}",
+            )
+        os.kill(pid, signal.SIGHUP)
+        progress("nginx: configuration and password file re-rendered, reloaded")
+        return True
 
     def stop(self, progress: Progress) -> bool:
         socket_dir = self.record.get("socket_dir")
