@@ -27,7 +27,9 @@ def free_port() -> int:
 def clear_mlops_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No MLOPS_* variable of the developer's shell leaks into a unit test's settings."""
     for key in list(os.environ):
-        if key.upper().startswith("MLOPS_"):
+        # MLOPS_SYSTEM_STATE_DIR is the suite's own (root's default state folder moved
+        # away from the machine's /var/lib/mlops-platform), not the developer's.
+        if key.upper().startswith("MLOPS_") and key != "MLOPS_SYSTEM_STATE_DIR":
             monkeypatch.delenv(key)
 
 
@@ -42,6 +44,6 @@ def _private_config_and_system_state(
     import mlops_platform.settings as settings_module
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
-    monkeypatch.setattr(
-        settings_module, "SYSTEM_STATE_DIR", tmp_path_factory.mktemp("system-state")
-    )
+    system = tmp_path_factory.mktemp("system-state")
+    monkeypatch.setenv("MLOPS_SYSTEM_STATE_DIR", str(system))
+    monkeypatch.setattr(settings_module, "SYSTEM_STATE_DIR", system)

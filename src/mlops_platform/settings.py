@@ -868,7 +868,7 @@ def unknown_variables(
     """``MLOPS_*`` names in the environment or .env that no setting reads (likely typos);
     ``with_closest``: each with the closest real name (difflib), or None."""
     known = {f"{ENV_PREFIX}{name.upper()}" for name in PlatformSettings.model_fields}
-    known |= {f"{ENV_PREFIX}ENV_FILE"}
+    known |= {f"{ENV_PREFIX}ENV_FILE", f"{ENV_PREFIX}SYSTEM_STATE_DIR"}
     names = {k.upper() for k in os.environ if k.upper().startswith(ENV_PREFIX)}
     if env_file is not None and env_file.is_file():
         for line in env_file.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -968,7 +968,14 @@ def resolve_state_dir(
     if local.is_dir():
         return local
     root = os.geteuid() == 0 if as_root is None else as_root
-    return SYSTEM_STATE_DIR if root else local
+    return system_state_dir() if root else local
+
+
+def system_state_dir() -> Path:
+    """Root's default state folder; ``MLOPS_SYSTEM_STATE_DIR`` moves it (packagers, and
+    test suites that run as root and must not touch the machine's own platform)."""
+    moved = os.environ.get(f"{ENV_PREFIX}SYSTEM_STATE_DIR")
+    return Path(moved) if moved else SYSTEM_STATE_DIR
 
 
 def load_settings(
