@@ -399,7 +399,7 @@ def find_backup(settings: PlatformSettings, backup_id: str) -> tuple[Path, Manif
         backup_id = ids[-1]
     path = root / backup_id
     if not _ID.match(backup_id) or not path.is_dir():
-        shown = ", ".join(ids[-3:]) if ids else "none yet"
+        shown = ", ".join(reversed(ids[-3:])) if ids else "none yet"  # newest first
         raise BackupNotFoundError(
             f"no backup {backup_id!r} in {root} (newest: {shown})",
             fix="run `mlops-platform backup list` and pass one of its IDs, or `latest`",

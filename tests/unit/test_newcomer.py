@@ -262,3 +262,17 @@ def test_operations_doc_states_the_contract() -> None:
     section = doc.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     for needle in ("| 0 |", "| 1 |", "| 2 |", "answered no", "--yes"):
         assert needle in section
+
+
+def test_no_such_backup_lists_the_newest_first(isolated: Path) -> None:
+    from mlops_platform import backup
+
+    env_file = isolated / ".env"
+    init_env_file(env_file, values={"backup_dir": str(isolated / "backups")})
+    settings = load_settings(env_file)
+    for name in ("20260101T000000Z", "20260102T000000Z", "20260103T000000Z", "20260104T000000Z"):
+        (isolated / "backups" / name).mkdir(parents=True)
+        (isolated / "backups" / name / backup.MANIFEST).write_text("{}")
+    with pytest.raises(backup.BackupNotFoundError) as missing:
+        backup.find_backup(settings, "20250101T000000Z")
+    assert "(newest: 20260104T000000Z, 20260103T000000Z, 20260102T000000Z)" in str(missing.value)
