@@ -960,8 +960,7 @@ def resolve_state_dir(
     an existing ``.mlops-platform`` beside the env file (existing state keeps working),
     else ``/var/lib/mlops-platform`` as root (services run as other users, who cannot
     enter a private home), else ``.mlops-platform`` beside the env file."""
-    base = env_file.absolute().parent if env_file is not None and env_file.is_file() else None
-    base = base or Path.cwd()
+    base = env_file.absolute().parent if env_file is not None else Path.cwd()
     if configured is not None:
         return configured if configured.is_absolute() else base / configured
     local = base / LOCAL_STATE_DIR
@@ -969,6 +968,16 @@ def resolve_state_dir(
         return local
     root = os.geteuid() == 0 if as_root is None else as_root
     return system_state_dir() if root else local
+
+
+def state_dir_to_record(env_file: Path) -> Path | None:
+    """For `init`: the state folder to write into a new env file, or None. Only root's
+    system default is written down: docker compose mounts
+    ``${MLOPS_STATE_DIR:-.mlops-platform}`` and must find the same password file."""
+    if os.environ.get(f"{ENV_PREFIX}STATE_DIR"):
+        return None
+    resolved = resolve_state_dir(None, env_file)
+    return resolved if resolved == system_state_dir() else None
 
 
 def system_state_dir() -> Path:

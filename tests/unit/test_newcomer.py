@@ -276,3 +276,16 @@ def test_no_such_backup_lists_the_newest_first(isolated: Path) -> None:
     with pytest.raises(backup.BackupNotFoundError) as missing:
         backup.find_backup(settings, "20250101T000000Z")
     assert "(newest: 20260104T000000Z, 20260103T000000Z, 20260102T000000Z)" in str(missing.value)
+
+
+def test_init_as_root_writes_the_system_state_folder_down_for_compose(isolated: Path) -> None:
+    """compose mounts ${MLOPS_STATE_DIR:-.mlops-platform}: it must find init's htpasswd."""
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    text = (isolated / ".env").read_text()
+    settings = load_settings(isolated / ".env")
+    if os.geteuid() == 0:
+        assert f"\nMLOPS_STATE_DIR={settings_module.system_state_dir()}\n" in text
+        assert settings.users_file == settings_module.system_state_dir() / "htpasswd"
+    else:
+        assert "\nMLOPS_STATE_DIR=" not in text
+    assert settings.users_file.is_file()

@@ -16,7 +16,7 @@ from mlops_platform.cli.common import (
     table,
 )
 from mlops_platform.errors import ConfigError
-from mlops_platform.settings import load_settings, unknown_variables
+from mlops_platform.settings import load_settings, state_dir_to_record, unknown_variables
 
 config_app = typer.Typer(help="Show and check the settings.", no_args_is_help=True)
 
@@ -39,7 +39,9 @@ def init(
     if obj.how in ("remembered", "none"):
         # `init` makes the platform of this folder: ./.env, never the remembered one.
         obj.env_file, obj.how = Path(".env"), "cwd"
-    result = init_env_file(obj.env_file, force=force)
+    recorded = state_dir_to_record(obj.env_file)
+    values = {"state_dir": str(recorded)} if recorded is not None else None
+    result = init_env_file(obj.env_file, force=force, values=values)
     obj.remember()  # commands run from other folders find this env file
     users_file = None
     if result.written:
