@@ -7,6 +7,10 @@ import socket
 
 import pytest
 
+# The suite's own MLOPS_ variable: root's default state folder, moved away from the
+# machine's /var/lib/mlops-platform. Tests that strip the developer's MLOPS_* keep it.
+SUITE_ENV = "MLOPS_SYSTEM_STATE_DIR"
+
 
 def free_port() -> int:
     """A free loopback port whose +10000 neighbour is free too (SeaweedFS uses it for gRPC)."""
@@ -29,7 +33,7 @@ def clear_mlops_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         # MLOPS_SYSTEM_STATE_DIR is the suite's own (root's default state folder moved
         # away from the machine's /var/lib/mlops-platform), not the developer's.
-        if key.upper().startswith("MLOPS_") and key != "MLOPS_SYSTEM_STATE_DIR":
+        if key.upper().startswith("MLOPS_") and key != SUITE_ENV:
             monkeypatch.delenv(key)
 
 
@@ -45,5 +49,5 @@ def _private_config_and_system_state(
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
     system = tmp_path_factory.mktemp("system-state")
-    monkeypatch.setenv("MLOPS_SYSTEM_STATE_DIR", str(system))
+    monkeypatch.setenv(SUITE_ENV, str(system))
     monkeypatch.setattr(settings_module, "SYSTEM_STATE_DIR", system)

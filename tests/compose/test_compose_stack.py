@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from tests.compose.conftest import docker_engine_problem
+from tests.conftest import SUITE_ENV as KEEP  # the suite's own MLOPS_ variable
 
 pytestmark = pytest.mark.compose
 
@@ -45,7 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     folder = tmp_path_factory.mktemp("compose")
     env_file = folder / ".env"
     state = folder / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") or k == KEEP}
     env["MLOPS_STATE_DIR"] = str(state)
     done = subprocess.run(
         [sys.executable, "-m", "mlops_platform", "--env-file", str(env_file), "init", "--json"],

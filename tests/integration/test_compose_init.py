@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from mlops_platform import s3
+from tests.conftest import SUITE_ENV as KEEP  # the suite's own MLOPS_ variable
 from tests.integration.conftest import Platform
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def init_program() -> str:
 
 
 def run_init(platform: Platform, bucket: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_") or k == KEEP}
     env["MLOPS_ENV_FILE"] = str(platform.env_file)
     env["MLOPS_S3_BUCKET"] = bucket
     return subprocess.run(

@@ -29,6 +29,7 @@ import pytest
 
 from mlops_platform import db, indexes
 from mlops_platform.settings import load_settings
+from tests.conftest import SUITE_ENV as KEEP  # the suite's own MLOPS_ variable
 from tests.conftest import free_port
 from tests.integration.conftest import Platform
 
@@ -44,7 +45,7 @@ def _start(
     tmp.mkdir(parents=True)
     log = root / name / "log.txt"
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
+        **{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") or k == KEEP},
         "TMPDIR": str(tmp),
         "MLOPS_DB_NAME": dbname,
         "MLOPS_AUTH_DB_NAME": f"{dbname}_auth",

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SUITE_ENV as KEEP  # the suite's own MLOPS_ variable
+
 STRONG = (
     "MLOPS_DB_PASSWORD=db-password-0123456789\n"
     "MLOPS_S3_ACCESS_KEY_ID=MLOPSKEY0123456789\n"
@@ -184,7 +186,7 @@ def test_bad_input_is_refused_cleanly(case: Case, tmp_path: Path) -> None:
     env_text = case.base + f"MLOPS_STATE_DIR={root}/state\n" + case.env.format(root=root)
     (root / ".env").write_bytes(env_text.encode("utf-8"))
     before = snapshot(root)
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_") or k == KEEP}
     env["MLOPS_SECRETS_DIR"] = str(root / "no-secrets")
     if "MLOPS_SECRETS_DIR=" in case.env:
         env.pop("MLOPS_SECRETS_DIR")
@@ -215,7 +217,7 @@ def test_the_base_env_file_is_valid(tmp_path: Path) -> None:
     """Positive control: the env file every case starts from passes `config check`, so a
     case is refused for its own line, not for something the base lacks."""
     (tmp_path / ".env").write_text(STRONG + f"MLOPS_STATE_DIR={tmp_path}/state\n")
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_") or k == KEEP}
     env["MLOPS_SECRETS_DIR"] = str(tmp_path / "no-secrets")
     result = subprocess.run(
         [sys.executable, "-m", "mlops_platform", "--env-file", str(tmp_path / ".env"),

@@ -562,7 +562,7 @@ def service_groups() -> set[int]:
     if os.geteuid() != 0:
         return set()
     groups = set()
-    for name in ("postgres", "nobody"):
+    for name in ("postgres", "nobody", "mlops-platform"):
         try:
             groups.add(pwd.getpwnam(name).pw_gid)
         except KeyError:

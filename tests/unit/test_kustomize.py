@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from mlops_platform.render import k8s, nginx
 from mlops_platform.settings import SECRET_FIELDS, PlatformSettings
+from tests.conftest import SUITE_ENV as KEEP  # the suite's own MLOPS_ variable
 from tests.conftest import clear_mlops_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -570,7 +571,7 @@ def test_cronjobs_backup_verify_and_gc(cloud: PlatformSettings, tmp_path: Path) 
 
 def _render_cli(tmp_path: Path, env_lines: list[str]) -> subprocess.CompletedProcess[str]:
     (tmp_path / ".env").write_text("\n".join(env_lines) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") or k == KEEP}
     return subprocess.run(
         [
             sys.executable,
@@ -594,7 +595,7 @@ def _render_cli(tmp_path: Path, env_lines: list[str]) -> subprocess.CompletedPro
 
 
 def test_init_settings_are_refused_with_the_variable_to_set(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") or k == KEEP}
     init = subprocess.run(
         [sys.executable, "-m", "mlops_platform", "init"],
         capture_output=True,
