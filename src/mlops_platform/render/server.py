@@ -23,16 +23,17 @@ def public_origin(url: str) -> str:
 
 def server_argv(settings: PlatformSettings, *, python: str = sys.executable) -> list[str]:
     """The argv that starts the tracking server. It never carries a secret."""
-    module = "mlops_platform.mlflow_server" if settings.server_tcp_nodelay else "mlflow"
     database = settings.database_url(with_password=False)
     backend = database
-    if settings.db_fast_metrics:
+    if settings.db_fast_metrics and not settings.job_execution:
         # mlops_platform.fast_store's scheme; the model registry keeps MLflow's store.
+        # MLflow's job runner takes only a plain database URI: with it, MLflow's store.
         backend = FAST_STORE_SCHEME + "://" + database.split("://", 1)[1]
-    argv = [
-        python,
-        "-m",
-        module,
+    # The kit's wrapper of MLflow's CLI: streamed artifact downloads, and TCP_NODELAY.
+    argv = [python, "-m", "mlops_platform.mlflow_server"]
+    if not settings.server_tcp_nodelay:
+        argv.append("--no-tcp-nodelay")
+    argv += [
         "server",
         "--backend-store-uri",
         backend,

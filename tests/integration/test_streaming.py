@@ -1,0 +1,116 @@
+"""Artifact downloads streamed through the proxy, with MLflow's permission check intact.
+
+A service account without READ on the experiment gets 403 on both download routes;
+granted READ, it gets the bytes, a single range as 206, and MLflow's client downloads
+the file. The object is bigger than one streamed chunk, so the body really comes in
+pieces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.conftest import Platform
+
+pytestmark = pytest.mark.integration
+
+API = "/api/2.0/mlflow"
+
+
+def test_streamed_download_keeps_mlflows_permissions(platform: Platform, tmp_path: Path) -> None:
+    admin = requests.Session()
+    admin.auth = platform.auth
+    base = platform.url
+
+    def ok(path: str, body: dict[str, str]) -> dict[str, object]:
+        response = admin.post(base + API + path, json=body, timeout=60)
+        assert response.status_code == 200, (path, response.text)
+        return dict(response.json())
+
+    exp = ok("/experiments/create", {"name": f"stream-{uuid.uuid4().hex[:8]}"})["experiment_id"]
+    run = ok("/runs/create", {"experiment_id": str(exp)})["run"]
+    run_id = run["info"]["run_id"]  # type: ignore[index]
+    payload = os.urandom(3 * 1024 * 1024 + 12345)
+    rel = f"{exp}/{run_id}/artifacts/model/weights.bin"
+    put = admin.put(f"{base}/api/2.0/mlflow-artifacts/artifacts/{rel}", data=payload, timeout=60)
+    assert put.status_code == 200, put.text
+
+    svc = f"svc-stream-{uuid.uuid4().hex[:6]}"
+    added = json.loads(
+        platform.cli("users", "add", svc, "--role", "service", "--generate", "--json").stdout
+    )
+    reader = requests.Session()
+    reader.auth = (svc, added["generated_password"])
+    urls = [
+        f"{base}/api/2.0/mlflow-artifacts/artifacts/{rel}",
+        f"{base}/ajax-api/2.0/mlflow-artifacts/artifacts/{rel}",
+    ]
+    for url in urls:
+        refused = reader.get(url, timeout=60)
+        assert refused.status_code == 403, (url, refused.status_code, refused.text[:200])
+        assert payload[:64] not in refused.content
+
+    platform.cli("users", "grant", svc, "experiment", str(exp), "READ")
+    for url in urls:
+        got = reader.get(url, timeout=60, stream=True)
+        assert got.status_code == 200, (url, got.text[:200])
+        assert got.headers["Content-Length"] == str(len(payload))
+        assert got.headers["Accept-Ranges"] == "bytes"
+        assert "weights.bin" in got.headers["Content-Disposition"]
+        body = b"".join(got.iter_content(256 * 1024))
+        assert hashlib.sha256(body).digest() == hashlib.sha256(payload).digest()
+
+    part = reader.get(urls[0], headers={"Range": "bytes=1048570-1048600"}, timeout=60)
+    assert part.status_code == 206, part.status_code
+    assert part.content == payload[1048570:1048601]
+    assert part.headers["Content-Range"] == f"bytes 1048570-1048600/{len(payload)}"
+    tail = reader.get(urls[1], headers={"Range": "bytes=-10"}, timeout=60)
+    assert (tail.status_code, tail.content) == (206, payload[-10:])
+    beyond = reader.get(urls[0], headers={"Range": f"bytes={len(payload) + 5}-"}, timeout=60)
+    assert beyond.status_code == 416, beyond.status_code
+    # a missing object and a folder still get MLflow's own answers
+    missing = reader.get(urls[0] + ".nope", timeout=60)
+    assert missing.status_code >= 400
+    # a granted READ on one experiment opens nothing else
+    other = ok("/experiments/create", {"name": f"stream-other-{uuid.uuid4().hex[:8]}"})
+    other_rel = f"{other['experiment_id']}/x/artifacts/a.bin"
+    assert (
+        admin.put(
+            f"{base}/api/2.0/mlflow-artifacts/artifacts/{other_rel}", data=b"x", timeout=60
+        ).status_code
+        == 200
+    )
+    assert (
+        reader.get(f"{base}/api/2.0/mlflow-artifacts/artifacts/{other_rel}", timeout=60)
+        .status_code
+        == 403
+    )
+
+    # MLflow's own client, as the reader
+    env = {**platform.client_env, "MLFLOW_TRACKING_USERNAME": svc,
+           "MLFLOW_TRACKING_PASSWORD": added["generated_password"]}  # fmt: skip
+    import subprocess
+    import sys
+
+    out = tmp_path / "dl"
+    script = (
+        "import mlflow, sys; print(mlflow.artifacts.download_artifacts("
+        f"run_id={run_id!r}, artifact_path='model/weights.bin', dst_path={str(out)!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Path(done.stdout.strip().splitlines()[-1]).read_bytes() == payload
