@@ -206,10 +206,12 @@ class PlatformSettings(BaseSettings):
         "drops idle connections then costs nothing); 0 = never.",
     )
     db_fast_metrics: bool = Field(
-        False,
+        True,
         description="Serve with the kit's tracking store (`mlops-postgresql://`, "
         "mlops_platform.fast_store): metric batches and latest_metrics written with "
-        "set-based SQL, MLflow's results otherwise; see docs/performance.md.",
+        "set-based SQL, MLflow's results otherwise; see docs/performance.md. false: "
+        "MLflow's own store. Not used with MLOPS_JOB_EXECUTION=true (MLflow's job runner "
+        "takes only a plain database URI).",
     )
     db_max_connections: int = Field(
         100,
@@ -757,11 +759,6 @@ class PlatformSettings(BaseSettings):
             found.append(
                 f"MLOPS_AUTH_DB_NAME={self.auth_db_name} is the tracking database; "
                 "give MLflow's user store its own database (default mlflow_auth)"
-            )
-        if self.db_fast_metrics and self.job_execution:
-            found.append(
-                "MLOPS_DB_FAST_METRICS=true and MLOPS_JOB_EXECUTION=true do not go together "
-                "(MLflow's job runner accepts only a plain database URI); turn one of them off"
             )
         if self.proxy_plain_port is not None and not self.tls_enabled:
             found.append(

@@ -33,8 +33,8 @@ def test_scheme_maps_to_psycopg_with_an_application_name() -> None:
         to_store_uri("sqlite:///x.db")
 
 
-def test_off_by_default(settings: PlatformSettings) -> None:
-    argv = server_argv(settings)
+def test_off_with_the_setting(settings: PlatformSettings) -> None:
+    argv = server_argv(settings.model_copy(update={"db_fast_metrics": False}))
     assert argv[argv.index("--backend-store-uri") + 1].startswith("postgresql+psycopg://")
     assert "--registry-store-uri" not in argv
 
@@ -59,8 +59,19 @@ def test_mlflow_registers_the_entry_point() -> None:
     assert server_registry._registry["mlops-postgresql"] is build_store
 
 
-def test_refused_with_the_job_runner(settings: PlatformSettings) -> None:
-    both = settings.model_copy(update={"db_fast_metrics": True, "job_execution": True})
-    assert any("MLOPS_DB_FAST_METRICS" in p for p in both.problems())
+def test_on_by_default_and_set_aside_for_the_job_runner(settings: PlatformSettings) -> None:
+    from mlops_platform.settings import PlatformSettings as Settings
+
+    assert Settings.model_fields["db_fast_metrics"].default is True
     fast = settings.model_copy(update={"db_fast_metrics": True})
-    assert not any("MLOPS_DB_FAST_METRICS" in p for p in fast.problems())
+    backend = server_argv(fast)[server_argv(fast).index("--backend-store-uri") + 1]
+    assert backend.startswith("mlops-postgresql://")
+    # MLflow's job runner takes only a plain URI: then MLflow's store, and no problem
+    both = fast.model_copy(update={"job_execution": True})
+    argv = server_argv(both)
+    assert argv[argv.index("--backend-store-uri") + 1] == both.database_url(with_password=False)
+    assert "--registry-store-uri" not in argv
+    assert not any("MLOPS_DB_FAST_METRICS" in p for p in both.problems())
+    off = settings.model_copy(update={"db_fast_metrics": False})
+    argv = server_argv(off)
+    assert argv[argv.index("--backend-store-uri") + 1] == off.database_url(with_password=False)
