@@ -141,7 +141,9 @@ def install(app: Any) -> Any:
     from mlflow.server.artifact_router import artifact_router
 
     upstream = {
-        r.path for r in artifact_router.routes if isinstance(r, APIRoute) and "GET" in r.methods
+        r.path
+        for r in artifact_router.routes
+        if isinstance(r, APIRoute) and "GET" in (r.methods or ())
     }
     if not set(DOWNLOAD_PATHS) <= upstream:
         raise RuntimeError(

@@ -88,8 +88,7 @@ def test_streamed_download_keeps_mlflows_permissions(platform: Platform, tmp_pat
         == 200
     )
     assert (
-        reader.get(f"{base}/api/2.0/mlflow-artifacts/artifacts/{other_rel}", timeout=60)
-        .status_code
+        reader.get(f"{base}/api/2.0/mlflow-artifacts/artifacts/{other_rel}", timeout=60).status_code
         == 403
     )
 
