@@ -280,6 +280,14 @@ class PlatformSettings(BaseSettings):
         description="Uvicorn worker processes; 0 = one per CPU core, at most 4 (more "
         "workers than cores only adds memory).",
     )
+    server_replicas: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Tracking server processes of the local stack behind nginx, on "
+        "MLOPS_SERVER_PORT and the ports after it; with 2 or more, `mlops-platform "
+        "restart tracking` restarts them one at a time without losing a client call.",
+    )
     server_tcp_nodelay: bool = Field(
         True,
         description="Run uvicorn with TCP_NODELAY on accepted connections (with several "

@@ -1,4 +1,4 @@
-"""`up`, `down`, `status`, `logs`, `client-env`: the local stack."""
+"""`up`, `down`, `status`, `logs`, `client-env`, `restart`: the local stack."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("logs")(logs)
     app.command("client-env")(client_env)
+    app.command("restart")(restart)
 
 
 def _stack(ctx: typer.Context) -> LocalStack:
@@ -97,6 +98,26 @@ def down(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         )
     else:
         console.print("nothing was running")
+
+
+def restart(
+    ctx: typer.Context,
+    service: str = typer.Argument(..., help="tracking (the only service restarted in place)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Restart the tracking server's replicas one at a time, each out of nginx's rotation.
+
+    With MLOPS_SERVER_REPLICAS=2 or more no client call is lost.
+
+    Example: mlops-platform restart tracking
+    """
+    result = _stack(ctx).restart(service, progress)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    console.print(f"restarted {', '.join(result.restarted)} in {result.seconds:.1f}s")
+    if result.note:
+        console.print(f"[bold yellow]NOTE:[/bold yellow] {result.note}")
 
 
 def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:

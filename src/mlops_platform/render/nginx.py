@@ -39,6 +39,16 @@ def listen_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def upstream_servers(addresses: list[str]) -> str:
+    """The value of ``${MLOPS_UPSTREAM}`` (the template writes ``server ${MLOPS_UPSTREAM};``)
+    for one or several tracking servers. A request that cannot reach one (connection
+    refused) goes to the next: nginx's default ``proxy_next_upstream error timeout``,
+    which never re-sends a non-idempotent request once it was sent."""
+    if not addresses:
+        raise ValueError("the upstream needs at least one tracking server")
+    return ";\n    server ".join(addresses)
+
+
 def template_variables(
     settings: PlatformSettings,
     *,

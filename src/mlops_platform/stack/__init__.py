@@ -30,9 +30,9 @@ from mlops_platform.stack.monitoring import monitoring_services, reload_after_st
 from mlops_platform.stack.postgres import Postgres
 from mlops_platform.stack.proxy import Proxy, nginx_available
 from mlops_platform.stack.seaweedfs import SeaweedFS
-from mlops_platform.stack.tracking import Tracking
+from mlops_platform.stack.tracking import Tracking, replica_name
 
-__all__ = ["LocalStack", "UpResult", "effective_settings"]
+__all__ = ["LocalStack", "RestartResult", "UpResult", "effective_settings"]
 
 
 def effective_settings(settings: PlatformSettings) -> tuple[PlatformSettings, list[str]]:
@@ -89,6 +89,24 @@ class UpResult:
         }
 
 
+@dataclass
+class RestartResult:
+    service: str
+    restarted: list[str] = field(default_factory=list)
+    drained: bool = False
+    seconds: float = 0.0
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "restarted": self.restarted,
+            "drained": self.drained,
+            "seconds": round(self.seconds, 2),
+            "note": self.note,
+        }
+
+
 class LocalStack:
     def __init__(self, settings: PlatformSettings, *, env_file: Path | None = None) -> None:
         self.settings, self.warnings = effective_settings(settings)
@@ -99,11 +117,20 @@ class LocalStack:
         services: list[Service] = [
             Postgres(self.settings, state),
             SeaweedFS(self.settings, state),
-            Tracking(self.settings, state, self.env_file),
+            *self._replicas(state),
             Proxy(self.settings, state),
             *monitoring_services(self.settings, state, self.env_file),  # MLOPS_MONITORING
         ]
         return [s for s in services if s.enabled()]
+
+    def _replicas(self, state: StateFile, *, recorded: bool = False) -> list[Tracking]:
+        """The tracking server's replicas, in order (started one after the other, each
+        healthy before the next); ``recorded`` adds those a larger count left running."""
+        count = self.settings.server_replicas
+        if recorded:
+            while replica_name(count) in state.services:
+                count += 1
+        return [Tracking(self.settings, state, self.env_file, index=i) for i in range(count)]
 
     @contextmanager
     def _locked(self) -> Iterator[StateFile]:
@@ -189,10 +216,50 @@ class LocalStack:
         return [
             Postgres(self.settings, state),
             SeaweedFS(self.settings, state),
-            Tracking(self.settings, state, self.env_file),
+            *self._replicas(state, recorded=True),
             Proxy(self.settings, state),
             *monitoring_services(self.settings, state, self.env_file),
         ]
+
+    def restart(self, name: str, progress: Progress) -> RestartResult:
+        """Restart the tracking server's replicas one at a time.
+
+        With a proxy and two or more replicas no client call is lost: nginx is reloaded
+        with the replica left out of its upstream first, and the replica is stopped only
+        once nginx's old workers (and their connections to it) are gone, so no request,
+        idempotent or not, is sent to a server that is stopping; healthy again, it goes
+        back in. With one replica clients wait out the restart (their retries cover it).
+        """
+        if name != "tracking":
+            raise StateError(
+                f"`restart` knows the tracking server only, not {name!r}",
+                fix="use `mlops-platform restart tracking`; for the others `down` and `up`",
+            )
+        start = time.monotonic()
+        result = RestartResult(service=name)
+        with self._locked() as state:
+            replicas = self._replicas(state)
+            proxy = Proxy(self.settings, state)
+            routed = proxy.enabled() and proxy.running()
+            result.drained = routed and len(replicas) > 1
+            if not result.drained:
+                result.note = (
+                    "one replica: clients waited for the restart; set MLOPS_SERVER_REPLICAS=2 "
+                    "for restarts that lose no call"
+                    if len(replicas) == 1
+                    else "no proxy in front: clients may have seen refused connections"
+                )
+            for replica in replicas:
+                if result.drained:
+                    progress(f"taking {replica.name} out of nginx's upstream")
+                    proxy.reload(progress, leave_out={replica.settings.server_port})
+                replica.stop(progress)
+                replica.start(progress)
+                result.restarted.append(replica.name)
+                if result.drained:
+                    proxy.reload(progress, leave_out=set())
+        result.seconds = time.monotonic() - start
+        return result
 
     def status(self) -> list[ServiceStatus]:
         state = StateFile.load(self.state_dir)

@@ -15,6 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from mlops_platform.bootstrap import ensure_users_file, write_private
 from mlops_platform.errors import MissingBinaryError, ServiceError
 from mlops_platform.render import nginx as render_nginx
@@ -29,7 +31,7 @@ from mlops_platform.stack.base import (
     spawn,
     wait_until,
 )
-from mlops_platform.stack.tracking import http_ok
+from mlops_platform.stack.tracking import http_ok, replica_ports
 
 WORKER_USER = "nobody"
 
@@ -111,7 +113,12 @@ class Proxy(Service):
         self.remember(socket_dir=str(made))
         return made
 
-    def write_config(self) -> None:
+    def upstream(self, leave_out: set[int] | frozenset[int] = frozenset()) -> str:
+        """The tracking server's replicas nginx sends requests to."""
+        ports = [p for p in replica_ports(self.settings) if p not in leave_out]
+        return render_nginx.upstream_servers([f"127.0.0.1:{p}" for p in ports])
+
+    def write_config(self, leave_out: set[int] | frozenset[int] = frozenset()) -> None:
         private_dir(self.root, services_pass=True)  # workers pass through to tmp
         for sub in ("conf.d", "snippets", "logs", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -120,7 +127,7 @@ class Proxy(Service):
         sockets = self.socket_dir()
         site = render_nginx.site_conf(
             self.settings,
-            upstream=f"127.0.0.1:{self.settings.server_port}",
+            upstream=self.upstream(leave_out),
             snippets_dir=str(self.root / "snippets"),
             access_log=str(self.root / "logs" / "access.log"),
             auth_fail_socket_path=render_nginx.auth_fail_socket(sockets),
@@ -148,12 +155,7 @@ class Proxy(Service):
         for folder in {self.root / "tmp", sockets}:
             self._private(folder)
 
-    def start(self, progress: Progress) -> None:
-        binary = self.binary()
-        self.write_config()
-        # A socket left by an nginx that was killed would make the new one fail to bind;
-        # never removed under a running nginx, whose workers connect to it by path.
-        Path(render_nginx.auth_fail_socket(self.socket_dir())).unlink(missing_ok=True)
+    def test_config(self, binary: str) -> None:
         conf = str(self.root / "nginx.conf")
         error_log = str(self.root / "logs" / "error.log")
         test = subprocess.run(
@@ -167,6 +169,35 @@ class Proxy(Service):
                 f"nginx rejected its configuration: {test.stderr.strip()}",
                 fix=f"check the proxy settings; the file is {conf}",
             )
+
+    def reload(self, progress: Progress, *, leave_out: set[int], timeout: float = 120) -> None:
+        """Rewrite the configuration (the replicas in ``leave_out`` out of the upstream),
+        reload nginx, and return once its old workers are gone: from then on no request
+        and no kept-alive connection reaches a replica left out."""
+        binary = self.binary()
+        pid = self.pid()
+        if pid is None or not self.running():
+            raise ServiceError("nginx is not running", fix="run `mlops-platform up`")
+        self.write_config(leave_out)
+        self.test_config(binary)
+        old = {p.pid for p in psutil.Process(pid).children()}
+        os.kill(pid, signal.SIGHUP)
+
+        def old_workers_gone() -> bool:
+            now = {p.pid for p in psutil.Process(pid).children()}
+            return not (old & now) and bool(now)
+
+        wait_until(old_workers_gone, timeout=timeout, what="nginx's reload", interval=0.1)
+
+    def start(self, progress: Progress) -> None:
+        binary = self.binary()
+        self.write_config()
+        # A socket left by an nginx that was killed would make the new one fail to bind;
+        # never removed under a running nginx, whose workers connect to it by path.
+        Path(render_nginx.auth_fail_socket(self.socket_dir())).unlink(missing_ok=True)
+        conf = str(self.root / "nginx.conf")
+        error_log = str(self.root / "logs" / "error.log")
+        self.test_config(binary)
         progress(f"starting nginx on {self.settings.proxy_host}:{self.settings.proxy_port}")
         pid = spawn(
             [binary, "-c", conf, "-p", str(self.root), "-e", error_log],

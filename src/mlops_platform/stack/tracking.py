@@ -1,4 +1,9 @@
-"""The tracking server, started through ``mlops-platform serve`` as in every deployment."""
+"""The tracking server, started through ``mlops-platform serve`` as in every deployment.
+
+``MLOPS_SERVER_REPLICAS`` of them: replica 1 is ``tracking`` on ``MLOPS_SERVER_PORT``,
+replica N is ``tracking-N`` on the N-1th port after it. Each has its own temporary folder
+(MLflow's start-up lock is a file in the temporary folder) and its own log.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,18 @@ import urllib.request
 
 from mlops_platform.render.auth import identity_headers
 from mlops_platform.settings import PlatformSettings, as_environment, inherited_environment
-from mlops_platform.stack.base import PortClaim, Progress, Service, spawn, wait_until
+from mlops_platform.stack.base import PortClaim, Progress, Service, private_dir, spawn, wait_until
 
-OVERRIDES = ("state_dir", "proxy_enabled", "server_host", "public_url")
+OVERRIDES = ("state_dir", "proxy_enabled", "server_host", "public_url", "server_port")
+
+
+def replica_name(index: int) -> str:
+    """``tracking`` for the first replica (index 0), ``tracking-2`` for the second, ..."""
+    return "tracking" if index == 0 else f"tracking-{index + 1}"
+
+
+def replica_ports(settings: PlatformSettings) -> list[int]:
+    return [settings.server_port + i for i in range(settings.server_replicas)]
 
 
 def http_ok(
@@ -33,7 +47,11 @@ def http_ok(
 class Tracking(Service):
     name = "tracking"
 
-    def __init__(self, settings: PlatformSettings, state, env_file) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, settings: PlatformSettings, state, env_file, index: int = 0) -> None:  # type: ignore[no-untyped-def]
+        self.name = replica_name(index)
+        self.index = index
+        if index:
+            settings = settings.model_copy(update={"server_port": settings.server_port + index})
         super().__init__(settings, state)
         self.env_file = env_file
 
@@ -61,7 +79,9 @@ class Tracking(Service):
     def start(self, progress: Progress) -> None:
         env = inherited_environment()
         env.update(as_environment(self.settings, *OVERRIDES))
-        progress(f"starting the tracking server on {self.url()}")
+        tmp = private_dir(self.settings.state_dir / "tmp" / self.name)
+        env["TMPDIR"] = str(tmp)
+        progress(f"starting the tracking server ({self.name}) on {self.url()}")
         pid = spawn(self.argv(), log_path=self.log_path, env=env, cwd=self.settings.state_dir)
         self.remember(pid=pid, port=self.settings.server_port)
         wait_until(

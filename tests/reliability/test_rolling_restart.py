@@ -1,0 +1,138 @@
+"""A rolling restart of two tracking server replicas under load loses no client call.
+
+The ledger workload of test_faults (several client processes, MLflow's own client,
+`log_batch` and artifacts, every acknowledged write and every HTTP retry written down)
+runs against a stack with MLOPS_SERVER_REPLICAS=2 while `mlops-platform restart
+tracking` restarts both replicas one after the other. Not one call may fail, not even
+once at the HTTP level (no retry), clients must keep being acknowledged during the
+restart, both replicas must come back with new pids, and every acknowledged metric
+point and artifact must be there afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import make_stack_dir, require_binaries, run_cli, write_env
+from tests.reliability.test_faults import KEYS, WORKERS, read_ledgers, wait_for_acks, worker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Path]:
+    require_binaries()
+    root = make_stack_dir("mlops-rolling-")
+    env_file = write_env(root, server_replicas="2")
+    result = run_cli(env_file, "up", timeout=600)
+    assert result.returncode == 0, result.stderr
+    try:
+        yield env_file
+    finally:
+        run_cli(env_file, "down")
+        if os.environ.get("MLOPS_TEST_KEEP") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def tracking_pids(env_file: Path) -> dict[str, int]:
+    status = json.loads(run_cli(env_file, "status", "--json").stdout)
+    return {
+        s["name"]: int(s["pid"])
+        for s in status["services"]
+        if s["name"].startswith("tracking") and s["healthy"]
+    }
+
+
+def test_rolling_restart_loses_no_call(
+    stack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = stack
+    before = tracking_pids(env_file)
+    assert sorted(before) == ["tracking", "tracking-2"], before
+    client_env = json.loads(run_cli(env_file, "client-env", "--json").stdout)
+    for key, value in client_env.items():
+        monkeypatch.setenv(key, value)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=client_env["MLFLOW_TRACKING_URI"])
+    run_id = client.create_run(client.create_experiment("rolling-restart")).info.run_id
+
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    procs = [
+        ctx.Process(target=worker, args=(client_env, run_id, i, stop, str(tmp_path)))
+        for i in range(WORKERS)
+    ]
+    load_start = time.time()
+    for proc in procs:
+        proc.start()
+    try:
+        wait_for_acks(tmp_path, load_start, 10)
+        restart_start = time.time()
+        restarted = run_cli(env_file, "restart", "tracking", "--json", timeout=600)
+        restart_end = time.time()
+        assert restarted.returncode == 0, restarted.stderr
+        wait_for_acks(tmp_path, restart_end, 10)
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=120)
+    assert [proc.exitcode for proc in procs] == [0] * WORKERS
+    result = json.loads(restarted.stdout)
+    assert result["restarted"] == ["tracking", "tracking-2"] and result["drained"], result
+    after = tracking_pids(env_file)
+    assert sorted(after) == sorted(before) and all(after[n] != before[n] for n in before), (
+        before,
+        after,
+    )
+
+    ledgers = read_ledgers(tmp_path)
+    entries = [e for es in ledgers.values() for e in es]
+    errors = [e for e in entries if e["kind"] == "error"]
+    retries = [e for e in entries if e["kind"] == "retry"]
+    batches = [(i, e) for i, es in ledgers.items() for e in es if e["kind"] == "batch"]
+    artifacts = [e for e in entries if e["kind"] == "artifact"]
+    during = [e for _, e in batches if restart_start < e["acked"] < restart_end]
+    longest = max(e["acked"] - e["sent"] for _, e in batches)
+    print(
+        "\nROLLING RESTART "
+        + json.dumps(
+            {
+                "restart_seconds": round(restart_end - restart_start, 1),
+                "acknowledged_batches": len(batches),
+                "acknowledged_during_restart": len(during),
+                "acknowledged_artifacts": len(artifacts),
+                "client_errors": len(errors),
+                "client_retries": len(retries),
+                "longest_ack_wait_s": round(longest, 2),
+            }
+        )
+    )
+    assert errors == [], errors[:5]
+    assert retries == [], retries[:5]
+    # the load ran across the whole restart, not around it
+    assert len(during) >= WORKERS * 10, len(during)
+
+    missing = 0
+    for i in range(WORKERS):
+        acked_steps = {e["step"] for w, e in batches if w == i}
+        for j in range(KEYS):
+            stored = {(m.step, m.value) for m in client.get_metric_history(run_id, f"w{i}_k{j}")}
+            missing += sum((s, float(s * 10 + j)) not in stored for s in acked_steps)
+    assert missing == 0, f"{missing} acknowledged metric points are missing"
+    for art in artifacts:
+        worker_dir = art["name"].split("-")[0]
+        local = client.download_artifacts(
+            run_id, f"{worker_dir}/{art['name']}", dst_path=str(tmp_path / "down")
+        )
+        assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == art["sha256"]
+    assert artifacts, "the workload logged no artifact"
