@@ -36,6 +36,7 @@ import os
 import shutil
 import statistics
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +47,14 @@ import requests
 
 from benchmarks import indexes as index_bench
 from benchmarks.common import Stack, throwaway_stack
-from benchmarks.throughput import Target, client, measure, raw_postgres, start_reference
+from benchmarks.throughput import (
+    Target,
+    client,
+    measure,
+    raw_postgres,
+    reference_tmp,
+    start_reference,
+)
 from mlops_platform import indexes, s3
 from mlops_platform.settings import PlatformSettings
 from mlops_platform.stack.base import terminate
@@ -78,6 +86,7 @@ class Report:
     writes: list[dict[str, Any]] = field(default_factory=list)
     search: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[dict[str, Any]] = field(default_factory=list)
+    artifacts_streamed: dict[str, dict[str, Any]] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)  # after every workload
     memory_at_start: dict[str, Any] = field(default_factory=dict)  # once healthy
     seconds: float = 0.0
@@ -341,7 +350,33 @@ def artifacts(stack: Stack, kit: Target, reference: Target, sizes: Sizes, report
         timed(("object store directly", "download"), store.download_file, settings.s3_bucket,
               key, str(work / "direct.bin"))  # fmt: skip
         (work / "direct.bin").unlink()
+    # One streamed GET each of the artifact: time to the first byte, and the most the
+    # server's temporary folder held meanwhile (MLflow's own view copies the whole object
+    # there before it sends a byte).
+    temps = {
+        "kit (through the proxy)": settings.state_dir / "tmp",
+        "reference server": reference_tmp(stack),
+    }
+    targets = {"kit (through the proxy)": kit, "reference server": reference}
+    first_byte: dict[str, list[float]] = {}
+    peak_tmp: dict[str, float] = {}
+    for _round in range(max(2, sizes.rounds - 1)):
+        for name, c in clients.items():
+            uri = c.get_run(runs[name]).info.artifact_uri.removeprefix("mlflow-artifacts:")
+            url = f"{targets[name].url}/api/2.0/mlflow-artifacts/artifacts{uri}/r0/payload.bin"
+            ttfb, total, peak = streamed_get(url, targets[name].auth, temps[name])
+            first_byte.setdefault(name, []).append(ttfb)
+            seconds.setdefault((name, "streamed GET"), []).append(total)
+            peak_tmp[name] = max(peak_tmp.get(name, 0.0), peak)
     shutil.rmtree(work)
+    for name in clients:
+        report.artifacts_streamed[name] = {
+            "first_byte_s": round(statistics.median(first_byte[name]), 3),
+            "mb_s": round(
+                sizes.artifact_mb / statistics.median(seconds[(name, "streamed GET")]), 1
+            ),
+            "peak_server_tmp_mb": round(peak_tmp[name], 1),
+        }
     for direction in ("upload", "download"):
         rates = {
             name: round(sizes.artifact_mb / statistics.median(seconds[(name, direction)]), 1)
@@ -362,6 +397,43 @@ def artifacts(stack: Stack, kit: Target, reference: Target, sizes: Sizes, report
                 ),  # fmt: skip
             }
         )
+
+
+def dir_mb(folder: Path) -> float:
+    """Disk held by the files under ``folder`` (allocated blocks), in MB."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total / 2**20
+
+
+def streamed_get(url: str, auth: tuple[str, str] | None, tmp: Path) -> tuple[float, float, float]:
+    """(seconds to the first byte, seconds to the last, peak MB in ``tmp`` meanwhile)."""
+    peak = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], dir_mb(tmp))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        with requests.get(url, auth=auth, stream=True, timeout=600) as response:
+            response.raise_for_status()
+            chunks = response.iter_content(1 << 20)
+            next(chunks)
+            ttfb = time.perf_counter() - start
+            for _ in chunks:
+                pass
+        return ttfb, time.perf_counter() - start, peak[0]
+    finally:
+        done.set()
+        sampler.join()
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -531,6 +603,19 @@ def render(report: Report) -> str:
                     ]
                     for r in report.artifacts
                 ],  # fmt: skip
+            ),
+        ]
+    if report.artifacts_streamed:
+        out += [
+            "",
+            "One streamed GET of it (requests, 1 MB reads):",
+            "",
+            table(
+                ["server", "first byte s", "MB/s", "peak server temp MB"],
+                [
+                    [name, r["first_byte_s"], r["mb_s"], r["peak_server_tmp_mb"]]
+                    for name, r in report.artifacts_streamed.items()
+                ],
             ),
         ]
     return "\n".join(out)

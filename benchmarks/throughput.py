@@ -13,6 +13,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -125,6 +126,10 @@ def measure(pool_size: int, fn: Any, args: list[tuple[Any, ...]]) -> dict[str, f
     return out
 
 
+def reference_tmp(stack: Stack) -> Path:
+    return stack.root / "reference-tmp"
+
+
 def start_reference(stack: Stack) -> tuple[int, Target, float]:
     """`mlflow server` as its docs start it: defaults, on a database of its own."""
     settings = stack.settings
@@ -135,6 +140,10 @@ def start_reference(stack: Stack) -> tuple[int, Target, float]:
     env = inherited_environment(keep_settings=False)
     env.update(server_env(settings))
     env.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)  # MLflow's default: on
+    # Its own temporary folder, so the harness can see what a download writes there.
+    tmp = reference_tmp(stack)
+    tmp.mkdir(mode=0o700, exist_ok=True)
+    env["TMPDIR"] = str(tmp)
     reference = settings.model_copy(update={"db_name": "reference"})
     argv = [
         sys.executable,
