@@ -281,7 +281,7 @@ def _human(n: int) -> str:
 
 
 def new_id(now: dt.datetime, existing: set[str]) -> str:
-    base = now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = now.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     candidate, n = base, 1
     while candidate in existing or candidate + PARTIAL in existing:
         candidate = f"{base}-{n}"
@@ -583,7 +583,7 @@ def list_objects(settings: PlatformSettings, client: Any) -> tuple[list[StoreObj
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("NoSuchBucket", "404"):
-            return [], store_now or dt.datetime.now(dt.UTC)
+            return [], store_now or dt.datetime.now(dt.timezone.utc)
         raise BackupError(
             f"cannot list s3://{settings.s3_bucket}/{settings.s3_prefix}: {code or exc}",
             fix="check MLOPS_S3_* settings (`mlops-platform s3 diagnose`)",
@@ -593,7 +593,7 @@ def list_objects(settings: PlatformSettings, client: Any) -> tuple[list[StoreObj
             f"cannot reach the S3 endpoint {settings.s3_endpoint}: {exc}",
             fix="start the object store or fix MLOPS_S3_ENDPOINT_URL",
         ) from None
-    return out, store_now or dt.datetime.now(dt.UTC)
+    return out, store_now or dt.datetime.now(dt.timezone.utc)
 
 
 def owner(rel: str) -> tuple[str, str] | None:
@@ -735,7 +735,7 @@ def _previous(root: Path, settings: PlatformSettings) -> tuple[Path, Manifest] |
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _pg_dump(
@@ -1563,7 +1563,7 @@ def plan_prune(
         remove = {
             i
             for i in ids
-            if now - dt.datetime.strptime(i[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+            if now - dt.datetime.strptime(i[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
             > older_than
         } - protected
     return [i for i in ids if i in remove]
