@@ -16,7 +16,7 @@ from tests.conftest import clear_mlops_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cr3t-db-pass"
-UTC = dt.UTC
+UTC = dt.timezone.utc
 
 
 @pytest.fixture
