@@ -712,15 +712,21 @@ class PlatformSettings(BaseSettings):
     def problems(self) -> list[str]:
         """Every problem with these settings, each naming the variable and the fix."""
         found: list[str] = []
-        connections = self.workers * (self.db_pool_size + self.db_pool_max_overflow)
+        processes = self.server_replicas * self.workers
+        connections = processes * (self.db_pool_size + self.db_pool_max_overflow)
         if connections + RESERVED_CONNECTIONS > self.db_max_connections:
+            replicas = (
+                f"MLOPS_SERVER_REPLICAS {self.server_replicas} x "
+                if self.server_replicas > 1
+                else ""
+            )
             found.append(
                 f"the server's pools may open {connections} database connections "
-                f"({self.workers} workers x (MLOPS_DB_POOL_SIZE {self.db_pool_size} + "
+                f"({replicas}{self.workers} workers x (MLOPS_DB_POOL_SIZE {self.db_pool_size} + "
                 f"MLOPS_DB_POOL_MAX_OVERFLOW {self.db_pool_max_overflow})), more than "
                 f"MLOPS_DB_MAX_CONNECTIONS={self.db_max_connections} leaves after "
-                f"{RESERVED_CONNECTIONS} for admin work; lower the pool or the workers, "
-                "or raise max_connections"
+                f"{RESERVED_CONNECTIONS} for admin work; lower the pool, the workers or the "
+                "replicas, or raise max_connections"
             )
         if not self.is_dev:
             for name in SECRET_FIELDS:

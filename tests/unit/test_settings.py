@@ -228,3 +228,11 @@ def test_pools_that_could_exhaust_postgres_are_refused() -> None:
     )
     (problem,) = [p for p in greedy.problems() if "MLOPS_DB_POOL_SIZE" in p]
     assert "120 database connections" in problem and "MLOPS_DB_MAX_CONNECTIONS=100" in problem
+
+
+def test_the_connection_budget_counts_every_replica() -> None:
+    one = PlatformSettings(_env_file=None, env="dev", server_workers=4, server_replicas=1)
+    assert not any("MLOPS_DB_POOL_SIZE" in p for p in one.problems())  # 4 x 10 + 10 <= 100
+    three = PlatformSettings(_env_file=None, env="dev", server_workers=4, server_replicas=3)
+    (problem,) = [p for p in three.problems() if "MLOPS_DB_POOL_SIZE" in p]
+    assert "120 database connections" in problem and "MLOPS_SERVER_REPLICAS 3 x" in problem
