@@ -11,7 +11,6 @@ point and artifact must be there afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -23,7 +22,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import make_stack_dir, require_binaries, run_cli, write_env
-from tests.reliability.test_faults import KEYS, WORKERS, read_ledgers, wait_for_acks, worker
+from tests.reliability.test_faults import (
+    WORKERS,
+    assert_acknowledged_writes_kept,
+    read_ledgers,
+    wait_for_acks,
+    worker,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -122,17 +127,5 @@ def test_rolling_restart_loses_no_call(
     # the load ran across the whole restart, not around it
     assert len(during) >= WORKERS * 10, len(during)
 
-    missing = 0
-    for i in range(WORKERS):
-        acked_steps = {e["step"] for w, e in batches if w == i}
-        for j in range(KEYS):
-            stored = {(m.step, m.value) for m in client.get_metric_history(run_id, f"w{i}_k{j}")}
-            missing += sum((s, float(s * 10 + j)) not in stored for s in acked_steps)
-    assert missing == 0, f"{missing} acknowledged metric points are missing"
-    for art in artifacts:
-        worker_dir = art["name"].split("-")[0]
-        local = client.download_artifacts(
-            run_id, f"{worker_dir}/{art['name']}", dst_path=str(tmp_path / "down")
-        )
-        assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == art["sha256"]
+    assert_acknowledged_writes_kept(client, run_id, batches, artifacts, tmp_path)
     assert artifacts, "the workload logged no artifact"
