@@ -14,17 +14,13 @@ docker compose: docs/compose.md ("Rotating a password") runs the same steps with
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import re
-import stat
 import string
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlops_platform import users
 from mlops_platform.bootstrap import ensure_users_file, token, write_private
 from mlops_platform.errors import ConfigError, StateError
 from mlops_platform.render import htpasswd
@@ -85,37 +81,20 @@ def set_env_values(env_file: Path, values: dict[str, str]) -> None:
 
 
 def replace_password(settings: PlatformSettings) -> Path:
-    """The proxy user's entry in the password file, replaced atomically: the file keeps its
-    owner, group and mode (nginx's workers read it), and `users` commands' lock is held."""
+    """The proxy user's entry in the password file, replaced atomically under the lock the
+    `users` commands take; the file keeps its owner and group (nginx's workers read it)."""
     path = settings.users_file
     if not path.is_file():
         return ensure_users_file(settings)
-    lock = path.with_name(f".{path.name}.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        st = path.stat()
-        text = htpasswd.with_user(
-            path.read_text(encoding="utf-8"),
-            settings.proxy_user,
-            settings.proxy_password.get_secret_value(),
+    with users.locked(path):
+        users.replace_file(
+            path,
+            htpasswd.with_user(
+                path.read_text(encoding="utf-8"),
+                settings.proxy_user,
+                settings.proxy_password.get_secret_value(),
+            ),
         )
-        tmp_fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(tmp_fd, "w", encoding="utf-8") as out:
-                os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
-                if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
-                    with contextlib.suppress(PermissionError):
-                        os.fchown(out.fileno(), st.st_uid, st.st_gid)
-                out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    finally:
-        os.close(fd)
     return path
 
 

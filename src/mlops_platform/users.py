@@ -244,7 +244,7 @@ def grant(
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(f".{path.name}.lock")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
@@ -255,7 +255,7 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _write(path: Path, text: str) -> None:
+def replace_file(path: Path, text: str) -> None:
     """Replace ``path`` atomically with mode 0640, keeping its owner and group."""
     st = path.stat() if path.exists() else None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -302,7 +302,7 @@ def add_user(
             fix=f"use at least {MIN_PASSWORD_LENGTH} varied characters, or --generate",
         )
     path = settings.users_file
-    with _locked(path):
+    with locked(path):
         text = _read(path)
         if name in htpasswd.parse(text):
             raise UserError(
@@ -312,7 +312,7 @@ def add_user(
             )
         if settings.identity_enabled and role is not None:
             auth_store.set_role(_store(settings), name, role)
-        _write(path, htpasswd.with_user(text, name, password))
+        replace_file(path, htpasswd.with_user(text, name, password))
     return AddResult(name=name, users_file=path, generated_password=generated, role=role)
 
 
@@ -326,11 +326,11 @@ def remove_user(settings: PlatformSettings, name: str) -> RemoveResult:
         )
     path = settings.users_file
     removed = False
-    with _locked(path):
+    with locked(path):
         text = _read(path)
         if name in htpasswd.parse(text):
             kept = [ln for ln in text.splitlines() if ln.strip() and ln.split(":", 1)[0] != name]
-            _write(path, "\n".join(kept) + "\n" if kept else "")
+            replace_file(path, "\n".join(kept) + "\n" if kept else "")
             removed = True
     if settings.identity_enabled:
         # The login is gone first; then MLflow's user and its grants. Runs stay.
