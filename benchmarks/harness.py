@@ -425,9 +425,13 @@ def streamed_get(url: str, auth: tuple[str, str] | None, tmp: Path) -> tuple[flo
     try:
         with requests.get(url, auth=auth, stream=True, timeout=600) as response:
             response.raise_for_status()
-            response.raw.read(1)  # the first byte (iter_content would wait for a chunk)
+            # One reader for the whole body (reading the raw socket first would desync a
+            # chunked response); its first piece of at most 64 KiB arrives as soon as the
+            # server sends one, whichever framing it uses.
+            pieces = response.iter_content(1 << 16)
+            next(pieces, b"")
             ttfb = time.perf_counter() - start
-            for _ in response.iter_content(1 << 20):
+            for _ in pieces:
                 pass
         return ttfb, time.perf_counter() - start, peak[0]
     finally:
