@@ -407,6 +407,48 @@ def cache_run_experiments(auth_module: Any) -> None:
     auth_module._get_tracking_store = tracking_store
 
 
+def _model_ids_of_batch() -> set[str] | None:
+    """The per-metric model ids of a log-batch JSON body, both spellings; None when the
+    body is not the plain JSON shape (MLflow's own check then decides)."""
+    body = request.get_json(silent=True, cache=True)
+    if not isinstance(body, dict):
+        return None
+    metrics = body.get("metrics") or []
+    if not isinstance(metrics, list):
+        return None
+    ids: set[str] = set()
+    for metric in metrics:
+        if not isinstance(metric, dict):
+            return None
+        for key in ("model_id", "modelId"):
+            value = metric.get(key)
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str):
+                return None
+            ids.add(value)
+    return ids
+
+
+def lighter_log_batch_check(auth_module: Any) -> None:
+    """MLflow's check of ``runs/log-batch`` converts the whole body into its protobuf
+    message only to collect per-metric model ids, and the handler converts it again: for
+    100 metrics that is a third of the check's CPU. The kit reads the same ids from the
+    JSON Flask has already parsed and hands them to MLflow's own
+    ``_validate_can_update_run_and_models``; any other body shape goes to MLflow's check."""
+    original = auth_module.validate_can_log_batch
+    decide = auth_module._validate_can_update_run_and_models
+
+    def validate_can_log_batch() -> bool:
+        ids = _model_ids_of_batch()
+        return original() if ids is None else bool(decide(ids))
+
+    table = auth_module.BEFORE_REQUEST_VALIDATORS
+    for key, validator in list(table.items()):
+        if validator is original:
+            table[key] = validate_can_log_batch
+
+
 def create_app(app: Flask | None = None) -> Any:
     """MLflow's basic-auth app with the kit's rules registered first."""
     from mlflow.server import app as mlflow_app
@@ -421,4 +463,5 @@ def create_app(app: Flask | None = None) -> Any:
     import mlflow.server.auth as mlflow_auth
 
     cache_run_experiments(mlflow_auth)
+    lighter_log_batch_check(mlflow_auth)
     return created

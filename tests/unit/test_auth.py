@@ -253,3 +253,38 @@ def test_a_refusal_on_remembered_grants_is_decided_again_from_the_store() -> Non
     assert client.get("/x").status_code == 200 and decisions == [0, 0, 1, 1]
     store.grants.clear()  # revoked elsewhere: remembered until the memo expires
     assert client.get("/x").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "ids"),
+    [
+        ({"run_id": "r", "metrics": [{"key": "a", "value": 1}]}, set()),
+        (
+            {"metrics": [{"key": "a", "model_id": "m-1"}, {"key": "b", "modelId": "m-2"}]},
+            {"m-1", "m-2"},
+        ),  # fmt: skip
+        ({"run_id": "r"}, set()),
+        ({"metrics": "not a list"}, None),  # MLflow's own check decides
+        ({"metrics": [{"key": "a", "model_id": 7}]}, None),
+        ([1, 2], None),
+    ],
+)
+def test_log_batch_model_ids_are_read_from_the_json(body: object, ids: set[str] | None) -> None:
+    with Flask("batch").test_request_context("/api/2.0/mlflow/runs/log-batch", json=body):
+        assert auth_app._model_ids_of_batch() == ids
+
+
+def test_the_lighter_log_batch_check_replaces_mlflows_in_its_table() -> None:
+    import mlflow.server.auth as mlflow_auth
+
+    original = mlflow_auth.validate_can_log_batch
+    table = dict(mlflow_auth.BEFORE_REQUEST_VALIDATORS)
+    try:
+        auth_app.lighter_log_batch_check(mlflow_auth)
+        routes = [k for k, v in table.items() if v is original]
+        assert routes and all(
+            mlflow_auth.BEFORE_REQUEST_VALIDATORS[k] is not original for k in routes
+        )
+    finally:
+        mlflow_auth.BEFORE_REQUEST_VALIDATORS.clear()
+        mlflow_auth.BEFORE_REQUEST_VALIDATORS.update(table)
