@@ -69,6 +69,7 @@ class Platform:
             [*CLI, "--env-file", str(self.env_file), *args],
             capture_output=True,
             text=True,
+            errors="replace",  # `logs` passes on what clients sent nginx, bytes and all
             cwd=self.root,
             env=env,
             timeout=timeout,

@@ -42,8 +42,12 @@ input AS (
     WHERE EXISTS (SELECT 1 FROM run)
 ),
 ins AS (
+    -- In the primary key's order, not the batch's: two writers inserting the same rows
+    -- then wait for each other in one order and never deadlock (the batch's order made
+    -- them, under 8 racing writers).
     INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)
-    SELECT key, value, ts, %(run_id)s, step, is_nan FROM input ORDER BY ord
+    SELECT key, value, ts, %(run_id)s, step, is_nan FROM input
+    ORDER BY key, ts, step, value, is_nan
     ON CONFLICT DO NOTHING
     RETURNING key, value, timestamp, step, is_nan
 ),
