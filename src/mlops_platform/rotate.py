@@ -80,6 +80,17 @@ def set_env_values(env_file: Path, values: dict[str, str]) -> None:
     write_private(env_file, text)
 
 
+def _write_new_values(
+    env_file: Path, name: str, result: RotateResult, progress: Callable[[str], None]
+) -> PlatformSettings:
+    """New values for secret NAME into the env file; the settings as they now read."""
+    values = {f"{ENV_PREFIX}{f.upper()}": new_value(f) for f in SECRETS[name][0]}
+    set_env_values(env_file, values)
+    result.rotated += list(values)
+    progress(f"{name}: new value written to {env_file}")
+    return load_settings(env_file, check=False)
+
+
 def replace_password(settings: PlatformSettings) -> Path:
     """The proxy user's entry in the password file, replaced atomically under the lock the
     `users` commands take; the file keeps its owner and group (nginx's workers read it)."""
@@ -144,13 +155,9 @@ def rotate_local(
     result = RotateResult(env_file)
     restart = False
     for name in chosen:
-        fields, needs_restart = SECRETS[name]
-        values = {f"{ENV_PREFIX}{f.upper()}": new_value(f) for f in fields}
+        needs_restart = SECRETS[name][1]
         # 1. .env first: a failure later is repaired by running `rotate` again.
-        set_env_values(env_file, values)
-        result.rotated += list(values)
-        progress(f"{name}: new value written to {env_file}")
-        fresh = load_settings(env_file, check=False)
+        fresh = _write_new_values(env_file, name, result, progress)
         # 2. The running service that checks it.
         if name == "db-password":
             postgres.superuser_sql(
@@ -233,12 +240,7 @@ def rotate_compose(
     result = RotateResult(env_file)
     recreate: list[str] = []
     for name in chosen:
-        fields, _ = SECRETS[name]
-        values = {f"{ENV_PREFIX}{f.upper()}": new_value(f) for f in fields}
-        set_env_values(env_file, values)
-        result.rotated += list(values)
-        progress(f"{name}: new value written to {env_file}")
-        fresh = load_settings(env_file, check=False)
+        fresh = _write_new_values(env_file, name, result, progress)
         if name == "db-password":
             password = fresh.db_password.get_secret_value().replace("'", "''")
             compose(

@@ -62,25 +62,23 @@ def test_readme_quick_start_is_two_commands_and_says_what_make_up_installs() -> 
     assert "Where data lives" in section
 
 
-def test_make_up_installs_the_platform_without_the_test_extras() -> None:
-    dry = subprocess.run(
-        ["make", "-n", "-B", "up", "VENV=/nonexistent-venv"],
+def _make_dry_run(target: str) -> str:
+    """What `make TARGET` would run on a machine with nothing installed."""
+    return subprocess.run(
+        ["make", "-n", "-B", target, "VENV=/nonexistent-venv"],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+
+
+def test_make_up_installs_the_platform_without_the_test_extras() -> None:
+    dry = _make_dry_run("up")
     installs = [line for line in dry.splitlines() if "pip install" in line and " -e " in line]
     assert installs == ["/nonexistent-venv/bin/pip install --quiet -e ."], installs
     assert "chromium" not in dry  # the UI tests' browser is not the platform's
-    dry_test = subprocess.run(
-        ["make", "-n", "-B", "test", "VENV=/nonexistent-venv"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert '-e ".[dev]"' in dry_test
+    assert '-e ".[dev]"' in _make_dry_run("test")
 
 
 @pytest.fixture
