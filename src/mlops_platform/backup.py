@@ -432,6 +432,27 @@ def _tables(conn: sqlalchemy.Connection) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def row_counts_of(target: PlatformSettings) -> dict[str, int]:
+    """:func:`row_counts` of the database ``target`` names, on a connection of its own."""
+    engine = db.make_engine(target)
+    try:
+        with engine.connect() as conn:
+            return row_counts(conn)
+    finally:
+        engine.dispose()
+
+
+def count_mismatches(
+    counts: dict[str, int], expected: dict[str, int], what: str = "table"
+) -> list[str]:
+    """One line per table whose restored row count differs from the manifest's."""
+    return [
+        f"{what} {t}: {counts.get(t)} rows restored, manifest says {n}"
+        for t, n in sorted(expected.items())
+        if counts.get(t) != n
+    ]
+
+
 def row_counts(conn: sqlalchemy.Connection) -> dict[str, int]:
     """Exact row count of every table of the schema."""
     counts: dict[str, int] = {}
@@ -1120,16 +1141,8 @@ def verify_backup(
             except SchemaError as exc:
                 problems.append(f"the dump does not restore: {exc.message}")
             else:
-                engine = db.make_engine(scratch)
-                try:
-                    with engine.connect() as conn:
-                        restored = row_counts(conn)
-                finally:
-                    engine.dispose()
-                for table, rows in sorted(manifest.row_counts.items()):
-                    got = restored.get(table)
-                    if got != rows:
-                        problems.append(f"table {table}: {got} rows restored, manifest says {rows}")
+                restored = row_counts_of(scratch)
+                problems += count_mismatches(restored, manifest.row_counts)
             if manifest.auth_dump_sha256 and not any(p.startswith(AUTH_DUMP) for p in problems):
                 problems += _verify_auth_dump(scratch, path / AUTH_DUMP, manifest, say)
     return VerifyResult(path.name, problems, files, total, restored, time.monotonic() - start)
@@ -1137,17 +1150,7 @@ def verify_backup(
 
 def _auth_count_mismatches(auth: PlatformSettings, manifest: Manifest) -> list[str]:
     """The auth store's tables whose row counts differ from the manifest's, one line each."""
-    engine = db.make_engine(auth)
-    try:
-        with engine.connect() as conn:
-            counts = row_counts(conn)
-    finally:
-        engine.dispose()
-    return [
-        f"auth store table {t}: {counts.get(t)} rows restored, manifest says {n}"
-        for t, n in sorted(manifest.auth_row_counts.items())
-        if counts.get(t) != n
-    ]
+    return count_mismatches(row_counts_of(auth), manifest.auth_row_counts, "auth store table")
 
 
 def _verify_auth_dump(
@@ -1442,17 +1445,7 @@ def restore_backup(
         say.finish()
         say.message("restoring the database (one transaction)")
         restore_database(settings, path / DUMP)
-        engine = db.make_engine(settings)
-        try:
-            with engine.connect() as conn:
-                counts = row_counts(conn)
-        finally:
-            engine.dispose()
-        problems = [
-            f"table {t}: {counts.get(t)} rows restored, manifest says {n}"
-            for t, n in sorted(manifest.row_counts.items())
-            if counts.get(t) != n
-        ]
+        problems = count_mismatches(row_counts_of(settings), manifest.row_counts)
         auth_restored = auth_upgraded = False
         if manifest.auth_dump_sha256:
             problems += _restore_auth(settings, path / AUTH_DUMP, manifest, say)
