@@ -27,6 +27,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -267,18 +268,8 @@ def test_acknowledged_writes_survive_faults(
     experiment = client.create_experiment("faults-under-load")
     run_id = client.create_run(experiment).info.run_id
 
-    ctx = multiprocessing.get_context("fork")
-    stop = ctx.Event()
-    procs = [
-        ctx.Process(target=worker, args=(client_env, run_id, i, stop, str(tmp_path)))
-        for i in range(WORKERS)
-    ]
-    load_start = time.time()
-    for proc in procs:
-        proc.start()
-
     faults: list[Fault] = []
-    try:
+    with ledger_load(client_env, run_id, tmp_path) as load_start:
         schedule: list[tuple[str, str, Callable[[int], None], float]] = [
             ("kill -9 PostgreSQL, then `up`", "postgres", lambda p: os.kill(p, signal.SIGKILL), 2),
             (
@@ -307,11 +298,6 @@ def test_acknowledged_writes_survive_faults(
         )
         # the load goes on until the last fault has recovered, plus a margin
         wait_for_acks(tmp_path, max(f.recovered_at for f in faults) + MARGIN, 1)
-    finally:
-        stop.set()
-        for proc in procs:
-            proc.join(timeout=120)
-    assert [proc.exitcode for proc in procs] == [0] * WORKERS
 
     ledgers = read_ledgers(tmp_path)
     problems = [p for fault in faults for p in verify(fault, ledgers)]
@@ -374,3 +360,25 @@ def assert_acknowledged_writes_kept(
             run_id, f"{worker_dir}/{art['name']}", dst_path=str(tmp_path / "down")
         )
         assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == art["sha256"]
+
+
+@contextmanager
+def ledger_load(client_env: dict[str, str], run_id: str, folder: Path) -> Iterator[float]:
+    """WORKERS client processes write to RUN_ID, each keeping its ledger in FOLDER, until the
+    block ends; yields when they started. Every worker must then exit cleanly."""
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    procs = [
+        ctx.Process(target=worker, args=(client_env, run_id, i, stop, str(folder)))
+        for i in range(WORKERS)
+    ]
+    load_start = time.time()
+    for proc in procs:
+        proc.start()
+    try:
+        yield load_start
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=120)
+    assert [proc.exitcode for proc in procs] == [0] * WORKERS

@@ -12,7 +12,6 @@ point and artifact must be there afterwards.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import time
@@ -25,9 +24,9 @@ from tests.integration.conftest import make_stack_dir, require_binaries, run_cli
 from tests.reliability.test_faults import (
     WORKERS,
     assert_acknowledged_writes_kept,
+    ledger_load,
     read_ledgers,
     wait_for_acks,
-    worker,
 )
 
 pytestmark = pytest.mark.integration
@@ -71,27 +70,13 @@ def test_rolling_restart_loses_no_call(
     client = MlflowClient(tracking_uri=client_env["MLFLOW_TRACKING_URI"])
     run_id = client.create_run(client.create_experiment("rolling-restart")).info.run_id
 
-    ctx = multiprocessing.get_context("fork")
-    stop = ctx.Event()
-    procs = [
-        ctx.Process(target=worker, args=(client_env, run_id, i, stop, str(tmp_path)))
-        for i in range(WORKERS)
-    ]
-    load_start = time.time()
-    for proc in procs:
-        proc.start()
-    try:
+    with ledger_load(client_env, run_id, tmp_path) as load_start:
         wait_for_acks(tmp_path, load_start, 10)
         restart_start = time.time()
         restarted = run_cli(env_file, "restart", "tracking", "--json", timeout=600)
         restart_end = time.time()
         assert restarted.returncode == 0, restarted.stderr
         wait_for_acks(tmp_path, restart_end, 10)
-    finally:
-        stop.set()
-        for proc in procs:
-            proc.join(timeout=120)
-    assert [proc.exitcode for proc in procs] == [0] * WORKERS
     result = json.loads(restarted.stdout)
     assert result["restarted"] == ["tracking", "tracking-2"] and result["drained"], result
     after = tracking_pids(env_file)
