@@ -57,6 +57,19 @@ class Platform:
     password: str
     client_env: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def configured(cls, root: Path, env_file: Path) -> Platform:
+        """A stack configured by ENV_FILE, not yet up (``url`` is set by `up`)."""
+        settings = load_settings(env_file)
+        return cls(
+            root=root,
+            env_file=env_file,
+            settings=settings,
+            url="",
+            user=settings.proxy_user,
+            password=settings.proxy_password.get_secret_value(),
+        )
+
     def cli(
         self,
         *args: str,
@@ -140,15 +153,7 @@ def platform() -> Iterator[Platform]:
     require_binaries()
     root = make_stack_dir("mlops-it-")
     env_file = write_env(root, prometheus="true")  # /metrics is real, as in compose
-    settings = load_settings(env_file)
-    stack = Platform(
-        root=root,
-        env_file=env_file,
-        settings=settings,
-        url="",
-        user=settings.proxy_user,
-        password=settings.proxy_password.get_secret_value(),
-    )
+    stack = Platform.configured(root, env_file)
     try:  # a failed `up` is torn down too: nothing of it outlives the session
         up = stack.cli("up", "--json", timeout=600)
         stack.url = json.loads(up.stdout)["url"]

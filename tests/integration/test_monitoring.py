@@ -22,7 +22,6 @@ import pytest
 import requests
 
 from mlops_platform.render.prometheus import NGINX_STATUS_PATH
-from mlops_platform.settings import load_settings
 from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.monitoring import PACKAGES, find_binary
 from mlops_platform.stack.seaweedfs import SeaweedFS
@@ -50,15 +49,7 @@ def monitored() -> Iterator[Platform]:
         pytest.fail("monitoring tests need: " + "; ".join(missing), pytrace=False)
     root = make_stack_dir("mlops-mon-")
     env_file = write_env(root, monitoring="true", monitoring_port=str(free_port()))
-    settings = load_settings(env_file)
-    stack = Platform(
-        root=root,
-        env_file=env_file,
-        settings=settings,
-        url="",
-        user=settings.proxy_user,
-        password=settings.proxy_password.get_secret_value(),
-    )
+    stack = Platform.configured(root, env_file)
     try:
         up = stack.cli("up", "--json", timeout=600)
         stack.url = json.loads(up.stdout)["url"]
