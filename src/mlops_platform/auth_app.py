@@ -275,7 +275,7 @@ class AuthMemo:
     def _remembered(self, table: dict[Any, tuple[float, Any]], key: Any, load: Any) -> Any:
         now = time.monotonic()
         hit = table.get(key)
-        if hit is not None and hit[0] > now and not _fresh_reads():
+        if hit is not None and hit[0] > now and _memo_allowed():
             _note_memo_used()
             return hit[1]
         value = load()
@@ -294,8 +294,19 @@ class AuthMemo:
         )
 
 
-def _fresh_reads() -> bool:
-    return has_request_context() and bool(g.get("mlops_fresh_auth_reads"))
+def _memo_allowed() -> bool:
+    """Remembered answers serve only requests whose refusal is re-decided.
+
+    Those are the requests that went through MLflow's Flask permission hook as wrapped by
+    :func:`recheck_refusals` (before the second pass, which reads fresh). MLflow's FastAPI
+    permission middleware (artifact downloads, the gateway, traces over OTLP) has no second
+    pass, so its checks always read the database.
+    """
+    return (
+        has_request_context()
+        and bool(g.get("mlops_recheck_armed"))
+        and not g.get("mlops_fresh_auth_reads")
+    )
 
 
 def _note_memo_used() -> None:
@@ -323,6 +334,7 @@ def recheck_refusals(app: Flask, memo: AuthMemo) -> None:
 def _rechecking(hook: Any, memo: AuthMemo) -> Any:
     def before_request() -> Any:
         g.mlops_auth_memo_used = False
+        g.mlops_recheck_armed = True
         answer = hook()
         if (
             isinstance(answer, Response)

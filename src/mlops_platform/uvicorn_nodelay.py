@@ -6,7 +6,7 @@ that report ``IPPROTO_TCP`` (uvicorn issue #3149). Nagle then holds back each re
 on a keep-alive connection until the client's delayed ACK, ~40 ms later. Measured here
 on a 2-worker MLflow server: 18 ``log_metric`` calls/s from one client instead of
 hundreds. Re-wrapping the bound socket with an explicit protocol fixes it; nothing
-else changes.
+else changes. uvicorn 0.55 binds a socket that reports TCP, which this leaves alone.
 
     python -m mlops_platform.uvicorn_nodelay <uvicorn arguments>
 """

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import flask
 import pytest
 from flask import Flask, Response
 
@@ -210,24 +213,49 @@ class _AuthStore:
         self.grants.append(username)
 
 
+@contextlib.contextmanager
+def _checked_by_the_wrapped_hook() -> Iterator[None]:
+    """A Flask request whose permission check went through ``recheck_refusals``."""
+    with Flask("memo").test_request_context("/api/2.0/mlflow/runs/get"):
+        flask.g.mlops_recheck_armed = True
+        yield
+
+
 def test_auth_memo_remembers_reads_and_forgets_on_every_write() -> None:
     store = _AuthStore()
     auth_app.AuthMemo(store, 60)
-    assert store.get_user("ann").id == 1 and store.list_grants(1, "default", {"experiment"}) == []
-    store.get_user("ann")
-    store.list_grants(1, "default", ["experiment"])  # same key, whatever the collection
-    assert store.reads == 2
-    store.grant_user_permission("ann", "experiment", "7", "EDIT")  # through this worker
-    assert store.list_grants(1, "default", {"experiment"}) == ["ann"] and store.reads == 3
+    with _checked_by_the_wrapped_hook():
+        user = store.get_user("ann")
+        assert user.id == 1 and store.list_grants(1, "default", {"experiment"}) == []
+        store.get_user("ann")
+        store.list_grants(1, "default", ["experiment"])  # same key, whatever the collection
+        assert store.reads == 2
+        store.grant_user_permission("ann", "experiment", "7", "EDIT")  # through this worker
+        assert store.list_grants(1, "default", {"experiment"}) == ["ann"] and store.reads == 3
 
 
 def test_auth_memo_expires() -> None:
     store = _AuthStore()
     auth_app.AuthMemo(store, 0.05)
-    store.get_user("ann")
-    time.sleep(0.1)
-    store.get_user("ann")
+    with _checked_by_the_wrapped_hook():
+        store.get_user("ann")
+        time.sleep(0.1)
+        store.get_user("ann")
     assert store.reads == 2
+
+
+def test_checks_without_a_second_pass_always_read_the_store() -> None:
+    """MLflow's FastAPI permission middleware (artifact downloads) never re-decides a
+    refusal, so it must never decide on remembered grants: a fresh grant applies at once."""
+    store = _AuthStore()
+    auth_app.AuthMemo(store, 60)
+    with _checked_by_the_wrapped_hook():
+        store.list_grants(1, "default", {"experiment"})
+    store.grants.append("ann")  # granted through another worker or the CLI
+    assert store.list_grants(1, "default", {"experiment"}) == ["ann"]  # no request context
+    with Flask("fastapi-bridge").test_request_context("/api/2.0/mlflow-artifacts/artifacts/x"):
+        assert store.list_grants(1, "default", {"experiment"}) == ["ann"]  # not wrapped
+    assert store.reads == 3
 
 
 def test_a_refusal_on_remembered_grants_is_decided_again_from_the_store() -> None:

@@ -38,20 +38,34 @@ def _bound(config: uvicorn.config.Config) -> socket.socket:
     return sock
 
 
-def test_unpatched_multiworker_socket_loses_nodelay_and_patch_restores_it() -> None:
+def test_patched_multiworker_socket_has_nodelay_whatever_uvicorn_does() -> None:
+    """Older uvicorn loses TCP_NODELAY with ``--workers``; a fixed one keeps it. Either way
+    the patched socket has it, and where uvicorn already binds a TCP socket the patch
+    leaves that socket alone."""
     original = uvicorn.config.Config.bind_socket
     try:
         config = uvicorn.config.Config(app="x:y", host="127.0.0.1", port=0, workers=2)
         plain = _bound(config)
-        assert asyncio.run(_nodelay_of_accepted(plain)) == 0, (
-            "uvicorn now sets TCP_NODELAY itself (#3149 fixed): the kit's patch can go"
-        )
+        uvicorn_fixed = plain.proto == socket.IPPROTO_TCP
+        assert (asyncio.run(_nodelay_of_accepted(plain)) != 0) == uvicorn_fixed
         uvicorn_nodelay.patch()
         fixed = _bound(uvicorn.config.Config(app="x:y", host="127.0.0.1", port=0, workers=2))
         assert fixed.proto == socket.IPPROTO_TCP
         assert asyncio.run(_nodelay_of_accepted(fixed)) != 0
     finally:
         uvicorn.config.Config.bind_socket = original  # type: ignore[method-assign]
+
+
+def test_patch_keeps_a_socket_that_already_says_tcp() -> None:
+    original = uvicorn.config.Config.bind_socket
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        uvicorn.config.Config.bind_socket = lambda self: tcp  # type: ignore[method-assign]
+        uvicorn_nodelay.patch()
+        assert uvicorn.config.Config(app="x:y").bind_socket() is tcp
+    finally:
+        uvicorn.config.Config.bind_socket = original  # type: ignore[method-assign]
+        tcp.close()
 
 
 def test_swap_runner() -> None:
