@@ -14,6 +14,7 @@ import statistics
 import time
 import urllib.request
 
+import psutil
 import sqlalchemy
 
 from benchmarks.common import Stack, throwaway_stack
@@ -45,6 +46,30 @@ def scrape_ms(url: str, scrapes: int) -> tuple[float, float, int]:
     return statistics.median(times), times[int(len(times) * 0.95) - 1], size
 
 
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and its children (its share of shared pages:
+    what it adds to the machine), MB."""
+    total = 0
+    proc = psutil.Process(pid)
+    for p in (proc, *proc.children(recursive=True)):
+        try:
+            total += p.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def memory_over(pid: int, seconds: float) -> dict[str, float]:
+    """PSS of the exporter's process tree every 0.5 s for ``seconds`` (longer than the
+    checks' interval, so one collection falls inside): mean and peak."""
+    samples = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        samples.append(tree_pss_mb(pid))
+        time.sleep(0.5)
+    return {"pss_mean_mb": statistics.mean(samples), "pss_peak_mb": max(samples)}
+
+
 def collect_seconds(stack: Stack) -> dict[str, float]:
     out = {}
     for name, collect in exporter.GROUPS.items():
@@ -54,11 +79,12 @@ def collect_seconds(stack: Stack) -> dict[str, float]:
     return out
 
 
-def measure(stack: Stack, label: str, scrapes: int) -> dict[str, object]:
+def measure(stack: Stack, label: str, scrapes: int, window: float) -> dict[str, object]:
     status = {s["name"]: s for s in stack.status()["services"]}
     url = status["metrics"]["url"]
     median, p95, size = scrape_ms(url, scrapes)
     return {
+        "memory": memory_over(int(status["metrics"]["pid"]), window),
         "label": label,
         "scrape_median_ms": median,
         "scrape_p95_ms": p95,
@@ -75,11 +101,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=70.0,
+        help="seconds over which the exporter's memory is sampled (over one checks interval)",
+    )
     opts = parser.parse_args()
     rows = []
     with throwaway_stack(monitoring="true", monitoring_port=str(free_port())) as stack:
         stack.cli("up")
-        rows.append(measure(stack, "0 runs", opts.scrapes))
+        rows.append(measure(stack, "0 runs", opts.scrapes, opts.window))
         engine = db.make_engine(stack.settings)
         start = time.monotonic()
         with engine.begin() as conn:
@@ -87,13 +119,15 @@ def main() -> None:
             conn.execute(sqlalchemy.text("ANALYZE runs"))
         engine.dispose()
         print(f"inserted {opts.runs} runs in {time.monotonic() - start:.1f}s")
-        rows.append(measure(stack, f"{opts.runs} runs", opts.scrapes))
+        rows.append(measure(stack, f"{opts.runs} runs", opts.scrapes, opts.window))
     for row in rows:
         collect = ", ".join(f"{k} {v:.2f}s" for k, v in row["collect_s"].items())  # type: ignore[attr-defined]
         print(
             f"{row['label']:>12}: scrape median {row['scrape_median_ms']:.2f} ms, "
             f"p95 {row['scrape_p95_ms']:.2f} ms, {row['body_bytes']} bytes; "
-            f"collections: {collect}; RSS MB {row['rss_mb']}"
+            f"collections: {collect}; RSS MB {row['rss_mb']}; "
+            f"exporter PSS MB (with its children) mean "
+            f"{row['memory']['pss_mean_mb']:.1f}, peak {row['memory']['pss_peak_mb']:.1f}"  # type: ignore[index]
         )
 
 

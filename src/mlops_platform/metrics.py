@@ -36,6 +36,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mlops_platform.errors import PlatformError
 from mlops_platform.settings import PlatformSettings
 
 STATUS_VALUE = {"ok": 0.0, "warn": 1.0, "fail": 2.0}
@@ -74,14 +75,33 @@ class GroupState:
 # -- the groups: each returns its samples; a failure raises (and is kept as the error) ----
 
 
-def collect_checks(settings: PlatformSettings) -> list[Sample]:
-    """The doctor's checks: one status and one duration series per check."""
+def collect_checks(settings: PlatformSettings, skip: Iterable[str] = ()) -> list[Sample]:
+    """The doctor's checks: one status and one duration series per check. ``skip``: the
+    doctor's check groups (``health.CHECKS``: settings, database, s3, tracking, proxy,
+    disk) this exporter cannot run where it is (compose's, which only nginx lets reach the
+    tracking server)."""
     from mlops_platform import health
 
-    report = health.doctor(settings)
+    skipped = set(skip)
+    if skipped:
+        findings = []
+        for name, check in health.CHECKS:
+            if name in skipped:
+                continue
+            # as health.doctor does: a check that raises is a failure, never a crash
+            try:
+                findings += check(settings)
+            except PlatformError as exc:
+                findings.append(health.Finding(name, "error", "fail", exc.message, exc.fix or ""))
+            except Exception as exc:  # noqa: BLE001
+                findings.append(
+                    health.Finding(name, "error", "fail", f"{exc.__class__.__name__}: {exc}"[:300])
+                )
+    else:
+        findings = health.doctor(settings).findings
     out: list[Sample] = []
     seen: set[tuple[str, str]] = set()
-    for finding in report.findings:
+    for finding in findings:
         key = (finding.component, finding.check)
         if finding.status not in STATUS_VALUE or key in seen:
             continue  # a skipped check has no status; a repeated one keeps its first row
@@ -93,45 +113,212 @@ def collect_checks(settings: PlatformSettings) -> list[Sample]:
 
 
 def collect_inventory(settings: PlatformSettings) -> list[Sample]:
-    """Counts, database size and the schema's distance to MLflow's head: one connection."""
-    import sqlalchemy
+    """Counts, database size and the schema's distance to MLflow's head: one psycopg
+    connection, no SQLAlchemy, no MLflow import (MLflow's migration chain is read from its
+    files once, ``migration_chain()``)."""
+    import psycopg
 
-    from mlops_platform import db
-
-    status = db.schema_status(settings)
-    if status.state == "outdated":
-        pending = len(db.pending_migrations(status.current))
-    elif status.state == "empty":
-        pending = len(db.pending_migrations(None))
-    else:
-        pending = 0
-    out = [Sample("database_migrations_pending", float(pending))]
-    engine = db.make_engine(settings)
-    try:
-        with engine.connect() as conn:
-            name = str(conn.execute(sqlalchemy.text("SELECT current_database()")).scalar())
-            size = conn.execute(sqlalchemy.text("SELECT pg_database_size(current_database())"))
-            out.append(Sample("database_size_bytes", float(size.scalar() or 0), {"database": name}))
-            if status.state != "empty":
-                for kind, sql in COUNTED.items():
-                    count = conn.execute(sqlalchemy.text(sql)).scalar()
-                    out.append(Sample("tracking_objects", float(count or 0), {"kind": kind}))
-    finally:
-        engine.dispose()
+    url = settings.database_url(with_password=True).replace(
+        "postgresql+psycopg://", "postgresql://", 1
+    )
+    with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT current_database(), pg_database_size(current_database()),"
+            " to_regclass('alembic_version') IS NOT NULL,"
+            " (SELECT count(*) FROM pg_catalog.pg_tables"
+            "  WHERE schemaname = current_schema() AND tablename <> 'alembic_version')"
+        ).fetchone()
+        assert row is not None
+        name, size, versioned, tables = row
+        current = None
+        if versioned:
+            found = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            current = str(found[0]) if found else None
+        counts = {}
+        if tables:
+            for kind, sql in COUNTED.items():
+                found = conn.execute(sql).fetchone()  # type: ignore[arg-type]
+                counts[kind] = float(found[0] if found else 0)
+    out = [
+        Sample("database_migrations_pending", float(pending_migrations(current, empty=not tables))),
+        Sample("database_size_bytes", float(size or 0), {"database": str(name)}),
+    ]
+    out += [Sample("tracking_objects", value, {"kind": kind}) for kind, value in counts.items()]
     return out
 
 
+_CHAIN: dict[str, tuple[str, ...]] | None = None
+
+
+def migration_chain() -> dict[str, tuple[str, ...]]:
+    """MLflow's tracking-schema migrations, revision -> the revisions it follows, read
+    (not imported) from the installed MLflow's Alembic scripts: what ``db.pending_migrations``
+    walks with Alembic, without MLflow's ~150 MB in this process. Cached: the installed
+    MLflow does not change under a running exporter."""
+    global _CHAIN
+    if _CHAIN is not None:
+        return _CHAIN
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlflow")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        raise RuntimeError("MLflow is not installed here: the schema's head is unknown")
+    folder = Path(spec.origin).parent / "store" / "db_migrations" / "versions"
+    chain: dict[str, tuple[str, ...]] = {}
+    for path in folder.glob("*.py"):
+        values: dict[str, Any] = {}
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            target = value = None
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, value = node.targets[0], node.value
+            elif isinstance(node, ast.AnnAssign):
+                target, value = node.target, node.value
+            named = isinstance(target, ast.Name) and target.id in ("revision", "down_revision")
+            if named and value is not None:
+                values[target.id] = ast.literal_eval(value)  # type: ignore[union-attr]
+        if isinstance(values.get("revision"), str):
+            down = values.get("down_revision")
+            parents = (down,) if isinstance(down, str) else tuple(down or ())
+            chain[values["revision"]] = parents
+    if not chain:
+        raise RuntimeError(f"no migration scripts in {folder}")
+    _CHAIN = chain
+    return chain
+
+
+def _ancestry(chain: dict[str, tuple[str, ...]], revision: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [revision]
+    while todo:
+        rev = todo.pop()
+        if rev not in seen:
+            seen.add(rev)
+            todo += chain.get(rev, ())
+    return seen
+
+
+def pending_migrations(current: str | None, *, empty: bool = False) -> int:
+    """Migrations between ``current`` and MLflow's head: all of them on an empty schema,
+    0 at the head or at a revision this MLflow does not know (a newer schema)."""
+    chain = migration_chain()
+    parents = {p for ps in chain.values() for p in ps}
+    heads = [rev for rev in chain if rev not in parents]
+    every = set().union(*(_ancestry(chain, h) for h in heads))
+    if empty:
+        return len(every)
+    if current is None or current not in chain:
+        return 0
+    return len(every - _ancestry(chain, current))
+
+
+# -- the object store over plain HTTP (AWS Signature Version 4) --------------------------
+
+S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+def _sign(key: bytes, text: str) -> bytes:
+    import hashlib
+    import hmac
+
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def s3_get(settings: PlatformSettings, params: dict[str, str], *, timeout: float = 10.0) -> bytes:
+    """A signed GET on the bucket (ListObjectsV2 and the like) with the standard library:
+    what boto3 would send, without boto3's ~40 MB. Static keys only (the backup key when
+    set, like the backup's own listing)."""
+    import hashlib
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote, urlsplit
+
+    key_id, secret = settings.s3_credentials("backup")
+    region = settings.s3_region
+    endpoint = settings.s3_endpoint or f"https://s3.{region}.amazonaws.com"
+    parts = urlsplit(endpoint)
+    bucket = settings.s3_bucket
+    if settings.s3_path_style:
+        host, path = parts.netloc, f"{parts.path.rstrip('/')}/{quote(bucket, safe='')}"
+    else:
+        host, path = f"{bucket}.{parts.netloc}", parts.path.rstrip("/") or "/"
+    query = "&".join(
+        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items())
+    )
+    now = dt.datetime.now(dt.timezone.utc)
+    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    payload = hashlib.sha256(b"").hexdigest()
+    headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": stamp}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(
+        [
+            "GET",
+            path,
+            query,
+            "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)),
+            signed,
+            payload,
+        ]
+    )
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    key = _sign(f"AWS4{secret}".encode(), day)
+    for part in (region, "s3", "aws4_request"):
+        key = _sign(key, part)
+    signature = _sign(key, to_sign).hex()
+    request = urllib.request.Request(
+        f"{parts.scheme}://{host}{path}?{query}",
+        headers={
+            "x-amz-content-sha256": payload,
+            "x-amz-date": stamp,
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={key_id}/{scope}, "
+            f"SignedHeaders={signed}, Signature={signature}",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()[:2000].decode(errors="replace")
+        code = body.split("<Code>", 1)[1].split("</Code>", 1)[0] if "<Code>" in body else ""
+        raise RuntimeError(f"S3 GET {bucket} answered {exc.code} {code}".strip()) from None
+
+
 def collect_storage(settings: PlatformSettings) -> list[Sample]:
-    """The bucket's size and object count under the kit's prefix (one listing)."""
+    """The bucket's size and object count under the kit's prefix (one listing, 1000 keys a
+    page). Plain signed HTTP with static keys; boto3 (its credential chain: an instance
+    role) only when there are none."""
+    import xml.etree.ElementTree as ET
+
+    prefix = settings.s3_prefix.strip("/")
+    prefix = f"{prefix}/" if prefix else ""
+    if not all(settings.s3_credentials("backup")):
+        return _storage_with_boto3(settings, prefix)
+    size = objects = 0
+    token = ""
+    while True:
+        params = {"list-type": "2", "prefix": prefix, "max-keys": "1000"}
+        if token:
+            params["continuation-token"] = token
+        page = ET.fromstring(s3_get(settings, params))
+        for item in page.iter(f"{S3_NS}Contents"):
+            size += int(item.findtext(f"{S3_NS}Size") or 0)
+            objects += 1
+        token = page.findtext(f"{S3_NS}NextContinuationToken") or ""
+        if page.findtext(f"{S3_NS}IsTruncated") != "true" or not token:
+            break
+    return [Sample("bucket_size_bytes", float(size)), Sample("bucket_objects", float(objects))]
+
+
+def _storage_with_boto3(settings: PlatformSettings, prefix: str) -> list[Sample]:
     from mlops_platform import s3
 
     client = s3.client(settings, timeout=10, retries=2, purpose="backup")
     paginator = client.get_paginator("list_objects_v2")
-    prefix = settings.s3_prefix.strip("/")
     size = objects = 0
-    for page in paginator.paginate(
-        Bucket=settings.s3_bucket, Prefix=f"{prefix}/" if prefix else ""
-    ):
+    for page in paginator.paginate(Bucket=settings.s3_bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             size += int(obj.get("Size", 0))
             objects += 1
@@ -262,6 +449,7 @@ class PlatformCollector(Collector):
         groups: dict[str, Callable[[PlatformSettings], list[Sample]]] | None = None,
         clock: Callable[[], float] = time.time,
         runner: Runner | None = None,
+        remote: Iterable[str] | None = None,
     ) -> None:
         self.settings = settings
         self.groups = dict(GROUPS if groups is None else groups)
@@ -270,6 +458,8 @@ class PlatformCollector(Collector):
         self.access = AccessLogCounter(access_log)
         self.clock = clock
         self.runner = runner
+        # the groups ``runner`` collects (all of them when not said); the rest run here
+        self.remote = set(self.groups if remote is None else remote) if runner else set()
         self.started = clock()
         self._attempted: dict[str, float] = {}
 
@@ -299,21 +489,22 @@ class PlatformCollector(Collector):
         return state
 
     def refresh_due(self) -> dict[str, GroupState]:
-        """Collect every group that is due: through ``runner`` (one child process for
-        them all) when there is one, else here."""
+        """Collect every group that is due: the ``remote`` ones through ``runner`` (one
+        child process for them all), the others here."""
         names = self.due()
         if not names:
             return {}
-        if self.runner is None:
-            return {name: self.refresh(name) for name in names}
-        now = time.monotonic()
-        for name in names:
-            self._attempted[name] = now
-        results = self.runner(names)
-        return {
-            name: self.apply(name, *results.get(name, (None, "not collected", 0.0)))
-            for name in names
-        }
+        here = [name for name in names if name not in self.remote]
+        away = [name for name in names if name in self.remote]
+        out = {name: self.refresh(name) for name in here}
+        if away and self.runner is not None:
+            now = time.monotonic()
+            for name in away:
+                self._attempted[name] = now
+            results = self.runner(away)
+            for name in away:
+                out[name] = self.apply(name, *results.get(name, (None, "not collected", 0.0)))
+        return out
 
     def due(self) -> list[str]:
         now = time.monotonic()
@@ -457,9 +648,10 @@ class Exporter:
 
 
 def subprocess_runner(argv: list[str], *, timeout: float = 300.0) -> Runner:
-    """Collect in a child process (``argv`` + ``--group NAME``...: `mlops-platform metrics
-    --once --json`): the doctor's checks import MLflow, ~200 MB that the resident
-    exporter then never holds; a hung check is killed at ``timeout``."""
+    """Collect in a child process (``argv`` + ``--group NAME``...: `python -m
+    mlops_platform.metrics --collect`, or `mlops-platform metrics --once --json`): the
+    doctor's checks and the backup listing import MLflow, SQLAlchemy and boto3, ~200 MB
+    that the resident exporter then never holds; a hung check is killed at ``timeout``."""
 
     def run(names: list[str]) -> dict[str, tuple[list[Sample] | None, str, float]]:
         cmd = [*argv, *(arg for name in names for arg in ("--group", name))]
@@ -489,9 +681,35 @@ def subprocess_runner(argv: list[str], *, timeout: float = 300.0) -> Runner:
     return run
 
 
+# Collected by the resident exporter itself: psycopg and signed HTTP, a few MB. The
+# others (the doctor's checks, the backup listing) need MLflow, SQLAlchemy or boto3 and
+# run in a short-lived child.
+LEAN_GROUPS = ("inventory", "storage")
+
+
+def groups_for(
+    skip_checks: Iterable[str] = (),
+) -> dict[str, Callable[[PlatformSettings], list[Sample]]]:
+    """GROUPS, with the doctor's check groups in ``skip_checks`` left out of ``checks``."""
+    skip = tuple(skip_checks)
+    if not skip:
+        return dict(GROUPS)
+    return {**GROUPS, "checks": lambda settings: collect_checks(settings, skip)}
+
+
+def lean_groups(settings: PlatformSettings) -> set[str]:
+    """The groups the resident process collects: storage only with static keys (else
+    boto3's credential chain, in the child)."""
+    lean = set(LEAN_GROUPS)
+    if not all(settings.s3_credentials("backup")):
+        lean.discard("storage")
+    return lean
+
+
 def main(args: list[str] | None = None) -> None:
     """The resident exporter, small: `mlops-platform metrics` execs it after checking its
-    options (``python -m mlops_platform.metrics``); collection runs in child processes."""
+    options (``python -m mlops_platform.metrics``). With ``--collect``: the child that
+    collects the heavy groups once and prints them as JSON."""
     import argparse
     import signal
     import sys
@@ -503,18 +721,33 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9464)
     parser.add_argument("--env-file", type=Path, default=None)
     parser.add_argument("--access-log", type=Path, default=None)
+    parser.add_argument("--skip-check", action="append", default=[])
+    parser.add_argument("--collect", action="store_true")
+    parser.add_argument("--group", action="append", default=[])
     for group, default in DEFAULT_INTERVALS.items():
         parser.add_argument(f"--{group}-every", type=float, default=default)
     opts = parser.parse_args(args)
     settings = load_settings(opts.env_file, check=False)
-    child = [sys.executable, "-m", "mlops_platform"]
+    groups = groups_for(opts.skip_check)
+    if opts.collect:
+        chosen = {name: groups[name] for name in opts.group or groups}
+        once = PlatformCollector(settings, groups=chosen)
+        for name in chosen:
+            once.refresh(name)
+        print(json.dumps({"groups": once.groups_as_dict()}))
+        return
+    child = [sys.executable, "-m", "mlops_platform.metrics", "--collect"]
     if opts.env_file is not None:
         child += ["--env-file", str(opts.env_file)]
+    for name in opts.skip_check:
+        child += ["--skip-check", name]
     collector = PlatformCollector(
         settings,
+        groups=groups,
         intervals={g: getattr(opts, f"{g}_every") for g in DEFAULT_INTERVALS},
         access_log=opts.access_log or default_access_log(settings),
-        runner=subprocess_runner([*child, "metrics", "--once", "--json"]),
+        runner=subprocess_runner(child),
+        remote=set(groups) - lean_groups(settings),
     )
     exporter = Exporter(collector, opts.host, opts.port)
 

@@ -65,6 +65,9 @@ CONTAINER_SECRETS = {
     "nginx": {"proxy_secret"},
     "prometheus": {"monitoring_password"},
     "grafana": {"grafana_admin_password"},
+    "metrics": {"db_password", "s3_access_key_id", "s3_secret_access_key"},
+    "postgres-exporter": {"db_password"},
+    "nginx-exporter": set(),
     "serving": set(),
     "backup": {"db_password", "s3_access_key_id", "s3_secret_access_key"},
     "admin": {"db_password"},
@@ -72,9 +75,12 @@ CONTAINER_SECRETS = {
 # The one secret in a container's environment: MLflow's client reads its password from
 # the environment only (docs/compose.md).
 ENV_SECRETS = {("serving", "MLFLOW_TRACKING_PASSWORD"): "SERVING_PASSWORD"}
-KIT_CONTAINERS = ("tracking", "init", "backup", "admin")  # built from mlflow/Dockerfile
+KIT_CONTAINERS = ("tracking", "init", "backup", "admin", "metrics")  # built from mlflow/Dockerfile
 # Run by hand (`docker compose run --rm admin users ...`), never kept running.
 TOOLS = {"admin"}
+# Images with no command to probe themselves (the binary alone, FROM scratch); Prometheus
+# watches them (`up`, tests/unit/test_compose_monitoring.py).
+NO_PROBE = {"nginx-exporter"}
 
 
 def compose_binary() -> str:
@@ -250,6 +256,9 @@ def test_every_long_running_service_has_a_healthcheck(model: dict) -> None:
         if name in shots | TOOLS:
             assert service.get("restart") == "no", f"one-shot {name} must not restart"
             continue
+        if name in NO_PROBE:
+            assert check.get("disable") is True, f"{name}: a probe its image cannot run"
+            continue
         assert not check.get("disable"), f"{name}: healthcheck disabled"
         test = check.get("test") or []
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name}: no healthcheck"
@@ -404,7 +413,8 @@ def test_databases_and_store_sit_on_an_internal_network(model: dict) -> None:
         for net in attached:
             assert networks[net].get("internal") is True, f"{name} on non-internal {net}"
     assert not networks["frontend"].get("internal")
-    assert set(model["services"]["nginx"]["networks"]) == {"frontend", "proxy"}
+    assert set(model["services"]["nginx"]["networks"]) == {"frontend", "proxy", "monitoring"}
+    assert networks["monitoring"].get("internal") is True
 
 
 def _members(model: dict, network: str) -> set[str]:
@@ -690,7 +700,7 @@ def test_prometheus_scrapes_the_tracking_server_through_nginx() -> None:
     config = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     job = jobs["mlflow-tracking"]
-    assert job["metrics_path"] == "/metrics"
+    assert job.get("metrics_path", "/metrics") == "/metrics"  # Prometheus' default
     assert job["static_configs"][0]["targets"] == ["nginx:8080"]
     assert job["basic_auth"]["password_file"] == "/run/secrets/monitoring_password"
     env = raw()["x-mlops-env"]
@@ -1363,7 +1373,7 @@ def test_the_minimum_compose_version_is_stated() -> None:
 def _pins() -> dict[str, str]:
     rows = {}
     for line in (ROOT / "docs" / "images.md").read_text().splitlines():
-        m = re.match(r"^\| ([a-z, ]+) \| `([^`]+)`", line)
+        m = re.match(r"^\| ([a-z, -]+) \| `([^`]+)`", line)
         if m and ":" in m.group(2):
             for service in m.group(1).split(","):
                 rows[service.strip()] = m.group(2)

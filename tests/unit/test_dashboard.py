@@ -1,7 +1,9 @@
 """Every query of the Grafana dashboards and every alert rule names series that some
-exporter of the platform produces: the kit's (from its code), MLflow's (from the
-exporter MLflow uses), PostgreSQL's and nginx's (the catalogue below, which
-tests/integration/test_monitoring.py finds in a running Prometheus) and Prometheus's own.
+exporter of the platform produces: the kit's (from its code) and the others' as a live
+local monitoring stack exposed them (tests/data/exporter_series.json, captured from
+Prometheus; tests/integration/test_monitoring.py checks the names in use against a live
+stack again), plus Prometheus' own ALERTS and MLflow's exceptions counter, which exist
+only once an alert or an exception happened (the latter checked in its exporter's code).
 """
 
 from __future__ import annotations
@@ -18,23 +20,18 @@ from mlops_platform import metrics
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "monitoring" / "grafana" / "dashboards").glob("*.json"))
 RULES = sorted(p for p in (ROOT / "monitoring" / "rules").glob("*.yml") if p.name != "tests.yml")
+CAPTURED = ROOT / "tests" / "data" / "exporter_series.json"
 
-# prometheus-postgres-exporter and prometheus-nginx-exporter (Debian's), always present
-# once they scrape: the integration test checks each one in a live Prometheus.
-POSTGRES = {"pg_up", "pg_stat_activity_count", "pg_settings_max_connections"}
-NGINX = {
-    "nginx_up",
-    "nginx_connections_active",
-    "nginx_connections_accepted",
-    "nginx_connections_handled",
-    "nginx_http_requests_total",
-}
-PROMETHEUS = {"up", "ALERTS", "scrape_duration_seconds"}
-MLFLOW = {
-    "mlflow_http_request_total",
-    "mlflow_http_request_duration_seconds_bucket",
-    "mlflow_http_request_exceptions_total",
-}
+# Series that appear only after an event, so no capture of a healthy stack holds them.
+ON_EVENT = {"ALERTS", "mlflow_http_request_exceptions_total"}
+
+
+def captured() -> dict[str, set[str]]:
+    """job -> the series names it exposed on a live local monitoring stack."""
+    data = json.loads(CAPTURED.read_text())
+    return {job: set(names) for job, names in data.items() if not job.startswith("_")}
+
+
 PROMQL_WORDS = {
     "sum",
     "max",
@@ -72,7 +69,7 @@ def series_in(expr: str) -> set[str]:
 
 
 def known() -> set[str]:
-    return metrics.series_names() | POSTGRES | NGINX | PROMETHEUS | MLFLOW
+    return metrics.series_names() | set().union(*captured().values()) | ON_EVENT
 
 
 def dashboard_exprs() -> list[tuple[str, str]]:
@@ -96,6 +93,20 @@ def test_the_parser_finds_metric_names() -> None:
         'sum by (le) (rate(mlflow_http_request_duration_seconds_bucket{status=~"5.."}[5m]))'
     ) == {"mlflow_http_request_duration_seconds_bucket"}
     assert series_in("time() - mlops_backups > 26 * 3600") == {"mlops_backups"}
+
+
+def test_the_capture_covers_every_job_and_agrees_with_the_kits_code() -> None:
+    jobs = captured()
+    assert set(jobs) == {
+        "prometheus",
+        "mlops-platform",
+        "postgres",
+        "nginx",
+        "seaweedfs",
+        "mlflow-tracking",
+    }
+    kit = {n for n in jobs["mlops-platform"] if n.startswith("mlops_")}
+    assert kit == metrics.series_names(), "recapture: the kit's exporter's series changed"
 
 
 def test_mlflow_names_come_from_its_exporter() -> None:
@@ -132,5 +143,11 @@ def test_the_platform_dashboard_shows_the_new_series() -> None:
         "pg_stat_activity_count",
         "nginx_connections_active",
         "ALERTS",
+        "mlops_database_migrations_pending",
+        "mlops_bucket_objects",
+        "pg_database_size_bytes",
+        "pg_stat_database_deadlocks",
+        "SeaweedFS_s3_request_total",
+        "SeaweedFS_s3_request_seconds_bucket",
     ):
         assert name in text, name

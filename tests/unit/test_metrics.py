@@ -191,3 +191,92 @@ def test_nginx_status_page_is_loopback_only(settings: PlatformSettings) -> None:
     off = settings.model_copy(update={"monitoring": False})
     assert render.nginx_status_snippet(off) == ""
     assert render.nginx_status_uri(settings).endswith(f":{settings.proxy_port}/-/nginx-status")
+
+
+def test_lean_groups_run_here_and_the_others_in_the_child(settings: PlatformSettings) -> None:
+    ran_here: list[str] = []
+    asked: list[list[str]] = []
+
+    def here(name: str):  # type: ignore[no-untyped-def]
+        def group(s: PlatformSettings) -> list[metrics.Sample]:
+            ran_here.append(name)
+            return [metrics.Sample("bucket_objects", 1.0)]
+
+        return group
+
+    def runner(names: list[str]) -> dict[str, tuple[list[metrics.Sample] | None, str, float]]:
+        asked.append(names)
+        return {n: ([metrics.Sample("backups", 2.0)], "", 0.1) for n in names}
+
+    groups = {name: here(name) for name in metrics.GROUPS}
+    collector = metrics.PlatformCollector(
+        settings, groups=groups, runner=runner, remote={"checks", "backup"}
+    )
+    states = collector.refresh_due()
+    assert sorted(ran_here) == ["inventory", "storage"]
+    assert asked == [["checks", "backup"]]  # one child for both
+    assert all(state.ok for state in states.values())
+    # with keys, the store is listed here; without (an instance role), by boto3 in the child
+    from pydantic import SecretStr
+
+    keys = {"s3_access_key_id": SecretStr("key"), "s3_secret_access_key": SecretStr("secret")}
+    assert metrics.lean_groups(settings.model_copy(update=keys)) == {"inventory", "storage"}
+    keyless = {"s3_access_key_id": SecretStr(""), "s3_secret_access_key": SecretStr("")}
+    assert metrics.lean_groups(settings.model_copy(update=keyless)) == {"inventory"}
+
+
+def test_skipped_doctor_checks_are_left_out_and_unknown_ones_refused(
+    settings: PlatformSettings,
+) -> None:
+    from mlops_platform import health
+
+    assert metrics.groups_for(()) == metrics.GROUPS
+    skip = [name for name, _ in health.CHECKS if name != "settings"]
+    samples = metrics.groups_for(skip)["checks"](settings)
+    assert samples and {s.labels["component"] for s in samples} == {"settings"}
+
+
+def test_the_resident_exporter_holds_neither_mlflow_nor_sqlalchemy_nor_boto3(
+    settings: PlatformSettings, tmp_path: Path
+) -> None:
+    """What the resident process imports: the lean groups fail here (nothing listens on
+    the ports), but they ran, and pulled in none of the heavy libraries."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        f"MLOPS_ENV=dev\nMLOPS_STATE_DIR={tmp_path / 'state'}\n"
+        f"MLOPS_DB_PORT={free_port()}\nMLOPS_S3_PORT={free_port()}\n"
+        "MLOPS_S3_ACCESS_KEY_ID=key-for-the-test\nMLOPS_S3_SECRET_ACCESS_KEY=secret-for-the-test\n"
+        "MLOPS_DB_PASSWORD=db-password-for-the-test\n"
+    )
+    code = f"""
+import sys, json
+from prometheus_client import generate_latest
+from prometheus_client.core import CollectorRegistry
+from mlops_platform import metrics
+from mlops_platform.settings import load_settings
+from pathlib import Path
+settings = load_settings(Path({str(env_file)!r}), check=False)
+collector = metrics.PlatformCollector(settings, groups={{n: metrics.GROUPS[n] for n in
+    metrics.lean_groups(settings)}})
+for name in collector.groups:
+    collector.refresh(name)
+registry = CollectorRegistry(auto_describe=False)
+registry.register(collector)
+generate_latest(registry)
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"mlflow", "sqlalchemy", "boto3",
+    "botocore", "alembic", "pandas", "numpy", "requests"}})
+print(json.dumps({{"heavy": heavy, "errors": {{n: s.error for n, s in collector.state.items()}}}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["heavy"] == [], result
+    assert set(result["errors"]) == {"inventory", "storage"}
+    assert all(result["errors"].values()), result  # they did try: nothing listens there

@@ -38,6 +38,12 @@ def metrics(
         "--access-log",
         help="The proxy's JSON access log, for lockouts (default: the local stack's).",
     ),
+    skip_checks: list[str] = typer.Option(
+        [],
+        "--skip-check",
+        help="Leave out one of the doctor's check groups (settings, database, s3, tracking, "
+        "proxy, disk): one this exporter cannot reach from where it runs.",
+    ),
     once: bool = typer.Option(False, "--once", help="Collect everything once, print, exit."),
     groups: list[str] = typer.Option(
         [],
@@ -70,8 +76,18 @@ def metrics(
             f"--group {unknown[0]} is not a group",
             fix=f"choose from: {', '.join(ops.GROUPS)}",
         )
+    from mlops_platform.health import CHECKS
+
+    known_checks = [name for name, _ in CHECKS]
+    bad = sorted(set(skip_checks) - set(known_checks))
+    if bad:
+        raise ConfigError(
+            f"--skip-check {bad[0]} is not a doctor check group",
+            fix=f"choose from: {', '.join(known_checks)}",
+        )
     if once:
-        chosen = {name: ops.GROUPS[name] for name in groups or ops.GROUPS}
+        every = ops.groups_for(skip_checks)
+        chosen = {name: every[name] for name in groups or every}
         collector = ops.PlatformCollector(
             settings, groups=chosen, access_log=access_log or ops.default_access_log(settings)
         )
@@ -95,6 +111,8 @@ def metrics(
         argv += ["--access-log", str(access_log)]
     argv += ["--checks-every", str(checks_every), "--inventory-every", str(inventory_every)]
     argv += ["--backup-every", str(inventory_every), "--storage-every", str(storage_every)]
+    for name in skip_checks:
+        argv += ["--skip-check", name]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
 

@@ -1,8 +1,12 @@
-"""Prometheus's configuration for the local stack (MLOPS_MONITORING=true): pure functions.
+"""Prometheus's configuration for the local stack (MLOPS_MONITORING=true) and for
+compose's `monitoring` profile: pure functions, one list of jobs for both.
 
 Every target carries a ``service`` label (the name `mlops-platform status` and `logs`
 use); the alert rules (monitoring/rules/*.yml, shipped in the package) name it in their
-messages. Compose's monitoring/prometheus.yml scrapes the same jobs.
+messages. Compose's files are generated from here and checked by the tests:
+
+    python -m mlops_platform.render.prometheus compose > monitoring/prometheus.yml
+    python -m mlops_platform.render.prometheus nginx-status > monitoring/nginx-status.conf
 """
 
 from __future__ import annotations
@@ -21,6 +25,32 @@ RETENTION = "15d"
 NGINX_STATUS_PATH = "/-/nginx-status"  # nginx_status_snippet()
 
 
+# The exporters' jobs, the same on the local stack and in compose: job name, the
+# process (`mlops-platform status`) or compose service that serves it, its ``service``
+# label.
+EXPORTER_JOBS = (
+    ("mlops-platform", "metrics", "metrics"),
+    ("postgres", "postgres-exporter", "postgres"),
+    ("nginx", "nginx-exporter", "nginx"),
+    ("seaweedfs", "seaweedfs", "seaweedfs"),
+)
+
+# Compose: the port each service serves its metrics on, inside the `monitoring` network.
+COMPOSE_PORTS = {
+    "metrics": 9464,  # `mlops-platform metrics --port`
+    "postgres-exporter": 9187,  # the image's default
+    "nginx-exporter": 9113,  # the image's default
+    "seaweedfs": 9327,  # scripts/seaweedfs-start: weed server -metricsPort
+}
+# Compose: nginx's counters in a server of their own on this port, which
+# docker-compose.yaml never publishes (nginx publishes 8080, and 8443 with TLS).
+COMPOSE_NGINX_STATUS_PORT = 8081
+COMPOSE_NGINX_STATUS_PATH = "/stub_status"
+COMPOSE_RULES_DIR = "/etc/prometheus/rules"
+COMPOSE_MONITORING_USER = "svc-monitoring"
+COMPOSE_MONITORING_PASSWORD_FILE = "/run/secrets/monitoring_password"
+
+
 @dataclass(frozen=True)
 class Target:
     job: str
@@ -31,6 +61,9 @@ class Target:
     username: str | None = None  # basic auth, with the password in password_file
     password_file: str | None = None
     insecure_tls: bool = False
+    # found through DNS (a compose service that only some profiles run: no container,
+    # no target, instead of a target that is always down)
+    discovered: bool = False
 
 
 def loopback(host: str) -> str:
@@ -83,12 +116,7 @@ def local_targets(
     ``postgres-exporter``, ``nginx-exporter``) and SeaweedFS's metrics port (``seaweedfs``);
     a missing or None port leaves that target out."""
     out = [Target("prometheus", f"127.0.0.1:{settings.monitoring_port}", "prometheus")]
-    for job, key, service in (
-        ("mlops-platform", "metrics", "metrics"),
-        ("postgres", "postgres-exporter", "postgres"),
-        ("nginx", "nginx-exporter", "nginx"),
-        ("seaweedfs", "seaweedfs", "seaweedfs"),
-    ):
+    for job, key, service in EXPORTER_JOBS:
         port = ports.get(key)
         if port:
             out.append(Target(job, f"127.0.0.1:{port}", service))
@@ -113,6 +141,72 @@ def local_targets(
     return out
 
 
+def compose_targets() -> list[Target]:
+    """Compose's targets: the local stack's jobs, by service name in the `monitoring`
+    network. SeaweedFS is found through Docker's DNS: it runs only under the `seaweedfs`
+    profile (MinIO or an external S3 have no such target); when it is down, the doctor's
+    round trip (MlopsArtifactStoreFailing) says so."""
+    out = [Target("prometheus", "127.0.0.1:9090", "prometheus")]
+    for job, key, service in EXPORTER_JOBS:
+        out.append(
+            Target(job, f"{key}:{COMPOSE_PORTS[key]}", service, discovered=key == "seaweedfs")
+        )
+    # MLflow's /metrics through nginx, like any client, as the monitoring account: only
+    # nginx shares a network with the tracking server.
+    out.append(
+        Target(
+            "mlflow-tracking",
+            "nginx:8080",
+            "tracking",
+            username=COMPOSE_MONITORING_USER,
+            password_file=COMPOSE_MONITORING_PASSWORD_FILE,
+        )
+    )
+    return out
+
+
+def compose_prometheus_yaml(rule_names: list[str]) -> str:
+    """monitoring/prometheus.yml: compose's Prometheus, the local stack's jobs and rules."""
+    rules = [f"{COMPOSE_RULES_DIR}/{name}" for name in sorted(rule_names)]
+    config = prometheus_config(compose_targets(), rules)
+    header = (
+        "# Prometheus of the compose `monitoring` profile: the same jobs, labels and alert\n"
+        "# rules as the local stack (MLOPS_MONITORING=true), by compose service name in the\n"
+        "# internal `monitoring` network (docs/monitoring.md). MLflow's /metrics through nginx\n"
+        "# as the `svc-monitoring` account (MONITORING_PASSWORD, the compose secret\n"
+        "# monitoring_password). Generated: `python -m mlops_platform.render.prometheus\n"
+        "# compose > monitoring/prometheus.yml`; tests/unit/test_compose_monitoring.py checks it.\n"
+    )
+    return header + dump_yaml(config)
+
+
+def compose_nginx_status_conf() -> str:
+    """monitoring/nginx-status.conf: nginx's ``stub_status`` for nginx-prometheus-exporter
+    in a server of its own on a port compose never publishes, so nothing reaching the
+    published port (the authenticated proxy) can get it; no login, no log, no MLflow."""
+    return (
+        "# nginx's counters for nginx-prometheus-exporter (compose `monitoring` profile):\n"
+        f"# a server of its own on {COMPOSE_NGINX_STATUS_PORT}, which docker-compose.yaml never\n"
+        "# publishes; only containers on nginx's networks reach it. Generated:\n"
+        "# `python -m mlops_platform.render.prometheus nginx-status`.\n"
+        "server {\n"
+        f"    listen {COMPOSE_NGINX_STATUS_PORT};\n"
+        "    server_name _;\n"
+        "    access_log off;\n"
+        f"    location = {COMPOSE_NGINX_STATUS_PATH} {{\n"
+        "        stub_status;\n"
+        "    }\n"
+        "    location / {\n"
+        "        return 404;\n"
+        "    }\n"
+        "}\n"
+    )
+
+
+def compose_nginx_scrape_uri() -> str:
+    return f"http://nginx:{COMPOSE_NGINX_STATUS_PORT}{COMPOSE_NGINX_STATUS_PATH}"
+
+
 def scrape_config(target: Target) -> dict[str, Any]:
     job: dict[str, Any] = {"job_name": target.job}
     if target.metrics_path != "/metrics":
@@ -124,7 +218,14 @@ def scrape_config(target: Target) -> dict[str, Any]:
         job["tls_config"] = {"insecure_skip_verify": True}
     if target.username:
         job["basic_auth"] = {"username": target.username, "password_file": target.password_file}
-    job["static_configs"] = [{"targets": [target.address], "labels": {"service": target.service}}]
+    if target.discovered:
+        host, port = target.address.rsplit(":", 1)
+        job["dns_sd_configs"] = [{"names": [host], "type": "A", "port": int(port)}]
+        job["relabel_configs"] = [{"target_label": "service", "replacement": target.service}]
+    else:
+        job["static_configs"] = [
+            {"targets": [target.address], "labels": {"service": target.service}}
+        ]
     return job
 
 
@@ -146,9 +247,20 @@ def prometheus_config(
     }
 
 
+class _IndentedDumper(yaml.SafeDumper):
+    """Lists indented under their key, as yamllint (and people) expect."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        return super().increase_indent(flow, False)
+
+
+def dump_yaml(config: dict[str, Any]) -> str:
+    return yaml.dump(config, Dumper=_IndentedDumper, sort_keys=False)
+
+
 def prometheus_yaml(config: dict[str, Any]) -> str:
     header = "# Written by `mlops-platform up` (MLOPS_MONITORING=true) at each start.\n"
-    return header + yaml.safe_dump(config, sort_keys=False)
+    return header + dump_yaml(config)
 
 
 def prometheus_argv(
@@ -189,3 +301,18 @@ def nginx_exporter_argv(binary: str, port: int, settings: PlatformSettings) -> l
     if settings.tls_enabled:
         argv.append("-nginx.ssl-verify=false")  # the certificate names the public host
     return argv
+
+
+if __name__ == "__main__":
+    import sys
+    from importlib import resources
+
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    if what == "compose":
+        folder = resources.files("mlops_platform") / "templates" / "rules"
+        names = [e.name for e in folder.iterdir() if e.name.endswith(".yml")]
+        print(compose_prometheus_yaml([n for n in names if n != "tests.yml"]), end="")
+    elif what == "nginx-status":
+        print(compose_nginx_status_conf(), end="")
+    else:
+        sys.exit("usage: python -m mlops_platform.render.prometheus compose|nginx-status")
