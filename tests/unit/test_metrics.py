@@ -280,3 +280,25 @@ print(json.dumps({{"heavy": heavy, "errors": {{n: s.error for n, s in collector.
     assert result["heavy"] == [], result
     assert set(result["errors"]) == {"inventory", "storage"}
     assert all(result["errors"].values()), result  # they did try: nothing listens there
+
+
+def test_an_unknown_skipped_check_is_one_line_naming_the_choices(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mlops_platform", "metrics", "--once", "--skip-check", "trackin"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "--skip-check trackin is not a doctor check group" in output
+    assert "settings, database, s3, tracking, proxy, disk" in output
+    assert "Traceback" not in output
