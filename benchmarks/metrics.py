@@ -1,6 +1,8 @@
 """What the kit's exporter (`mlops-platform metrics`) costs: a scrape of /metrics, each
-background collection, and resident memory, with an empty tracking database and with
-many runs (default 100 000, inserted with one SQL statement), side by side in one run.
+background collection, and memory (the resident process's PSS, and with its collecting
+child's, sampled over a window longer than the checks' interval), with an empty tracking
+database and with many runs (default 100 000, inserted with one SQL statement), side by
+side in one run.
 
 Brings a throwaway stack up with MLOPS_MONITORING=true, on loopback. Not asserted.
 
