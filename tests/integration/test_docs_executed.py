@@ -414,3 +414,44 @@ def test_tables_fit_80_columns(runbook: Runbook) -> None:
         wide = [line for line in lines if len(line) > 80]
         assert not wide, f"{command}: {len(wide)} lines over 80 columns:\n" + "\n".join(wide)
         assert "…" not in result.stdout, f"{command} cut a cell off:\n{result.stdout}"
+
+
+# -- run-to-champion §7: the payloads a served model accepts ---------------------------
+# Run by tests/integration/test_serving.py, which serves a model (the costly part).
+
+
+def invocation_calls(markdown: str) -> list[tuple[str, str]]:
+    """§7's console blocks: each `$ curl` (its indented continuation lines included) and
+    the answer the page shows under it."""
+    section = page_section(markdown, "7. Call `/invocations`")
+    calls: list[tuple[str, str]] = []
+    for body in re.findall(r"```console\n(.*?)```", section, re.S):
+        command: list[str] = []
+        for line in body.splitlines():
+            if line.startswith("$ "):
+                command = [line[2:]]
+            elif command and line[:1].isspace():
+                command.append(line)
+            elif command and line.strip():
+                calls.append(("\n".join(command), line))
+                command = []
+    return calls
+
+
+def check_invocations(url: str) -> int:
+    """Every call of §7, as written but at URL, answers what the page shows."""
+    calls = invocation_calls(PAGE.read_text())
+    for command, shown in calls:
+        assert "localhost:5001" in command, command
+        got = subprocess.run(
+            ["bash", "-c", command.replace("localhost:5001", url.removeprefix("http://"))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert got.returncode == 0, got.stderr
+        assert re.fullmatch(_pattern(shown), _squash(got.stdout), re.S), (
+            f"the page shows {shown!r} for\n{command}\nthe served model answered {got.stdout!r}"
+        )
+    return len(calls)
