@@ -155,7 +155,8 @@ def test_run_to_champion_as_written(platform: Platform, tmp_path: Path) -> None:
 # anything (ports, paths, times) and line breaks free; a table (rich's box characters)
 # must have as many rows as the one printed, each matching one of them cell by cell. An
 # `error:` line means exit 2, `… (exit N)` exit N, nothing else exit 0. ```sh blocks
-# must exit 0. Everything runs with COLUMNS=80, as in an 80-column terminal.
+# must exit 0. Everything runs with COLUMNS=80, as in an 80-column terminal, and a
+# command that prints a table may print no line wider and cut no cell off with `…`.
 
 BACKUP_PAGE = REPO / "docs" / "backup.md"
 TROUBLE_PAGE = REPO / "docs" / "troubleshooting.md"
@@ -234,6 +235,13 @@ def table_rows(lines: list[str]) -> list[list[str]]:
 
 def check_output(step: Shown, result: subprocess.CompletedProcess[str], where: str) -> None:
     out = result.stdout + "\n" + result.stderr
+    if table_rows(result.stdout.splitlines()):
+        # A table in an 80-column terminal: no line wider, no cell cut off with an ellipsis.
+        wide = [line for line in result.stdout.splitlines() if len(line) > 80]
+        assert not wide, f"{where}: `{step.command}` printed lines over 80 columns:\n" + (
+            "\n".join(wide)
+        )
+        assert "…" not in result.stdout, f"{where}: `{step.command}` cut a cell off:\n{out}"
     assert result.returncode == step.expected_exit, (
         f"{where}: `{step.command}` exited {result.returncode}, the page shows "
         f"{step.expected_exit}:\n{out[-3000:]}"
@@ -401,19 +409,16 @@ def test_backup_runbook_as_written(runbook: Runbook) -> None:
     assert ran >= 14
 
 
-def test_tables_fit_80_columns(runbook: Runbook) -> None:
-    """doctor, status and backup list in an 80-column terminal: no line wider, nothing
-    cut off with an ellipsis."""
-    if "backups in" not in runbook.run("mlops-platform backup list").stdout:
-        assert runbook.run("mlops-platform backup create").returncode == 0
-    for command in ("doctor", "status", "backup list"):
-        result = runbook.run(f"mlops-platform {command}")
-        assert result.returncode in (0, 1), result.stderr
-        lines = result.stdout.splitlines()
-        assert table_rows(lines), f"{command} printed no table:\n{result.stdout}"
-        wide = [line for line in lines if len(line) > 80]
-        assert not wide, f"{command}: {len(wide)} lines over 80 columns:\n" + "\n".join(wide)
-        assert "…" not in result.stdout, f"{command} cut a cell off:\n{result.stdout}"
+def test_the_pages_run_doctor_status_and_backup_list() -> None:
+    """The 80-column check (check_output: no line wider, no cell cut off) sees the tables
+    of doctor (every row), status and backup list, run by the pages above."""
+    run = {
+        step.command
+        for page in (BACKUP_PAGE, TROUBLE_PAGE)
+        for section in re.split(r"^## ", page.read_text(), flags=re.M)[1:]
+        for step in shown_steps(section)
+    }
+    assert {"mlops-platform doctor", "mlops-platform status", "mlops-platform backup list"} <= run
 
 
 # -- run-to-champion §7: the payloads a served model accepts ---------------------------
