@@ -15,7 +15,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +43,7 @@ class Finding:
     detail: str
     remedy: str = ""
     seconds: float = 0.0
+    http_status: int | None = field(default=None, compare=False)  # for explain_artifact
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -416,15 +417,21 @@ def check_proxy(settings: PlatformSettings, *, timeout: float = 5.0) -> list[Fin
             )
         )
     else:
-        detail = response.text.strip().splitlines()[0][:160] if response.text.strip() else ""
+        body = response.text.strip()
+        # nginx's error pages are HTML: their first line says nothing the status does not.
+        detail = body.splitlines()[0][:160] if body and not body.startswith("<") else ""
         out.append(
             Finding(
                 "proxy",
                 "api",
                 "fail",
-                f"search_experiments answered {response.status_code} {detail}",
-                "a 5xx usually means the database: `mlops-platform logs tracking`",
+                f"search_experiments answered {response.status_code} {detail}".strip(),
+                TRACKING_DOWN
+                if response.status_code in GATEWAY_ERRORS
+                else "the tracking server failed, usually on the database (see the database "
+                "rows): `mlops-platform logs tracking`",
                 took,
+                response.status_code,
             )
         )
     out.append(_artifact_round_trip(session, base, auth, timeout))
@@ -490,7 +497,8 @@ def _artifact_round_trip(
                 "artifact",
                 "fail",
                 f"artifact upload through the server answered {put.status_code}",
-                "`mlops-platform s3 diagnose`, then `mlops-platform logs tracking`",
+                artifact_remedy(put.status_code, []),
+                http_status=put.status_code,
             )
         got = session.get(url, auth=auth, timeout=timeout * 4)
         same = got.status_code == 200 and got.content == body
@@ -501,16 +509,63 @@ def _artifact_round_trip(
             "1.5 MB artifact written and read back through the proxy"
             if same
             else f"artifact read back: {got.status_code}, {len(got.content)} bytes",
-            "" if same else "`mlops-platform s3 diagnose`",
+            "" if same else artifact_remedy(got.status_code, []),
             time.monotonic() - start,
+            got.status_code,
         )
     except requests.RequestException as exc:
-        return Finding("proxy", "artifact", "fail", str(exc)[:200], "`mlops-platform logs nginx`")
+        return Finding("proxy", "artifact", "fail", str(exc)[:200], artifact_remedy(None, []))
     finally:
         try:
             session.delete(url, auth=auth, timeout=timeout)
         except requests.RequestException:
             pass
+
+
+GATEWAY_ERRORS = (502, 503, 504)
+TRACKING_DOWN = (
+    "nginx cannot reach the tracking server: `mlops-platform up` starts it; "
+    "`mlops-platform logs tracking` says why it stopped"
+)
+
+
+def artifact_remedy(http_status: int | None, findings: list[Finding]) -> str:
+    """The fix of a failed artifact round trip, by its cause: the other checks' findings
+    (the store's key, the store, the tracking server) or the answer's status."""
+    failed = {
+        (f.component, f.check)
+        for f in findings
+        if f.status == "fail" and (f.component, f.check) != ("proxy", "artifact")
+    }
+    if ("s3", "encryption key") in failed:
+        return "the store has the wrong encryption key: the `encryption key` row's fix"
+    if any(component == "s3" for component, _ in failed):
+        return "the object store fails (see the s3 rows): `mlops-platform s3 diagnose`"
+    if ("tracking", "answers") in failed or http_status in GATEWAY_ERRORS:
+        return TRACKING_DOWN
+    if ("proxy", "api") in failed:
+        return "the same cause as the proxy's `api` row: its fix"
+    if http_status in (401, 403):
+        return (
+            "the server refused the configured user (MLOPS_PROXY_USER) the artifact: "
+            "give it the admin role (`mlops-platform users role NAME admin`, docs/access.md)"
+        )
+    if http_status is None:
+        return "the proxy did not answer in time: `mlops-platform logs nginx`"
+    if any(f.component == "s3" for f in findings):
+        # The store's own checks passed: the server's side of the round trip failed.
+        return "the store's checks pass: `mlops-platform logs tracking` says what failed"
+    return "`mlops-platform s3 diagnose`, then `mlops-platform logs tracking`"
+
+
+def explain(findings: list[Finding]) -> list[Finding]:
+    """Findings whose fix depends on the others get the fix of their real cause."""
+    out = []
+    for f in findings:
+        if (f.component, f.check) == ("proxy", "artifact") and f.status == "fail":
+            f = replace(f, remedy=artifact_remedy(f.http_status, findings))
+        out.append(f)
+    return out
 
 
 def _disk(component: str, path: Path) -> Finding:
@@ -560,6 +615,7 @@ def doctor(settings: PlatformSettings, *, progress: Callable[[str], None] | None
             report.findings.append(
                 Finding(name, "error", "fail", f"{exc.__class__.__name__}: {exc}"[:300])
             )
+    report.findings = explain(report.findings)
     report.seconds = time.monotonic() - start
     return report
 

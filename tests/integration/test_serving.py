@@ -19,6 +19,7 @@ from mlops_platform import registry as reg
 from mlops_platform.render.serving import model_uri, serve_argv
 from tests.conftest import free_port
 from tests.integration.conftest import Platform
+from tests.integration.test_docs_executed import check_invocations
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +121,8 @@ def test_champion_serves_the_models_own_predictions(
             timeout=30,
         )
         assert bad.status_code == 400 and "petal_width" in bad.text
+        # docs/run-to-champion.md §7: every payload form it shows, answered as it shows
+        assert check_invocations(url) >= 6
     finally:
         stop(proc)
     assert platform.password not in log.read_text()

@@ -87,3 +87,31 @@ def test_lifecycle_rule_never_expires_artifacts() -> None:
     lifecycle = s3._lifecycle_rule()
     assert lifecycle["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] > 0
     assert "Expiration" not in lifecycle, "the rule must never delete artifacts"
+
+
+def _failed(component: str, check: str) -> health.Finding:
+    return health.Finding(component, check, "fail", "detail", "its own fix")
+
+
+def test_the_artifact_checks_fix_follows_the_cause_the_other_checks_found() -> None:
+    artifact = health.Finding("proxy", "artifact", "fail", "answered 500", http_status=500)
+    store_ok = health.Finding("s3", "tcp", "ok", "accepts")
+
+    def fix(*others: health.Finding, finding: health.Finding = artifact) -> str:
+        explained = health.explain([*others, finding])
+        return next(f.remedy for f in explained if f.check == "artifact")
+
+    assert "`encryption key` row" in fix(_failed("s3", "encryption key"))
+    assert "s3 diagnose" in fix(_failed("s3", "tcp"))
+    assert "s3 diagnose" not in fix(_failed("tracking", "answers"))
+    assert "tracking server" in fix(_failed("tracking", "answers"))
+    assert "`api` row" in fix(store_ok, _failed("proxy", "api"))
+    forbidden = health.Finding("proxy", "artifact", "fail", "answered 403", http_status=403)
+    assert "admin role" in fix(store_ok, finding=forbidden)
+    assert "s3 diagnose" not in fix(store_ok)  # the store's checks passed
+    assert "logs tracking" in fix(store_ok)
+    gateway = health.Finding("proxy", "artifact", "fail", "answered 502", http_status=502)
+    assert fix(store_ok, finding=gateway) == health.TRACKING_DOWN
+    # an ok artifact check is left alone
+    ok = health.Finding("proxy", "artifact", "ok", "round trip")
+    assert health.explain([_failed("s3", "tcp"), ok])[1].remedy == ""

@@ -148,17 +148,16 @@ def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     if not found:
         console.print("no backups yet; take one with `mlops-platform backup create`")
         return
+    # Six narrow columns fit in 80: the ID is the start time; the finish time is in --json.
     out = table(
         f"backups in {found[0].path.parent}",
-        ["id", "finished", "MLflow", "runs", "artifacts", "size", "copied", "database"],
+        ["id (start, UTC)", "MLflow", "runs", "artifacts", "copied", "database"],
         [
             [
                 b.id,
-                b.finished_at[:19],
                 b.mlflow_version,
                 b.runs,
-                b.artifacts,
-                ops._human(b.artifact_bytes),
+                f"{b.artifacts} ({ops._human(b.artifact_bytes)})",
                 b.copied,
                 ops._human(b.dump_bytes),
             ]
@@ -278,7 +277,8 @@ def prune(
     if as_json:
         print_json(plan.as_dict())
         return
-    verb = "would remove" if plan.dry_run else "removed"
+    # With nothing to remove the plan is the answer, not a dry run: say what was done.
+    verb = "would remove" if dry_run else "removed"
     console.print(
         f"{verb} {len(plan.removed)} backups ({', '.join(plan.removed) or 'none'}); "
         f"kept {len(plan.kept)}"

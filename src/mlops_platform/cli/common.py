@@ -101,9 +101,12 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
+    """A table for people. Cells wrap to the terminal's width (80 columns when piped); a
+    word longer than its column (a path, a URL) is folded onto the next line, never cut
+    off with an ellipsis."""
     out = Table(title=title, show_header=True, header_style="bold")
     for column in columns:
-        out.add_column(column)
+        out.add_column(column, overflow="fold")
     for row in rows:
         out.add_row(*["" if v is None else str(v) for v in row])
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from mlops_platform import health
 from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, table
@@ -24,17 +25,19 @@ def _print(report: health.Report, title: str, as_json: bool, *, all_rows: bool =
     if as_json:
         print_json(report.as_dict())
         return
-    out = table(title, ["component", "check", "status", "detail", "fix"], [])
+    # The fix goes under the detail, in the same cell: five columns do not fit in 80.
+    out = table(title, ["component", "check", "status", "detail and fix"], [])
     for f in report.findings:
         if all_rows or f.status != "ok":
+            fix = f"\n[bold]fix:[/bold] {escape(f.remedy)}" if f.remedy and f.status != "ok" else ""
             out.add_row(
                 f.component,
                 f.check,
                 f"[{STYLE[f.status]}]{f.status.upper()}[/]",
-                f.detail,
-                f.remedy,
+                escape(f.detail) + fix,
             )
-    console.print(out)
+    if out.rows:
+        console.print(out)
     word = {"ok": "healthy", "warn": "degraded", "fail": "broken"}[report.status]
     console.print(f"{word} (exit {report.exit_code}) in {report.seconds:.1f}s")
 
