@@ -121,20 +121,16 @@ class Promotion(Approval):
                     name, metric, margin, champion, challenger, champion_score,
                     challenger_score, False, decision.reason, n,
                 )  # fmt: skip
+            details = {
+                "metric": metric,
+                "champion_score": champion_score,
+                "challenger_score": challenger_score,
+                "margin": margin,
+            }
             move = self.move_alias(
-                name,
-                CHAMPION,
-                challenger,
-                expected=champion,
-                require_approved=True,
-                verified=pinned,
-                details={
-                    "metric": metric,
-                    "champion_score": champion_score,
-                    "challenger_score": challenger_score,
-                    "margin": margin,
-                },
-            )
+                name, CHAMPION, challenger, expected=champion, require_approved=True,
+                verified=pinned, details=details,
+            )  # fmt: skip
             return PromotionResult(
                 name, metric, margin, move.before, challenger, champion_score,
                 challenger_score, True, decision.reason, n,
