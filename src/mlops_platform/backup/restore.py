@@ -53,21 +53,17 @@ class TargetState:
 
 
 def target_state(settings: PlatformSettings, client: Any) -> TargetState:
-    engine = db.connect_checked(settings)
     counts = {"runs": 0, "experiments": 0, "registered_models": 0}
-    try:
-        with engine.connect() as conn:
-            tables = set(_tables(conn))
-            queries = {
-                "runs": "SELECT count(*) FROM runs",
-                "experiments": "SELECT count(*) FROM experiments WHERE experiment_id <> 0",
-                "registered_models": "SELECT count(*) FROM registered_models",
-            }
-            for name, sql in queries.items():
-                if name in tables:
-                    counts[name] = int(conn.execute(sqlalchemy.text(sql)).scalar() or 0)
-    finally:
-        engine.dispose()
+    queries = {
+        "runs": "SELECT count(*) FROM runs",
+        "experiments": "SELECT count(*) FROM experiments WHERE experiment_id <> 0",
+        "registered_models": "SELECT count(*) FROM registered_models",
+    }
+    with db.connection(settings) as conn:
+        tables = set(_tables(conn))
+        for name, sql in queries.items():
+            if name in tables:
+                counts[name] = int(conn.execute(sqlalchemy.text(sql)).scalar() or 0)
     try:
         page = client.list_objects_v2(
             Bucket=settings.s3_bucket, Prefix=settings.s3_prefix + "/", MaxKeys=1

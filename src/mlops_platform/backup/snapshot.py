@@ -40,12 +40,8 @@ def _tables(conn: sqlalchemy.Connection) -> list[str]:
 
 def row_counts_of(target: PlatformSettings) -> dict[str, int]:
     """:func:`row_counts` of the database ``target`` names, on a connection of its own."""
-    engine = db.make_engine(target)
-    try:
-        with engine.connect() as conn:
-            return row_counts(conn)
-    finally:
-        engine.dispose()
+    with db.connection(target, checked=False) as conn:
+        return row_counts(conn)
 
 
 def count_mismatches(
@@ -122,18 +118,14 @@ def exported_snapshot(
     settings: PlatformSettings,
 ) -> Iterator[tuple[Snapshot, sqlalchemy.Connection]]:
     """A REPEATABLE READ, read-only transaction whose snapshot pg_dump can share."""
-    engine = db.connect_checked(settings)
-    try:
-        with engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                conn.execute(sqlalchemy.text("SET TRANSACTION READ ONLY"))
-                row = conn.execute(
-                    sqlalchemy.text("SELECT pg_export_snapshot(), transaction_timestamp()")
-                ).one()
-                yield _read_snapshot(conn, str(row[0]), row[1]), conn
-    finally:
-        engine.dispose()
+    with db.connection(settings) as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            conn.execute(sqlalchemy.text("SET TRANSACTION READ ONLY"))
+            row = conn.execute(
+                sqlalchemy.text("SELECT pg_export_snapshot(), transaction_timestamp()")
+            ).one()
+            yield _read_snapshot(conn, str(row[0]), row[1]), conn
 
 
 @dataclass
