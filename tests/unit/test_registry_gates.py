@@ -164,3 +164,27 @@ def test_lock_retries_a_create_that_raced_a_release() -> None:
     broken = reg.Registry("http://unused", client=_LockClient(["INTERNAL_ERROR"]))  # type: ignore[arg-type]
     with pytest.raises(reg.RegistryError, match="cannot take the lock of 'm'"), broken.lock("m"):
         pass
+
+
+def test_decide_promotes_only_a_challenger_better_by_the_margin() -> None:
+    def decide(champion: str | None, champion_score: float | None, challenger_score: float,
+               *, metric: str = "accuracy", margin: float = 0.0) -> reg.Decision:  # fmt: skip
+        return reg._decide(
+            metric=metric, margin=margin, champion=champion, challenger="2",
+            champion_score=champion_score, challenger_score=challenger_score,
+        )  # fmt: skip
+
+    assert decide("2", None, 0.9) == reg.Decision("already", "v2 is already the champion")
+    first = decide(None, None, 0.9)
+    assert first == reg.Decision("promote", "v2 accuracy=0.9 beats no champion")
+    assert decide("1", 0.8, 0.9).action == "promote"
+    assert decide("1", 0.9, 0.9).action == "keep"  # a tie is not better, even at margin 0
+    kept = decide("1", 0.8, 0.85, margin=0.1)
+    assert kept.action == "keep"
+    assert kept.reason == (
+        "challenger v2 accuracy=0.85 is not better than champion v1 accuracy=0.8 by 0.1"
+    )
+    assert decide("1", 0.5, 0.75, margin=0.25).action == "promote"  # gain == margin
+    # lower is better for errors: a smaller rmse wins, a larger one does not
+    assert decide("1", 2.0, 1.0, metric="rmse").action == "promote"
+    assert decide("1", 1.0, 2.0, metric="rmse").action == "keep"
