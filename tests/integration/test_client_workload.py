@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -10,17 +9,10 @@ import numpy as np
 import pytest
 import requests
 
+from mlops_platform.registry import file_sha256
 from tests.integration.conftest import Platform
 
 pytestmark = pytest.mark.integration
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def test_requests_without_credentials_get_401(platform: Platform) -> None:
@@ -96,7 +88,7 @@ def test_tracking_workload(
     local = mlflow.artifacts.download_artifacts(
         run_id=run_ids[-1], artifact_path="weights.bin", dst_path=str(tmp_path / "down")
     )
-    assert sha256(Path(local)) == sha256(big)
+    assert file_sha256(Path(local)) == file_sha256(big)
 
 
 def test_register_and_load_champion(platform: Platform, mlflow_client_env: dict[str, str]) -> None:
