@@ -7,6 +7,7 @@ from pathlib import Path
 import typer.main
 
 from mlops_platform.cli import app
+from mlops_platform.cli.reference import cli_markdown
 from mlops_platform.render.docs import settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,6 +19,22 @@ def test_configuration_doc_is_current() -> None:
         "docs/configuration.md is stale: python -m mlops_platform.render.docs "
         "> docs/configuration.md"
     )
+
+
+def test_command_reference_is_current() -> None:
+    current = (ROOT / "docs" / "cli.md").read_text()
+    assert current == cli_markdown(), (
+        "docs/cli.md is stale: python -m mlops_platform.cli.reference > docs/cli.md"
+    )
+
+
+def test_command_reference_covers_every_command_with_its_example() -> None:
+    reference = cli_markdown()
+    for path, command in _commands(typer.main.get_command(app)):
+        assert f"`mlops-platform {' '.join(path)}`" in reference
+        for line in (command.help or "").splitlines():
+            if line.startswith("Example:"):
+                assert line.removeprefix("Example:").strip() in reference
 
 
 def _commands(group, prefix=()):  # type: ignore[no-untyped-def]
