@@ -16,7 +16,9 @@ import typer.main
 PROGRAM = "mlops-platform"
 
 
-def _walk(command: Any, ctx: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
+def _walk(
+    command: Any, ctx: Any, path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
     yield path, command, ctx
     for name, sub in getattr(command, "commands", {}).items():
         if getattr(sub, "hidden", False):
