@@ -132,13 +132,10 @@ def migration_lock(settings: PlatformSettings) -> Iterator[None]:
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-    from mlflow.server.auth.db.utils import _get_alembic_config
+    """The Alembic head of the installed MLflow's auth store (read from its files)."""
+    from mlops_platform import migrations
 
-    config = _get_alembic_config("postgresql://unused")
-    head = ScriptDirectory.from_config(config).get_current_head()
-    assert head is not None
-    return head
+    return migrations.auth_chain().head()
 
 
 def revision(settings: PlatformSettings) -> str | None:

@@ -115,7 +115,7 @@ def collect_checks(settings: PlatformSettings, skip: Iterable[str] = ()) -> list
 def collect_inventory(settings: PlatformSettings) -> list[Sample]:
     """Counts, database size and the schema's distance to MLflow's head: one psycopg
     connection, no SQLAlchemy, no MLflow import (MLflow's migration chain is read from its
-    files once, ``migration_chain()``)."""
+    files once, :mod:`mlops_platform.migrations`)."""
     import psycopg
 
     url = settings.database_url(with_password=True).replace(
@@ -147,69 +147,17 @@ def collect_inventory(settings: PlatformSettings) -> list[Sample]:
     return out
 
 
-_CHAIN: dict[str, tuple[str, ...]] | None = None
-
-
-def migration_chain() -> dict[str, tuple[str, ...]]:
-    """MLflow's tracking-schema migrations, revision -> the revisions it follows, read
-    (not imported) from the installed MLflow's Alembic scripts: what ``db.pending_migrations``
-    walks with Alembic, without MLflow's ~150 MB in this process. Cached: the installed
-    MLflow does not change under a running exporter."""
-    global _CHAIN
-    if _CHAIN is not None:
-        return _CHAIN
-    import ast
-    import importlib.util
-
-    spec = importlib.util.find_spec("mlflow")  # finds the package without importing it
-    if spec is None or spec.origin is None:
-        raise RuntimeError("MLflow is not installed here: the schema's head is unknown")
-    folder = Path(spec.origin).parent / "store" / "db_migrations" / "versions"
-    chain: dict[str, tuple[str, ...]] = {}
-    for path in folder.glob("*.py"):
-        values: dict[str, Any] = {}
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            target = value = None
-            if isinstance(node, ast.Assign) and len(node.targets) == 1:
-                target, value = node.targets[0], node.value
-            elif isinstance(node, ast.AnnAssign):
-                target, value = node.target, node.value
-            named = isinstance(target, ast.Name) and target.id in ("revision", "down_revision")
-            if named and value is not None:
-                values[target.id] = ast.literal_eval(value)  # type: ignore[union-attr]
-        if isinstance(values.get("revision"), str):
-            down = values.get("down_revision")
-            parents = (down,) if isinstance(down, str) else tuple(down or ())
-            chain[values["revision"]] = parents
-    if not chain:
-        raise RuntimeError(f"no migration scripts in {folder}")
-    _CHAIN = chain
-    return chain
-
-
-def _ancestry(chain: dict[str, tuple[str, ...]], revision: str) -> set[str]:
-    seen: set[str] = set()
-    todo = [revision]
-    while todo:
-        rev = todo.pop()
-        if rev not in seen:
-            seen.add(rev)
-            todo += chain.get(rev, ())
-    return seen
-
-
 def pending_migrations(current: str | None, *, empty: bool = False) -> int:
     """Migrations between ``current`` and MLflow's head: all of them on an empty schema,
     0 at the head or at a revision this MLflow does not know (a newer schema)."""
-    chain = migration_chain()
-    parents = {p for ps in chain.values() for p in ps}
-    heads = [rev for rev in chain if rev not in parents]
-    every = set().union(*(_ancestry(chain, h) for h in heads))
+    from mlops_platform.migrations import tracking_chain
+
+    chain = tracking_chain()
     if empty:
-        return len(every)
-    if current is None or current not in chain:
+        return len(chain.pending(None))
+    if current is None:
         return 0
-    return len(every - _ancestry(chain, current))
+    return len(chain.pending(current))
 
 
 # -- the object store over plain HTTP (AWS Signature Version 4) --------------------------

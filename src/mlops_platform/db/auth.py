@@ -3,12 +3,12 @@ its own Alembic revision against the installed MLflow's auth head."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import sqlalchemy
 
+from mlops_platform import migrations
 from mlops_platform.db.connection import _first_line, connection
 from mlops_platform.errors import PlatformError, SchemaError
 from mlops_platform.settings import PlatformSettings
@@ -47,28 +47,12 @@ def _auth_database_exists(settings: PlatformSettings) -> bool:
 
 
 def auth_head_revision() -> str:
-    """The Alembic head of the installed MLflow's auth store."""
-    from mlops_platform import auth_store
-
-    # importing MLflow's auth package imports its server, which warns about Starlette on
-    # stderr: not on every `db status`
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return auth_store.head_revision()
+    """The Alembic head of the installed MLflow's auth store (read from its files)."""
+    return migrations.auth_chain().head()
 
 
 def _known_auth_revision(revision: str) -> bool:
-    from alembic.script import ScriptDirectory
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from mlflow.server.auth.db.utils import _get_alembic_config
-
-    script = ScriptDirectory.from_config(_get_alembic_config("postgresql://unused"))
-    try:
-        return script.get_revision(revision) is not None
-    except Exception:  # alembic raises several types for an unknown id
-        return False
+    return migrations.auth_chain().known(revision)
 
 
 def auth_store_status(settings: PlatformSettings) -> AuthStoreStatus:

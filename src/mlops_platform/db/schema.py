@@ -12,6 +12,7 @@ from typing import Literal
 
 import sqlalchemy
 
+from mlops_platform import migrations
 from mlops_platform.db.auth import auth_store_status
 from mlops_platform.db.connection import connection, make_engine
 from mlops_platform.errors import SchemaError
@@ -40,10 +41,8 @@ class Migration:
 
 
 def head_revision() -> str:
-    """The Alembic head of the installed MLflow's tracking schema."""
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
-    return str(_get_latest_schema_revision())
+    """The Alembic head of the installed MLflow's tracking schema (read from its files)."""
+    return migrations.tracking_chain().head()
 
 
 def _script_directory():  # type: ignore[no-untyped-def]
@@ -54,28 +53,14 @@ def _script_directory():  # type: ignore[no-untyped-def]
 
 
 def _known_revision(revision: str) -> bool:
-    script = _script_directory()
-    try:
-        return script.get_revision(revision) is not None
-    except Exception:  # alembic raises several types for an unknown id
-        return False
+    return migrations.tracking_chain().known(revision)
 
 
 def pending_migrations(current: str | None) -> list[Migration]:
-    """Migrations between ``current`` and MLflow's head, oldest first."""
-    script = _script_directory()
-    head = script.get_current_head()
-    if current == head:
-        return []
-    try:
-        revisions = list(script.iterate_revisions(head, current or "base"))
-    except Exception:  # an unknown (newer) revision
-        return []
-    out = [
-        Migration(r.revision, (r.doc or "").strip().splitlines()[0] if r.doc else "")
-        for r in revisions
-    ]
-    return list(reversed(out))
+    """Migrations between ``current`` and MLflow's head, oldest first; [] for a revision
+    this MLflow does not know (a newer one's)."""
+    chain = migrations.tracking_chain()
+    return [Migration(rev, chain.titles[rev]) for rev in chain.pending(current)]
 
 
 def schema_status(settings: PlatformSettings) -> SchemaStatus:
