@@ -598,8 +598,8 @@ class Exporter:
 def subprocess_runner(argv: list[str], *, timeout: float = 300.0) -> Runner:
     """Collect in a child process (``argv`` + ``--group NAME``...: `python -m
     mlops_platform.metrics --collect`, or `mlops-platform metrics --once --json`): the
-    doctor's checks and the backup listing import MLflow, SQLAlchemy and boto3, ~200 MB
-    that the resident exporter then never holds; a hung check is killed at ``timeout``."""
+    doctor's checks and the backup listing import SQLAlchemy and boto3, ~50 MB that
+    the resident exporter then never holds; a hung check is killed at ``timeout``."""
 
     def run(names: list[str]) -> dict[str, tuple[list[Sample] | None, str, float]]:
         cmd = [*argv, *(arg for name in names for arg in ("--group", name))]
@@ -630,7 +630,7 @@ def subprocess_runner(argv: list[str], *, timeout: float = 300.0) -> Runner:
 
 
 # Collected by the resident exporter itself: psycopg and signed HTTP, a few MB. The
-# others (the doctor's checks, the backup listing) need MLflow, SQLAlchemy or boto3 and
+# others (the doctor's checks, the backup listing) need SQLAlchemy or boto3 and
 # run in a short-lived child.
 LEAN_GROUPS = ("inventory", "storage")
 
