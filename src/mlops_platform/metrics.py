@@ -36,7 +36,6 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mlops_platform.errors import PlatformError
 from mlops_platform.settings import PlatformSettings
 
 STATUS_VALUE = {"ok": 0.0, "warn": 1.0, "fail": 2.0}
@@ -82,23 +81,7 @@ def collect_checks(settings: PlatformSettings, skip: Iterable[str] = ()) -> list
     tracking server)."""
     from mlops_platform import health
 
-    skipped = set(skip)
-    if skipped:
-        findings = []
-        for name, check in health.CHECKS:
-            if name in skipped:
-                continue
-            # as health.doctor does: a check that raises is a failure, never a crash
-            try:
-                findings += check(settings)
-            except PlatformError as exc:
-                findings.append(health.Finding(name, "error", "fail", exc.message, exc.fix or ""))
-            except Exception as exc:  # noqa: BLE001
-                findings.append(
-                    health.Finding(name, "error", "fail", f"{exc.__class__.__name__}: {exc}"[:300])
-                )
-    else:
-        findings = health.doctor(settings).findings
+    findings = health.doctor(settings, skip=skip).findings
     out: list[Sample] = []
     seen: set[tuple[str, str]] = set()
     for finding in findings:
