@@ -47,8 +47,10 @@ def _auth_database_exists(settings: PlatformSettings) -> bool:
 
 
 def auth_head_revision() -> str:
-    """The Alembic head of the installed MLflow's auth store (read from its files)."""
-    return migrations.auth_chain().head()
+    """The Alembic head of the installed MLflow's auth store."""
+    from mlops_platform import auth_store
+
+    return auth_store.head_revision()
 
 
 def _known_auth_revision(revision: str) -> bool:
