@@ -58,11 +58,9 @@ class Chain:
             return []
         todo = self.ancestors(self.head()) - self.ancestors(current)
         ordered: list[str] = []
-        placed: set[str] = set()
         while todo:
             ready = sorted(r for r in todo if not set(self.parents[r]) & todo)
             ordered += ready
-            placed.update(ready)
             todo -= set(ready)
         return ordered
 
