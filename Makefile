@@ -60,8 +60,16 @@ define apt_install
 	fi
 endef
 
+# The first-day test runs as an ordinary user too, who cannot run a Python kept in root's
+# home (pyenv): it needs the system's interpreter of the suite's version.
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+
 system-deps:
 	$(call apt_install,$(SYSTEM_DEPS))
+	@if [ -n "$(PYVER)" ] && [ ! -x /usr/bin/python$(PYVER) ] && command -v apt-get >/dev/null 2>&1; then \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python$(PYVER); } >/dev/null 2>&1 || \
+	  echo "no system python$(PYVER) package: test_first_day_as_an_ordinary_user will fail naming it"; \
+	fi
 
 platform-deps:
 	$(call apt_install,$(PLATFORM_DEPS))
