@@ -99,8 +99,9 @@ def cli_markdown() -> str:
         "`--json` output go to stdout.",
         "",
     ]
-    if _options(root, ctx):
-        lines += ["Options every command accepts, given before it:", "", *_options(root, ctx)]
+    common = _options(root, ctx)
+    if common:
+        lines += ["Options every command accepts, given before it:", "", *common]
     for path, command, sub_ctx in _walk(root, ctx, ()):
         if path:
             lines += _section(path, command, sub_ctx)
