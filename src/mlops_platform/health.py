@@ -43,7 +43,7 @@ class Finding:
     detail: str
     remedy: str = ""
     seconds: float = 0.0
-    http_status: int | None = field(default=None, compare=False)  # for explain_artifact
+    http_status: int | None = field(default=None, compare=False)  # for explain()
 
     def as_dict(self) -> dict[str, object]:
         return {
