@@ -23,9 +23,10 @@ Example::
             log.log_metric("loss", loss, step=epoch)   # only rank 0 records it
 
 Reading the environment here is a deliberate exception to the kit's rule that
-``settings.py`` is the only reader of the environment: this is client-side library code
-that runs inside a user's training job and reads the *job launcher's* variables, not the
-platform's settings. Pass ``environ=`` (or a :class:`RankInfo`) to decide otherwise.
+``mlops_platform.settings`` is the only reader of the environment: this is client-side
+library code that runs inside a user's training job and reads the *job launcher's*
+variables, not the platform's settings. Pass ``environ=`` (or a :class:`RankInfo`) to
+decide otherwise.
 """
 
 from __future__ import annotations

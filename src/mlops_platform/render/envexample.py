@@ -23,7 +23,7 @@ password file), or copy this file to .env and replace every `changethis`: the tr
 server refuses to start with a placeholder secret. Variables left commented keep the
 default shown. docker compose reads .env too; its own variables are at the end."""
 
-# Variables only docker-compose.yaml reads (settings.py never does): name, value, doc.
+# Variables only docker-compose.yaml reads (the settings never do): name, value, doc.
 COMPOSE_VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "COMPOSE_PROFILES",

@@ -111,7 +111,23 @@ def workflow(opts: WorkflowOptions | None = None) -> dict[str, Any]:
         "MLFLOW_TRACKING_USERNAME": "${{ vars.MLFLOW_TRACKING_USERNAME }}",
         "MLFLOW_TRACKING_PASSWORD": "${{ secrets.MLFLOW_TRACKING_PASSWORD }}",
     }
-    validate = {
+    return {
+        "name": opts.name,
+        "on": {"workflow_dispatch": {"inputs": inputs}},
+        "permissions": {"contents": "read"},
+        "concurrency": {"group": "promote-${{ inputs.model }}", "cancel-in-progress": False},
+        "env": env,
+        "jobs": {
+            "validate": _validate_job(opts),
+            "deploy-staging": _staging_job(opts),
+            "deploy-production": _production_job(opts),
+        },
+    }
+
+
+def _validate_job(opts: WorkflowOptions) -> dict[str, Any]:
+    """Check the version against the gates; the approval is kept as an artifact."""
+    return {
         "name": "Check the version against the gates",
         "runs-on": opts.runner,
         "timeout-minutes": 20,
@@ -132,7 +148,10 @@ def workflow(opts: WorkflowOptions | None = None) -> dict[str, Any]:
             },
         ],
     }
-    staging = {
+
+
+def _staging_job(opts: WorkflowOptions) -> dict[str, Any]:
+    return {
         "name": "Deploy @staging",
         "needs": "validate",
         "runs-on": opts.runner,
@@ -144,12 +163,16 @@ def workflow(opts: WorkflowOptions | None = None) -> dict[str, Any]:
             *_rollout(opts.staging_namespace, "staging", opts.staging_url),
         ],
     }
+
+
+def _production_job(opts: WorkflowOptions) -> dict[str, Any]:
+    """Promote to @champion (conflict-safe, approved versions only), then roll it out."""
     promote_args = (
         'mlops-platform registry promote "$MODEL" --challenger "$VERSION" '
         '--dataset "$DATASET" --metric "$METRIC" --target "$TARGET" --margin "$MARGIN" '
         '--actor "github:$GITHUB_ACTOR run $GITHUB_RUN_ID" --json | tee promotion.json'
     )
-    production = {
+    return {
         "name": "Promote to @champion and deploy",
         "needs": "deploy-staging",
         "runs-on": opts.runner,
@@ -175,14 +198,6 @@ def workflow(opts: WorkflowOptions | None = None) -> dict[str, Any]:
                 "with": {"name": "promotion", "path": "promotion.json"},
             },
         ],
-    }
-    return {
-        "name": opts.name,
-        "on": {"workflow_dispatch": {"inputs": inputs}},
-        "permissions": {"contents": "read"},
-        "concurrency": {"group": "promote-${{ inputs.model }}", "cancel-in-progress": False},
-        "env": env,
-        "jobs": {"validate": validate, "deploy-staging": staging, "deploy-production": production},
     }
 
 
