@@ -105,11 +105,9 @@ def plain(settings: PlatformSettings, dest: Path) -> dict[str, float]:
     )
     dumped = time.monotonic()
     client = s3.client(settings, timeout=120)
-    keys: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=settings.s3_bucket, Prefix=settings.s3_prefix + "/"
-    ):
-        keys.extend(o["Key"] for o in page.get("Contents", []))
+    keys = [
+        str(o["Key"]) for o in s3.iter_objects(client, settings.s3_bucket, settings.s3_prefix + "/")
+    ]
 
     def get(key: str) -> None:
         target = dest / "objects" / key

@@ -102,8 +102,9 @@ async def download_artifact(artifact_path: str, request: Request) -> Response:
     try:
         obj = await asyncio.to_thread(client.get_object, Bucket=bucket, Key=key, **extra)
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code == "InvalidRange":
+        from mlops_platform.s3.helpers import error_code
+
+        if error_code(exc) == "InvalidRange":
             head = await asyncio.to_thread(client.head_object, Bucket=bucket, Key=key)
             return Response(
                 status_code=416,

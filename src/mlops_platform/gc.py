@@ -184,20 +184,10 @@ def plan(settings: PlatformSettings, older_than_ms: int) -> list[Item]:
 
 
 def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
-    keys: list[str] = []
-    token: str | None = None
     try:
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = client.list_objects_v2(**kwargs)
-            keys.extend(str(o["Key"]) for o in page.get("Contents", []))
-            if not page.get("IsTruncated"):
-                return keys
-            token = page.get("NextContinuationToken")
+        return [str(o["Key"]) for o in s3.iter_objects(client, bucket, prefix)]
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = s3.error_code(exc)
         if code in ("NoSuchBucket", "404"):
             return []
         raise GcError(
@@ -209,17 +199,6 @@ def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
             f"cannot reach the S3 endpoint: {exc}",
             fix="start the object store or fix MLOPS_S3_ENDPOINT_URL",
         ) from None
-
-
-def _delete(client: Any, bucket: str, keys: list[str]) -> int:
-    done = 0
-    for i in range(0, len(keys), 1000):
-        batch = keys[i : i + 1000]
-        client.delete_objects(
-            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
-        )
-        done += len(batch)
-    return done
 
 
 def gc_argv(
@@ -305,7 +284,7 @@ def collect(
         if purge_leftovers:
             for item in items:
                 if item.leftovers:
-                    purged += _delete(client, settings.s3_bucket, item.leftovers)
+                    purged += s3.delete_keys(client, settings.s3_bucket, item.leftovers)
                     item.leftovers = _keys(client, settings.s3_bucket, item.prefix or "")
         _dedupe_leftovers(items)
         return GcResult(False, older_than, items, purged, time.monotonic() - start, output)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def _diagnose(platform: Platform, **env: str):  # type: ignore[no-untyped-def]
     result = platform.cli("s3", "diagnose", "--json", env={**os.environ, **env}, check=False)
     report = json.loads(result.stdout)
-    return result.returncode, report, {c["name"]: c for c in report["checks"]}
+    return result.returncode, report, {c["check"]: c for c in report["findings"]}
 
 
 def _diagnose_as_admin(platform: Platform, **env: str):  # type: ignore[no-untyped-def]
@@ -34,7 +34,7 @@ def _diagnose_as_admin(platform: Platform, **env: str):  # type: ignore[no-untyp
         "s3", "diagnose", "--json", env={**os.environ, **keys, **env}, check=False
     )
     report = json.loads(result.stdout)
-    return result.returncode, report, {c["name"]: c for c in report["checks"]}
+    return result.returncode, report, {c["check"]: c for c in report["findings"]}
 
 
 @pytest.fixture
@@ -70,8 +70,10 @@ def test_healthy_store_passes_every_hard_check(platform: Platform) -> None:
         "latency",
     ):
         assert checks[name]["status"] == "ok", checks[name]
-    for check in report["checks"]:
+    for check in report["findings"]:
+        assert check["component"] == "s3", check
         assert check["status"] == "ok" or check["remedy"], check
+    assert report["exit_code"] == code  # the doctor's shape: `findings`, `exit_code`
     client = s3.client(platform.settings)
     left = client.list_objects_v2(Bucket=platform.settings.s3_bucket, Prefix=s3.PROBE_PREFIX)
     assert left.get("KeyCount", 0) == 0, "probe objects were left behind"

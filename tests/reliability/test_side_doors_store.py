@@ -112,7 +112,7 @@ def refused(call: Any) -> str:
     try:
         call()
     except ClientError as exc:
-        return str(exc.response.get("Error", {}).get("Code"))
+        return s3.error_code(exc)
     raise AssertionError("the store accepted a call it must refuse")
 
 
@@ -420,7 +420,7 @@ def test_backup_create_runs_on_the_backup_key(stack: Stack) -> None:
     stack.client().put_object(Bucket=stack.settings.s3_bucket, Key=key, Body=b"in backup")
     broken = {"MLOPS_S3_SECRET_ACCESS_KEY": "W" * 40}
     diagnosis = json.loads(stack.cli("s3", "diagnose", "--json", env=broken).stdout)
-    checks = {c["name"]: c["status"] for c in diagnosis["checks"]}
+    checks = {c["check"]: c["status"] for c in diagnosis["findings"]}
     assert checks["credentials"] == "fail", checks  # control: the server's key is broken
     done = stack.cli("backup", "create", "--json", env=broken)
     assert done.returncode == 0, done.stdout + done.stderr

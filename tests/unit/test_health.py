@@ -75,7 +75,7 @@ def test_disk_thresholds(
         seen.append(Path(path))
         return shutil._ntuple_diskusage(total, total - free, free)
 
-    monkeypatch.setattr(health.shutil, "disk_usage", usage)
+    monkeypatch.setattr(shutil, "disk_usage", usage)
     finding = health._disk("state folder", tmp_path / "not" / "yet")
     assert finding.status == status, (total, free, finding)
     assert seen == [tmp_path]  # the nearest folder that exists is measured

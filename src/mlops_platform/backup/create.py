@@ -286,7 +286,7 @@ def _copy_objects(
             try:
                 digest = future.result()
             except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", ""))
+                code = s3.error_code(exc)
                 if code in ("NoSuchKey", "404"):
                     # deleted after the listing (gc of a run deleted before the
                     # snapshot): the restored database would not miss it either

@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mlops_platform import s3
 from mlops_platform.backup.common import _RUN, CHUNK, BackupError, Reporter
 from mlops_platform.backup.locations import safe_relative
 from mlops_platform.backup.snapshot import Snapshot
@@ -31,16 +32,8 @@ def list_objects(settings: PlatformSettings, client: Any) -> tuple[list[StoreObj
     """Every object under the artifact prefix, and the store's clock (its ``Date`` header)."""
     out: list[StoreObject] = []
     store_now: dt.datetime | None = None
-    token: str | None = None
     try:
-        while True:
-            kwargs: dict[str, Any] = {
-                "Bucket": settings.s3_bucket,
-                "Prefix": settings.s3_prefix + "/",
-            }
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = client.list_objects_v2(**kwargs)
+        for page in s3.list_pages(client, settings.s3_bucket, settings.s3_prefix + "/"):
             if store_now is None:
                 date = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
                 store_now = email.utils.parsedate_to_datetime(date) if date else None
@@ -53,11 +46,8 @@ def list_objects(settings: PlatformSettings, client: Any) -> tuple[list[StoreObj
                         item["LastModified"],
                     )
                 )
-            if not page.get("IsTruncated"):
-                break
-            token = page.get("NextContinuationToken")
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = s3.error_code(exc)
         if code in ("NoSuchBucket", "404"):
             return [], store_now or dt.datetime.now(dt.timezone.utc)
         raise BackupError(

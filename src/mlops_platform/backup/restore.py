@@ -70,7 +70,7 @@ def target_state(settings: PlatformSettings, client: Any) -> TargetState:
         )
         objects = int(page.get("KeyCount", len(page.get("Contents", []))))
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = s3.error_code(exc)
         if code not in ("NoSuchBucket", "404"):
             raise BackupError(
                 f"cannot list s3://{settings.s3_bucket}: {code}",
@@ -290,19 +290,12 @@ def _remove_extra(
 ) -> int:
     """Delete the objects the store held before the restore that the backup does not;
     how many."""
-    removed = 0
     wanted = {a.key for a in manifest.artifacts}
     extra = [o.key for o in present if o.key not in wanted]
-    if extra:
-        say.message(f"removing {len(extra)} objects the backup does not hold")
-        for i in range(0, len(extra), 1000):
-            batch = extra[i : i + 1000]
-            client.delete_objects(
-                Bucket=settings.s3_bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-            )
-            removed += len(batch)
-    return removed
+    if not extra:
+        return 0
+    say.message(f"removing {len(extra)} objects the backup does not hold")
+    return s3.delete_keys(client, settings.s3_bucket, extra)
 
 
 def _upgrade_schema(
