@@ -135,3 +135,20 @@ def test_a_command_that_printed_its_object_prints_no_second(
     code, out, _ = run_main(["config", "check", "--json"], monkeypatch, capsys)
     assert code == 2
     assert json.loads(out)["ok"] is False  # one object: json.loads refuses two
+
+
+def test_bench_json_is_a_flag_and_the_file_is_output(capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench --json` like every --json; the figures' file is `--output FILE`. Refused
+    before anything starts (an unknown --skip part), it still prints one object."""
+    from benchmarks.harness import main as bench
+
+    with pytest.raises(SystemExit) as exited:
+        bench(["--json", "--output", "figures.json", "--skip", "nope"])
+    captured = capsys.readouterr()
+    assert exited.value.code == 2
+    line = captured.err.removeprefix("error: ").strip()
+    assert "--skip: unknown part(s) nope" in line
+    assert json.loads(captured.out) == {"ok": False, "error": line}
+    with pytest.raises(SystemExit):
+        bench(["--json", "figures.json"])  # the old form: a file after --json is refused
+    assert "unrecognized arguments: figures.json" in capsys.readouterr().err
