@@ -120,7 +120,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install system-deps
-	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/python -m benchmarks --json bench.json
+	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/python -m benchmarks --output bench.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

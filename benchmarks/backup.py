@@ -136,7 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100_000, help="runs in the database")
     parser.add_argument("--artifact-mb", type=int, default=1024, help="MB of artifacts")
     parser.add_argument("--repeat", type=int, default=2, help="measurements of each")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the figures here",
+    )
     args = parser.parse_args(argv)
     with throwaway_stack(server_workers="1") as stack:
         log("starting a throwaway stack")
@@ -192,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, total, dump, copy in rows:
         print(f"{name:38} {total:8.1f} {dump:8.1f} {copy:8.1f} {total / rows[0][1]:8.2f}x")
     print(f"{'backup verify (checksums + restore)':38} {verify_s:8.1f}")
-    if args.json:
-        args.json.write_text(
+    if args.output:
+        args.output.write_text(
             json.dumps(
                 {
                     "runs": runs,

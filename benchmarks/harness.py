@@ -20,11 +20,13 @@ itself taking the same metric rows (the physical limit):
    and straight to the store.
 
 It prints a table of medians with the ratios kit/reference and kit/limit and writes
-the same figures as JSON (``--json``). ``--quick`` is the same harness with small sizes
-(a minute or two); CI runs it to keep the harness working.
+the same figures as JSON to a file (``--output FILE``); with ``--json`` stdout carries
+them as one object, ``{"ok": true, ...}``, like every `--json` of the CLI (the table
+then goes to stderr). ``--quick`` is the same harness with small sizes (a minute or
+two); CI runs it to keep the harness working.
 
     make bench                                  # the full run, under 15 minutes
-    mlops-platform bench --quick --json out.json
+    mlops-platform bench --quick --output out.json
 """
 
 from __future__ import annotations
@@ -625,15 +627,25 @@ def render(report: Report) -> str:
 
 
 class Parser(argparse.ArgumentParser):
+    as_json = False  # --json given: a refusal is also the one JSON object, as in the CLI
+
     def error(self, message: str) -> Any:  # one line, exit 2, like the rest of the CLI
-        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        line = f"{message} (see `{self.prog} --help`)"
+        print(f"error: {line}", file=sys.stderr)
+        if self.as_json:
+            print(json.dumps({"ok": False, "error": line}, indent=2))
         sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="mlops-platform bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
-    parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help='print the figures as one JSON object: {"ok": ...}'
+    )
+    parser.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="also write the figures here as JSON"
+    )
     parser.add_argument("--clients", help="client process counts, e.g. 1,4,16")
     parser.add_argument("--runs", type=int, help="runs in each database for the reads")
     parser.add_argument("--artifact-mb", type=int, help="size of the artifact")
@@ -646,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="a setting of the kit's stack for this run, e.g. server_workers=4 (repeatable)",
     )
+    given = sys.argv[1:] if argv is None else argv
+    parser.as_json = "--json" in (given[: given.index("--")] if "--" in given else given)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     overrides: dict[str, Any] = {}
@@ -666,10 +680,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--set {item!r}: expected NAME=VALUE, e.g. server_workers=4")
         values[name.lower().removeprefix("mlops_")] = value
     report = run(sizes, skip=skip, values=values)
-    print(render(report))
+    print(render(report), file=sys.stderr if args.json else sys.stdout)
+    figures = asdict(report)
+    if args.output:
+        args.output.write_text(json.dumps(figures, indent=2) + "\n")
+        log(f"figures written to {args.output}")
     if args.json:
-        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
-        log(f"figures written to {args.json}")
+        print(json.dumps({"ok": True, **figures}, indent=2))
     return 0
 
 

@@ -237,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100_000, help="runs to replicate to")
     parser.add_argument("--env-file", type=Path, help="use this running stack instead")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="also write the results here"
+    )
     args = parser.parse_args(argv)
     if args.env_file:
         return bench(load_settings(args.env_file), args)
@@ -301,8 +303,8 @@ def bench(settings: PlatformSettings, args: argparse.Namespace) -> int:
         results[name] = run_all(store, loads)
     configure(settings, ())
     print_table(results, [w.name for w in loads], total_runs)
-    if args.json:
-        args.json.write_text(json.dumps({"runs": total_runs, "results": results}, indent=2))
+    if args.output:
+        args.output.write_text(json.dumps({"runs": total_runs, "results": results}, indent=2))
     return 0
 
 

@@ -16,7 +16,7 @@ workers, from the kernel's accounting): unlike throughput, that figure hardly mo
 other work shares the machine, so it shows what the permission checks cost even on a
 busy one.
 
-    python -m benchmarks.permissions [--seconds 3] [--rounds 3] [--json out.json]
+    python -m benchmarks.permissions [--seconds 3] [--rounds 3] [--output out.json]
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--search-repeats", type=int, default=5)
-    parser.add_argument("--json", dest="json_path")
+    parser.add_argument("--output", "-o", dest="json_path", metavar="FILE")
     args = parser.parse_args(argv)
     with ExitStack() as stacks:
         on = stacks.enter_context(throwaway_stack(server_workers="2"))

@@ -1,7 +1,7 @@
 """Metric write path: MLflow's store against the kit's fast store, side by side.
 
 `python -m benchmarks.write_path [--seconds 10] [--rounds 3] [--workers 2]
-[--clients 1 4] [--json out.json]`
+[--clients 1 4] [--output out.json]`
 
 One throwaway local stack (PostgreSQL, SeaweedFS); two databases in its cluster; two
 tracking servers started with the kit's own argv (render.server.server_argv) that
@@ -287,14 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers per server")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4], help="client counts")
-    parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="also write the report as JSON here"
+    )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rounds < 1 or args.workers < 1 or min(args.clients) < 1:
         parser.error("--seconds, --rounds, --workers and --clients must be positive")
     report = run(args)
     print(render(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return 0
 
 

@@ -135,7 +135,7 @@ def test_compose_status_reads_the_same_health(stack: dict[str, Any]) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
-    assert report["healthy"] is True
+    assert report["ok"] is True
     services = {row["service"]: row["status"] for row in report["services"]}
     assert services["init"] == "completed" and services["tracking"] == "healthy"
 

@@ -157,7 +157,7 @@ def platform() -> Iterator[Platform]:
     try:  # a failed `up` is torn down too: nothing of it outlives the session
         up = stack.cli("up", "--json", timeout=600)
         stack.url = json.loads(up.stdout)["url"]
-        stack.client_env = json.loads(stack.cli("client-env", "--json").stdout)
+        stack.client_env = json.loads(stack.cli("client-env", "--json").stdout)["env"]
         yield stack
     finally:
         stack.cli("down", check=False)

@@ -65,7 +65,7 @@ def start_stack(prefix: str) -> tuple[Stack, Any]:
     env_file = write_env(root)
     up = run_cli(env_file, "up", "--json", timeout=600)
     assert up.returncode == 0, up.stderr
-    env = json.loads(run_cli(env_file, "client-env", "--json").stdout)
+    env = json.loads(run_cli(env_file, "client-env", "--json").stdout)["env"]
     stack = Stack(root, env_file, load_settings(env_file), env)
 
     def stop() -> None:
@@ -260,7 +260,7 @@ def test_round_trip_loses_nothing(stack: Stack, tmp_path: Path) -> None:
     created = _json(stack.cli("backup", "create", "--json"))
     assert created["copied"] == len(before["artifacts"]) and created["skipped_newer"] == 0
     assert created["row_counts"]["runs"] == 12
-    listed = _json(stack.cli("backup", "list", "--json"))
+    listed = _json(stack.cli("backup", "list", "--json"))["backups"]
     assert [b["id"] for b in listed] == [created["id"]]
 
     # a second backup of the unchanged platform downloads nothing (incremental)
@@ -303,7 +303,7 @@ def test_verify_can_use_a_temporary_database_on_the_same_server(stack: Stack) ->
     a clear refusal when the user may not create one."""
     import sqlalchemy
 
-    ids = [b["id"] for b in _json(stack.cli("backup", "list", "--json"))]
+    ids = [b["id"] for b in _json(stack.cli("backup", "list", "--json"))["backups"]]
     path, manifest = backup.find_backup(stack.settings, ids[0])
     user = stack.settings.db_user
     with (
@@ -334,7 +334,7 @@ def test_verify_can_use_a_temporary_database_on_the_same_server(stack: Stack) ->
 
 
 def test_verify_names_a_corrupted_dump_a_missing_and_an_altered_artifact(stack: Stack) -> None:
-    ids = [b["id"] for b in _json(stack.cli("backup", "list", "--json"))]
+    ids = [b["id"] for b in _json(stack.cli("backup", "list", "--json"))["backups"]]
     assert ids, "runs after test_round_trip_loses_nothing"
     root = backup.backup_root(stack.settings)
     src = root / ids[0]
@@ -381,7 +381,7 @@ def _state(stack: Stack) -> tuple[dict[str, int], dict[str, str], list[str]]:
 
 
 def test_bad_input_refuses_in_one_line_and_changes_nothing(stack: Stack, tmp_path: Path) -> None:
-    ids = [b["id"] for b in _json(stack.cli("backup", "list", "--json"))]
+    ids = [b["id"] for b in _json(stack.cli("backup", "list", "--json"))["backups"]]
     assert ids, "runs after test_round_trip_loses_nothing"
     before = _state(stack)
 
@@ -573,14 +573,14 @@ def test_backup_while_a_client_logs_is_consistent(stack: Stack) -> None:
 
 
 def test_prune_keeps_the_newest(stack: Stack) -> None:
-    before = [b["id"] for b in _json(stack.cli("backup", "list", "--json"))]
+    before = [b["id"] for b in _json(stack.cli("backup", "list", "--json"))["backups"]]
     assert len(before) >= 3
     dry = _json(stack.cli("backup", "prune", "--keep", "1", "--dry-run", "--json"))
     assert dry["removed"] == before[:-1] and dry["dry_run"]
-    assert [b["id"] for b in _json(stack.cli("backup", "list", "--json"))] == before
+    assert [b["id"] for b in _json(stack.cli("backup", "list", "--json"))["backups"]] == before
     done = _json(stack.cli("backup", "prune", "--keep", "1", "--yes", "--json"))
     assert done["kept"] == before[-1:]
-    left = _json(stack.cli("backup", "list", "--json"))
+    left = _json(stack.cli("backup", "list", "--json"))["backups"]
     assert [b["id"] for b in left] == before[-1:]
     # the survivor shares files with the pruned ones through hard links: still whole
     assert stack.cli("backup", "verify", before[-1], "--quick").returncode == 0
@@ -588,7 +588,7 @@ def test_prune_keeps_the_newest(stack: Stack) -> None:
 
 def _auth_users(stack: Stack) -> dict[str, Any]:
     """MLflow's user store as `users list` reads it: name -> (role, sorted grants)."""
-    listed = _json(stack.cli("users", "list", "--json"))
+    listed = _json(stack.cli("users", "list", "--json"))["users"]
     return {
         u["name"]: (u["role"], sorted((g["kind"], g["target"], g["level"]) for g in u["grants"]))
         for u in listed
@@ -653,7 +653,7 @@ def test_restore_brings_users_roles_and_grants_back(stack: Stack) -> None:
 
 
 def test_verify_names_a_corrupted_auth_dump(stack: Stack) -> None:
-    latest = _json(stack.cli("backup", "list", "--json"))[-1]["id"]
+    latest = _json(stack.cli("backup", "list", "--json"))["backups"][-1]["id"]
     path = backup.backup_root(stack.settings) / latest
     auth_dump = path / backup.AUTH_DUMP
     original = auth_dump.read_bytes()

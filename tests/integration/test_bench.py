@@ -24,7 +24,7 @@ def test_quick_harness_produces_every_figure(tmp_path: Path) -> None:
     require_binaries()
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [*CLI, "bench", "--quick", "--json", str(out)],
+        [*CLI, "bench", "--quick", "--output", str(out)],
         cwd=tmp_path,  # `bench` finds the checkout from the package, not the cwd
         env={**os.environ, "PYTHONPATH": ""},
         capture_output=True,

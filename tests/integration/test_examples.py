@@ -66,7 +66,7 @@ def test_examples_from_a_run_to_a_champion(platform: Platform, tmp_path: Path) -
     history = platform.cli(
         "registry", "history", name, "--json", env={**os.environ, **platform.client_env}
     )
-    events = [e["event"] for e in json.loads(history.stdout)]
+    events = [e["event"] for e in json.loads(history.stdout)["events"]]
     assert events.count("approved") == 2 and events[-1] == "alias_moved"
 
 

@@ -58,16 +58,16 @@ def test_apply_twice_then_drop_cleanly(platform: Platform, pack: None) -> None:
     assert listed.returncode == 1
     assert {i["state"] for i in json.loads(listed.stdout)["indexes"]} == {"missing"}
 
-    first = json.loads(platform.cli("db", "indexes", "apply", "--json").stdout)
+    first = json.loads(platform.cli("db", "indexes", "apply", "--json").stdout)["actions"]
     assert {a["action"] for a in first} == {"created"}
-    second = json.loads(platform.cli("db", "indexes", "apply", "--json").stdout)
+    second = json.loads(platform.cli("db", "indexes", "apply", "--json").stdout)["actions"]
     assert {a["action"] for a in second} == {"skipped"}
     listed = json.loads(platform.cli("db", "indexes", "list", "--json").stdout)
     assert all(i["state"] == "applied" for i in listed["indexes"])
     assert all(i["pack_version"] == indexes.PACK_VERSION for i in listed["indexes"])
     assert platform.cli("db", "analyze").returncode == 0
 
-    dropped = json.loads(platform.cli("db", "indexes", "drop", "--yes", "--json").stdout)
+    dropped = json.loads(platform.cli("db", "indexes", "drop", "--yes", "--json").stdout)["actions"]
     assert {a["action"] for a in dropped} == {"dropped"}
     engine = db.make_engine(platform.settings)
     with engine.connect() as conn:
@@ -79,7 +79,7 @@ def test_apply_twice_then_drop_cleanly(platform: Platform, pack: None) -> None:
         ).scalar()
     engine.dispose()
     assert left == 0 and table is None
-    again = json.loads(platform.cli("db", "indexes", "drop", "--yes", "--json").stdout)
+    again = json.loads(platform.cli("db", "indexes", "drop", "--yes", "--json").stdout)["actions"]
     assert {a["action"] for a in again} == {"absent"}
     assert _alembic(platform) == revision, "the pack must never touch alembic_version"
 

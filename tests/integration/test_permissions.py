@@ -375,7 +375,9 @@ def test_remove_keeps_runs_and_drops_the_user(
     assert len(runs["runs"]) == 1
     users = [u["username"] for u in admin.ok("GET", f"{API}/users/list")["users"]]
     assert name not in users
-    listed = [u["name"] for u in json.loads(platform.cli("users", "list", "--json").stdout)]
+    listed = [
+        u["name"] for u in json.loads(platform.cli("users", "list", "--json").stdout)["users"]
+    ]
     assert name not in listed
 
 

@@ -135,7 +135,7 @@ def test_gates_pass_and_fail(
     assert not gates["tag.team"]["passed"] and "over by" in gates["size"]["detail"]
     assert aliases(governed["uri"], name)["staging"] == "3"
 
-    history = json.loads(cli(platform, "registry", "history", name, "--json").stdout)
+    history = json.loads(cli(platform, "registry", "history", name, "--json").stdout)["events"]
     assert [e["event"] for e in history] == ["rejected", "approved", "alias_moved", "rejected"]
 
 
@@ -472,5 +472,5 @@ def test_approval_pins_the_artifacts_and_promote_refuses_changed_files(
     assert fixed.returncode == 0, fixed.stderr
     assert aliases(uri, name)["champion"] == "4"
     events = [e["event"] for e in json.loads(cli(platform, "registry", "history", name,
-                                                 "--json").stdout)]  # fmt: skip
+                                                 "--json").stdout)["events"]]  # fmt: skip
     assert events.count("alias_moved") == 4 + 3  # staging x4 (v1..v4), champion 1 -> 2 -> 4

@@ -28,7 +28,7 @@ def test_second_up_is_a_noop(platform: Platform) -> None:
 
 def test_status_reports_every_service(platform: Platform) -> None:
     report = json.loads(platform.cli("status", "--json").stdout)
-    assert report["healthy"] is True
+    assert report["ok"] is True
     assert report["tracking_url"] == platform.url
     names = [s["name"] for s in report["services"]]
     assert names == ["postgres", "seaweedfs", "tracking", "nginx"]
@@ -232,7 +232,7 @@ def test_crash_of_the_whole_stack_recovers_with_data(spare_env: Path) -> None:
     settings = load_settings(spare_env)
     assert run_cli(spare_env, "up").returncode == 0
     try:
-        env = json.loads(run_cli(spare_env, "client-env", "--json").stdout)
+        env = json.loads(run_cli(spare_env, "client-env", "--json").stdout)["env"]
         auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
         api = env["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/experiments"
         created = requests.post(

@@ -258,7 +258,7 @@ def test_acknowledged_writes_survive_faults(
     stack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env_file = stack
-    client_env = json.loads(run_cli(env_file, "client-env", "--json").stdout)
+    client_env = json.loads(run_cli(env_file, "client-env", "--json").stdout)["env"]
     for key, value in client_env.items():
         monkeypatch.setenv(key, value)
     from mlflow.tracking import MlflowClient

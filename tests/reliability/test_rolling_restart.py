@@ -62,7 +62,7 @@ def test_rolling_restart_loses_no_call(
     env_file = stack
     before = tracking_pids(env_file)
     assert sorted(before) == ["tracking", "tracking-2"], before
-    client_env = json.loads(run_cli(env_file, "client-env", "--json").stdout)
+    client_env = json.loads(run_cli(env_file, "client-env", "--json").stdout)["env"]
     for key, value in client_env.items():
         monkeypatch.setenv(key, value)
     from mlflow.tracking import MlflowClient

@@ -432,7 +432,7 @@ def test_direct_mode_clients_get_the_bucket_key_never_the_admin_key(
 ) -> None:
     result = stack.cli("client-env", "--json", env={"MLOPS_ARTIFACT_MODE": "direct"})
     assert result.returncode == 0, result.stderr
-    env = json.loads(result.stdout)
+    env = json.loads(result.stdout)["env"]
     admin_id, admin_secret = stack.settings.s3_credentials("admin")
     assert env["AWS_ACCESS_KEY_ID"] != admin_id and env["AWS_SECRET_ACCESS_KEY"] != admin_secret
     handed = boto3.client(
@@ -675,7 +675,7 @@ def test_nothing_the_kit_wrote_is_open_to_other_users(stack: Stack) -> None:
 
     Last in the module: it stops the stack.
     """
-    env = {**os.environ, **json.loads(stack.cli("client-env", "--json").stdout)}
+    env = {**os.environ, **json.loads(stack.cli("client-env", "--json").stdout)["env"]}
     logged = subprocess.run(
         [
             sys.executable,

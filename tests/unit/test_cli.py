@@ -57,7 +57,7 @@ def test_config_show_redacts(isolated: Path) -> None:
     settings = load_settings(isolated / ".env")
     result = runner.invoke(app, ["config", "show", "--json"])
     assert result.exit_code == 0
-    shown = json.loads(result.output)
+    shown = json.loads(result.output)["settings"]
     assert shown["db_password"] == "********"
     assert settings.db_password.get_secret_value() not in result.output
 

@@ -4,12 +4,16 @@ The exit-code contract (docs/operations.md, "Exit codes"): 0 done or healthy; 1 
 (a check found something to fix: `doctor`, `status`, `db status`, `backup verify`);
 2 refused (bad usage, bad settings, a check before any change failed, a prompt answered
 no or unanswerable); 130 interrupted.
+
+Under `--json` stdout carries exactly one JSON object (cli.common.emit): the command's, or
+for a refusal ``{"ok": false, "error": LINE}`` with LINE also on stderr.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import typer
 
@@ -30,7 +34,7 @@ from mlops_platform.cli import (
     stack,
     users,
 )
-from mlops_platform.cli.common import app
+from mlops_platform.cli.common import _Output, app, emit_error, json_requested
 from mlops_platform.errors import PlatformError
 from mlops_platform.stack.base import PRIVATE_UMASK
 
@@ -54,36 +58,44 @@ users.register(app)
 
 
 def main() -> None:
-    """Run the CLI; every failure is one line on stderr and a documented exit code."""
+    """Run the CLI; every failure is one line on stderr and a documented exit code (and,
+    under --json, that line as the one JSON object on stdout)."""
     os.umask(PRIVATE_UMASK)  # what the kit and its children write is the owner's only
+    _Output.emitted = False
+    as_json = json_requested(sys.argv[1:])
+
+    def refuse(message: str, code: int) -> NoReturn:
+        typer.echo(f"error: {message}", err=True)
+        if as_json:
+            emit_error(message)
+        sys.exit(code)
+
     try:
         code = app(standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:  # a prompt answered no (or Ctrl-D): a refusal, like no terminal
-        typer.echo(
-            "error: not confirmed; nothing was changed (pass --yes to skip the question)", err=True
-        )
-        sys.exit(EXIT_REFUSED)
+        refuse("not confirmed; nothing was changed (pass --yes to skip the question)", EXIT_REFUSED)
     except typer.TyperException as exc:  # usage errors: bad option, value or command
         ctx = getattr(exc, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        if message.strip():  # blank when the group printed its help for missing args
-            typer.echo(f"error: {' '.join(message.split())}{where}", err=True)
-        sys.exit(int(getattr(exc, "exit_code", 2)))
+        code = int(getattr(exc, "exit_code", 2))
+        if not message.strip():  # blank when the group printed its help for missing args
+            sys.exit(code)
+        refuse(f"{' '.join(message.split())}{where}", code)
     except PlatformError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        refuse(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        if as_json:
+            emit_error("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
         refused = _server_refusal(exc)
         if refused is None:
             raise
-        typer.echo(f"error: {refused}", err=True)
-        sys.exit(2)
+        refuse(refused, EXIT_REFUSED)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -20,8 +20,8 @@ from mlops_platform.cli.common import (
     JSON_OPTION,
     Context,
     console,
+    emit,
     err_console,
-    print_json,
     progress,
     table,
 )
@@ -110,7 +110,7 @@ def create(
     obj: Context = ctx.obj
     result = ops.create_backup(obj.settings(), full=full, report=_reporter(as_json))
     if as_json:
-        print_json(result.as_dict())
+        emit(result.as_dict())
         return
     m = result.manifest
     console.print(
@@ -143,7 +143,7 @@ def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     obj: Context = ctx.obj
     found = ops.list_backups(obj.settings())
     if as_json:
-        print_json([b.as_dict() for b in found])
+        emit({"backups": [b.as_dict() for b in found]})
         return
     if not found:
         console.print("no backups yet; take one with `mlops-platform backup create`")
@@ -186,8 +186,9 @@ def verify(
     result = ops.verify_backup(
         obj.settings(), backup_id, restore_check=not quick, report=_reporter(as_json)
     )
+    code = 0 if result.ok else 1
     if as_json:
-        print_json(result.as_dict())
+        emit(result.as_dict(), exit_code=code)
     elif result.ok:
         restored = "" if result.restored_counts is None else "; dump restores with equal row counts"
         console.print(
@@ -198,8 +199,7 @@ def verify(
         for problem in result.problems:
             console.print(f"FAIL: {problem}", soft_wrap=True, highlight=False)
         console.print(f"backup {result.id} has {len(result.problems)} problems")
-    if not result.ok:
-        raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 @backup_app.command("restore")
@@ -228,8 +228,9 @@ def restore(
         report=_reporter(as_json),
         confirm=lambda question: _confirm(question, yes),
     )
+    code = 1 if result.problems else 0
     if as_json:
-        print_json(result.as_dict())
+        emit(result.as_dict(), exit_code=code)
     else:
         console.print(
             f"restored backup {result.id} in {result.seconds:.1f}s: {result.uploaded} artifacts "
@@ -247,8 +248,7 @@ def restore(
             console.print("the backup holds no auth store: users, roles and grants unchanged")
         for problem in result.problems:
             console.print(f"FAIL: {problem}", soft_wrap=True, highlight=False)
-    if result.problems:
-        raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 @backup_app.command("prune")
@@ -275,7 +275,7 @@ def prune(
         _confirm(f"remove {len(plan.removed)} backups: {', '.join(plan.removed) or '-'}?", yes)
         plan = ops.prune_backups(settings, keep=keep, older_than=older_than)
     if as_json:
-        print_json(plan.as_dict())
+        emit(plan.as_dict())
         return
     # With nothing to remove the plan is the answer, not a dry run: say what was done.
     verb = "would remove" if dry_run else "removed"

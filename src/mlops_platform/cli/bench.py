@@ -34,9 +34,10 @@ def bench(ctx: typer.Context) -> None:
     """The kit against a default `mlflow server`, side by side, in one run.
 
     Writes, reads on a large database, a large artifact, start-up and memory; a table
-    of medians and ratios, and `--json FILE`. Options: `mlops-platform bench --help`.
+    of medians and ratios, the figures in a file with `--output FILE`, or as the one
+    JSON object on stdout with `--json`. Options: `mlops-platform bench --help`.
 
-    Example: mlops-platform bench --quick --json bench.json
+    Example: mlops-platform bench --quick --output bench.json
     """
     root = checkout()
     path = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,11 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
+JSON_OPTION = typer.Option(
+    False, "--json", help='Print one JSON object on stdout: {"ok": ..., the fields}.'
+)
+# The keys every JSON object owns; a command's own fields never use them.
+RESERVED = ("ok", "error")
 
 
 class Context:
@@ -96,8 +101,39 @@ def progress(message: str) -> None:
     err_console.print(f"[dim]-[/dim] {message}", highlight=False, soft_wrap=True)
 
 
-def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
+class _Output:
+    """Whether this process already printed its one JSON object (main() reads it)."""
+
+    emitted = False
+
+
+def emit(fields: Mapping[str, object], *, exit_code: int = 0) -> None:
+    """Print the command's one JSON object, ``{"ok": exit_code == 0, **fields}``, then
+    exit with ``exit_code`` when it is not 0: the only way `--json` output is printed.
+
+    ``ok`` is derived from the exit code, so the two cannot disagree; lists go under a
+    named plural key of ``fields`` (a bare list does not type-check). A field named
+    ``ok`` is accepted only when it says the same (a result's own ``ok``)."""
+    if "error" in fields or fields.get("ok", exit_code == 0) != (exit_code == 0):
+        raise ValueError(f"--json fields may not redefine {RESERVED}: {sorted(fields)}")
+    typer.echo(json.dumps({"ok": exit_code == 0, **fields}, indent=2, default=str))
+    _Output.emitted = True
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+def emit_error(message: str) -> None:
+    """The one JSON object of a refused command, ``{"ok": false, "error": LINE}``, unless
+    the command already printed its object."""
+    if not _Output.emitted:
+        typer.echo(json.dumps({"ok": False, "error": message}, indent=2))
+        _Output.emitted = True
+
+
+def json_requested(argv: Sequence[str]) -> bool:
+    """``--json`` among the options (before a ``--``): the caller reads JSON on stdout."""
+    args = list(argv)
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:

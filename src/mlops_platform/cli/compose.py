@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlops_platform import containers
-from mlops_platform.cli.common import JSON_OPTION, console, print_json, table
+from mlops_platform.cli.common import JSON_OPTION, console, emit, table
 
 compose_app = typer.Typer(
     help="The docker compose deployment, read from the Docker engine.", no_args_is_help=True
@@ -30,9 +30,9 @@ def status(
     Example: mlops-platform compose status --json
     """
     rows = containers.compose_health(project)
-    ok = all(r.healthy for r in rows)
+    code = 0 if all(r.healthy for r in rows) else 1
     if as_json:
-        print_json({"project": project, "healthy": ok, "services": [r.as_dict() for r in rows]})
+        emit({"project": project, "services": [r.as_dict() for r in rows]}, exit_code=code)
     else:
         console.print(
             table(
@@ -41,5 +41,4 @@ def status(
                 [[r.service, r.name, r.status] for r in rows],
             )
         )
-    if not ok:
-        raise typer.Exit(1)
+    raise typer.Exit(code)

@@ -11,8 +11,8 @@ from mlops_platform.cli.common import (
     JSON_OPTION,
     Context,
     console,
+    emit,
     no_env_file_error,
-    print_json,
     table,
 )
 from mlops_platform.errors import ConfigError
@@ -47,7 +47,7 @@ def init(
     if result.written:
         users_file = ensure_users_file(obj.settings(check=False))
     if as_json:
-        print_json(
+        emit(
             {
                 "env_file": str(result.env_file),
                 "written": result.written,
@@ -84,7 +84,7 @@ def show(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     settings = ctx.obj.settings(check=False)
     values = settings.redacted()
     if as_json:
-        print_json(values)
+        emit({"settings": values})
         return
     rows = [[f"MLOPS_{k.upper()}", v] for k, v in values.items()]
     console.print(table(None, ["variable", "value"], rows))
@@ -107,8 +107,9 @@ def check(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     ]
     if obj.how == "none" and not obj.env_file.is_file():
         warnings.insert(0, str(no_env_file_error(obj.env_file)))
+    code = 2 if problems else 0
     if as_json:
-        print_json({"ok": not problems, "problems": problems, "warnings": warnings})
+        emit({"problems": problems, "warnings": warnings}, exit_code=code)
     else:
         for warning in warnings:
             console.print(f"WARN: {warning}", highlight=False)
@@ -116,5 +117,4 @@ def check(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
             console.print(f"FAIL: {problem}", highlight=False)
         if not problems:
             console.print("OK: settings are complete and safe")
-    if problems:
-        raise typer.Exit(2)
+    raise typer.Exit(code)

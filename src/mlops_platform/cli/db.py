@@ -8,7 +8,7 @@ import typer
 
 from mlops_platform import db as db_ops
 from mlops_platform import indexes as index_ops
-from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, progress, table
+from mlops_platform.cli.common import JSON_OPTION, Context, console, emit, progress, table
 
 db_app = typer.Typer(help="The tracking database: schema, upgrades, indexes.", no_args_is_help=True)
 indexes_app = typer.Typer(help="The kit's measured PostgreSQL index pack.", no_args_is_help=True)
@@ -39,8 +39,9 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """
     obj: Context = ctx.obj
     report = db_ops.database_report(obj.settings())
+    code = 0 if report.current else 1
     if as_json:
-        print_json(report.as_dict())
+        emit(report.as_dict(), exit_code=code)
     else:
         s = report.schema
         console.print(
@@ -74,8 +75,7 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         )
         if s.state == "outdated" or (a is not None and a.state in ("outdated", "empty", "missing")):
             console.print("next: mlops-platform db upgrade")
-    if not report.current:
-        raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 @db_app.command("upgrade")
@@ -101,7 +101,7 @@ def upgrade(
         obj.settings(), dump=not no_dump, dump_dir=dump_dir, progress=progress
     )
     if as_json:
-        print_json(result.as_dict())
+        emit(result.as_dict())
         return
     if result.skipped:
         console.print(result.skipped, soft_wrap=True, highlight=False)
@@ -140,7 +140,7 @@ def analyze(
     """
     result = index_ops.analyze(ctx.obj.settings(), full=full)
     if as_json:
-        print_json(result.as_dict())
+        emit(result.as_dict())
     else:
         console.print(f"analyzed {', '.join(result.tables) or 'nothing'} in {result.seconds:.1f}s")
 
@@ -152,8 +152,12 @@ def indexes_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     Example: mlops-platform db indexes list
     """
     rows = index_ops.list_indexes(ctx.obj.settings())
+    code = 0 if all(r.state == "applied" for r in rows) else 1
     if as_json:
-        print_json({"pack_version": index_ops.PACK_VERSION, "indexes": [r.as_dict() for r in rows]})
+        emit(
+            {"pack_version": index_ops.PACK_VERSION, "indexes": [r.as_dict() for r in rows]},
+            exit_code=code,
+        )
     else:
         console.print(
             table(
@@ -162,13 +166,12 @@ def indexes_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
                 [[r.name, f"{r.table} {r.definition}", r.state, _size(r.bytes)] for r in rows],
             )
         )
-    if any(r.state != "applied" for r in rows):
-        raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def _print_actions(actions: list[index_ops.IndexAction], as_json: bool) -> None:
     if as_json:
-        print_json([a.as_dict() for a in actions])
+        emit({"actions": [a.as_dict() for a in actions]})
         return
     for a in actions:
         console.print(f"{a.name}: {a.action}" + (f" in {a.seconds:.1f}s" if a.seconds else ""))

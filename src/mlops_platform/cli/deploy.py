@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mlops_platform.cli.common import JSON_OPTION, console, print_json
+from mlops_platform.cli.common import JSON_OPTION, console, emit
 from mlops_platform.errors import ConfigError
 from mlops_platform.render import k8s, serving, workflow
 
@@ -150,9 +150,7 @@ def render_k8s(
     job = k8s.migrate_job(settings, opts)
     commands = k8s.secret_commands(settings, opts)
     if as_json:
-        print_json(
-            {"out": str(out), "files": sorted(files), "migrate_job": job, "secrets": commands}
-        )
+        emit({"out": str(out), "files": sorted(files), "migrate_job": job, "secrets": commands})
         return
     for name in files:
         console.print(f"wrote {out / name}", highlight=False)

@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from mlops_platform import health
-from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, table
+from mlops_platform.cli.common import JSON_OPTION, Context, console, emit, table
 from mlops_platform.errors import ConfigError
 from mlops_platform.settings import load_settings
 
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 def _print(report: health.Report, title: str, as_json: bool, *, all_rows: bool = True) -> None:
     if as_json:
-        print_json(report.as_dict())
+        emit(report.as_dict(), exit_code=report.exit_code)
         return
     # The fix goes under the detail, in the same cell: five columns do not fit in 80.
     out = table(title, ["component", "check", "status", "detail and fix"], [])
@@ -42,10 +42,10 @@ def _print(report: health.Report, title: str, as_json: bool, *, all_rows: bool =
     console.print(f"{word} (exit {report.exit_code}) in {report.seconds:.1f}s")
 
 
-def _print_lines(report: health.Report, as_json: bool) -> None:
+def _print_lines(report: health.Report, as_json: bool, exit_code: int) -> None:
     """Probes print one plain line per check: probe logs are read in narrow places."""
     if as_json:
-        print_json(report.as_dict())
+        emit(report.as_dict(), exit_code=exit_code)
         return
     for f in report.findings:
         fix = f"; {f.remedy}" if f.remedy and f.status != "ok" else ""
@@ -84,7 +84,7 @@ def live(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """
     finding = health.liveness(ctx.obj.settings(check=False))
     report = health.Report([finding])
-    _print_lines(report, as_json)
+    _print_lines(report, as_json, report.exit_code)
     raise typer.Exit(report.exit_code)
 
 
@@ -95,5 +95,6 @@ def ready(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     Example: mlops-platform health ready --json
     """
     report = health.readiness(ctx.obj.settings(check=False))
-    _print_lines(report, as_json)
-    raise typer.Exit(0 if report.status == "ok" else 2)
+    code = 0 if report.status == "ok" else 2
+    _print_lines(report, as_json, code)
+    raise typer.Exit(code)

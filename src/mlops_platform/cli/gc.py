@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlops_platform import gc as ops
-from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, table
+from mlops_platform.cli.common import JSON_OPTION, Context, console, emit, table
 
 
 def register(app: typer.Typer) -> None:
@@ -39,8 +39,9 @@ def gc(
     result = ops.collect(
         obj.settings(), older_than=older_than, dry_run=dry_run, purge_leftovers=purge_leftovers
     )
+    code = 1 if result.leftovers else 0
     if as_json:
-        print_json(result.as_dict())
+        emit(result.as_dict(), exit_code=code)
     else:
         verb = "would remove" if result.dry_run else "removed"
         if result.items:
@@ -78,5 +79,4 @@ def gc(
                 soft_wrap=True,
                 highlight=False,
             )
-    if result.leftovers:
-        raise typer.Exit(1)
+    raise typer.Exit(code)

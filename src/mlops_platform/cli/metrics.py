@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from mlops_platform import metrics as ops
-from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, table
+from mlops_platform.cli.common import JSON_OPTION, Context, console, emit, table
 from mlops_platform.errors import ConfigError
 
 
@@ -93,10 +93,9 @@ def metrics(
         )
         for name in chosen:
             collector.refresh(name)
-        _print_once(collector, as_json)
-        if not all(state.ok for state in collector.state.values()):
-            raise typer.Exit(1)
-        return
+        code = 0 if all(state.ok for state in collector.state.values()) else 1
+        _print_once(collector, as_json, exit_code=code)
+        raise typer.Exit(code)
     if not _port_free(host, port):
         raise ConfigError(
             f"cannot serve metrics on {host}:{port}: the address is in use or not this machine's",
@@ -123,11 +122,11 @@ def _port_free(host: str, port: int) -> bool:
     return bind_error(port, host) is None
 
 
-def _print_once(collector: ops.PlatformCollector, as_json: bool) -> None:
+def _print_once(collector: ops.PlatformCollector, as_json: bool, *, exit_code: int) -> None:
     samples = collector.samples()
     errors = {n: s.error for n, s in collector.state.items() if not s.ok and s.error}
     if as_json:
-        print_json({"groups": collector.groups_as_dict(), "errors": errors})
+        emit({"groups": collector.groups_as_dict(), "errors": errors}, exit_code=exit_code)
         return
     rows = [
         [f"mlops_{s.name}", ", ".join(f"{k}={v}" for k, v in s.labels.items()), f"{s.value:g}"]

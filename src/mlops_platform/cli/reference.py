@@ -81,6 +81,30 @@ def _section(path: tuple[str, ...], command: Any, ctx: Any) -> list[str]:
     return [*lines, ""]
 
 
+JSON_OUTPUT = [
+    "## JSON output",
+    "",
+    "Every `--json` prints exactly one JSON object on stdout, and nothing else there",
+    "(progress stays on stderr):",
+    "",
+    "```json",
+    '{"ok": true, "backups": [{"id": "20260101T020000Z", "...": "..."}]}',
+    "```",
+    "",
+    "- `ok` comes first and is `true` exactly when the command exits 0; `false` when it",
+    "  exits 1 (degraded) or 2 (broken or refused): its fields, or `error`, say why.",
+    "- Then the command's own fields. A list is never the whole output: it sits under a",
+    "  plural key (`backups`, `events`, `actions`, `users`, `indexes`, `services`); a",
+    "  mapping of names likewise (`client-env`: `env`, `config show`: `settings`).",
+    "- A refusal (exit 2 before the command could report: bad usage, bad settings, a",
+    '  failed pre-flight check) prints `{"ok": false, "error": "<the line on stderr>"}`,',
+    "  so a script always reads one object: `mlops-platform doctor --json | jq .ok`.",
+    "- Reports with levels keep them beside `ok`: `doctor`, `health ready` and",
+    "  `s3 diagnose` have `status` (`ok`, `warn`, `fail`) and each check's own `status`.",
+    "",
+]
+
+
 def cli_markdown() -> str:
     """docs/cli.md: the whole command tree of ``mlops-platform``."""
     from mlops_platform.cli import app
@@ -102,6 +126,7 @@ def cli_markdown() -> str:
     common = _options(root, ctx)
     if common:
         lines += ["Options every command accepts, given before it:", "", *common]
+    lines += JSON_OUTPUT
     for path, command, sub_ctx in _walk(root, ctx, ()):
         if path:
             lines += _section(path, command, sub_ctx)

@@ -15,7 +15,7 @@ import typer
 
 from mlops_platform import registry as reg
 from mlops_platform import serving as serving_ops
-from mlops_platform.cli.common import JSON_OPTION, console, print_json, progress, table
+from mlops_platform.cli.common import JSON_OPTION, console, emit, progress, table
 from mlops_platform.errors import ConfigError
 from mlops_platform.render.serving import DEFAULT_PORT
 
@@ -65,8 +65,9 @@ def approve(
     """
     spec = reg.Gates.load(gates)
     result = _registry(tracking_uri, actor).approve(name, version, spec)
+    code = 0 if result.approved else 1
     if as_json:
-        print_json(result.as_dict())
+        emit(result.as_dict(), exit_code=code)
     else:
         rows = [["PASS" if g.passed else "FAIL", g.gate, g.detail] for g in result.gates]
         console.print(table(f"{name} v{version}", ["result", "gate", "detail"], rows))
@@ -87,8 +88,7 @@ def approve(
         else:
             failed = ", ".join(g.gate for g in result.failed())
             console.print(f"rejected: {failed} failed; no alias moved", highlight=False)
-    if not result.approved:
-        raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 @registry_app.command("promote")
@@ -127,8 +127,9 @@ def promote(
         challenger=challenger,
         initial=initial,
     )
+    code = 0 if result.promoted else 1
     if as_json:
-        print_json(result.as_dict())
+        emit(result.as_dict(), exit_code=code)
     else:
         rows: list[list[Any]] = [
             ["champion", result.champion or "-", result.champion_score],
@@ -137,8 +138,7 @@ def promote(
         console.print(table(f"{name}: {result.metric}", ["role", "version", "score"], rows))
         verdict = "promoted" if result.promoted else "kept the champion"
         console.print(f"{verdict}: {result.reason}", highlight=False)
-    if not result.promoted:
-        raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 @registry_app.command("verify")
@@ -166,10 +166,9 @@ def verify(
         "artifacts_digest": result.digest,
         "files": len(result.files),
         "size_bytes": result.size_bytes,
-        "matches_approval": True,
     }
     if as_json:
-        print_json(report)
+        emit(report)
     else:
         console.print(
             f"{name} v{number}: artifacts match the approval ({result.digest}, {result.summary()})",
@@ -227,7 +226,7 @@ def history(
     """
     events = _registry(tracking_uri, None).history(name)
     if as_json:
-        print_json([e.as_dict() for e in events])
+        emit({"name": name, "events": [e.as_dict() for e in events]})
         return
     rows = [
         [e.at, e.event, e.actor, ", ".join(f"{k}={v}" for k, v in e.data.items() if k != "token")]

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from mlops_platform import rotate as ops
-from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, progress, table
+from mlops_platform.cli.common import JSON_OPTION, Context, console, emit, progress, table
 from mlops_platform.errors import MissingBinaryError, ServiceError
 
 
@@ -48,7 +48,7 @@ def rotate(
         settings = obj.settings(check=False)
         result = ops.rotate_local(settings, obj.env_file, chosen, progress=progress)
     if as_json:
-        print_json(result.as_dict())
+        emit(result.as_dict())
         return
     console.print(
         table(

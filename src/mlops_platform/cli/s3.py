@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlops_platform import s3 as s3_ops
-from mlops_platform.cli.common import JSON_OPTION, console, print_json, table
+from mlops_platform.cli.common import JSON_OPTION, console, emit, table
 
 s3_app = typer.Typer(help="The artifact store: diagnose it, set its policy.", no_args_is_help=True)
 
@@ -36,15 +36,13 @@ def diagnose(
     Example: mlops-platform s3 diagnose --json
     """
     report = s3_ops.diagnose(ctx.obj.settings(), quick=quick)
+    code = {"fail": 2, "warn": 1}.get(report.status, 0)
     if as_json:
-        print_json(report.as_dict())
+        emit(report.as_dict(), exit_code=code)
     else:
         console.print(checks_table(f"s3 {report.endpoint} bucket {report.bucket}", report.checks))
         console.print(f"overall: {report.status.upper()}")
-    if report.status == "fail":
-        raise typer.Exit(2)
-    if report.status == "warn":
-        raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 @s3_app.command("apply-policy")
@@ -57,10 +55,9 @@ def apply_policy(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     Example: mlops-platform s3 apply-policy
     """
     result = s3_ops.apply_policy(ctx.obj.settings())
+    code = 1 if result.encryption == "unsupported" else 0
     if as_json:
-        print_json(result.as_dict())
-        if result.encryption == "unsupported":
-            raise typer.Exit(1)
+        emit(result.as_dict(), exit_code=code)
         return
     words = {
         "set": "set",
@@ -70,5 +67,4 @@ def apply_policy(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     }
     for name, action in result.as_dict().items():
         console.print(f"{name}: {words[action]}")
-    if result.encryption == "unsupported":
-        raise typer.Exit(1)
+    raise typer.Exit(code)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlops_platform import serve as serve_ops
-from mlops_platform.cli.common import JSON_OPTION, console, print_json, progress
+from mlops_platform.cli.common import JSON_OPTION, console, emit, progress
 from mlops_platform.errors import ConfigError
 
 
@@ -71,7 +71,7 @@ def serve(
             settings, progress=progress, wait_seconds=wait_seconds, dump=not no_dump
         )
         if as_json:
-            print_json(result.as_dict())
+            emit(result.as_dict())
         else:
             console.print(
                 result.skipped or f"migrated {result.before or 'empty'} -> {result.after}",
@@ -81,7 +81,7 @@ def serve(
     if wait_for_head:
         status = serve_ops.wait_for_head(settings, progress=progress, wait_seconds=wait_seconds)
         if as_json:
-            print_json(status.as_dict())
+            emit(status.as_dict())
         else:
             console.print(f"schema at head {status.head}", highlight=False)
         return

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, progress, table
+from mlops_platform.cli.common import JSON_OPTION, Context, console, emit, progress, table
 from mlops_platform.errors import PlatformError
 from mlops_platform.render.server import client_env as render_client_env
 from mlops_platform.stack import LocalStack
@@ -41,7 +41,7 @@ def up(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     result = stack.up(progress)
     obj.remember()  # commands run from other folders find this env file
     if as_json:
-        print_json({**result.as_dict(), "state_dir": str(stack.state_dir)})
+        emit({**result.as_dict(), "state_dir": str(stack.state_dir)})
         return
     for warning in result.warnings:
         console.print(f"[bold yellow]WARNING:[/bold yellow] {warning}")
@@ -91,7 +91,7 @@ def down(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     stack = LocalStack(obj.settings(check=False, platform=True), env_file=obj.env_file)
     stopped = stack.down(progress)
     if as_json:
-        print_json({"stopped": stopped, "state_dir": str(stack.state_dir)})
+        emit({"stopped": stopped, "state_dir": str(stack.state_dir)})
     elif stopped:
         console.print(
             f"stopped {', '.join(stopped)}; data kept in {stack.state_dir}", soft_wrap=True
@@ -113,7 +113,7 @@ def restart(
     """
     result = _stack(ctx).restart(service, progress)
     if as_json:
-        print_json(result.as_dict())
+        emit(result.as_dict())
         return
     console.print(f"restarted {', '.join(result.restarted)} in {result.seconds:.1f}s")
     if result.note:
@@ -128,17 +128,17 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     obj: Context = ctx.obj
     stack = LocalStack(obj.settings(check=False, platform=True), env_file=obj.env_file)
     rows = stack.status()
-    ok = all(r.healthy for r in rows)
+    code = 0 if all(r.healthy for r in rows) else 1
     if as_json:
-        print_json(
+        emit(
             {
                 "tracking_url": stack.settings.resolved_public_url,
                 "state_dir": str(stack.state_dir),
                 "env_file": str(obj.env_file.absolute()),
-                "healthy": ok,
                 "total_rss_mb": stack.total_rss_mb(),
                 "services": [r.as_dict() for r in rows],
-            }
+            },
+            exit_code=code,
         )
     else:
         console.print(
@@ -161,8 +161,7 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         console.print(f"tracking URL: {stack.settings.resolved_public_url}")
         console.print(f"data: {stack.state_dir}", highlight=False, soft_wrap=True)
         console.print(f"settings: {obj.env_file.absolute()}", highlight=False, soft_wrap=True)
-    if not ok:
-        raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def logs(
@@ -214,7 +213,7 @@ def client_env(
         raise
     env = render_client_env(stack.settings, user=user)
     if as_json:
-        print_json(env)
+        emit({"env": env})
         return
     for key, value in env.items():
         typer.echo(f"export {key}={shlex.quote(value)}")

@@ -10,7 +10,7 @@ import sys
 import typer
 
 from mlops_platform import users as ops
-from mlops_platform.cli.common import JSON_OPTION, Context, console, print_json, table
+from mlops_platform.cli.common import JSON_OPTION, Context, console, emit, table
 from mlops_platform.errors import ConfigError
 
 users_app = typer.Typer(
@@ -70,7 +70,7 @@ def add(
     password = _password(name, password_stdin, generate)
     result = ops.add_user(settings, name, password, role)
     if as_json:
-        print_json(
+        emit(
             {
                 "name": result.name,
                 "users_file": str(result.users_file),
@@ -101,9 +101,7 @@ def remove(
     obj: Context = ctx.obj
     result = ops.remove_user(obj.settings(check=False), name)
     if as_json:
-        print_json(
-            {"name": result.name, "users_file": str(result.users_file), "removed": result.removed}
-        )
+        emit({"name": result.name, "users_file": str(result.users_file), "removed": result.removed})
         return
     if result.removed:
         console.print(f"removed {result.name} from {result.users_file} (effective immediately)")
@@ -125,7 +123,7 @@ def role_(
     obj: Context = ctx.obj
     result = ops.set_role(obj.settings(check=False), name, role)
     if as_json:
-        print_json({"name": result.name, "role": result.role, "before": result.before})
+        emit({"name": result.name, "role": result.role, "before": result.before})
         return
     before = result.before or "no role"
     console.print(f"{result.name}: {before} -> {result.role} (effective on the next request)")
@@ -133,7 +131,7 @@ def role_(
 
 def _print_grant(result: ops.GrantResult, as_json: bool) -> None:
     if as_json:
-        print_json(
+        emit(
             {
                 "name": result.name,
                 "kind": result.kind,
@@ -205,18 +203,20 @@ def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         return f"({settings.auth_default_role} on first request)"
 
     if as_json:
-        print_json(
-            [
-                {
-                    "name": u.name,
-                    "scheme": u.scheme,
-                    "role": (u.role or ("service" if u.in_store else None))
-                    if permissions
-                    else None,
-                    "grants": u.grants,
-                }
-                for u in found
-            ]
+        emit(
+            {
+                "users": [
+                    {
+                        "name": u.name,
+                        "scheme": u.scheme,
+                        "role": (u.role or ("service" if u.in_store else None))
+                        if permissions
+                        else None,
+                        "grants": u.grants,
+                    }
+                    for u in found
+                ]
+            }
         )
         return
     console.print(
