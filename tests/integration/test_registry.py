@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Platform
+from tests.support.models import sklearn_requirements
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +60,7 @@ def register_versions(tracking_uri: str, name: str) -> dict[str, float]:
                 registered_model_name=name,
                 input_example=x.head(2),
                 serialization_format="cloudpickle",
+                pip_requirements=sklearn_requirements(),
             )
         version = str(info.registered_model_version)
         assert version == str(i)
