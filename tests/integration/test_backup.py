@@ -1,7 +1,7 @@
 """`backup create | list | verify | restore | prune` against a real stack of their own.
 
-A second stack (PostgreSQL, SeaweedFS, tracking server, nginx) is started for this
-module: the round trip destroys its database and its bucket, which the session stack
+A second stack (PostgreSQL, SeaweedFS, tracking server, nginx), `scratch_stack`, reset for
+this module: the round trip destroys its database and its bucket, which the session stack
 shared with other tests must never see.
 """
 
@@ -14,15 +14,15 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlops_platform import __version__, backup, db, s3
-from mlops_platform.settings import PlatformSettings, load_settings
-from tests.integration.conftest import make_stack_dir, require_binaries, run_cli, write_env
+from mlops_platform.settings import PlatformSettings
+from tests.integration.conftest import shared_scratch
+from tests.support.stacks import PrivateStack as Stack
 
 pytestmark = pytest.mark.integration
 
@@ -30,67 +30,9 @@ pytestmark = pytest.mark.integration
 PREVIOUS_MINOR_HEAD = "b7e2c1a4d9f3"
 
 
-@dataclass
-class Stack:
-    root: Path
-    env_file: Path
-    settings: PlatformSettings
-    client_env: dict[str, str]
-
-    def cli(self, *args: str, **env: str):  # type: ignore[no-untyped-def]
-        result = run_cli(self.env_file, *args, env=env, timeout=600)
-        assert "Traceback" not in result.stderr, result.stderr
-        return result
-
-    def superuser_sql(self, sql: str) -> str:
-        from mlops_platform.stack.base import StateFile
-        from mlops_platform.stack.postgres import Postgres
-
-        return Postgres(self.settings, StateFile.load(self.settings.state_dir)).superuser_sql(sql)
-
-    def s3(self) -> Any:
-        return s3.client(self.settings, timeout=60)
-
-    def client(self) -> Any:
-        from mlflow import MlflowClient
-
-        uri = self.client_env["MLFLOW_TRACKING_URI"]
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def start_stack(prefix: str) -> tuple[Stack, Any]:
-    """Bring up a private stack; the returned callable stops and removes it."""
-    require_binaries()
-    root = make_stack_dir(prefix)
-    env_file = write_env(root)
-    up = run_cli(env_file, "up", "--json", timeout=600)
-    assert up.returncode == 0, up.stderr
-    env = json.loads(run_cli(env_file, "client-env", "--json").stdout)["env"]
-    stack = Stack(root, env_file, load_settings(env_file), env)
-
-    def stop() -> None:
-        run_cli(env_file, "down")
-        if os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
-
-    return stack, stop
-
-
-def running_stack(prefix: str) -> Iterator[Stack]:
-    """A started second stack with the client environment set, for a module fixture."""
-    it, stop = start_stack(prefix)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in it.client_env.items():
-                mp.setenv(key, value)
-            yield it
-    finally:
-        stop()
-
-
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    yield from running_stack("mlops-backup-")
+def stack(request: pytest.FixtureRequest, scratch_stack: Stack) -> Iterator[Stack]:
+    yield from shared_scratch(request, scratch_stack)
 
 
 # -- what the platform holds, read back in full -----------------------------------------

@@ -1,5 +1,6 @@
 """`mlops-platform gc` against a real stack of its own (it removes every deleted run of the
-platform, which the session stack shared with other tests must not see)."""
+platform, which the session stack shared with other tests must not see): `scratch_stack`,
+reset for this module."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_backup import Stack, running_stack
+from tests.integration.conftest import shared_scratch
+from tests.support.stacks import PrivateStack as Stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    yield from running_stack("mlops-gc-")
+def stack(request: pytest.FixtureRequest, scratch_stack: Stack) -> Iterator[Stack]:
+    yield from shared_scratch(request, scratch_stack)
 
 
 def keys(stack: Stack, prefix: str = "") -> list[str]:

@@ -507,7 +507,8 @@ def test_guide_workflow_with_real_roles(
     a service account sees the approved version as @champion."""
     import os
 
-    from tests.integration.test_registry import LENIENT, _iris, register_versions
+    from tests.support.models import LENIENT, register_versions
+    from tests.support.models import iris as _iris
 
     uri = platform.client_env["MLFLOW_TRACKING_URI"]
 

@@ -13,58 +13,10 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Platform
+from tests.support.models import LENIENT, STRICT, register_versions
+from tests.support.models import iris as _iris
 
 pytestmark = pytest.mark.integration
-
-FEATURES = ["f0", "f1", "f2", "f3"]
-LENIENT = "metrics:\n  accuracy: '>= 0.3'\ntags: [team]\nsignature: true\nmax_size_mb: 50\n"
-STRICT = "metrics:\n  accuracy: '>= 0.9'\ntags: [team]\nsignature: true\nmax_size_mb: 50\n"
-
-
-def _iris() -> tuple[Any, Any]:
-    import pandas as pd
-    from sklearn.datasets import load_iris
-
-    x, y = load_iris(return_X_y=True)
-    return pd.DataFrame(x, columns=FEATURES), y
-
-
-def register_versions(tracking_uri: str, name: str) -> dict[str, float]:
-    """Four versions of increasing skill: v1 majority-class, v2 a stump, v3 and v4 forests."""
-    import mlflow
-    from mlflow import MlflowClient
-    from sklearn.dummy import DummyClassifier
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.tree import DecisionTreeClassifier
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("registry-governance")
-    x, y = _iris()
-    models = [
-        DummyClassifier(strategy="most_frequent"),
-        DecisionTreeClassifier(max_depth=1, random_state=0),
-        RandomForestClassifier(n_estimators=15, max_depth=4, random_state=0),
-        RandomForestClassifier(n_estimators=15, max_depth=5, random_state=1),
-    ]
-    client = MlflowClient(tracking_uri)
-    accuracy = {}
-    for i, model in enumerate(models, start=1):
-        model.fit(x, y)
-        acc = float((model.predict(x) == y).mean())
-        with mlflow.start_run():
-            mlflow.log_metric("accuracy", acc)
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                registered_model_name=name,
-                input_example=x.head(2),
-                serialization_format="cloudpickle",
-            )
-        version = str(info.registered_model_version)
-        assert version == str(i)
-        client.set_model_version_tag(name, version, "team", "governance")
-        accuracy[version] = acc
-    return accuracy
 
 
 @pytest.fixture(scope="module")

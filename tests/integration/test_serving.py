@@ -20,6 +20,7 @@ from mlops_platform.render.serving import model_uri, serve_argv
 from tests.conftest import free_port
 from tests.integration.conftest import Platform
 from tests.integration.test_docs_executed import check_invocations
+from tests.support.models import sklearn_requirements
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +75,7 @@ def test_champion_serves_the_models_own_predictions(
             registered_model_name=name,
             input_example=x.head(3),
             serialization_format="cloudpickle",
+            pip_requirements=sklearn_requirements(),
         )
     version = str(info.registered_model_version)
     uri = platform.client_env["MLFLOW_TRACKING_URI"]
@@ -176,7 +178,7 @@ def test_serving_refuses_a_champion_whose_artifacts_changed_after_approval(
             mlflow.log_metric("accuracy", float((model.predict(x) == y).mean()))
             mlflow.sklearn.log_model(
                 model, name="model", registered_model_name=name, input_example=x.head(3),
-                serialization_format="cloudpickle",
+                serialization_format="cloudpickle", pip_requirements=sklearn_requirements(),
             )  # fmt: skip
     uri = platform.client_env["MLFLOW_TRACKING_URI"]
     registry = reg.Registry(uri, actor="serving-test")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,6 @@ import yaml
 
 from mlops_platform import __version__, backup, gc
 from mlops_platform.settings import PlatformSettings
-from tests.conftest import clear_mlops_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cr3t-db-pass"
@@ -20,13 +20,8 @@ UTC = dt.timezone.utc
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    clear_mlops_env(monkeypatch)
-    return PlatformSettings(  # type: ignore[call-arg]
-        _env_file=None,
-        state_dir=tmp_path,
-        db_password=PASSWORD,  # type: ignore[arg-type]
-    )
+def settings(make_settings: Callable[..., PlatformSettings]) -> PlatformSettings:
+    return make_settings(db_password=PASSWORD)
 
 
 def _snap(**ids: set[str]) -> backup.Snapshot:
@@ -197,7 +192,7 @@ def _scheduled_commands() -> list[list[str]]:
     """Every `mlops-platform ...` invocation in deploy/cron and deploy/systemd."""
     found: list[list[str]] = []
     paths = [*(ROOT / "deploy/cron").rglob("*"), *(ROOT / "deploy/systemd").rglob("*")]
-    for path in sorted(paths):  # deploy/kubernetes: tests/unit/test_kustomize.py
+    for path in sorted(paths):  # deploy/kubernetes: tests/static/test_kustomize.py
         if not path.is_file():
             continue
         for line in path.read_text().splitlines():

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mlops_platform import db, indexes
 from mlops_platform.settings import PlatformSettings
-from tests.conftest import clear_mlops_env
 
 PASSWORD = "db-secret-value-1234"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    clear_mlops_env(monkeypatch)
-    return PlatformSettings(  # type: ignore[call-arg]
-        _env_file=None, state_dir=tmp_path, db_password=PASSWORD, db_port=5433
-    )
+def settings(make_settings: Callable[..., PlatformSettings]) -> PlatformSettings:
+    return make_settings(db_password=PASSWORD, db_port=5433)
 
 
 def test_password_travels_in_pgpassword_never_in_argv(settings: PlatformSettings) -> None:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from mlops_platform.fast_store import to_sqlalchemy_url, to_store_uri
 from mlops_platform.render.server import server_argv
 from mlops_platform.settings import PlatformSettings
-from tests.conftest import clear_mlops_env
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    clear_mlops_env(monkeypatch)
-    return PlatformSettings(_env_file=None, state_dir=tmp_path)  # type: ignore[call-arg]
+def settings(make_settings: Callable[..., PlatformSettings]) -> PlatformSettings:
+    return make_settings()
 
 
 def test_scheme_maps_to_psycopg_with_an_application_name() -> None:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mlops_platform import health, s3
 from mlops_platform.settings import PlatformSettings
-from tests.conftest import clear_mlops_env
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    clear_mlops_env(monkeypatch)
-    return PlatformSettings(  # type: ignore[call-arg]
-        _env_file=None, state_dir=tmp_path, proxy_port=8443, public_url="https://ml.example.com"
-    )
+def settings(make_settings: Callable[..., PlatformSettings]) -> PlatformSettings:
+    return make_settings(proxy_port=8443, public_url="https://ml.example.com")
 
 
 def _report(*states: str) -> health.Report:

@@ -1,12 +1,13 @@
 """The values of the rendered Kubernetes overlay: pure functions, no kubectl.
 
-Built overlays are tested in tests/unit/test_kustomize.py.
+Built overlays are tested in tests/static/test_kustomize.py.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ from pydantic import SecretStr
 from mlops_platform.errors import ConfigError
 from mlops_platform.render import k8s, nginx
 from mlops_platform.settings import SECRET_FIELDS, PlatformSettings
-from tests.conftest import clear_mlops_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS: dict[str, Any] = {
@@ -31,11 +31,8 @@ SECRETS: dict[str, Any] = {
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    clear_mlops_env(monkeypatch)
-    return PlatformSettings(  # type: ignore[call-arg]
-        _env_file=None,
-        state_dir=tmp_path,
+def settings(make_settings: Callable[..., PlatformSettings]) -> PlatformSettings:
+    return make_settings(
         db_url="postgresql://mlflow:url-password-987654@db.internal:6432/mlflow",
         object_store="external",
         s3_endpoint_url="https://s3.internal:9000",

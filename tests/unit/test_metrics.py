@@ -4,6 +4,7 @@ scrape text, and the rendered Prometheus configuration and nginx status location
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> PlatformSettings:
-    return PlatformSettings(
+def settings(make_settings: Callable[..., PlatformSettings], tmp_path: Path) -> PlatformSettings:
+    return make_settings(
         env="dev",
         state_dir=tmp_path / "state",
         monitoring=True,

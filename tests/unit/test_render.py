@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,21 +12,12 @@ from mlops_platform.render import htpasswd
 from mlops_platform.render.envfile import env_file_text
 from mlops_platform.render.server import client_env, server_argv, server_env
 from mlops_platform.settings import PlatformSettings
-from tests.conftest import clear_mlops_env
-
-SECRETS = {
-    "db_password": "db-secret-value-1234",
-    "s3_access_key_id": "MLOPSKEYID12345",
-    "s3_secret_access_key": "s3-secret-value-1234",
-    "flask_secret_key": "flask-secret-value-1234",
-    "proxy_password": "proxy-secret-value-1234",
-}
+from tests.unit.conftest import SECRETS
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    clear_mlops_env(monkeypatch)
-    return PlatformSettings(_env_file=None, state_dir=tmp_path, **SECRETS)  # type: ignore[call-arg]
+def settings(make_settings: Callable[..., PlatformSettings]) -> PlatformSettings:
+    return make_settings(**SECRETS)
 
 
 def test_server_argv_carries_no_secret(settings: PlatformSettings) -> None:

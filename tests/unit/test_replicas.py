@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,16 +14,12 @@ from mlops_platform.settings import PlatformSettings
 from mlops_platform.stack import LocalStack
 from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.proxy import Proxy
-from tests.conftest import clear_mlops_env
-from tests.unit.test_render import SECRETS
+from tests.unit.conftest import SECRETS
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
-    clear_mlops_env(monkeypatch)
-    return PlatformSettings(  # type: ignore[call-arg]
-        _env_file=None, state_dir=tmp_path, server_port=5100, server_replicas=3, **SECRETS
-    )
+def settings(make_settings: Callable[..., PlatformSettings]) -> PlatformSettings:
+    return make_settings(server_port=5100, server_replicas=3, **SECRETS)
 
 
 def _servers(site: str) -> list[str]:
