@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import typer
+import typer.main
 from typer.testing import CliRunner
 
 from mlops_platform.cli import app, main
@@ -132,3 +136,51 @@ def test_env_file_that_is_a_directory(
     code, output = run_main(["--env-file", "dir.env", "config", "show"], monkeypatch, capsys)
     assert code == 2
     assert "is not a file" in output
+
+
+# -- a command line loads only its own command module ------------------------------------
+
+
+def _words(root: typer.Typer) -> list[str]:
+    return list(typer.main.get_command(root).commands)  # type: ignore[attr-defined]
+
+
+def test_words_name_exactly_what_each_module_registers() -> None:
+    from mlops_platform import cli
+
+    registered = {m: _words(cli.build((m,))) for m in cli.MODULES}
+    assert {w: m for m, words in registered.items() for w in words} == cli.WORDS
+    # the whole CLI is the same, in the same order, whichever way it is built
+    assert _words(app) == _words(cli.build())
+
+
+@pytest.mark.parametrize(
+    ("argv", "modules"),
+    [
+        (["registry", "approve", "m", "1"], ("registry",)),
+        (["--env-file", "x.env", "up", "--json"], ("stack",)),
+        (["--env-file=x.env", "client-env"], ("stack",)),
+        (["--help"], None),
+        (["--version"], None),
+        ([], None),
+        (["no-such-command"], None),
+    ],
+)
+def test_modules_for_a_command_line(argv: list[str], modules: tuple[str, ...] | None) -> None:
+    from mlops_platform import cli
+
+    assert cli.modules_for(argv) == (modules or cli.MODULES)
+
+
+def test_a_registry_command_does_not_import_the_backup_database_and_s3_code() -> None:
+    code = (
+        "import sys\n"
+        "sys.argv = ['mlops-platform', 'registry', 'history', '--help']\n"
+        "from mlops_platform.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "print(sorted(m for m in ('mlops_platform.backup', 'sqlalchemy', 'boto3',"
+        " 'mlops_platform.cli.backup') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "history" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]", done.stdout

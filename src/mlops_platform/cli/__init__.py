@@ -11,50 +11,72 @@ for a refusal ``{"ok": false, "error": LINE}`` with LINE also on stderr.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import NoReturn
 
 import typer
 
-from mlops_platform.cli import (
-    backup,
-    bench,
-    compose,
-    config,
-    db,
-    deploy,
-    doctor,
-    gc,
-    metrics,
-    registry,
-    rotate,
-    s3,
-    serve,
-    stack,
-    users,
-)
-from mlops_platform.cli.common import _Output, app, emit_error, json_requested
+from mlops_platform.cli import common
+from mlops_platform.cli.common import _Output, emit_error, json_requested
 from mlops_platform.errors import PlatformError
-from mlops_platform.stack.base import PRIVATE_UMASK
+from mlops_platform.settings.process import PRIVATE_UMASK
 
 EXIT_OK, EXIT_DEGRADED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-config.register(app)
-serve.register(app)
-stack.register(app)
-db.register(app)
-s3.register(app)
-doctor.register(app)
-registry.register(app)
-deploy.register(app)
-backup.register(app)
-gc.register(app)
-bench.register(app)
-compose.register(app)
-rotate.register(app)
-metrics.register(app)
-users.register(app)
+# The command modules, in the order `--help` lists their commands, and the words each adds
+# to the root. A command line imports only the module its first word names: `registry
+# approve` does not load the database, S3 and backup code (about a second of imports on
+# every call). tests/unit/test_cli.py holds WORDS to what the modules register.
+MODULES = (
+    "config", "serve", "stack", "db", "s3", "doctor", "registry", "deploy", "backup", "gc",
+    "bench", "compose", "rotate", "metrics", "users",
+)  # fmt: skip
+WORDS = {
+    "init": "config", "config": "config", "serve": "serve", "up": "stack", "down": "stack",
+    "status": "stack", "logs": "stack", "client-env": "stack", "restart": "stack",
+    "db": "db", "s3": "s3", "doctor": "doctor", "health": "doctor", "registry": "registry",
+    "deploy": "deploy", "backup": "backup", "gc": "gc", "bench": "bench",
+    "compose": "compose", "rotate": "rotate", "metrics": "metrics", "users": "users",
+}  # fmt: skip
+_ROOT_OPTIONS_WITH_VALUE = ("--env-file",)
+_whole: list[typer.Typer] = []
+
+
+def modules_for(argv: list[str]) -> tuple[str, ...]:
+    """The command modules a command line needs: its first word's, or all of them (for
+    `--help`, `--version`, no word, or a word that is not a command)."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in _ROOT_OPTIONS_WITH_VALUE:
+            i += 2
+        elif word.split("=", 1)[0] in _ROOT_OPTIONS_WITH_VALUE:
+            i += 1
+        elif word.startswith("-"):
+            return MODULES
+        else:
+            return (WORDS[word],) if word in WORDS else MODULES
+    return MODULES
+
+
+def build(modules: tuple[str, ...] = MODULES, root: typer.Typer | None = None) -> typer.Typer:
+    """A root command with the commands of ``modules``, in MODULES' order."""
+    root = root if root is not None else common.new_app()
+    for name in MODULES:
+        if name in modules:
+            importlib.import_module(f"mlops_platform.cli.{name}").register(root)
+    return root
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``mlops_platform.cli.app``: the whole CLI, built on first use."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not _whole:
+        _whole.append(build(root=common.app))
+    return _whole[0]
 
 
 def main() -> None:
@@ -63,6 +85,7 @@ def main() -> None:
     os.umask(PRIVATE_UMASK)  # what the kit and its children write is the owner's only
     _Output.emitted = False
     as_json = json_requested(sys.argv[1:])
+    app = globals().get("app") or build(modules_for(sys.argv[1:]))  # a test may set its own
 
     def refuse(message: str, code: int) -> NoReturn:
         typer.echo(f"error: {message}", err=True)

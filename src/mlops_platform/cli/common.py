@@ -21,14 +21,6 @@ from mlops_platform.settings import (
     remembered_env_file_path,
 )
 
-app = typer.Typer(
-    name="mlops-platform",
-    help="Run your own MLflow: PostgreSQL, S3 artifacts, an nginx auth proxy.\n\n"
-    "Example: mlops-platform init && mlops-platform up",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -80,7 +72,6 @@ def version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     ctx: typer.Context,
     env_file: Path = typer.Option(
@@ -95,6 +86,24 @@ def root(
 ) -> None:
     choice = find_env_file(env_file)
     ctx.obj = Context(choice.path, choice.how)
+
+
+def new_app() -> typer.Typer:
+    """The root command with its options and no sub-commands: ``cli`` adds what it needs."""
+    root_app = typer.Typer(
+        name="mlops-platform",
+        help="Run your own MLflow: PostgreSQL, S3 artifacts, an nginx auth proxy.\n\n"
+        "Example: mlops-platform init && mlops-platform up",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    root_app.callback()(root)
+    return root_app
+
+
+# The whole CLI, for the reference generator and tests (``mlops_platform.cli.app``).
+app = new_app()
 
 
 def progress(message: str) -> None:

@@ -15,6 +15,10 @@ from pydantic import SecretStr
 from mlops_platform.settings.model import PlatformSettings
 from mlops_platform.settings.sources import ENV_PREFIX
 
+# What the kit and every process it starts create is for their owner only: no group or
+# other access unless granted on purpose (docs/reliability.md, "Nothing readable at rest").
+PRIVATE_UMASK = 0o077
+
 
 def which(name: str) -> str | None:
     """``shutil.which`` that also accepts an absolute path to an executable."""

@@ -20,12 +20,10 @@ import psutil
 
 from mlops_platform.errors import PortInUseError, ServiceError, StateError
 from mlops_platform.settings import PlatformSettings
+from mlops_platform.settings.process import PRIVATE_UMASK
 
 Progress = Callable[[str], None]
 
-# What the kit and every process it starts create is for their owner only: no group or
-# other access unless granted on purpose (docs/reliability.md, "Nothing readable at rest").
-PRIVATE_UMASK = 0o077
 # How long `down` waits for a service to exit after SIGTERM before it kills it.
 STOP_TIMEOUT = 20.0
 
