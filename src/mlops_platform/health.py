@@ -183,7 +183,7 @@ def _check_sse_key(settings: PlatformSettings) -> list[Finding]:
         return []
     import json
 
-    from mlops_platform.stack.seaweedfs import KeyState, key_state
+    from mlops_platform.sse_key import KeyState, key_state
 
     try:
         state = json.loads((settings.state_dir / "state.json").read_text(encoding="utf-8"))
