@@ -29,9 +29,16 @@ import re
 import time
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.datastructures import Authorization
 
+from mlops_platform.auth_checks import (
+    PermissionTrackingStore,
+    cache_run_experiments,
+    lighter_log_batch_check,
+    model_ids_of_batch,
+)
+from mlops_platform.auth_memo import AuthMemo, recheck_refusals
 from mlops_platform.render.auth import SECRET_HEADER, USER_HEADER
 from mlops_platform.settings import PlatformSettings, server_app_settings
 
@@ -39,9 +46,13 @@ __all__ = [
     "SECRET_HEADER",
     "USER_HEADER",
     "AuthMemo",
+    "PermissionTrackingStore",
     "authenticate",
+    "cache_run_experiments",
     "create_app",
     "kit_rules",
+    "lighter_log_batch_check",
+    "model_ids_of_batch",
     "recheck_refusals",
 ]
 PROTECTED_TAG_PREFIX = "mlops."
@@ -214,251 +225,6 @@ def _audit(user: str, role: str | None, allowed: bool, route: str) -> None:
         if key in params and isinstance(params[key], (str, int)):
             event[key] = str(params[key])[:200]
     _logger.warning(json.dumps(event, sort_keys=True))
-
-
-# Auth-store methods that change users, roles or grants: a call clears this worker's memo.
-_STORE_WRITES = (
-    "add_",
-    "assign_",
-    "create_",
-    "delete_",
-    "grant_",
-    "remove_",
-    "rename_",
-    "revoke_",
-    "set_",
-    "unassign_",
-    "update_",
-)
-
-
-class AuthMemo:
-    """What one worker remembers of the auth store for ``seconds``: users and their grants.
-
-    MLflow reads the user (is it an admin? its id) and the user's role grants from the
-    auth database on every request; for a ``log_metric`` that is more database work than
-    the write itself. This memo answers ``store.get_user`` and ``store.list_grants`` from
-    memory for ``seconds``, under three rules that keep MLflow's decisions exact:
-
-    - every change made through this worker's store (a new experiment's MANAGE grant, a
-      role change) clears the memo at once;
-    - a request that MLflow refuses while remembered grants were used is checked again
-      against the database (:func:`recheck_refusals`), so a grant made through another
-      worker or the CLI applies on the next request;
-    - a revoked grant or a removed user therefore stops working everywhere within
-      ``seconds`` (``MLOPS_AUTH_CACHE_SECONDS``; 0 turns the memo off).
-    """
-
-    def __init__(self, store: Any, seconds: float, *, max_entries: int = 10000) -> None:
-        self.seconds, self._max = seconds, max_entries
-        self._users: dict[str, tuple[float, Any]] = {}
-        self._grants: dict[tuple[Any, ...], tuple[float, Any]] = {}
-        self._get_user, self._list_grants = store.get_user, store.list_grants
-        store.get_user, store.list_grants = self.get_user, self.list_grants
-        for name in dir(type(store)):
-            if name.startswith(_STORE_WRITES):
-                setattr(store, name, self._clearing(getattr(store, name)))
-
-    def clear(self) -> None:
-        self._users.clear()
-        self._grants.clear()
-
-    def _clearing(self, write: Any) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return write(*args, **kwargs)
-            finally:
-                self.clear()
-
-        return call
-
-    def _remembered(self, table: dict[Any, tuple[float, Any]], key: Any, load: Any) -> Any:
-        now = time.monotonic()
-        hit = table.get(key)
-        if hit is not None and hit[0] > now and _memo_allowed():
-            _note_memo_used()
-            return hit[1]
-        value = load()
-        if len(table) >= self._max:
-            table.clear()
-        table[key] = (now + self.seconds, value)
-        return value
-
-    def get_user(self, username: str) -> Any:
-        return self._remembered(self._users, username, lambda: self._get_user(username))
-
-    def list_grants(self, user_id: int, workspace: str, resource_types: Any) -> Any:
-        key = (user_id, workspace, frozenset(resource_types))
-        return self._remembered(
-            self._grants, key, lambda: self._list_grants(user_id, workspace, resource_types)
-        )
-
-
-def _memo_allowed() -> bool:
-    """Remembered answers serve only requests whose refusal is re-decided.
-
-    Those are the requests that went through MLflow's Flask permission hook as wrapped by
-    :func:`recheck_refusals` (before the second pass, which reads fresh). MLflow's FastAPI
-    permission middleware (artifact downloads, the gateway, traces over OTLP) has no second
-    pass, so its checks always read the database.
-    """
-    return (
-        has_request_context()
-        and bool(g.get("mlops_recheck_armed"))
-        and not g.get("mlops_fresh_auth_reads")
-    )
-
-
-def _note_memo_used() -> None:
-    if has_request_context():
-        g.mlops_auth_memo_used = True
-
-
-def recheck_refusals(app: Flask, memo: AuthMemo) -> None:
-    """Wrap MLflow's Flask permission hook: a refusal made on remembered data is re-decided.
-
-    The second decision reads users and grants from the database, so a grant made a moment
-    ago through another worker (or ``users grant``) is honoured; only a refusal costs this
-    extra check, an allowed request never does.
-    """
-    hooks = app.before_request_funcs.setdefault(None, [])
-    for index, hook in enumerate(hooks):
-        if getattr(hook, "__module__", "") == "mlflow.server.auth" and (
-            hook.__name__ == "_before_request"
-        ):
-            hooks[index] = _rechecking(hook, memo)
-            return
-    raise RuntimeError("MLflow's permission hook (_before_request) was not found")
-
-
-def _rechecking(hook: Any, memo: AuthMemo) -> Any:
-    def before_request() -> Any:
-        g.mlops_auth_memo_used = False
-        g.mlops_recheck_armed = True
-        answer = hook()
-        if (
-            isinstance(answer, Response)
-            and answer.status_code in (401, 403)
-            and g.get("mlops_auth_memo_used")
-        ):
-            g.mlops_fresh_auth_reads = True
-            answer = hook()
-        return answer
-
-    before_request.__name__ = "mlops_permission_check"
-    return before_request
-
-
-class _ExperimentOfRun:
-    """What MLflow's permission checks read of a run: ``info.experiment_id``.
-
-    Anything else is fetched in full on first use, so a check that needs more still gets it.
-    """
-
-    def __init__(self, experiment_id: str, fetch: Any) -> None:
-        self._fetch, self._run = fetch, None
-        self.info = _ExperimentOfRunInfo(experiment_id, self)
-
-    def full(self) -> Any:
-        if self._run is None:
-            self._run = self._fetch()
-        return self._run
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.full(), name)
-
-
-class _ExperimentOfRunInfo:
-    def __init__(self, experiment_id: str, run: _ExperimentOfRun) -> None:
-        self.experiment_id, self._run = experiment_id, run
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._run.full().info, name)
-
-
-class _PermissionTrackingStore:
-    """The tracking store as MLflow's permission checks see it: runs' experiments cached.
-
-    Every check on a run (log_metric, log_batch, set_tag, ...) fetches the whole run to
-    learn its experiment: as much database work as the write itself. A run never moves
-    to another experiment, so each worker remembers the answer; everything else goes to
-    the real store unchanged.
-    """
-
-    def __init__(self, real: Any, max_runs: int = 100_000) -> None:
-        self._real, self._max = real, max_runs
-        self._experiments: dict[str, str] = {}
-
-    def get_run(self, run_id: str) -> Any:
-        experiment_id = self._experiments.get(run_id)
-        if experiment_id is not None:
-            return _ExperimentOfRun(experiment_id, lambda: self._real.get_run(run_id))
-        run = self._real.get_run(run_id)  # a missing run raises, as before: not remembered
-        if len(self._experiments) >= self._max:
-            self._experiments.clear()
-        self._experiments[run_id] = run.info.experiment_id
-        return run
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-def cache_run_experiments(auth_module: Any) -> None:
-    """Give MLflow's permission checks :class:`_PermissionTrackingStore`."""
-    from mlflow.server import handlers
-
-    wrapped: dict[int, _PermissionTrackingStore] = {}
-
-    def tracking_store() -> Any:
-        real = handlers._get_tracking_store()
-        store = wrapped.get(id(real))
-        if store is None or store._real is not real:
-            store = wrapped[id(real)] = _PermissionTrackingStore(real)
-        return store
-
-    auth_module._get_tracking_store = tracking_store
-
-
-def _model_ids_of_batch() -> set[str] | None:
-    """The per-metric model ids of a log-batch JSON body, both spellings; None when the
-    body is not the plain JSON shape (MLflow's own check then decides)."""
-    body = request.get_json(silent=True, cache=True)
-    if not isinstance(body, dict):
-        return None
-    metrics = body.get("metrics") or []
-    if not isinstance(metrics, list):
-        return None
-    ids: set[str] = set()
-    for metric in metrics:
-        if not isinstance(metric, dict):
-            return None
-        for key in ("model_id", "modelId"):
-            value = metric.get(key)
-            if value is None or value == "":
-                continue
-            if not isinstance(value, str):
-                return None
-            ids.add(value)
-    return ids
-
-
-def lighter_log_batch_check(auth_module: Any) -> None:
-    """MLflow's check of ``runs/log-batch`` converts the whole body into its protobuf
-    message only to collect per-metric model ids, and the handler converts it again: for
-    100 metrics that is a third of the check's CPU. The kit reads the same ids from the
-    JSON Flask has already parsed and hands them to MLflow's own
-    ``_validate_can_update_run_and_models``; any other body shape goes to MLflow's check."""
-    original = auth_module.validate_can_log_batch
-    decide = auth_module._validate_can_update_run_and_models
-
-    def validate_can_log_batch() -> bool:
-        ids = _model_ids_of_batch()
-        return original() if ids is None else bool(decide(ids))
-
-    table = auth_module.BEFORE_REQUEST_VALIDATORS
-    for key, validator in list(table.items()):
-        if validator is original:
-            table[key] = validate_can_log_batch
 
 
 def create_app(app: Flask | None = None) -> Any:

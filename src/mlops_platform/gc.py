@@ -19,7 +19,7 @@ there is a leftover, reported, and deleted with ``purge_leftovers``.
 from __future__ import annotations
 
 import contextlib
-import re
+import datetime as dt
 import subprocess
 import sys
 import time
@@ -36,31 +36,19 @@ from mlops_platform.errors import PlatformError
 from mlops_platform.locks import hold_exclusive
 from mlops_platform.render.server import client_env, server_env
 from mlops_platform.settings import PlatformSettings, inherited_environment
+from mlops_platform.units import mlflow_age, parse_age
 
 
 class GcError(PlatformError):
     """Garbage collection cannot run or failed."""
 
 
-_NUM = r"\d+(?:\.\d+)?"
-_AGE = re.compile(
-    rf"^(?:(?P<d>{_NUM})d)?(?:(?P<h>{_NUM})h)?(?:(?P<m>{_NUM})m)?(?:(?P<s>{_NUM})s)?$"
-)
-
-
 def parse_older_than(text: str | None) -> int:
-    """``30d``, ``12h``, ``1d2h``, ``90s`` (MLflow's format) as milliseconds; None is 0."""
+    """An age in the kit's grammar (``units.parse_age``: 30d, 12h, 1d12h, 90s) as
+    milliseconds; None is 0."""
     if text is None:
         return 0
-    match = _AGE.match(text.strip())
-    if not text.strip() or not match or not any(match.groupdict().values()):
-        raise GcError(
-            f"cannot read the age {text!r}",
-            fix="write it like 30d, 12h, 1d12h or 90m (days, hours, minutes, seconds)",
-        )
-    factors = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-    seconds = sum(float(v) * factors[k] for k, v in match.groupdict().items() if v)
-    return int(seconds * 1000)
+    return int(parse_age(text, error=GcError).total_seconds() * 1000)
 
 
 def object_prefix(settings: PlatformSettings, uri: str | None) -> str | None:
@@ -256,7 +244,9 @@ def collect(
             if i.kind == "experiment"
             or (i.experiment_id not in removed_exps and (i.kind == "run" or i.id in model_ids))
         ]
-        argv = gc_argv(explicit, older_than, _tracking_uri(settings), settings.database_url())
+        # MLflow reads no weeks and no bare number: the same age in its own format
+        age = mlflow_age(dt.timedelta(milliseconds=age_ms)) if older_than else None
+        argv = gc_argv(explicit, age, _tracking_uri(settings), settings.database_url())
         env = {
             **inherited_environment(keep_settings=False),
             **server_env(settings),  # PGPASSWORD and the S3 credentials

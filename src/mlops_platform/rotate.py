@@ -10,6 +10,11 @@ rendered configuration). A run that fails half-way is repaired by running it aga
 
 docker compose: docs/compose.md ("Rotating a password") runs the same steps with
 `docker compose` commands.
+
+``rotate_local`` drives the local stack itself (its status, the cluster's superuser
+socket, `down` + `up`), so it imports ``mlops_platform.stack`` inside the function: the
+stack imports nothing of this module (no cycle), and importing ``rotate`` for the compose
+path loads none of the local runner.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from mlops_platform import users
 from mlops_platform.bootstrap import ensure_users_file, token, write_private
 from mlops_platform.errors import ConfigError, StateError
+from mlops_platform.pgbin import sql_ident, sql_literal
 from mlops_platform.render import htpasswd
 from mlops_platform.settings import ENV_PREFIX, PlatformSettings, load_settings
 
@@ -129,7 +135,7 @@ def rotate_local(
     """Rotate ``names`` for the local stack described by ``settings`` and ``env_file``."""
     from mlops_platform.stack import LocalStack
     from mlops_platform.stack.base import StateFile
-    from mlops_platform.stack.postgres import Postgres, sql_ident, sql_literal
+    from mlops_platform.stack.postgres import Postgres
 
     chosen = check_names(names)
     if not env_file.is_file():

@@ -79,7 +79,7 @@ def test_upgrade_from_the_previous_minor_dumps_migrates_verifies_and_restores(
     assert status.returncode == 1
     report = json.loads(status.stdout)
     assert report["state"] == "outdated" and report["current"] == older
-    behind = [r.revision for r in db._script_directory().walk_revisions()].index(older)
+    behind = [r.revision for r in db.script_directory().walk_revisions()].index(older)
     assert len(report["pending"]) == behind >= 1
 
     dump_dir = platform.root / "dumps"

@@ -133,7 +133,7 @@ def test_the_lean_collectors_agree_with_sqlalchemy_and_boto3(monitored: Platform
         admin.put_object(Bucket=settings.s3_bucket, Key=key, Body=b"x" * (1000 + i))
     try:
         lean = metrics.collect_storage(settings)
-        heavy = metrics._storage_with_boto3(settings, f"{prefix}/")
+        heavy = metrics.storage_with_boto3(settings, f"{prefix}/")
         assert lean == heavy
         assert {s.name: s.value for s in lean}["bucket_objects"] >= 3
     finally:

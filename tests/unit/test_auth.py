@@ -181,7 +181,7 @@ class _Store:
 
 def test_permission_checks_learn_a_runs_experiment_once() -> None:
     real = _Store()
-    store = auth_app._PermissionTrackingStore(real)
+    store = auth_app.PermissionTrackingStore(real)
     assert store.get_run("r1").info.experiment_id == "7" and real.calls == 1
     again = store.get_run("r1")
     assert again.info.experiment_id == "7" and real.calls == 1  # remembered
@@ -299,7 +299,7 @@ def test_a_refusal_on_remembered_grants_is_decided_again_from_the_store() -> Non
 )
 def test_log_batch_model_ids_are_read_from_the_json(body: object, ids: set[str] | None) -> None:
     with Flask("batch").test_request_context("/api/2.0/mlflow/runs/log-batch", json=body):
-        assert auth_app._model_ids_of_batch() == ids
+        assert auth_app.model_ids_of_batch() == ids
 
 
 def test_the_lighter_log_batch_check_replaces_mlflows_in_its_table() -> None:

@@ -99,9 +99,16 @@ def test_prune_plan_keeps_the_newest() -> None:
     assert backup.plan_prune([], keep=1, older_than=None, now=now) == []
 
 
-@pytest.mark.parametrize(("text", "days"), [("30d", 30), ("12h", 0.5), ("90m", 0.0625), ("7", 7)])
+@pytest.mark.parametrize(
+    ("text", "days"), [("30d", 30), ("12h", 0.5), ("90m", 0.0625), ("7", 7), ("1d12h", 1.5)]
+)
 def test_prune_ages(text: str, days: float) -> None:
     assert backup.parse_age(text) == dt.timedelta(days=days)
+
+
+def test_prune_refuses_an_unreadable_age_as_a_backup_error() -> None:
+    with pytest.raises(backup.BackupError, match="1d12h"):
+        backup.parse_age("soon")
 
 
 def test_a_manifest_from_another_kit_version_or_format_is_refused(tmp_path: Path) -> None:
@@ -131,13 +138,21 @@ def test_dump_argv_carries_no_password(settings: PlatformSettings) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "ms"), [("30d", 30 * 86_400_000), ("1d12h", 129_600_000), ("90s", 90_000), (None, 0)]
+    ("text", "ms"),
+    [
+        ("30d", 30 * 86_400_000),
+        ("1d12h", 129_600_000),
+        ("90s", 90_000),
+        ("2w", 14 * 86_400_000),
+        ("10", 10 * 86_400_000),
+        (None, 0),
+    ],
 )
 def test_gc_ages_in_mlflow_format(text: str | None, ms: int) -> None:
     assert gc.parse_older_than(text) == ms
 
 
-@pytest.mark.parametrize("text", ["", "a week", "10", "-1d", "d"])
+@pytest.mark.parametrize("text", ["", "a week", "-1d", "d", "12h1d"])
 def test_gc_refuses_an_unreadable_age(text: str) -> None:
     with pytest.raises(gc.GcError, match="30d"):
         gc.parse_older_than(text)

@@ -28,7 +28,7 @@ def test_password_travels_in_pgpassword_never_in_argv(settings: PlatformSettings
 
 
 def test_pending_migrations_count_from_an_older_revision() -> None:
-    script = db._script_directory()
+    script = db.script_directory()
     revisions = [r.revision for r in script.walk_revisions()]
     assert db.pending_migrations(revisions[0]) == []
     pending = db.pending_migrations(revisions[3])

@@ -119,12 +119,12 @@ def test_server_errors_are_one_line_with_a_fix() -> None:
         "API request to http://h/api failed with exception HTTPConnectionPool(host='h', "
         "port=9): Max retries exceeded with url: /x (Caused by NewConnectionError(...))"
     )
-    err = reg._server_error("read registered model 'm'", refused, "http://h")
+    err = reg.server_error("read registered model 'm'", refused, "http://h")
     assert str(err).startswith("cannot read registered model 'm': the tracking server at http://h")
     assert "mlops-platform status" in str(err)
-    login = reg._server_error("read m v1", Exception("failed with error code 401 != 200"), "u")
+    login = reg.server_error("read m v1", Exception("failed with error code 401 != 200"), "u")
     assert "refused the login" in str(login) and "MLFLOW_TRACKING_PASSWORD" in str(login)
-    other = reg._server_error("read m v1", Exception("boom\nline two"), "u")
+    other = reg.server_error("read m v1", Exception("boom\nline two"), "u")
     assert str(other) == "cannot read m v1: boom"
 
 
@@ -169,7 +169,7 @@ def test_lock_retries_a_create_that_raced_a_release() -> None:
 def test_decide_promotes_only_a_challenger_better_by_the_margin() -> None:
     def decide(champion: str | None, champion_score: float | None, challenger_score: float,
                *, metric: str = "accuracy", margin: float = 0.0) -> reg.Decision:  # fmt: skip
-        return reg._decide(
+        return reg.decide(
             metric=metric, margin=margin, champion=champion, challenger="2",
             champion_score=champion_score, challenger_score=challenger_score,
         )  # fmt: skip

@@ -53,7 +53,6 @@ from mlops_platform.backup.common import (
     NotEmptyError,
     QuietReporter,
     Reporter,
-    _human,
 )
 from mlops_platform.backup.create import CreateResult, create_backup
 from mlops_platform.backup.locations import (
@@ -129,7 +128,6 @@ __all__ = [
     "StoreObject",
     "TargetState",
     "VerifyResult",
-    "_human",
     "auth_snapshot",
     "backup_root",
     "check_compatible",

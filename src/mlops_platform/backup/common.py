@@ -18,8 +18,8 @@ DUMP = "database.dump"
 AUTH_DUMP = "auth.dump"
 ARTIFACTS = "artifacts"
 PARTIAL = ".partial"
-_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
-_RUN = re.compile(r"^[0-9a-f]{32}$")
+BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 CHUNK = 1 << 20
 
 
@@ -68,20 +68,11 @@ class QuietReporter:
         pass
 
 
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def _now() -> dt.datetime:
+def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):

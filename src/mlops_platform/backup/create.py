@@ -25,35 +25,35 @@ from mlops_platform.backup.common import (
     BackupError,
     QuietReporter,
     Reporter,
-    _human,
-    _now,
-    _sha256,
+    sha256_file,
+    utc_now,
 )
 from mlops_platform.backup.locations import (
-    _locked,
-    _previous,
-    _rel,
+    backup_lock,
     check_destination,
     check_space,
     new_id,
+    previous_backup,
+    relative_key,
 )
 from mlops_platform.backup.manifest import Artifact, Manifest, save_manifest
 from mlops_platform.backup.objects import (
     Selection,
     StoreObject,
-    _download,
-    _link_or_copy,
+    download_object,
+    link_or_copy,
     list_objects,
     select_objects,
 )
 from mlops_platform.backup.snapshot import (
     AuthSnapshot,
     Snapshot,
-    _pg_dump,
     auth_snapshot,
+    dump_snapshot,
     exported_snapshot,
 )
 from mlops_platform.settings import PlatformSettings
+from mlops_platform.units import human_size
 
 
 @dataclass
@@ -134,12 +134,12 @@ def create_backup(
     """
     say = report or QuietReporter()
     start = time.monotonic()
-    started_at = _now()
+    started_at = utc_now()
     root = check_destination(settings, create=True)
-    with _locked(root):
+    with backup_lock(root):
         backup_id = new_id(started_at, {p.name for p in root.iterdir()})
         work = root / (backup_id + PARTIAL)
-        prev = None if full else _previous(root, settings)
+        prev = None if full else previous_backup(root, settings)
         client = s3.client(settings, timeout=60, purpose="backup")  # read and list only
         try:
             dumped = _dump_in_snapshot(settings, root, work, say)
@@ -182,9 +182,9 @@ def _dump_in_snapshot(settings: PlatformSettings, root: Path, work: Path, say: R
         )
         dump_start = time.monotonic()
         dump, auth_dump = work / DUMP, work / AUTH_DUMP
-        _pg_dump(settings, settings, pg_dump, dump, snap.snapshot_id, "pg_dump")
+        dump_snapshot(settings, settings, pg_dump, dump, snap.snapshot_id, "pg_dump")
         if auth_snap is not None:
-            _pg_dump(
+            dump_snapshot(
                 settings,
                 db.auth_settings(settings),
                 pg_dump,
@@ -199,22 +199,22 @@ def _dump_in_snapshot(settings: PlatformSettings, root: Path, work: Path, say: R
             )
         dump_seconds = time.monotonic() - dump_start
         db_clock = conn.execute(sqlalchemy.text("SELECT clock_timestamp()")).scalar()
-        db_offset = (db_clock - _now()).total_seconds() if db_clock else 0.0
+        db_offset = (db_clock - utc_now()).total_seconds() if db_clock else 0.0
         # the transaction ends here; the snapshot's data is in the dump
     dumped = _Dumped(
         snap,
         auth_snap,
         dump,
         auth_dump,
-        _sha256(dump),
-        _sha256(auth_dump) if auth_snap is not None else None,
+        sha256_file(dump),
+        sha256_file(auth_dump) if auth_snap is not None else None,
         dump_seconds,
         db_offset,
     )
     say.message(
-        f"database dumped: {_human(dump.stat().st_size)} in {dump_seconds:.1f}s"
+        f"database dumped: {human_size(dump.stat().st_size)} in {dump_seconds:.1f}s"
         + (
-            f"; auth store {auth_snap.database}: {_human(auth_dump.stat().st_size)}"
+            f"; auth store {auth_snap.database}: {human_size(auth_dump.stat().st_size)}"
             if auth_snap is not None
             else ""
         )
@@ -230,7 +230,7 @@ def _plan_copies(
 ) -> _CopyPlan:
     """List the store, keep the objects of the snapshot, and split them into those the
     previous backup holds with the same size and ETag (linked) and those to download."""
-    local = _now()
+    local = utc_now()
     objects, store_now = list_objects(settings, client)
     # the store's clock minus the database's, each against ours (the store's Date
     # header has one-second precision)
@@ -243,7 +243,7 @@ def _plan_copies(
         old = prev_files.get(obj.key)
         if old is not None and old.size == obj.size and old.etag == obj.etag:
             assert plan.previous is not None
-            src = plan.previous / ARTIFACTS / _rel(obj.key, settings)
+            src = plan.previous / ARTIFACTS / relative_key(obj.key, settings)
             if src.is_file() and src.stat().st_size == obj.size:
                 plan.to_link.append((obj, old))
                 continue
@@ -259,24 +259,24 @@ def _copy_objects(
     entries: dict[str, Artifact] = {}
     for obj, old in plan.to_link:
         assert plan.previous is not None
-        src = plan.previous / ARTIFACTS / _rel(obj.key, settings)
-        _link_or_copy(src, work / ARTIFACTS / _rel(obj.key, settings))
+        src = plan.previous / ARTIFACTS / relative_key(obj.key, settings)
+        link_or_copy(src, work / ARTIFACTS / relative_key(obj.key, settings))
         entries[obj.key] = old
     say.message(
         f"{len(plan.selection.included)} artifacts: {len(plan.to_link)} unchanged (linked "
         f"from {plan.previous.name if plan.previous else '-'}), {len(plan.to_copy)} to copy "
-        f"({_human(plan.copy_bytes)})"
+        f"({human_size(plan.copy_bytes)})"
     )
     say.start("copying artifacts", plan.copy_bytes)
     lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=settings.backup_workers) as pool:
         futures = {
             pool.submit(
-                _download,
+                download_object,
                 client,
                 settings.s3_bucket,
                 obj,
-                work / ARTIFACTS / _rel(obj.key, settings),
+                work / ARTIFACTS / relative_key(obj.key, settings),
                 say,
             ): obj
             for obj in plan.to_copy
@@ -325,7 +325,7 @@ def _write_manifest(
         prefix=settings.s3_prefix,
         started_at=started_at.isoformat(),
         snapshot_at=snap.snapshot_at.isoformat(),
-        finished_at=_now().isoformat(),
+        finished_at=utc_now().isoformat(),
         dump_bytes=dumped.dump.stat().st_size,
         dump_sha256=dumped.dump_sha256,
         row_counts=snap.row_counts,

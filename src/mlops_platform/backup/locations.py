@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from mlops_platform.backup.common import (
-    _ID,
+    BACKUP_ID,
     PARTIAL,
     BackupError,
     BackupNotFoundError,
     DestinationError,
-    _human,
 )
 from mlops_platform.backup.manifest import Manifest, read_manifest
 from mlops_platform.locks import hold_exclusive
 from mlops_platform.settings import PlatformSettings
+from mlops_platform.units import human_size
 
 
 def backup_root(settings: PlatformSettings) -> Path:
@@ -64,8 +64,8 @@ def check_space(root: Path, needed: int, *, margin: float = 1.1) -> None:
     free = shutil.disk_usage(root).free
     if free < needed * margin:
         raise DestinationError(
-            f"backup destination {root} has {_human(free)} free, the backup needs about "
-            f"{_human(int(needed * margin))}",
+            f"backup destination {root} has {human_size(free)} free, the backup needs about "
+            f"{human_size(int(needed * margin))}",
             fix="free space there (`mlops-platform backup prune --keep N`) or set "
             "MLOPS_BACKUP_DIR to a larger disk",
         )
@@ -91,7 +91,7 @@ def safe_relative(key: str, prefix: str) -> str | None:
     return rel
 
 
-def _rel(key: str, settings_or_prefix: PlatformSettings | str) -> str:
+def relative_key(key: str, settings_or_prefix: PlatformSettings | str) -> str:
     prefix = (
         settings_or_prefix if isinstance(settings_or_prefix, str) else settings_or_prefix.s3_prefix
     )
@@ -105,7 +105,7 @@ def _rel(key: str, settings_or_prefix: PlatformSettings | str) -> str:
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def backup_lock(root: Path) -> Iterator[None]:
     with open(root / ".lock", "w") as lock:
         hold_exclusive(
             lock,
@@ -142,10 +142,10 @@ class BackupInfo:
         return data
 
 
-def _complete_ids(root: Path) -> list[str]:
+def complete_ids(root: Path) -> list[str]:
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _ID.match(p.name))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and BACKUP_ID.match(p.name))
 
 
 def list_backups(settings: PlatformSettings) -> list[BackupInfo]:
@@ -154,7 +154,7 @@ def list_backups(settings: PlatformSettings) -> list[BackupInfo]:
         return []  # the default folder appears with the first backup
     root = check_destination(settings, create=False)
     out: list[BackupInfo] = []
-    for backup_id in _complete_ids(root):
+    for backup_id in complete_ids(root):
         try:
             m = read_manifest(root / backup_id)
         except BackupError:
@@ -181,11 +181,11 @@ def list_backups(settings: PlatformSettings) -> list[BackupInfo]:
 
 def find_backup(settings: PlatformSettings, backup_id: str) -> tuple[Path, Manifest]:
     root = check_destination(settings, create=False)
-    ids = _complete_ids(root)
+    ids = complete_ids(root)
     if backup_id == "latest" and ids:
         backup_id = ids[-1]
     path = root / backup_id
-    if not _ID.match(backup_id) or not path.is_dir():
+    if not BACKUP_ID.match(backup_id) or not path.is_dir():
         shown = ", ".join(reversed(ids[-3:])) if ids else "none yet"  # newest first
         raise BackupNotFoundError(
             f"no backup {backup_id!r} in {root} (newest: {shown})",
@@ -194,10 +194,10 @@ def find_backup(settings: PlatformSettings, backup_id: str) -> tuple[Path, Manif
     return path, read_manifest(path)
 
 
-def _previous(root: Path, settings: PlatformSettings) -> tuple[Path, Manifest] | None:
+def previous_backup(root: Path, settings: PlatformSettings) -> tuple[Path, Manifest] | None:
     """The newest complete backup of the same bucket and prefix: what an incremental
     backup links unchanged objects from."""
-    for backup_id in reversed(_complete_ids(root)):
+    for backup_id in reversed(complete_ids(root)):
         try:
             m = read_manifest(root / backup_id)
         except BackupError:

@@ -14,7 +14,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlops_platform import s3
-from mlops_platform.backup.common import _RUN, CHUNK, BackupError, Reporter
+from mlops_platform.backup.common import CHUNK, RUN_ID, BackupError, Reporter
 from mlops_platform.backup.locations import safe_relative
 from mlops_platform.backup.snapshot import Snapshot
 from mlops_platform.settings import PlatformSettings
@@ -69,7 +69,7 @@ def owner(rel: str) -> tuple[str, str] | None:
     ``<exp>/traces/<trace_id>/...`` and ``<exp>/...``.
     """
     parts = rel.split("/")
-    if len(parts) >= 3 and _RUN.match(parts[1]):
+    if len(parts) >= 3 and RUN_ID.match(parts[1]):
         return ("run", parts[1])
     if len(parts) >= 4 and parts[1] == "models":
         return ("logged_model", parts[2])
@@ -121,7 +121,9 @@ def select_objects(
     return sel
 
 
-def _download(client: Any, bucket: str, obj: StoreObject, dest: Path, report: Reporter) -> str:
+def download_object(
+    client: Any, bucket: str, obj: StoreObject, dest: Path, report: Reporter
+) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     tmp = dest.with_name(dest.name + ".part")
@@ -143,7 +145,7 @@ def _download(client: Any, bucket: str, obj: StoreObject, dest: Path, report: Re
     return digest.hexdigest()
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def link_or_copy(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dest)
@@ -151,5 +153,5 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def _upload(client: Any, bucket: str, key: str, file: Path, report: Reporter) -> None:
+def upload_object(client: Any, bucket: str, key: str, file: Path, report: Reporter) -> None:
     client.upload_file(str(file), bucket, key, Callback=report.advance)

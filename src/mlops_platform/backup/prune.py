@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mlops_platform.backup.common import PARTIAL, BackupError, _now
-from mlops_platform.backup.locations import _complete_ids, _locked, check_destination
+from mlops_platform import units
+from mlops_platform.backup.common import PARTIAL, BackupError, utc_now
+from mlops_platform.backup.locations import backup_lock, check_destination, complete_ids
 from mlops_platform.settings import PlatformSettings
 
 
@@ -24,16 +24,9 @@ class PruneResult:
         return asdict(self)
 
 
-_AGE = re.compile(r"^(\d+(?:\.\d+)?)([dhm]?)$")
-
-
 def parse_age(text: str) -> dt.timedelta:
-    """``30d``, ``12h``, ``90m`` or a plain number of days."""
-    match = _AGE.match(text.strip())
-    if not match:
-        raise BackupError(f"cannot read the age {text!r}", fix="write it like 30d, 12h or 90m")
-    value, unit = float(match.group(1)), match.group(2) or "d"
-    return dt.timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: value})
+    """An age in the kit's grammar (``units.parse_age``: 30d, 12h, 1d12h, 90m, 7)."""
+    return units.parse_age(text, error=BackupError)
 
 
 def plan_prune(
@@ -73,9 +66,9 @@ def prune_backups(
     if keep is None and age is None:
         keep = settings.backup_keep
     root = check_destination(settings, create=False)
-    with _locked(root):
-        ids = _complete_ids(root)
-        remove = plan_prune(ids, keep=keep, older_than=age, now=_now())
+    with backup_lock(root):
+        ids = complete_ids(root)
+        remove = plan_prune(ids, keep=keep, older_than=age, now=utc_now())
         partials = sorted(p.name for p in root.iterdir() if p.name.endswith(PARTIAL))
         if not dry_run:
             for name in [*remove, *partials]:

@@ -23,11 +23,11 @@ from mlops_platform.backup.common import (
     QuietReporter,
     Reporter,
 )
-from mlops_platform.backup.locations import _locked, _rel, find_backup
+from mlops_platform.backup.locations import backup_lock, find_backup, relative_key
 from mlops_platform.backup.manifest import Artifact, Manifest
-from mlops_platform.backup.objects import StoreObject, _upload, list_objects
+from mlops_platform.backup.objects import StoreObject, list_objects, upload_object
 from mlops_platform.backup.pgrestore import restore_database
-from mlops_platform.backup.snapshot import _compare_row_counts, _tables
+from mlops_platform.backup.snapshot import compare_row_counts, list_tables
 from mlops_platform.backup.verify import check_files
 from mlops_platform.errors import SchemaError
 from mlops_platform.settings import PlatformSettings
@@ -60,7 +60,7 @@ def target_state(settings: PlatformSettings, client: Any) -> TargetState:
         "registered_models": "SELECT count(*) FROM registered_models",
     }
     with db.connection(settings) as conn:
-        tables = set(_tables(conn))
+        tables = set(list_tables(conn))
         for name, sql in queries.items():
             if name in tables:
                 counts[name] = int(conn.execute(sqlalchemy.text(sql)).scalar() or 0)
@@ -134,7 +134,7 @@ def restore_backup(
     say = report or QuietReporter()
     start = time.monotonic()
     path, manifest = find_backup(settings, backup_id)
-    with _locked(path.parent):
+    with backup_lock(path.parent):
         # -- pre-flight. No impact yet.
         checked = _preflight(settings, path, manifest, force=force, say=say)
         if confirm is not None:
@@ -149,7 +149,7 @@ def restore_backup(
         todo = _upload_missing(settings, checked.client, path, manifest, present, say)
         say.message("restoring the database (one transaction)")
         restore_database(settings, path / DUMP)
-        _, problems = _compare_row_counts(settings, manifest.row_counts)
+        _, problems = compare_row_counts(settings, manifest.row_counts)
         auth_restored = auth_upgraded = False
         if manifest.auth_dump_sha256:
             problems += _restore_auth(settings, path / AUTH_DUMP, manifest, say)
@@ -201,7 +201,7 @@ def _preflight(
         )
     head = db.head_revision()
     revision = manifest.schema_revision
-    if revision and revision != head and not db._known_revision(revision):
+    if revision and revision != head and not db.known_revision(revision):
         raise SchemaError(
             f"backup {path.name} has schema {revision} from MLflow "
             f"{manifest.mlflow_version}, newer than this MLflow {mlflow.__version__} knows",
@@ -211,7 +211,7 @@ def _preflight(
     if manifest.auth_dump_sha256:
         auth_head = db.auth_head_revision()
         auth_rev = manifest.auth_revision
-        if auth_rev and auth_rev != auth_head and not db._known_auth_revision(auth_rev):
+        if auth_rev and auth_rev != auth_head and not db.known_auth_revision(auth_rev):
             raise SchemaError(
                 f"backup {path.name} has an auth store at {auth_rev} from MLflow "
                 f"{manifest.mlflow_version}, newer than this MLflow {mlflow.__version__} "
@@ -266,11 +266,11 @@ def _upload_missing(
     with ThreadPoolExecutor(max_workers=settings.backup_workers) as pool:
         futures = [
             pool.submit(
-                _upload,
+                upload_object,
                 client,
                 settings.s3_bucket,
                 a.key,
-                path / ARTIFACTS / _rel(a.key, manifest.prefix),
+                path / ARTIFACTS / relative_key(a.key, manifest.prefix),
                 say,
             )
             for a in todo
@@ -326,4 +326,4 @@ def _restore_auth(
             f"the tracking database was restored but the auth store was not: {exc.message}",
             fix="fix the error and run `mlops-platform backup restore --force` again",
         ) from None
-    return _compare_row_counts(auth, manifest.auth_row_counts, "auth store table")[1]
+    return compare_row_counts(auth, manifest.auth_row_counts, "auth store table")[1]

@@ -29,7 +29,7 @@ class Snapshot:
     server_version: str
 
 
-def _tables(conn: sqlalchemy.Connection) -> list[str]:
+def list_tables(conn: sqlalchemy.Connection) -> list[str]:
     rows = conn.execute(
         sqlalchemy.text(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
@@ -55,7 +55,7 @@ def count_mismatches(
     ]
 
 
-def _compare_row_counts(
+def compare_row_counts(
     target: PlatformSettings, expected: dict[str, int], what: str = "table"
 ) -> tuple[dict[str, int], list[str]]:
     """The row counts of ``target``'s database, and one line per table that differs from
@@ -67,7 +67,7 @@ def _compare_row_counts(
 def row_counts(conn: sqlalchemy.Connection) -> dict[str, int]:
     """Exact row count of every table of the schema."""
     counts: dict[str, int] = {}
-    for name in _tables(conn):
+    for name in list_tables(conn):
         quoted = '"' + name.replace('"', '""') + '"'
         found = conn.execute(sqlalchemy.text(f"SELECT count(*) FROM {quoted}")).scalar()
         counts[name] = int(found or 0)
@@ -81,7 +81,7 @@ def _ids(conn: sqlalchemy.Connection, tables: list[str], table: str, column: str
 
 
 def _read_snapshot(conn: sqlalchemy.Connection, snapshot_id: str, at: dt.datetime) -> Snapshot:
-    tables = _tables(conn)
+    tables = list_tables(conn)
     revision = None
     if "alembic_version" in tables:
         revision = conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
@@ -143,7 +143,7 @@ def auth_snapshot(settings: PlatformSettings) -> Iterator[AuthSnapshot | None]:
     PostgreSQL snapshots do not span databases: this one is opened right after the
     tracking database's and held with it, so the two dumps are milliseconds apart.
     """
-    if not db._auth_database_exists(settings):
+    if not db.auth_database_exists(settings):
         yield None
         return
     with exported_snapshot(db.auth_settings(settings)) as (snap, conn):
@@ -160,7 +160,7 @@ def auth_snapshot(settings: PlatformSettings) -> Iterator[AuthSnapshot | None]:
         )
 
 
-def _pg_dump(
+def dump_snapshot(
     settings: PlatformSettings,
     target: PlatformSettings,
     pg_dump: str,

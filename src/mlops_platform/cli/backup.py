@@ -25,6 +25,7 @@ from mlops_platform.cli.common import (
     progress,
     table,
 )
+from mlops_platform.units import human_size
 
 backup_app = typer.Typer(
     help="Backups: a consistent database dump plus the artifacts, verified and restorable.",
@@ -115,12 +116,12 @@ def create(
     m = result.manifest
     console.print(
         f"backup [bold]{result.id}[/bold] in {result.path} ({result.seconds:.1f}s): "
-        f"database {ops._human(m.dump_bytes)}, {len(m.artifacts)} artifacts "
-        f"({ops._human(m.artifact_bytes)}; {m.copied} copied, {m.linked} linked)"
+        f"database {human_size(m.dump_bytes)}, {len(m.artifacts)} artifacts "
+        f"({human_size(m.artifact_bytes)}; {m.copied} copied, {m.linked} linked)"
     )
     if m.auth_database:
         console.print(
-            f"auth store {m.auth_database}: {ops._human(m.auth_dump_bytes)}, "
+            f"auth store {m.auth_database}: {human_size(m.auth_dump_bytes)}, "
             f"{m.auth_row_counts.get('users', 0)} users"
         )
     else:
@@ -157,9 +158,9 @@ def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
                 b.id,
                 b.mlflow_version,
                 b.runs,
-                f"{b.artifacts} ({ops._human(b.artifact_bytes)})",
+                f"{b.artifacts} ({human_size(b.artifact_bytes)})",
                 b.copied,
-                ops._human(b.dump_bytes),
+                human_size(b.dump_bytes),
             ]
             for b in found
         ],
@@ -193,7 +194,7 @@ def verify(
         restored = "" if result.restored_counts is None else "; dump restores with equal row counts"
         console.print(
             f"backup {result.id} OK: {result.checked_files} files, "
-            f"{ops._human(result.checked_bytes)} checked{restored} ({result.seconds:.1f}s)"
+            f"{human_size(result.checked_bytes)} checked{restored} ({result.seconds:.1f}s)"
         )
     else:
         for problem in result.problems:
@@ -234,7 +235,7 @@ def restore(
     else:
         console.print(
             f"restored backup {result.id} in {result.seconds:.1f}s: {result.uploaded} artifacts "
-            f"uploaded ({ops._human(result.uploaded_bytes)}), {result.skipped_present} already "
+            f"uploaded ({human_size(result.uploaded_bytes)}), {result.skipped_present} already "
             f"present, {result.removed_extra} extra objects removed"
         )
         if result.upgraded:
@@ -258,7 +259,7 @@ def prune(
         None, "--keep", min=1, help="Keep the newest N backups (default MLOPS_BACKUP_KEEP)."
     ),
     older_than: str = typer.Option(
-        None, "--older-than", help="Remove backups older than this: 30d, 12h, 90m."
+        None, "--older-than", help="Remove backups older than this: 30d, 12h, 1d12h, 90m, 2w."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
     yes: bool = YES_OPTION,

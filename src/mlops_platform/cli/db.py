@@ -9,6 +9,7 @@ import typer
 from mlops_platform import db as db_ops
 from mlops_platform import indexes as index_ops
 from mlops_platform.cli.common import JSON_OPTION, Context, console, emit, progress, table
+from mlops_platform.units import human_size
 
 db_app = typer.Typer(help="The tracking database: schema, upgrades, indexes.", no_args_is_help=True)
 indexes_app = typer.Typer(help="The kit's measured PostgreSQL index pack.", no_args_is_help=True)
@@ -17,15 +18,6 @@ indexes_app = typer.Typer(help="The kit's measured PostgreSQL index pack.", no_a
 def register(app: typer.Typer) -> None:
     db_app.add_typer(indexes_app, name="indexes")
     app.add_typer(db_app, name="db")
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 @db_app.command("status")
@@ -65,12 +57,12 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
                     [[m.revision, m.description] for m in report.pending],
                 )
             )
-        console.print(f"database size: {_size(report.database_bytes)}")
+        console.print(f"database size: {human_size(report.database_bytes)}")
         console.print(
             table(
                 "largest tables",
                 ["table", "rows (est.)", "size"],
-                [[t.name, t.rows, _size(t.bytes)] for t in report.largest_tables],
+                [[t.name, t.rows, human_size(t.bytes)] for t in report.largest_tables],
             )
         )
         if s.state == "outdated" or (a is not None and a.state in ("outdated", "empty", "missing")):
@@ -114,7 +106,7 @@ def upgrade(
     else:
         console.print(f"schema already at head {result.head}")
     if result.dump:
-        console.print(f"dump: {result.dump.path} ({_size(result.dump.bytes)})")
+        console.print(f"dump: {result.dump.path} ({human_size(result.dump.bytes)})")
         console.print(f"to roll back (with the previous MLflow installed): {result.restore}")
     if result.auth_upgraded and result.auth_before and result.auth_after:
         console.print(
@@ -163,7 +155,7 @@ def indexes_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
             table(
                 f"index pack v{index_ops.PACK_VERSION}",
                 ["index", "on", "state", "size"],
-                [[r.name, f"{r.table} {r.definition}", r.state, _size(r.bytes)] for r in rows],
+                [[r.name, f"{r.table} {r.definition}", r.state, human_size(r.bytes)] for r in rows],
             )
         )
     raise typer.Exit(code)

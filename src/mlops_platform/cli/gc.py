@@ -17,7 +17,7 @@ def gc(
     older_than: str = typer.Option(
         None,
         "--older-than",
-        help="Only what was deleted longer ago than this: 30d, 12h, 1d12h, 90m "
+        help="Only what was deleted longer ago than this: 30d, 12h, 1d12h, 90m, 2w "
         "(default: everything in the deleted stage).",
     ),
     dry_run: bool = typer.Option(

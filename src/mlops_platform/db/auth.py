@@ -9,7 +9,7 @@ from typing import Literal
 import sqlalchemy
 
 from mlops_platform import migrations
-from mlops_platform.db.connection import _first_line, connection
+from mlops_platform.db.connection import connection, first_line
 from mlops_platform.errors import PlatformError, SchemaError
 from mlops_platform.settings import PlatformSettings
 
@@ -36,7 +36,7 @@ class AuthStoreStatus:
         }
 
 
-def _auth_database_exists(settings: PlatformSettings) -> bool:
+def auth_database_exists(settings: PlatformSettings) -> bool:
     with connection(settings) as conn:
         return bool(
             conn.execute(
@@ -53,7 +53,7 @@ def auth_head_revision() -> str:
     return auth_store.head_revision()
 
 
-def _known_auth_revision(revision: str) -> bool:
+def known_auth_revision(revision: str) -> bool:
     return migrations.auth_chain().known(revision)
 
 
@@ -63,14 +63,14 @@ def auth_store_status(settings: PlatformSettings) -> AuthStoreStatus:
 
     head = auth_head_revision()
     name = settings.auth_db_name
-    if not _auth_database_exists(settings):
+    if not auth_database_exists(settings):
         return AuthStoreStatus(name, "missing", None, head)
     current = auth_store.revision(settings)
     if current is None:
         return AuthStoreStatus(name, "empty", None, head)
     if current == head:
         return AuthStoreStatus(name, "current", current, head)
-    if _known_auth_revision(current):
+    if known_auth_revision(current):
         return AuthStoreStatus(name, "outdated", current, head)
     return AuthStoreStatus(name, "newer", current, head)
 
@@ -89,7 +89,7 @@ def upgrade_auth_store(settings: PlatformSettings) -> AuthStoreStatus:
         raise
     except Exception as exc:
         raise SchemaError(
-            f"migrating the auth store {settings.auth_db_name} failed: {_first_line(exc)}",
+            f"migrating the auth store {settings.auth_db_name} failed: {first_line(exc)}",
             fix="its transaction was rolled back; fix the error and run "
             "`mlops-platform db upgrade` again",
         ) from None

@@ -32,7 +32,7 @@ def connect_checked(settings: PlatformSettings) -> Engine:
             conn.execute(sqlalchemy.text("SELECT 1"))
     except sqlalchemy.exc.OperationalError as exc:
         engine.dispose()
-        error = _first_line(exc)
+        error = first_line(exc)
         raise DatabaseUnavailableError(
             f"cannot connect to the database at {where(settings)} ({error})",
             fix=_connection_hint(error),
@@ -81,7 +81,7 @@ def wait_for_database(
                     conn.execute(sqlalchemy.text("SELECT 1"))
                 return time.monotonic() - start
             except sqlalchemy.exc.OperationalError as exc:
-                last_error = _first_line(exc)
+                last_error = first_line(exc)
             waited = time.monotonic() - start
             if waited >= timeout:
                 break
@@ -97,7 +97,7 @@ def wait_for_database(
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mlops_platform.db.report import database_report
 from mlops_platform.errors import MissingBinaryError, SchemaError, StateError
+from mlops_platform.pgbin import find_bin_dir
 from mlops_platform.settings import PlatformSettings, inherited_environment
 
 
@@ -46,8 +47,6 @@ def client_env(settings: PlatformSettings) -> dict[str, str]:
 
 def client_binary(settings: PlatformSettings, name: str, *, server_version: str | None) -> str:
     """A PostgreSQL client program whose major version is at least the server's."""
-    from mlops_platform.stack.postgres import find_bin_dir
-
     path = find_bin_dir(settings.postgres_bin_dir) / name
     if not path.exists():
         raise MissingBinaryError(

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import sqlalchemy
 
 from mlops_platform.db.auth import AuthStoreStatus, auth_store_status
-from mlops_platform.db.connection import _first_line, connection, where
+from mlops_platform.db.connection import connection, first_line, where
 from mlops_platform.db.schema import Migration, SchemaStatus, pending_migrations, schema_status
+from mlops_platform.hosts import url_host
 from mlops_platform.settings import PlatformSettings
 
 
@@ -113,7 +114,7 @@ def verify_queries(settings: PlatformSettings) -> list[str]:
                 conn.execute(sqlalchemy.text(sql)).scalar()
             except sqlalchemy.exc.SQLAlchemyError as exc:
                 conn.rollback()
-                failures.append(f"{sql}: {_first_line(exc)}")
+                failures.append(f"{sql}: {first_line(exc)}")
     return failures
 
 
@@ -122,14 +123,9 @@ def running_server_version(settings: PlatformSettings, *, timeout: float = 3.0) 
     import urllib.error
     import urllib.request
 
-    host = settings.server_host if settings.server_host not in ("0.0.0.0", "::") else "127.0.0.1"
-    url = f"http://{_host(host)}:{settings.server_port}/version"
+    url = f"http://{url_host(settings.server_host)}:{settings.server_port}/version"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only
             return response.read().decode("utf-8", "replace").strip() or None
     except (urllib.error.URLError, OSError, ValueError):
         return None
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -45,14 +45,14 @@ def head_revision() -> str:
     return migrations.tracking_chain().head()
 
 
-def _script_directory():  # type: ignore[no-untyped-def]
+def script_directory():  # type: ignore[no-untyped-def]
     from alembic.script import ScriptDirectory
     from mlflow.store.db.utils import _get_alembic_config
 
     return ScriptDirectory.from_config(_get_alembic_config(db_url=""))
 
 
-def _known_revision(revision: str) -> bool:
+def known_revision(revision: str) -> bool:
     return migrations.tracking_chain().known(revision)
 
 
@@ -76,7 +76,7 @@ def schema_status(settings: PlatformSettings) -> SchemaStatus:
         return SchemaStatus("empty", current, head)
     if current == head:
         return SchemaStatus("current", current, head)
-    if current is not None and _known_revision(current):
+    if current is not None and known_revision(current):
         return SchemaStatus("outdated", current, head)
     return SchemaStatus("newer", current, head)
 

@@ -22,7 +22,7 @@ def _check_sse_key(settings: PlatformSettings) -> list[CheckResult]:
     written under, and the one the running server got must be the same."""
     if not settings.local_seaweedfs:
         return []
-    from mlops_platform.stack.seaweedfs import KeyState, key_state
+    from mlops_platform.sse_key import KeyState, key_state
 
     try:
         state = json.loads((settings.state_dir / "state.json").read_text(encoding="utf-8"))

@@ -36,13 +36,12 @@ The package, one module per part: ``errors``, ``results``, ``common`` (tag names
 helpers), ``gates``, ``scoring`` (datasets and metrics), and the layers of
 :class:`Registry`, each a class adding one concern to the one before: ``client``
 (lookups, the audit trail), ``pinning``, ``locking`` (the lock, alias moves, the retry
-on a conflict), ``approval``, ``promotion`` (with the pure :func:`_decide`). Everything
+on a conflict), ``approval``, ``promotion`` (with the pure :func:`decide`). Everything
 callers use is importable from ``mlops_platform.registry`` itself.
 """
 
 from mlops_platform.errors import PlatformError
 from mlops_platform.registry.common import (
-    _LOCK_CONTENDED,
     APPROVED,
     AUDIT_PREFIX,
     CHALLENGER,
@@ -51,17 +50,18 @@ from mlops_platform.registry.common import (
     DEFAULT_LOCK_WAIT_SECONDS,
     DIGEST_TAG,
     FILES_TAG,
+    LOCK_CONTENDED,
     LOCK_PREFIX,
     REJECTED,
     STAGING,
     STATUS_TAG,
     TAG_PREFIX,
     TAG_VALUE_LIMIT,
-    _error_code,
-    _is_missing,
-    _now,
-    _server_error,
     default_actor,
+    error_code,
+    is_missing,
+    now_iso,
+    server_error,
 )
 from mlops_platform.registry.errors import (
     AliasNotFoundError,
@@ -74,9 +74,9 @@ from mlops_platform.registry.errors import (
     PromotionConflictError,
     RegistryError,
 )
-from mlops_platform.registry.gates import GATE_KEYS, OPERATORS, Gates, MetricGate, _parse_condition
+from mlops_platform.registry.gates import GATE_KEYS, OPERATORS, Gates, MetricGate, parse_condition
 from mlops_platform.registry.pinning import ArtifactDigest, VerifiedCopy, digest_tree, file_sha256
-from mlops_platform.registry.promotion import Decision, Promotion, _decide
+from mlops_platform.registry.promotion import Decision, Promotion, decide
 from mlops_platform.registry.results import (
     AliasMove,
     ApprovalResult,
@@ -114,7 +114,7 @@ __all__ = [
     "STATUS_TAG",
     "TAG_PREFIX",
     "TAG_VALUE_LIMIT",
-    "_LOCK_CONTENDED",
+    "LOCK_CONTENDED",
     "AliasMove",
     "AliasNotFoundError",
     "ApprovalResult",
@@ -136,12 +136,12 @@ __all__ = [
     "Registry",
     "RegistryError",
     "VerifiedCopy",
-    "_decide",
-    "_error_code",
-    "_is_missing",
-    "_now",
-    "_parse_condition",
-    "_server_error",
+    "decide",
+    "error_code",
+    "is_missing",
+    "now_iso",
+    "parse_condition",
+    "server_error",
     "default_actor",
     "digest_tree",
     "features_for",

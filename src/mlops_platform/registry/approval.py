@@ -11,11 +11,11 @@ from mlops_platform.registry.common import (
     STAGING,
     STATUS_TAG,
     TAG_VALUE_LIMIT,
-    _now,
+    now_iso,
 )
 from mlops_platform.registry.errors import GatesFileError
 from mlops_platform.registry.gates import Gates
-from mlops_platform.registry.locking import Locking, _retry_on_conflict
+from mlops_platform.registry.locking import Locking, retry_on_conflict
 from mlops_platform.registry.pinning import ArtifactDigest
 from mlops_platform.registry.results import ApprovalResult, GateResult
 
@@ -85,7 +85,7 @@ class Approval(Locking):
         results = self.evaluate_gates(name, version, gates)
         status = APPROVED if all(g.passed for g in results) else REJECTED
         pin = self.artifacts_digest(name, version)
-        at = _now()
+        at = now_iso()
         self._record_review(name, version, status, results, pin, at)
         staging_before = self.alias_version(name, STAGING)
         self._audit(
@@ -145,4 +145,4 @@ class Approval(Locking):
             move = self.move_alias(name, STAGING, version, expected=expected, verified=digest)
             return move.before, True
 
-        return _retry_on_conflict(step, retries=3)
+        return retry_on_conflict(step, retries=3)

@@ -14,10 +14,10 @@ from mlops_platform.registry.common import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_LOCK_WAIT_SECONDS,
     STATUS_TAG,
-    _is_missing,
-    _now,
-    _server_error,
     default_actor,
+    is_missing,
+    now_iso,
+    server_error,
 )
 from mlops_platform.registry.errors import AliasNotFoundError, ModelNotFoundError
 from mlops_platform.registry.results import AuditEvent
@@ -53,14 +53,14 @@ class RegistryClient:
         try:
             return self.client.get_model_version(name, str(version))
         except Exception as exc:
-            if _is_missing(exc):
+            if is_missing(exc):
                 known = self._versions(name)
                 raise ModelNotFoundError(
                     f"model {name!r} has no version {version}"
                     + (f" (versions: {', '.join(known)})" if known else " (it has no versions)"),
                     fix=f"list them: mlops-platform registry history {name}",
                 ) from None
-            raise _server_error(f"read {name} v{version}", exc, self.tracking_uri) from None
+            raise server_error(f"read {name} v{version}", exc, self.tracking_uri) from None
 
     def alias_version(self, name: str, alias: str) -> str | None:
         """The version an alias points at, or None when the alias is not set."""
@@ -89,12 +89,12 @@ class RegistryClient:
         try:
             return self.client.get_registered_model(name)
         except Exception as exc:
-            if _is_missing(exc):
+            if is_missing(exc):
                 raise ModelNotFoundError(
                     f"registered model {name!r} does not exist",
                     fix="check the name: mlflow's UI lists registered models under Models",
                 ) from None
-            raise _server_error(f"read registered model {name!r}", exc, self.tracking_uri) from None
+            raise server_error(f"read registered model {name!r}", exc, self.tracking_uri) from None
 
     def _versions(self, name: str) -> list[str]:
         try:
@@ -107,8 +107,8 @@ class RegistryClient:
         try:
             self.client.delete_model_version_tag(name, version, key)
         except Exception as exc:
-            if not _is_missing(exc):
-                raise _server_error(f"update {name} v{version}", exc, self.tracking_uri) from None
+            if not is_missing(exc):
+                raise server_error(f"update {name} v{version}", exc, self.tracking_uri) from None
 
     # -- what the gates read of a model's files ------------------------------
     def _signature(self, artifact_uri: str) -> Any:
@@ -144,7 +144,9 @@ class RegistryClient:
     # -- audit trail ---------------------------------------------------------
     def _audit(self, name: str, event: str, **data: Any) -> None:
         key = f"{AUDIT_PREFIX}{int(time.time() * 1000):013d}.{uuid.uuid4().hex[:8]}"
-        value = json.dumps({"event": event, "at": _now(), "actor": self.actor, **data}, default=str)
+        value = json.dumps(
+            {"event": event, "at": now_iso(), "actor": self.actor, **data}, default=str
+        )
         self.client.set_registered_model_tag(name, key, value[:4900])
 
     def history(self, name: str) -> list[AuditEvent]:

@@ -22,7 +22,7 @@ CHALLENGER = "challenger"
 STAGING = "staging"
 DEFAULT_LEASE_SECONDS = 120.0
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
-_LOCK_CONTENDED = ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")
+LOCK_CONTENDED = ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")
 
 
 def default_actor() -> str:
@@ -33,19 +33,19 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _error_code(exc: Exception) -> str:
+def error_code(exc: Exception) -> str:
     return str(getattr(exc, "error_code", ""))
 
 
-def _is_missing(exc: Exception) -> bool:
-    return _error_code(exc) == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower()
+def is_missing(exc: Exception) -> bool:
+    return error_code(exc) == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower()
 
 
-def _server_error(what: str, exc: Exception, tracking_uri: str) -> RegistryError:
+def server_error(what: str, exc: Exception, tracking_uri: str) -> RegistryError:
     """One line for a failed call: unreachable server and refused login get their own fix."""
     text = str(exc)
     if "Failed to establish a new connection" in text or "Max retries exceeded" in text:

@@ -72,7 +72,7 @@ class Gates:
                 fix="fix the gates file",
             )
         for metric, condition in raw_metrics.items():
-            metrics.append(_parse_condition(str(metric), condition, source))
+            metrics.append(parse_condition(str(metric), condition, source))
         raw_tags = data.get("tags") or []
         if isinstance(raw_tags, list):
             tags: dict[str, str | None] = {str(t): None for t in raw_tags}
@@ -121,7 +121,7 @@ class Gates:
         return cls.from_mapping(data, source=str(path))
 
 
-def _parse_condition(metric: str, condition: Any, source: str) -> MetricGate:
+def parse_condition(metric: str, condition: Any, source: str) -> MetricGate:
     if isinstance(condition, bool) or not isinstance(condition, str | int | float):
         raise GatesFileError(
             f"condition for metric {metric!r} in {source} must be like '>= 0.9', not {condition!r}",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from mlops_platform.registry.common import _LOCK_CONTENDED, LOCK_PREFIX, _error_code, _server_error
+from mlops_platform.registry.common import LOCK_CONTENDED, LOCK_PREFIX, error_code, server_error
 from mlops_platform.registry.errors import LockTimeoutError, PromotionConflictError
 from mlops_platform.registry.pinning import Pinning
 from mlops_platform.registry.results import AliasMove
@@ -18,7 +18,7 @@ from mlops_platform.registry.results import AliasMove
 T = TypeVar("T")
 
 
-def _retry_on_conflict(step: Callable[[int], T], *, retries: int) -> T:
+def retry_on_conflict(step: Callable[[int], T], *, retries: int) -> T:
     """``step(attempt)`` for attempt 1, 2, ...: after a PromotionConflictError (the alias
     moved meanwhile) it runs again, up to ``retries`` more times, with jittered backoff;
     the last conflict is raised."""
@@ -110,8 +110,8 @@ class Locking(Pinning):
                 # Taken: ALREADY_EXISTS. Or taken and released at once: MLflow's store
                 # answers a failed insert by reading the existing model, which the holder
                 # may have deleted meanwhile, so a lost race can read DOES_NOT_EXIST.
-                if _error_code(exc) not in _LOCK_CONTENDED:
-                    raise _server_error(
+                if error_code(exc) not in LOCK_CONTENDED:
+                    raise server_error(
                         f"take the lock of {name!r}", exc, self.tracking_uri
                     ) from None
             holder = self._lock_tags(lock_name)

@@ -17,7 +17,7 @@ from mlops_platform.registry.common import (
     FILES_TAG,
     STATUS_TAG,
     TAG_VALUE_LIMIT,
-    _server_error,
+    server_error,
 )
 from mlops_platform.registry.errors import (
     ArtifactsChangedError,
@@ -177,7 +177,7 @@ class Pinning(RegistryClient):
                 artifact_uri=uri, dst_path=str(dst), tracking_uri=self.tracking_uri
             )
         except Exception as exc:
-            raise _server_error(
+            raise server_error(
                 f"download the artifacts of {name} v{version} ({uri})", exc, self.tracking_uri
             ) from None
         return Path(local)

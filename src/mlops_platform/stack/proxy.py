@@ -19,6 +19,7 @@ import psutil
 
 from mlops_platform.bootstrap import ensure_users_file, write_private
 from mlops_platform.errors import MissingBinaryError, ServiceError
+from mlops_platform.hosts import url_host
 from mlops_platform.render import nginx as render_nginx
 from mlops_platform.render import prometheus as render_prometheus
 from mlops_platform.settings import which
@@ -263,14 +264,7 @@ class Proxy(Service):
 
     def healthy(self) -> bool:
         scheme = "https" if self.settings.tls_enabled else "http"
-        host = (
-            "127.0.0.1"
-            if self.settings.proxy_host in ("0.0.0.0", "::")
-            else self.settings.proxy_host
-        )
-        if ":" in host:
-            host = f"[{host}]"
-        url = f"{scheme}://{host}:{self.settings.proxy_port}/-/proxy-health"
+        url = f"{scheme}://{url_host(self.settings.proxy_host)}:{self.settings.proxy_port}/-/proxy-health"
         if scheme == "https":
             return self.running() and _https_ok(url)
         return http_ok(url)
