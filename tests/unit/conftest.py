@@ -34,3 +34,13 @@ def make_settings(
         return PlatformSettings(_env_file=None, **{"state_dir": tmp_path, **values})  # type: ignore[call-arg]
 
     return make
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A CLI run that sees nothing of the developer's: no MLOPS_* variables, no secrets
+    folder, the test's own tmp_path as the working folder."""
+    clear_mlops_env(monkeypatch)
+    monkeypatch.setenv("MLOPS_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -16,17 +16,13 @@ from typer.testing import CliRunner
 from mlops_platform.cli import app, main
 from mlops_platform.render import htpasswd
 from mlops_platform.settings import load_settings
-from tests.conftest import clear_mlops_env
 
 runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    clear_mlops_env(monkeypatch)
-    monkeypatch.setenv("MLOPS_SECRETS_DIR", str(tmp_path / "no-secrets"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def isolated(cli_home: Path) -> Path:
+    return cli_home
 
 
 def test_init_writes_strong_private_secrets(isolated: Path) -> None:

@@ -12,18 +12,14 @@ from typer.testing import CliRunner
 
 from mlops_platform.cli import app, main
 from mlops_platform.cli.common import emit, json_requested
-from tests.conftest import clear_mlops_env
 
 CLI_DIR = Path(__file__).resolve().parents[2] / "src" / "mlops_platform" / "cli"
 runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    clear_mlops_env(monkeypatch)
-    monkeypatch.setenv("MLOPS_SECRETS_DIR", str(tmp_path / "no-secrets"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def isolated(cli_home: Path) -> Path:
+    return cli_home
 
 
 def test_emit_puts_ok_first_and_derives_it_from_the_exit_code(
