@@ -27,7 +27,7 @@ from mlops_platform.stack.monitoring import PACKAGES, find_binary
 from mlops_platform.stack.seaweedfs import SeaweedFS
 from tests.conftest import free_port
 from tests.integration.conftest import Platform, make_stack_dir, require_binaries, write_env
-from tests.unit.test_dashboard import ON_EVENT, dashboard_exprs, rule_exprs, series_in
+from tests.support.promql import ON_EVENT, dashboard_exprs, rule_exprs, series_in
 
 pytestmark = pytest.mark.integration
 

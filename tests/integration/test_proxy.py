@@ -8,7 +8,6 @@ loopback source address (127.0.0.x), as clients on different hosts would.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -25,7 +24,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
 from mlops_platform.render import nginx as render_nginx
 from mlops_platform.settings import PlatformSettings
@@ -33,31 +31,9 @@ from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.proxy import Proxy
 from tests.conftest import free_port
 from tests.integration.conftest import Platform, make_stack_dir
+from tests.support.http import SEARCH, SourceAdapter, client, self_signed
 
 pytestmark = pytest.mark.integration
-
-SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-
-
-class SourceAdapter(HTTPAdapter):
-    """Connections from a chosen loopback address (a distinct client for nginx)."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self.source, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def client(source: str, auth: tuple[str, str] | None = None) -> requests.Session:
-    session = requests.Session()
-    adapter = SourceAdapter(source)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.auth = auth
-    return session
 
 
 def loopback_url(platform: Platform) -> str:
@@ -80,47 +56,6 @@ def nginx_test(conf: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
-    """A throwaway certificate for ``name`` and 127.0.0.1, valid for a day."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    os.chmod(key_path, 0o644)  # nginx's master reads it as root; workers never do
-    return cert_path, key_path
 
 
 def settings_for(root: Path, **values: Any) -> PlatformSettings:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import make_stack_dir, require_binaries, run_cli, write_env
-from tests.reliability.test_faults import (
+from tests.support.ledger import (
     WORKERS,
     assert_acknowledged_writes_kept,
     ledger_load,

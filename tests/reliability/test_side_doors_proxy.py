@@ -46,7 +46,7 @@ from mlops_platform.stack.proxy import Proxy
 from tests.conftest import free_port
 from tests.integration.conftest import Platform, make_stack_dir
 from tests.integration.conftest import platform as platform  # the real stack, once
-from tests.integration.test_proxy import SEARCH, client, self_signed
+from tests.support.http import SEARCH, client, self_signed
 
 pytestmark = pytest.mark.integration
 
