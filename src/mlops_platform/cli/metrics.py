@@ -65,26 +65,7 @@ def metrics(
     """
     obj: Context = ctx.obj
     settings = obj.settings(check=False)
-    if access_log is not None and not access_log.is_file():
-        raise ConfigError(
-            f"--access-log {access_log} is not a file",
-            fix="point it at the proxy's JSON access log, or leave it out",
-        )
-    unknown = sorted(set(groups) - set(ops.GROUPS))
-    if unknown:
-        raise ConfigError(
-            f"--group {unknown[0]} is not a group",
-            fix=f"choose from: {', '.join(ops.GROUPS)}",
-        )
-    from mlops_platform.health import CHECKS
-
-    known_checks = [name for name, _ in CHECKS]
-    bad = sorted(set(skip_checks) - set(known_checks))
-    if bad:
-        raise ConfigError(
-            f"--skip-check {bad[0]} is not a doctor check group",
-            fix=f"choose from: {', '.join(known_checks)}",
-        )
+    _refuse_bad_options(access_log, groups, skip_checks)
     if once:
         every = ops.groups_for(skip_checks)
         chosen = {name: every[name] for name in groups or every}
@@ -120,6 +101,30 @@ def _port_free(host: str, port: int) -> bool:
     from mlops_platform.stack.base import bind_error
 
     return bind_error(port, host) is None
+
+
+def _refuse_bad_options(access_log: Path | None, groups: list[str], skip_checks: list[str]) -> None:
+    """One line naming a wrong --access-log, --group or --skip-check, before anything runs."""
+    if access_log is not None and not access_log.is_file():
+        raise ConfigError(
+            f"--access-log {access_log} is not a file",
+            fix="point it at the proxy's JSON access log, or leave it out",
+        )
+    unknown = sorted(set(groups) - set(ops.GROUPS))
+    if unknown:
+        raise ConfigError(
+            f"--group {unknown[0]} is not a group",
+            fix=f"choose from: {', '.join(ops.GROUPS)}",
+        )
+    from mlops_platform.health import CHECKS
+
+    known_checks = [name for name, _ in CHECKS]
+    bad = sorted(set(skip_checks) - set(known_checks))
+    if bad:
+        raise ConfigError(
+            f"--skip-check {bad[0]} is not a doctor check group",
+            fix=f"choose from: {', '.join(known_checks)}",
+        )
 
 
 def _print_once(collector: ops.PlatformCollector, as_json: bool, *, exit_code: int) -> None:
