@@ -418,7 +418,7 @@ def test_users_cli_against_the_running_proxy(platform: Platform) -> None:
         assert refused.stderr.count("\n") == 1 and reason in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
         assert users_file.read_bytes() == before, args
-    listed = json.loads(platform.cli("users", "list", "--json").stdout)
+    listed = json.loads(platform.cli("users", "list", "--json").stdout)["users"]
     assert {"name": name, "scheme": "{SSHA}"} in [
         {"name": u["name"], "scheme": u["scheme"]} for u in listed
     ]  # (with permissions on, each entry also carries the role and grants)
