@@ -11,6 +11,7 @@ for a refusal ``{"ok": false, "error": LINE}`` with LINE also on stderr.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -41,7 +42,6 @@ WORDS = {
     "compose": "compose", "rotate": "rotate", "metrics": "metrics", "users": "users",
 }  # fmt: skip
 _ROOT_OPTIONS_WITH_VALUE = ("--env-file",)
-_whole: list[typer.Typer] = []
 
 
 def modules_for(argv: list[str]) -> tuple[str, ...]:
@@ -61,9 +61,9 @@ def modules_for(argv: list[str]) -> tuple[str, ...]:
     return MODULES
 
 
-def build(modules: tuple[str, ...] = MODULES, root: typer.Typer | None = None) -> typer.Typer:
+def build(modules: tuple[str, ...] = MODULES) -> typer.Typer:
     """A root command with the commands of ``modules``, in MODULES' order."""
-    root = root if root is not None else common.new_app()
+    root = common.new_app()
     for name in MODULES:
         if name in modules:
             importlib.import_module(f"mlops_platform.cli.{name}").register(root)
@@ -74,9 +74,12 @@ def __getattr__(name: str) -> typer.Typer:
     """``mlops_platform.cli.app``: the whole CLI, built on first use."""
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if not _whole:
-        _whole.append(build(root=common.app))
-    return _whole[0]
+    return _whole_app()
+
+
+@functools.cache
+def _whole_app() -> typer.Typer:
+    return build()
 
 
 def main() -> None:

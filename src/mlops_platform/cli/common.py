@@ -102,10 +102,6 @@ def new_app() -> typer.Typer:
     return root_app
 
 
-# The whole CLI, for the reference generator and tests (``mlops_platform.cli.app``).
-app = new_app()
-
-
 def progress(message: str) -> None:
     err_console.print(f"[dim]-[/dim] {message}", highlight=False, soft_wrap=True)
 
