@@ -13,6 +13,7 @@ import requests
 from mlops_platform.checks import CheckResult
 from mlops_platform.health.remedies import GATEWAY_ERRORS, TRACKING_DOWN, artifact_remedy
 from mlops_platform.health.server import server_base
+from mlops_platform.hosts import url_host
 from mlops_platform.settings import PlatformSettings
 
 BODY_PROBE_BYTES = 1536 * 1024  # over nginx's default client_max_body_size of 1 MB
@@ -25,9 +26,8 @@ def _proxy_target(settings: PlatformSettings) -> tuple[str, dict[str, str], bool
         return server_base(settings), {"Host": public.netloc}, True
     if settings.tls_enabled:
         return settings.resolved_public_url, {}, True
-    host = settings.proxy_host if settings.proxy_host not in ("0.0.0.0", "::") else "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{settings.proxy_port}", {"Host": public.netloc}, True
+    base = f"http://{url_host(settings.proxy_host)}:{settings.proxy_port}"
+    return base, {"Host": public.netloc}, True
 
 
 def check_proxy(settings: PlatformSettings, *, timeout: float = 5.0) -> list[CheckResult]:

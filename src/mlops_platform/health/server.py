@@ -10,14 +10,13 @@ import requests
 
 from mlops_platform.checks import CheckResult
 from mlops_platform.errors import PlatformError
+from mlops_platform.hosts import url_host
 from mlops_platform.render.auth import identity_headers
 from mlops_platform.settings import PlatformSettings
 
 
 def server_base(settings: PlatformSettings) -> str:
-    host = settings.server_host if settings.server_host not in ("0.0.0.0", "::") else "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{settings.server_port}"
+    return f"http://{url_host(settings.server_host)}:{settings.server_port}"
 
 
 def check_server(settings: PlatformSettings, *, timeout: float = 3.0) -> list[CheckResult]:

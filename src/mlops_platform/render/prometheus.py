@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from mlops_platform.hosts import url_host
 from mlops_platform.settings import PlatformSettings
 
 SCRAPE_INTERVAL = "15s"
@@ -68,9 +69,7 @@ class Target:
 
 def loopback(host: str) -> str:
     """The address to reach a service bound to ``host`` from this machine."""
-    if host in ("0.0.0.0", "::", "", "localhost"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
+    return url_host("127.0.0.1" if host == "localhost" else host)
 
 
 def proxy_base(settings: PlatformSettings) -> tuple[str, str]:
