@@ -239,7 +239,10 @@ def search_experiments(page: Page, name: str) -> Locator:
     box = page.get_by_placeholder("Search experiments")
     box.fill(name)
     box.press("Enter")  # on the box itself: a dialog may have taken the focus
-    return page.get_by_role("link", name=name, exact=True)
+    # The list's own link: while the hash route changes, the experiment page just left can
+    # still show a breadcrumb link of the same name.
+    listed = page.get_by_test_id("experiment-list-item-link")
+    return listed.and_(page.get_by_role("link", name=name, exact=True))
 
 
 def open_edit_dialog(page: Page, experiment_id: str) -> Locator:
