@@ -16,19 +16,39 @@ such as a folder) is handed to MLflow's own view unchanged.
 
 The worker's app is this module's factory (``mlops_platform.mlflow_server`` puts it in
 uvicorn's command): it builds the app MLflow would have built, then swaps the view.
+
+Two things keep the first byte quick and the memory bounded:
+
+- the S3 client is built once per worker, when the worker starts, through MLflow's own
+  repository (``S3ArtifactRepository._get_s3_client``: its credentials, endpoint and
+  settings), and renewed off the request path every ``CLIENT_RENEW_SECONDS`` (MLflow's own
+  cache renews its clients on the same period); building one costs tens of milliseconds;
+- one reader thread per download reads the body ahead into a small bounded queue (a
+  ``FIRST_PIECE_BYTES`` piece first, so the first byte leaves at once, then
+  ``PIECE_BYTES`` pieces, at most ``AHEAD`` of them held), and the response sends from the
+  queue; when the client goes away the thread stops and closes the body (no temporary
+  file, no leaked thread or connection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import json
+import logging
 import posixpath
 import re
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+_logger = logging.getLogger(__name__)
 
 # The app targets MLflow puts in uvicorn's command, and this module's stand-in for each.
 TARGETS = {
@@ -39,7 +59,10 @@ DOWNLOAD_PATHS = (
     "/api/2.0/mlflow-artifacts/artifacts/{artifact_path:path}",
     "/ajax-api/2.0/mlflow-artifacts/artifacts/{artifact_path:path}",
 )
-CHUNK_BYTES = 1024 * 1024
+FIRST_PIECE_BYTES = 64 * 1024
+PIECE_BYTES = 1024 * 1024
+AHEAD = 4  # pieces held per download at most: read ahead and waiting to be sent
+CLIENT_RENEW_SECONDS = 300.0
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -62,17 +85,145 @@ def s3_range(header: str | None) -> str | None:
     return f"bytes={start}-{end}"
 
 
-def _body_chunks(body: Any) -> Iterator[bytes]:
-    try:
-        yield from body.iter_chunks(CHUNK_BYTES)
-    finally:
-        body.close()
+class ClientKeeper:
+    """One S3 client per worker, built through MLflow's repository and renewed in the
+    background.
+
+    ``get`` never waits for a renewal: once the client is older than ``renew_seconds``
+    one thread builds the next while requests keep the current one. Only a request that
+    comes before the first client exists (or for another repository) builds one itself.
+    """
+
+    def __init__(self, renew_seconds: float = CLIENT_RENEW_SECONDS) -> None:
+        self.renew_seconds = renew_seconds
+        self._lock = threading.Lock()
+        self._repo: Any = None
+        self._client: Any = None
+        self._built = 0.0
+        self._renewing: threading.Thread | None = None
+
+    def warm(self, repo: Any) -> None:
+        """Build the client now (the worker's start-up)."""
+        self._store(repo, repo._get_s3_client())
+
+    def get(self, repo: Any) -> Any:
+        with self._lock:
+            client, same = self._client, self._repo is repo
+            stale = time.monotonic() - self._built > self.renew_seconds
+            if client is not None and same and stale and self._renewing is None:
+                self._renewing = threading.Thread(
+                    target=self._renew, args=(repo,), name="mlops-s3-client-renew", daemon=True
+                )
+                self._renewing.start()
+        if client is None or not same:
+            client = CLIENTS.get(repo)
+            self._store(repo, client)
+        return client
+
+    def _store(self, repo: Any, client: Any) -> None:
+        with self._lock:
+            self._repo, self._client, self._built = repo, client, time.monotonic()
+
+    def _renew(self, repo: Any) -> None:
+        try:
+            self._store(repo, repo._get_s3_client())
+        except Exception:  # the current client stays; the next request tries again
+            _logger.warning("mlops-platform: renewing the S3 client failed", exc_info=True)
+        finally:
+            with self._lock:
+                self._renewing = None
+
+
+CLIENTS = ClientKeeper()
+_END = object()
+
+
+class ReadAhead:
+    """One thread reading an S3 body ahead into a bounded queue that the response sends
+    from: a ``FIRST_PIECE_BYTES`` piece, then ``PIECE_BYTES`` pieces; ``AHEAD`` pieces held
+    at most (the one being read included). ``stop`` ends the thread and closes the body.
+    """
+
+    def __init__(self, body: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._body = body
+        self._loop = loop
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=AHEAD - 1)
+        self._stopped = threading.Event()
+        self.thread = threading.Thread(target=self._read, name="mlops-artifact-read", daemon=True)
+
+    def start(self) -> ReadAhead:
+        self.thread.start()
+        return self
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """From the event loop: end the thread, whatever it is doing."""
+        self._stopped.set()
+        while not self._queue.empty():  # a thread waiting to hand over a piece gets its room
+            self._queue.get_nowait()
+
+    def _read(self) -> None:
+        try:
+            size = FIRST_PIECE_BYTES
+            while not self._stopped.is_set():
+                piece = self._body.read(size)
+                size = PIECE_BYTES
+                if not self._hand_over(piece or _END) or not piece:
+                    return
+        except Exception as exc:  # the response raises it: the connection is cut short
+            self._hand_over(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                self._body.close()
+
+    def _hand_over(self, item: Any) -> bool:
+        """Put ``item`` in the queue, waiting for room; False once stopped."""
+        try:
+            done = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+        except RuntimeError:  # the loop is gone
+            return False
+        while True:
+            try:
+                done.result(timeout=1.0)
+                return not self._stopped.is_set()
+            except concurrent.futures.TimeoutError:
+                if self._stopped.is_set() or self._loop.is_closed():
+                    done.cancel()
+                    return False
+            except concurrent.futures.CancelledError:
+                return False
+
+
+class ReadAheadResponse(StreamingResponse):
+    """A streamed response whose reader stops however the response ends (sent, failed, or
+    the client gone), not when the garbage collector gets to the generator."""
+
+    def __init__(self, reader: ReadAhead, **kwargs: Any) -> None:
+        super().__init__(reader.pieces(), **kwargs)
+        self.reader = reader
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.reader.stop()
 
 
 async def download_artifact(artifact_path: str, request: Request) -> Response:
     """MLflow's download view, streamed; MLflow's own view for anything else."""
     from botocore.exceptions import ClientError
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse
     from mlflow.exceptions import MlflowException
     from mlflow.server import artifact_router as upstream
     from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
@@ -98,7 +249,7 @@ async def download_artifact(artifact_path: str, request: Request) -> Response:
     extra: dict[str, Any] = dict(repo._bucket_owner_params)
     if wanted:
         extra["Range"] = wanted
-    client = repo._get_s3_client()
+    client = CLIENTS.get(repo)
     try:
         obj = await asyncio.to_thread(client.get_object, Bucket=bucket, Key=key, **extra)
     except ClientError as exc:
@@ -127,7 +278,8 @@ async def download_artifact(artifact_path: str, request: Request) -> Response:
     if wanted and obj.get("ContentRange"):
         status = 206
         headers["Content-Range"] = obj["ContentRange"]
-    return StreamingResponse(_body_chunks(obj["Body"]), status_code=status, headers=headers)
+    reader = ReadAhead(obj["Body"], asyncio.get_running_loop()).start()
+    return ReadAheadResponse(reader, status_code=status, headers=headers)
 
 
 def install(app: Any) -> Any:
@@ -151,6 +303,7 @@ def install(app: Any) -> Any:
             "mlops-platform: MLflow's artifact download routes are not where the kit "
             f"expects them ({', '.join(DOWNLOAD_PATHS)}); this MLflow is not the one it knows"
         )
+    app.router.lifespan_context = _warming(app.router.lifespan_context)
     for path in reversed(DOWNLOAD_PATHS):
         app.router.routes.insert(
             0,
@@ -163,6 +316,37 @@ def install(app: Any) -> Any:
             ),
         )
     return app
+
+
+def warm_client() -> bool:
+    """Build this worker's S3 client (through MLflow's repository); False where downloads
+    are not served from S3 here. Never raises: a failure leaves it to the first request."""
+    try:
+        from mlflow.server import artifact_router as upstream
+        from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+        if not upstream._is_serving_proxied_artifacts():
+            return False
+        repo = upstream._get_artifact_repo()
+        if not isinstance(repo, S3ArtifactRepository):
+            return False
+        CLIENTS.warm(repo)
+        return True
+    except Exception:
+        _logger.warning("mlops-platform: the S3 client was not built at start", exc_info=True)
+        return False
+
+
+def _warming(lifespan: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The app's lifespan, with the S3 client built first (in a thread)."""
+
+    @contextlib.asynccontextmanager
+    async def warmed(app: Any) -> AsyncIterator[Any]:
+        await asyncio.to_thread(warm_client)
+        async with lifespan(app) as state:
+            yield state
+
+    return warmed
 
 
 def create_default_app() -> Any:

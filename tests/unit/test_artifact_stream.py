@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
+import threading
+import time
+from typing import Any
 
 import pytest
 
@@ -59,3 +64,138 @@ def test_both_download_routes_get_the_streamed_view() -> None:
             first = next(r for r in app.router.routes if r.matches(scope)[0] == Match.FULL)
             is_ours = getattr(first, "endpoint", None) is artifact_stream.download_artifact
             assert is_ours is streamed, (method, path)
+
+
+class EndlessBody:
+    """An S3 body that never ends: what was read, how, and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.closed = threading.Event()
+
+    def read(self, size: int) -> bytes:
+        self.sizes.append(size)
+        return b"x" * size
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_the_reader_sends_a_small_first_piece_and_holds_a_bounded_number() -> None:
+    body = EndlessBody()
+
+    async def scenario() -> list[int]:
+        reader = artifact_stream.ReadAhead(body, asyncio.get_running_loop()).start()
+        pieces = reader.pieces()
+        got = [len(await anext(pieces)), len(await anext(pieces))]
+        await asyncio.sleep(0.3)  # the thread reads ahead as far as it may, then waits
+        held = len(body.sizes) - len(got)
+        assert held <= artifact_stream.AHEAD, body.sizes
+        await pieces.aclose()
+        return got
+
+    first, second = asyncio.run(scenario())
+    assert (first, second) == (artifact_stream.FIRST_PIECE_BYTES, artifact_stream.PIECE_BYTES)
+    assert body.closed.wait(5)
+
+
+def test_the_reader_thread_ends_when_the_client_goes_away() -> None:
+    """A client that disconnects after the first piece: the thread stops and the body (its
+    connection to the store) is closed, while the store would have sent forever."""
+    body = EndlessBody()
+
+    async def scenario() -> None:
+        reader = artifact_stream.ReadAhead(body, asyncio.get_running_loop()).start()
+        response = artifact_stream.ReadAheadResponse(reader, status_code=200)
+        sent: list[dict[str, Any]] = []
+        gone = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body":
+                gone.set()  # the client hangs up after the first piece
+                await asyncio.sleep(0.05)
+
+        scope = {"type": "http", "asgi": {"spec_version": "2.3"}, "method": "GET"}
+        await asyncio.wait_for(response(scope, receive, send), 10)
+        assert any(m.get("body") for m in sent)
+        # while the server runs on (the response object still alive): the thread is done
+        await asyncio.to_thread(reader.thread.join, 5)
+        assert not reader.thread.is_alive()
+        assert body.closed.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_a_read_error_reaches_the_response() -> None:
+    class Broken(EndlessBody):
+        def read(self, size: int) -> bytes:
+            if self.sizes:
+                raise OSError("connection reset by the store")
+            return super().read(size)
+
+    body = Broken()
+
+    async def scenario() -> None:
+        reader = artifact_stream.ReadAhead(body, asyncio.get_running_loop()).start()
+        pieces = reader.pieces()
+        assert await anext(pieces)
+        with pytest.raises(OSError, match="reset"):
+            await anext(pieces)
+
+    asyncio.run(scenario())
+    assert body.closed.wait(5)
+
+
+class Repo:
+    """Stands for MLflow's S3ArtifactRepository: counts the clients it builds."""
+
+    def __init__(self) -> None:
+        self.built = 0
+        self.slow = threading.Event()
+
+    def _get_s3_client(self) -> object:
+        self.built += 1
+        if self.built > 1:
+            self.slow.wait(5)  # a renewal takes its time; requests must not wait for it
+        return f"client-{self.built}"
+
+
+def test_the_s3_client_is_built_once_and_renewed_off_the_request_path() -> None:
+    repo = Repo()
+    keeper = artifact_stream.ClientKeeper(renew_seconds=3600)
+    keeper.warm(repo)
+    assert [keeper.get(repo) for _ in range(5)] == ["client-1"] * 5
+    assert repo.built == 1
+
+    keeper.renew_seconds = 0.0  # now stale: the next request still gets the current one
+    assert keeper.get(repo) == "client-1"
+    assert keeper.get(repo) == "client-1"  # one renewal at a time
+    repo.slow.set()
+    deadline = time.monotonic() + 5
+    keeper.renew_seconds = 3600
+    while keeper.get(repo) != "client-2" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert keeper.get(repo) == "client-2"
+    assert repo.built == 2
+
+
+def test_the_worker_builds_its_client_when_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    warmed: list[bool] = []
+    monkeypatch.setattr(artifact_stream, "warm_client", lambda: warmed.append(True) or True)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: object) -> Any:
+        assert warmed, "the client is built before the app's own start-up"
+        yield None
+
+    async def scenario() -> None:
+        async with artifact_stream._warming(lifespan)(object()):
+            pass
+
+    asyncio.run(scenario())
+    assert warmed == [True]
