@@ -56,6 +56,16 @@ def test_quick_harness_produces_every_figure(tmp_path: Path) -> None:
 
     assert {r["direction"] for r in report["artifacts"]} == {"upload", "download"}
     assert all(r["kit_mb_s"] > 0 and r["store_direct_mb_s"] > 0 for r in report["artifacts"])
+    # One streamed GET through each server, and the same read straight from the store.
+    streamed = report["artifacts_streamed"]
+    assert set(streamed) == {
+        "kit (through the proxy)",
+        "reference server",
+        "object store directly (one GetObject)",
+    }
+    for name, row in streamed.items():
+        assert row["first_byte_s"] > 0 and row["mb_s"] > 0 and row["fraction_of_store"] > 0, name
+    assert "object store directly (one GetObject)" in result.stdout
 
     # The same figures as a table on stdout.
     assert "| log_batch |" in result.stdout and "kit speed-up" in result.stdout
