@@ -256,8 +256,11 @@ def test_run_listing_by_start_time_reads_the_index_instead_of_sorting(platform: 
     engine.dispose()
     spec = next(s for s in indexes.PACK if s.name == "mlops_runs_exp_stage_order_start")
     try:
+        # A database with the v2 pack, then upgraded: only the new index is built.
+        indexes.apply_pack(settings, specs=tuple(s for s in indexes.PACK if s != spec))
         first = {a.name: a.action for a in indexes.apply_pack(settings)}
-        assert first[spec.name] == "created"
+        assert first.pop(spec.name) == "created"
+        assert set(first.values()) == {"skipped"}, first
         again = {a.name: a.action for a in indexes.apply_pack(settings)}
         assert set(again.values()) == {"skipped"}, again
         states = {s.name: s for s in indexes.list_indexes(settings)}
