@@ -21,6 +21,7 @@ from mlops_platform.stack.base import (
     leftovers,
     log_tail,
     running_as_root,
+    taken_by_another,
     user_ids,
 )
 
@@ -166,7 +167,18 @@ class Postgres(Service):
         both to go, then name whatever stays."""
         old = self.pid()
         super().clear_stale(progress)
-        if not old or not (left := leftovers(old)):
+        if not old:
+            return
+        if taken_by_another(old):
+            # After a reboot the number can belong to an unrelated program: the lock file
+            # is stale (running() found no process of this data folder under it).
+            progress(
+                f"postgres: pid {old} of postmaster.pid now belongs to another program; "
+                "removing the stale lock file"
+            )
+            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+            return
+        if not (left := leftovers(old)):
             return
         progress(f"postgres: waiting up to {STALE_WAIT:.0f}s for {', '.join(left)} to go")
         deadline = time.monotonic() + STALE_WAIT
@@ -177,7 +189,8 @@ class Postgres(Service):
                 f"the previous PostgreSQL (pid {old}) is dead but {', '.join(left)} remain; "
                 "PostgreSQL refuses to start while they exist",
                 fix="a zombie goes when its parent reaps it (in a container, run with an init "
-                "such as `docker run --init`); end live leftovers with kill, then run up again",
+                "such as `docker run --init`); end the live postgres processes listed with "
+                "kill, then run up again",
             )
 
     def _prepare_dirs(self) -> None:
