@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,6 +27,18 @@ def free_port() -> int:
             except OSError:
                 continue
         return port
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _wait_for_background_downs() -> Iterator[None]:
+    """Set up first, torn down last: every stack a test sent down in the background
+    (tests.support.stacks.down_later) is down before the session ends, and one that
+    failed to go down fails the session."""
+    yield
+    from tests.support.stacks import wait_for_downs
+
+    failures = wait_for_downs()
+    assert not failures, "; ".join(failures)
 
 
 def clear_mlops_env(monkeypatch: pytest.MonkeyPatch) -> None:

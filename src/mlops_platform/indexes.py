@@ -24,7 +24,9 @@ from mlops_platform.db import connect_checked, where
 from mlops_platform.errors import PlatformError, SchemaError
 from mlops_platform.settings import PlatformSettings
 
-PACK_VERSION = 2  # 2: extended statistics on params/tags (key, value)
+# 2: extended statistics on params/tags (key, value)
+# 3: mlops_runs_exp_stage_order_start, the run listing ordered by start time (nulls last)
+PACK_VERSION = 3
 VERSION_TABLE = "mlops_platform_indexes"
 
 
@@ -62,6 +64,21 @@ PACK: tuple[IndexSpec, ...] = (
         "(experiment_id, lifecycle_stage, start_time DESC)",
         "listing an experiment's runs newest first (UI run table, search_runs without a "
         "filter); MLflow has no index on runs.experiment_id",
+    ),
+    # `search_runs(order_by=["attributes.start_time DESC"])` -- the UI's run table and the
+    # harness's listing -- puts runs without a start time last the portable way:
+    # `ORDER BY CASE WHEN (runs.start_time IS NULL) THEN 1 ELSE 0 END, runs.start_time DESC,
+    # runs.run_uuid` (MLflow 3.17 `_get_orderby_clauses`). No plain column index gives
+    # that order, so PostgreSQL sorted the whole experiment; this one gives it after the
+    # two equality columns. The expression must stay exactly MLflow's for the planner to
+    # match it (tests/integration/test_indexes.py checks the plan of MLflow's own SQL).
+    IndexSpec(
+        "mlops_runs_exp_stage_order_start",
+        "runs",
+        "(experiment_id, lifecycle_stage, (CASE WHEN start_time IS NULL THEN 1 ELSE 0 END), "
+        "start_time DESC, run_uuid)",
+        "listing an experiment's runs ordered by `attributes.start_time DESC` (the UI run "
+        "table): MLflow orders by a nulls-last CASE on start_time, then run_uuid",
     ),
     IndexSpec(
         "mlops_params_value_hash",

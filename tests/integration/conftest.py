@@ -8,8 +8,6 @@ session with the package to install: integration tests are never silently skippe
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from tests.support.stacks import (  # noqa: F401 - other test files import them 
     CLI,
     PrivateStack,
     client_env_set,
+    down_later,
     make_stack_dir,
     private_stack,
     require_binaries,
@@ -104,9 +103,7 @@ def platform() -> Iterator[Platform]:
         stack.client_env = json.loads(stack.cli("client-env", "--json").stdout)["env"]
         yield stack
     finally:
-        stack.cli("down", check=False)
-        if os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
+        down_later(env_file, remove=root)
 
 
 @pytest.fixture

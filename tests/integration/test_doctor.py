@@ -13,7 +13,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ import requests
 from mlops_platform import db, s3
 from mlops_platform.settings import PlatformSettings, load_settings
 from tests.integration.conftest import make_stack_dir, require_binaries, run_cli, write_env
+from tests.support.stacks import down_later
 
 pytestmark = pytest.mark.integration
 
@@ -76,9 +76,7 @@ def stack() -> Iterator[Stack]:
         assert json.loads(policy.stdout)["encryption"] in ("set", "skipped"), policy.stdout
         yield it
     finally:
-        run_cli(env_file, "down")
-        if os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
+        down_later(env_file, remove=root)
 
 
 def _failing(findings: dict[tuple[str, str], dict]) -> list[tuple[str, str]]:

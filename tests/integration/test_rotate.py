@@ -9,8 +9,6 @@ key, its database and bucket logins), through the proxy as a client would.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import requests
 
 from mlops_platform.settings import PlatformSettings, load_settings
 from tests.integration.conftest import make_stack_dir, require_binaries, run_cli, write_env
+from tests.support.stacks import down_later
 
 API = "/api/2.0/mlflow"
 
@@ -34,9 +33,7 @@ def stack() -> Iterator[Path]:
         assert up.returncode == 0, up.stdout + up.stderr
         yield env_file
     finally:
-        run_cli(env_file, "down")
-        if os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
+        down_later(env_file, remove=root)
 
 
 def _url(settings: PlatformSettings) -> str:

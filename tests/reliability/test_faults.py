@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +39,7 @@ from tests.support.ledger import (
     read_ledgers,
     wait_for_acks,
 )
+from tests.support.stacks import down_later
 
 pytestmark = pytest.mark.integration
 
@@ -110,9 +110,7 @@ def stack() -> Iterator[Path]:
     try:
         yield env_file
     finally:
-        run_cli(env_file, "down")
-        if os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
+        down_later(env_file, remove=root)
 
 
 def service_pid(env_file: Path, name: str) -> int:

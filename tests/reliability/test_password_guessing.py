@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -27,6 +26,7 @@ from requests.adapters import HTTPAdapter
 
 from mlops_platform.settings import load_settings
 from tests.integration.conftest import CLI, make_stack_dir, require_binaries, run_cli, write_env
+from tests.support.stacks import down_later
 
 pytestmark = pytest.mark.integration
 
@@ -76,8 +76,7 @@ def stack() -> Iterator[tuple[Path, str, str, str]]:
             settings.proxy_password.get_secret_value(),
         )
     finally:
-        run_cli(env_file, "down")
-        shutil.rmtree(root, ignore_errors=True)
+        down_later(env_file, remove=root)
 
 
 def log_files(root: Path) -> list[Path]:

@@ -12,8 +12,6 @@ point and artifact must be there afterwards.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +26,7 @@ from tests.support.ledger import (
     read_ledgers,
     wait_for_acks,
 )
+from tests.support.stacks import down_later
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +41,7 @@ def stack() -> Iterator[Path]:
     try:
         yield env_file
     finally:
-        run_cli(env_file, "down")
-        if os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
+        down_later(env_file, remove=root)
 
 
 def tracking_pids(env_file: Path) -> dict[str, int]:

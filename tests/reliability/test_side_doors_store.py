@@ -46,6 +46,7 @@ from mlops_platform.render.server import server_env
 from mlops_platform.settings import PlatformSettings, load_settings
 from mlops_platform.stack.seaweedfs import identities
 from tests.integration.conftest import make_stack_dir, require_binaries, run_cli, write_env
+from tests.support.stacks import down_later
 
 pytestmark = pytest.mark.integration
 
@@ -89,9 +90,7 @@ def stack() -> Iterator[Stack]:
         assert up.returncode == 0, up.stdout + up.stderr
         yield Stack(root, env_file, load_settings(env_file), json.loads(up.stdout)["url"])
     finally:
-        run_cli(env_file, "down")
-        if os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
+        down_later(env_file, remove=root)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,49 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+# Stacks going down in the background: (what, thread, its result once done).
+_DOWNS: list[tuple[str, threading.Thread, list[subprocess.CompletedProcess[str]]]] = []
+
+
+def down_later(
+    env_file: Path, *, env: dict[str, str] | None = None, remove: Path | None = None
+) -> None:
+    """`down` the stack of ENV_FILE in the background (then remove REMOVE, unless
+    MLOPS_TEST_KEEP=1) and return at once: SeaweedFS alone takes ~15 s to stop (its filer
+    drains its gRPC streams), which the next test has no reason to wait for. The
+    environment is taken now, not when the thread runs. ``wait_for_downs`` (a session
+    fixture of tests/conftest.py) joins them all and fails naming any that failed."""
+    argv = [*CLI, "--env-file", str(env_file), "down"]
+    full_env = {**os.environ, **(env or {})}
+    done: list[subprocess.CompletedProcess[str]] = []
+
+    def work() -> None:
+        done.append(
+            subprocess.run(
+                argv, capture_output=True, text=True, env=full_env, timeout=300, check=False
+            )
+        )
+        if remove is not None and os.environ.get("MLOPS_TEST_KEEP") != "1":
+            shutil.rmtree(remove, ignore_errors=True)
+
+    thread = threading.Thread(target=work, name=f"down {env_file}", daemon=True)
+    thread.start()
+    _DOWNS.append((str(env_file), thread, done))
+
+
+def wait_for_downs() -> list[str]:
+    """Wait for every background `down`; one line for each that failed or hung."""
+    failures = []
+    for what, thread, done in _DOWNS:
+        thread.join(timeout=330)
+        if not done:
+            failures.append(f"{what}: `down` did not finish")
+        elif done[0].returncode != 0:
+            failures.append(f"{what}: `down` exited {done[0].returncode}: {done[0].stderr[-500:]}")
+    _DOWNS.clear()
+    return failures
 
 
 def make_stack_dir(prefix: str) -> Path:
@@ -205,9 +249,7 @@ class PrivateStack:
         if self._stopped:
             return
         self._stopped = True
-        run_cli(self.env_file, "down", env=self.env)
-        if os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(self.root, ignore_errors=True)
+        down_later(self.env_file, env=self.env, remove=self.root)
 
 
 @contextmanager

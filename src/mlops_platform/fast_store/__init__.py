@@ -23,6 +23,10 @@ of a logged model, params or tags in the batch) goes through MLflow's own code, 
 errors and corner cases stay MLflow's. ``tests/integration/test_fast_store.py``
 checks the equivalence row by row against the stock store on real PostgreSQL.
 
+One read is replaced as well: ``get_metric_history`` runs MLflow's query, order and
+paging over plain rows instead of ORM objects (whose commit-time expiry cost half the
+handler's time on a long history); the same test compares every history it wrote.
+
 It registers the URI scheme ``mlops-postgresql`` (entry point group
 ``mlflow.tracking_store``): ``mlops-postgresql://user@host:port/db`` is
 ``postgresql+psycopg://user@host:port/db`` with this store in front.

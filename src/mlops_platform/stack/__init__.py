@@ -161,11 +161,7 @@ class LocalStack:
                     running.append(service)
                     continue
                 if service.record:
-                    progress(
-                        f"{service.name}: recorded pid {service.pid()} is gone; "
-                        "cleaning up the stale entry"
-                    )
-                    service.forget()
+                    service.clear_stale(progress)
                 service.preflight()
                 to_start.append(service)
             check_ports([c for s in to_start for c in s.port_claims()])

@@ -128,6 +128,34 @@ def pid_alive(pid: int | None, marker: str | tuple[str, ...] | None = None) -> b
         return False
 
 
+def leftovers(pid: int) -> list[str]:
+    """What a dead service leader still leaves behind: ``pid`` itself as long as the kernel
+    keeps it (a zombie its parent has not reaped), and the live members of its process
+    group (children the leader had started). Each entry reads ``pid (state, name)``."""
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "status"]):
+        try:
+            if proc.pid == pid or (
+                os.getpgid(proc.pid) == pid and proc.info["status"] != psutil.STATUS_ZOMBIE
+            ):
+                found.append(f"{proc.pid} ({proc.info['status']}, {proc.info['name']})")
+        except (ProcessLookupError, psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def taken_by_another(pid: int, program: str = "postgres") -> bool:
+    """True when ``pid`` runs (not a zombie) a program other than PROGRAM: the number
+    was given to someone else after the recorded process ended."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return program not in proc.name() and program not in " ".join(proc.cmdline()[:1])
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def tree_rss_mb(pid: int | None) -> float | None:
     if not pid:
         return None
@@ -314,6 +342,11 @@ class Service:
     def forget(self) -> None:
         self.state.services.pop(self.name, None)
         self.state.save()
+
+    def clear_stale(self, progress: Progress) -> None:
+        """Drop the entry of a recorded process that is gone (a crash, a reboot)."""
+        progress(f"{self.name}: recorded pid {self.pid()} is gone; cleaning up the stale entry")
+        self.forget()
 
     def stop(self, progress: Progress) -> bool:
         pid = self.pid()

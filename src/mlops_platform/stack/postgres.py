@@ -18,9 +18,16 @@ from mlops_platform.stack.base import (
     Service,
     chown_tree,
     ensure_service_user,
+    leftovers,
+    log_tail,
     running_as_root,
+    taken_by_another,
     user_ids,
 )
+
+# How long `up` waits for what a killed postmaster leaves (a zombie not yet reaped, backends
+# that have not yet seen it die) before it names them instead of starting.
+STALE_WAIT = 15.0
 
 
 def _first_closed_parent(path: Path) -> Path | None:
@@ -145,11 +152,46 @@ class Postgres(Service):
         )
         if check and result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
+            last = detail[-1] if detail else str(result.returncode)
+            if "log output" in last:  # pg_ctl points at the server log: show its words
+                last = log_tail(self.pg_log, lines=2)
             raise ServiceError(
-                f"{Path(argv[0]).name} failed: {detail[-1] if detail else result.returncode}",
+                f"{Path(argv[0]).name} failed: {last}",
                 fix=f"read {self.pg_log}",
             )
         return result
+
+    def clear_stale(self, progress: Progress) -> None:
+        """PostgreSQL will not start while the pid in ``postmaster.pid`` exists, zombie or
+        not, nor while a backend of the dead postmaster holds its shared memory: wait for
+        both to go, then name whatever stays."""
+        old = self.pid()
+        super().clear_stale(progress)
+        if not old:
+            return
+        if taken_by_another(old):
+            # After a reboot the number can belong to an unrelated program: the lock file
+            # is stale (running() found no process of this data folder under it).
+            progress(
+                f"postgres: pid {old} of postmaster.pid now belongs to another program; "
+                "removing the stale lock file"
+            )
+            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+            return
+        if not (left := leftovers(old)):
+            return
+        progress(f"postgres: waiting up to {STALE_WAIT:.0f}s for {', '.join(left)} to go")
+        deadline = time.monotonic() + STALE_WAIT
+        while (left := leftovers(old)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if left:
+            raise ServiceError(
+                f"the previous PostgreSQL (pid {old}) is dead but {', '.join(left)} remain; "
+                "PostgreSQL refuses to start while they exist",
+                fix="a zombie goes when its parent reaps it (in a container, run with an init "
+                "such as `docker run --init`); end the live postgres processes listed with "
+                "kill, then run up again",
+            )
 
     def _prepare_dirs(self) -> None:
         if self.os_user() == SERVICE_USER:
