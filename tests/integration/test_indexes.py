@@ -13,6 +13,7 @@ import random
 import string
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -138,14 +139,21 @@ def test_maximum_lengths_still_log_with_the_pack(
     engine.dispose()
 
 
-def test_a_btree_on_params_key_value_would_break_long_params(platform: Platform) -> None:
-    """Why the pack uses hash indexes: measured here, on a database of its own."""
-    name = "btree_demo"
+def _own_database(platform: Platform, name: str) -> tuple[Any, sqlalchemy.engine.Engine]:
+    """A fresh database NAME on the platform's cluster with MLflow's schema; its settings
+    and an engine on it."""
     platform.superuser_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     platform.superuser_sql(f'CREATE DATABASE "{name}" OWNER "{platform.settings.db_user}"')
     settings = platform.settings.model_copy(update={"db_name": name})
     db.create_schema(settings)
     engine = db.make_engine(settings)
+    return settings, engine
+
+
+def test_a_btree_on_params_key_value_would_break_long_params(platform: Platform) -> None:
+    """Why the pack uses hash indexes: measured here, on a database of its own."""
+    name = "btree_demo"
+    settings, engine = _own_database(platform, name)
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text("CREATE INDEX bad_params_kv ON params (key, value)"))
         conn.execute(
@@ -228,11 +236,7 @@ def test_run_listing_by_start_time_reads_the_index_instead_of_sorting(platform: 
     experiment, which the second half checks on the same data.
     """
     name = "listing_plan"
-    platform.superuser_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    platform.superuser_sql(f'CREATE DATABASE "{name}" OWNER "{platform.settings.db_user}"')
-    settings = platform.settings.model_copy(update={"db_name": name})
-    db.create_schema(settings)
-    engine = db.make_engine(settings)
+    settings, engine = _own_database(platform, name)
     with engine.begin() as conn:
         conn.execute(
             sqlalchemy.text(
