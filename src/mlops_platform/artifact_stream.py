@@ -116,7 +116,7 @@ class ClientKeeper:
                 )
                 self._renewing.start()
         if client is None or not same:
-            client = CLIENTS.get(repo)
+            client = repo._get_s3_client()
             self._store(repo, client)
         return client
 

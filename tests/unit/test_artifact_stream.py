@@ -184,6 +184,17 @@ def test_the_s3_client_is_built_once_and_renewed_off_the_request_path() -> None:
     assert repo.built == 2
 
 
+def test_without_a_warm_client_a_request_builds_one_itself() -> None:
+    """A worker whose start-up could not build the client (or a second repository):
+    the request builds it, once, through the repository it asks for."""
+    keeper = artifact_stream.ClientKeeper(renew_seconds=3600)
+    first, second = Repo(), Repo()
+    assert keeper.get(first) == "client-1"
+    assert keeper.get(first) == "client-1"
+    assert keeper.get(second) == "client-1"  # the other repository's own first client
+    assert (first.built, second.built) == (1, 1)
+
+
 def test_the_worker_builds_its_client_when_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     warmed: list[bool] = []
     monkeypatch.setattr(artifact_stream, "warm_client", lambda: warmed.append(True) or True)
