@@ -352,24 +352,21 @@ def _warming(lifespan: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def create_default_app() -> Any:
     """``mlflow.server.fastapi_app:app`` with streamed downloads and the kit's faster
     views (:mod:`mlops_platform.fast_views`); permissions off."""
-    from mlflow.server import app as flask_app
     from mlflow.server.fastapi_app import app
 
     from mlops_platform import fast_views
 
-    fast_views.install(flask_app)
+    fast_views.install()
     return install(app)
 
 
 def create_auth_app() -> Any:
     """The kit's auth app (:mod:`mlops_platform.auth_app`) with streamed downloads and
     the kit's faster views."""
-    from mlflow.server import app as flask_app
-
     from mlops_platform import fast_views
     from mlops_platform.auth_app import create_app
 
-    fast_views.install(flask_app)
+    fast_views.install()
     return install(create_app())
 
 

@@ -97,7 +97,7 @@ def get_metric_history() -> Any:
         max_results=max_results,
         page_token=request_message.page_token or None,
     )
-    text = history_json(list(metrics), metrics.token)
+    text = history_json(metrics, metrics.token)  # a PagedList is a list
     if text is None:  # MLflow's own conversion
         from mlflow.utils.proto_json_utils import message_to_json
 
@@ -111,12 +111,14 @@ def get_metric_history() -> Any:
     return response
 
 
-def install(flask_app: Any) -> None:
-    """Answer MLflow's metric-history endpoint with :func:`get_metric_history`.
+def install() -> None:
+    """Answer the metric-history endpoint of MLflow's Flask app (``mlflow.server.app``,
+    which every app the kit serves wraps) with :func:`get_metric_history`.
 
     Raises RuntimeError when the endpoint is not where the kit knows it (a future MLflow
     that renamed it should fail the start loudly, not quietly keep a stale view).
     """
+    from mlflow.server import app as flask_app
     from mlflow.server import handlers
 
     if flask_app.view_functions.get(ENDPOINT) is None:

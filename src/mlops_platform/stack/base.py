@@ -144,18 +144,6 @@ def leftovers(pid: int) -> list[str]:
     return found
 
 
-def taken_by_another(pid: int, program: str = "postgres") -> bool:
-    """True when ``pid`` runs (not a zombie) a program other than PROGRAM: the number
-    was given to someone else after the recorded process ended."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return program not in proc.name() and program not in " ".join(proc.cmdline()[:1])
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
 def tree_rss_mb(pid: int | None) -> float | None:
     if not pid:
         return None

@@ -20,8 +20,8 @@ from mlops_platform.stack.base import (
     ensure_service_user,
     leftovers,
     log_tail,
+    pid_alive,
     running_as_root,
-    taken_by_another,
     user_ids,
 )
 
@@ -169,7 +169,7 @@ class Postgres(Service):
         super().clear_stale(progress)
         if not old:
             return
-        if taken_by_another(old):
+        if pid_alive(old) and not pid_alive(old, "postgres"):
             # After a reboot the number can belong to an unrelated program: the lock file
             # is stale (running() found no process of this data folder under it).
             progress(
