@@ -10,6 +10,9 @@ then writes the same JSON straight from the entities: the same keys in the same 
 that carries more than key, value, timestamp and step (a logged model's metric), or a
 value of an unexpected type, goes through MLflow's own conversion.
 
+Every other view of MLflow's REST API keeps its code but writes its response with
+:func:`mlops_platform.proto_json.message_to_json` (MLflow's bytes, a third of the time).
+
 The view replaces MLflow's in Flask's table of views, under MLflow's endpoint name, so
 every ``before_request`` hook (MLflow's permission check, the kit's rules) runs for it
 as before. ``tests/integration/test_fast_views.py`` compares the bytes with MLflow's.
@@ -113,7 +116,8 @@ def get_metric_history() -> Any:
 
 def install() -> None:
     """Answer the metric-history endpoint of MLflow's Flask app (``mlflow.server.app``,
-    which every app the kit serves wraps) with :func:`get_metric_history`.
+    which every app the kit serves wraps) with :func:`get_metric_history`, and let
+    MLflow's handlers write their JSON with the kit's ``message_to_json``.
 
     Raises RuntimeError when the endpoint is not where the kit knows it (a future MLflow
     that renamed it should fail the start loudly, not quietly keep a stale view).
@@ -121,11 +125,17 @@ def install() -> None:
     from mlflow.server import app as flask_app
     from mlflow.server import handlers
 
+    from mlops_platform import proto_json
+
     if flask_app.view_functions.get(ENDPOINT) is None:
-        raise RuntimeError(
-            f"mlops-platform: MLflow's view {ENDPOINT} is not registered; "
-            "this MLflow is not the one the kit knows"
-        )
+        missing = f"MLflow's view {ENDPOINT} is not registered"
+    elif not hasattr(handlers, "message_to_json"):
+        missing = "MLflow's handlers do not write JSON with message_to_json"
+    else:
+        missing = ""
+    if missing:
+        raise RuntimeError(f"mlops-platform: {missing}; this MLflow is not the one the kit knows")
     view = handlers.catch_mlflow_exception(handlers._disable_if_artifacts_only(get_metric_history))
     view.__name__ = ENDPOINT
     flask_app.view_functions[ENDPOINT] = view
+    handlers.message_to_json = proto_json.message_to_json  # the module global its views call

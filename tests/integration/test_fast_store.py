@@ -376,6 +376,40 @@ def test_fast_store_reads_metric_history_as_mlflow_does(databases: Databases) ->
     assert reads and not any("metrics.run_uuid AS" in s for s in reads), reads[:1]
 
 
+def _prepared_after_repeated_searches(store: SqlAlchemyStore, experiment_id: str) -> list[int]:
+    """Run one search 12 times; then, on every connection it used, the statements the
+    server holds prepared (pg_prepared_statements is per session)."""
+    used: dict[int, Any] = {}
+
+    def checkout(dbapi_connection, record, proxy):  # type: ignore[no-untyped-def]
+        used[id(dbapi_connection)] = dbapi_connection
+
+    sqlalchemy.event.listen(store.engine, "checkout", checkout)
+    try:
+        for _ in range(12):
+            store.search_runs([experiment_id], "params.p1 = 'x'", 1, 10)
+    finally:
+        sqlalchemy.event.remove(store.engine, "checkout", checkout)
+    counts = []
+    for dbapi_connection in used.values():  # idle in the pool: nobody else uses them
+        counts.append(
+            dbapi_connection.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+        )
+        dbapi_connection.rollback()
+    return counts
+
+
+def test_fast_store_plans_each_statement_with_its_values(databases: Databases) -> None:
+    """psycopg 3 prepares a statement on its fifth run on a connection, after which
+    PostgreSQL may plan it for any values (3x slower searches with the index pack,
+    docs/performance.md); the fast store's connections never prepare. MLflow's store on
+    the same driver does, which shows the check sees prepared statements when there are."""
+    stock = _prepared_after_repeated_searches(databases.stock, databases.experiment_id)
+    assert max(stock) > 0, stock
+    fast = _prepared_after_repeated_searches(databases.fast, databases.experiment_id)
+    assert fast and max(fast) == 0, fast
+
+
 # -- several writers at once -----------------------------------------------------------
 
 

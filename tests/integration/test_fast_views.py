@@ -23,6 +23,7 @@ from mlflow.entities import Metric
 from mlflow.server import app as flask_app
 from mlflow.server import handlers
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils import proto_json_utils
 
 from mlops_platform import fast_views
 from tests.integration.conftest import Platform
@@ -63,12 +64,22 @@ def mlflow_store(platform: Platform) -> Iterator[SqlAlchemyStore]:
         engine.dispose()
 
 
-def mlflows_answer(store: SqlAlchemyStore, path: str, params: dict[str, Any]) -> tuple[int, bytes]:
-    """MLflow's own view over MLflow's own store, on the platform's database."""
+def mlflows_answer(
+    store: SqlAlchemyStore, path: str, params: dict[str, Any], view: Any = None
+) -> tuple[int, bytes]:
+    """MLflow's own view over MLflow's own store, on the platform's database, writing
+    with MLflow's own message_to_json (the kit's factories, if this process ran one,
+    replaced the handlers' module global)."""
+    view = view or handlers._get_metric_history
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(handlers, "_get_tracking_store", lambda *a, **k: store)
-        with flask_app.test_request_context(path, method="GET", query_string=params):
-            response = handlers._get_metric_history()
+        mp.setattr(handlers, "message_to_json", proto_json_utils.message_to_json)
+        if view is handlers._get_metric_history:
+            context = flask_app.test_request_context(path, method="GET", query_string=params)
+        else:
+            context = flask_app.test_request_context(path, method="POST", json=params)
+        with context:
+            response = view()
     return response.status_code, response.get_data()
 
 
@@ -143,3 +154,94 @@ def test_metric_history_keeps_mlflows_permission_check(platform: Platform, histo
     granted = requests.get(url, params=params, auth=auth, timeout=30)
     assert granted.status_code == 200
     assert len(granted.json()["metrics"]) == 300
+
+
+# -- search_runs: the fast store's rows and the kit's JSON writer -----------------------
+
+
+@pytest.fixture(scope="module")
+def searched(platform: Platform) -> Iterator[str]:
+    """An experiment of 12 runs logged through the proxy: params, tags, awkward metrics,
+    a dataset input and a logged model on some, one run without a name."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput, Param, RunTag
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in platform.client_env.items():
+            mp.setenv(key, value)
+        client = MlflowClient(platform.client_env["MLFLOW_TRACKING_URI"])
+        experiment = client.create_experiment(f"fast-search-{uuid.uuid4().hex[:8]}")
+        for i in range(12):
+            run = client.create_run(experiment, run_name=None if i == 5 else f"run-{i}")
+            run_id = run.info.run_id
+            client.log_batch(
+                run_id,
+                metrics=[Metric("accuracy", VALUES[i % len(VALUES)], 1_700_000_000_000, i)],
+                params=[Param("model", ["bert", "xgb"][i % 2]), Param("seed", str(i))],
+                tags=[RunTag("team", "nlp"), RunTag("note", 'quo"te ✓')],
+            )
+            if i % 4 == 0:
+                dataset = Dataset("train", f"d{i}", "local", "{}", "path/train.csv")
+                client.log_inputs(
+                    run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])]
+                )
+            if i % 3 == 0:
+                model = client.create_logged_model(experiment, source_run_id=run_id, name=f"m{i}")
+                client.log_outputs(run_id, [LoggedModelOutput(model.model_id, i)])
+            if i % 2:
+                client.set_terminated(run_id)
+        yield experiment
+
+
+def _normalized(body: bytes) -> Any:
+    """The answer with each run's metrics, params and tags in key order (an SQL read
+    without ORDER BY returns them in any order, MLflow's included)."""
+    answer = json.loads(body)
+    for run in answer.get("runs", []):
+        for part in ("metrics", "params", "tags"):
+            run.get("data", {}).get(part, []).sort(key=lambda item: item["key"])
+    return answer
+
+
+def test_search_runs_answers_are_mlflows(
+    platform: Platform, searched: str, mlflow_store: SqlAlchemyStore
+) -> None:
+    api, ajax = "/api/2.0/mlflow/runs/search", "/ajax-api/2.0/mlflow/runs/search"
+    asked: list[tuple[str, dict[str, Any]]] = [
+        (api, {"experiment_ids": [searched]}),
+        (ajax, {"experiment_ids": [searched], "order_by": ["attributes.start_time DESC"]}),
+        (api, {"experiment_ids": [searched], "order_by": ["metrics.accuracy DESC"]}),
+        (api, {"experiment_ids": [searched], "filter": "params.model = 'bert'"}),
+        (api, {"experiment_ids": [searched], "filter": "metrics.accuracy > 0.05"}),
+        (api, {"experiment_ids": [searched], "filter": "attributes.status = 'FINISHED'"}),
+        (api, {"experiment_ids": [searched], "filter": "params.model = 'nothing'"}),
+        (api, {"experiment_ids": [searched], "filter": "no such = grammar"}),
+        (api, {"experiment_ids": [searched], "max_results": 50001}),
+    ]
+    for size in (1, 5):
+        token = None
+        while True:
+            params = {"experiment_ids": [searched], "max_results": size}
+            if token:
+                params["page_token"] = token
+            asked.append((api, params))
+            status, body = mlflows_answer(mlflow_store, api, params, handlers._search_runs)
+            token = json.loads(body).get("next_page_token") if status == 200 else None
+            if not token:
+                break
+    runs_seen = 0
+    for path, params in asked:
+        status, body = mlflows_answer(mlflow_store, path, params, handlers._search_runs)
+        got = requests.post(platform.url + path, json=params, auth=platform.auth, timeout=30)
+        assert got.status_code == status, (path, params, got.text)
+        if status == 200:
+            assert _normalized(got.content) == _normalized(body), (path, params)
+            runs_seen += len(json.loads(body).get("runs", []))
+        else:
+            assert json.loads(got.content)["error_code"] == json.loads(body)["error_code"]
+    assert len(asked) == 9 + 12 + 3  # every page of both sizes was walked
+    whole = mlflows_answer(mlflow_store, api, asked[0][1], handlers._search_runs)[1].decode()
+    # What was compared holds what the kit's reads and writer must get right.
+    for word in ('"NaN"', '"dataset_inputs"', '"model_outputs"', 'quo\\"te', '"FINISHED"'):
+        assert word in whole, word
+    assert runs_seen > 12 * 3
