@@ -6,6 +6,9 @@ write is shown to have changed nothing (the platform's whole state, read as the 
 is the same before and after). Identity cannot be forged: the server refuses a user
 header without the proxy secret, and a client's own identity headers do not get
 through nginx.
+
+One module, because its tests share the module-scoped users (`people`, added with
+`users add` on the session stack); split, each part would add its own.
 """
 
 from __future__ import annotations
