@@ -318,6 +318,18 @@ STORE = "object store directly"
 Seconds = dict[tuple[str, str], list[float]]
 
 
+@dataclass
+class Transfers:
+    """What the artifact rounds share: each server's client and run, the store, the sizes,
+    and the seconds measured so far, by (who, what)."""
+
+    clients: dict[str, Any]
+    runs: dict[str, str]
+    store: Any
+    sizes: Sizes
+    seconds: Seconds = field(default_factory=dict)
+
+
 def artifacts(stack: Stack, kit: Target, reference: Target, sizes: Sizes, report: Report) -> None:
     import mlflow
 
@@ -332,20 +344,17 @@ def artifacts(stack: Stack, kit: Target, reference: Target, sizes: Sizes, report
     os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = kit.auth
     clients = {KIT: mlflow.MlflowClient(kit.url), REFERENCE: mlflow.MlflowClient(reference.url)}
     runs = {name: c.create_run("0").info.run_id for name, c in clients.items()}
-    store = s3.client(settings, timeout=600)
-    seconds: Seconds = {}
-    upload_and_download(clients, runs, store, settings, source, work, sizes, seconds)
+    bench = Transfers(clients, runs, s3.client(settings, timeout=600), sizes)
+    upload_and_download(bench, settings, source, work)
     # One streamed GET each of the artifact: time to the first byte, and the most the
     # server's temporary folder held meanwhile (MLflow's own view copies the whole object
     # there before it sends a byte).
     temps = {KIT: settings.state_dir / "tmp", REFERENCE: reference_tmp(stack)}
     targets = {KIT: kit, REFERENCE: reference}
-    first_byte, peak_tmp = streamed_gets(
-        clients, runs, targets, temps, store, settings.s3_bucket, sizes, seconds
-    )
+    first_byte, peak_tmp = streamed_gets(bench, targets, temps, settings.s3_bucket)
     shutil.rmtree(work)
-    report_streamed(report, sizes, list(clients), seconds, first_byte, peak_tmp)
-    report_transfers(report, sizes, list(clients), seconds)
+    report_streamed(report, bench, first_byte, peak_tmp)
+    report_transfers(report, bench)
 
 
 def timed(seconds: Seconds, key: tuple[str, str], action: Any, *args: Any) -> None:
@@ -355,16 +364,12 @@ def timed(seconds: Seconds, key: tuple[str, str], action: Any, *args: Any) -> No
 
 
 def upload_and_download(
-    clients: dict[str, Any],
-    runs: dict[str, str],
-    store: Any,
-    settings: PlatformSettings,
-    source: Path,
-    work: Path,
-    sizes: Sizes,
-    seconds: Seconds,
+    bench: Transfers, settings: PlatformSettings, source: Path, work: Path
 ) -> None:
     """Rounds of one upload and one download through each server and straight to the store."""
+    clients, runs, store, sizes, seconds = (
+        bench.clients, bench.runs, bench.store, bench.sizes, bench.seconds
+    )  # fmt: skip
     for round_no in range(max(2, sizes.rounds - 1)):
         log(f"artifacts: round {round_no + 1}")
         for name, c in clients.items():
@@ -384,23 +389,17 @@ def upload_and_download(
 
 
 def streamed_gets(
-    clients: dict[str, Any],
-    runs: dict[str, str],
-    targets: dict[str, Target],
-    temps: dict[str, Path],
-    store: Any,
-    bucket: str,
-    sizes: Sizes,
-    seconds: Seconds,
+    bench: Transfers, targets: dict[str, Target], temps: dict[str, Path], bucket: str
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Rounds of one streamed GET through each server and one straight from the store:
     (seconds to the first byte, peak MB in each server's temporary folder)."""
+    clients, runs, store, seconds = bench.clients, bench.runs, bench.store, bench.seconds
     first_byte: dict[str, list[float]] = {}
     peak_tmp: dict[str, float] = {}
     # The store's own rate in the same run and the same way: one GetObject, read as the
     # GETs through the servers are (64 KB, then 1 MB pieces), into nothing.
     store_key = "bench/0/payload.bin"
-    for _round in range(max(2, sizes.rounds - 1)):
+    for _round in range(max(2, bench.sizes.rounds - 1)):
         for name, c in clients.items():
             uri = c.get_run(runs[name]).info.artifact_uri.removeprefix("mlflow-artifacts:")
             url = f"{targets[name].url}/api/2.0/mlflow-artifacts/artifacts{uri}/r0/payload.bin"
@@ -416,13 +415,9 @@ def streamed_gets(
 
 
 def report_streamed(
-    report: Report,
-    sizes: Sizes,
-    clients: list[str],
-    seconds: Seconds,
-    first_byte: dict[str, list[float]],
-    peak_tmp: dict[str, float],
+    report: Report, bench: Transfers, first_byte: dict[str, list[float]], peak_tmp: dict[str, float]
 ) -> None:
+    sizes, clients, seconds = bench.sizes, list(bench.clients), bench.seconds
     store_rate = sizes.artifact_mb / statistics.median(seconds[(STORE_GET, "streamed GET")])
     for name in (*clients, STORE_GET):
         rate = sizes.artifact_mb / statistics.median(seconds[(name, "streamed GET")])
@@ -434,7 +429,8 @@ def report_streamed(
         }
 
 
-def report_transfers(report: Report, sizes: Sizes, clients: list[str], seconds: Seconds) -> None:
+def report_transfers(report: Report, bench: Transfers) -> None:
+    sizes, clients, seconds = bench.sizes, list(bench.clients), bench.seconds
     for direction in ("upload", "download"):
         rates = {
             name: round(sizes.artifact_mb / statistics.median(seconds[(name, direction)]), 1)
@@ -600,19 +596,11 @@ def memory_table(report: Report) -> str:
 
 
 def writes_table(writes: list[dict[str, Any]]) -> str:
+    headers = ["workload", "clients", "reference rows/s", "kit rows/s", "kit/reference",
+               "raw PG rows/s", "reference % of raw", "kit % of raw", "p50 ms ref / kit",
+               "p95 ms ref / kit"]  # fmt: skip
     return table(
-        [
-            "workload",
-            "clients",
-            "reference rows/s",
-            "kit rows/s",
-            "kit/reference",
-            "raw PG rows/s",
-            "reference % of raw",
-            "kit % of raw",
-            "p50 ms ref / kit",
-            "p95 ms ref / kit",
-        ],  # fmt: skip
+        headers,
         [
             [
                 r["workload"],
@@ -632,15 +620,10 @@ def writes_table(writes: list[dict[str, Any]]) -> str:
 
 
 def search_table(search: list[dict[str, Any]]) -> str:
+    headers = ["workload", "reference p50 ms", "kit p50 ms", "kit speed-up", "reference p95 ms",
+               "kit p95 ms"]  # fmt: skip
     return table(
-        [
-            "workload",
-            "reference p50 ms",
-            "kit p50 ms",
-            "kit speed-up",
-            "reference p95 ms",
-            "kit p95 ms",
-        ],  # fmt: skip
+        headers,
         [
             [
                 r["workload"],
@@ -656,15 +639,10 @@ def search_table(search: list[dict[str, Any]]) -> str:
 
 
 def artifacts_table(artifacts: list[dict[str, Any]]) -> str:
+    headers = ["direction", "reference MB/s", "kit MB/s (proxy)", "kit/reference",
+               "store directly MB/s", "kit/store"]  # fmt: skip
     return table(
-        [
-            "direction",
-            "reference MB/s",
-            "kit MB/s (proxy)",
-            "kit/reference",
-            "store directly MB/s",
-            "kit/store",
-        ],  # fmt: skip
+        headers,
         [
             [
                 r["direction"],
