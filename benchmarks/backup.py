@@ -32,6 +32,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy
 
@@ -39,6 +40,9 @@ from benchmarks.common import throwaway_stack
 from benchmarks.indexes import populate
 from mlops_platform import backup, db, s3
 from mlops_platform.settings import PlatformSettings
+
+# name -> one dict of seconds (total, dump, copy) a measurement
+Figures = dict[str, list[dict[str, float]]]
 
 
 def log(message: str) -> None:
@@ -131,7 +135,7 @@ def kit(settings: PlatformSettings, *, full: bool) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=100_000, help="runs in the database")
     parser.add_argument("--artifact-mb", type=int, default=1024, help="MB of artifacts")
@@ -144,40 +148,38 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="also write the figures here",
     )
-    args = parser.parse_args(argv)
-    with throwaway_stack(server_workers="1") as stack:
-        log("starting a throwaway stack")
-        stack.cli("up")
-        settings = stack.settings
-        with contextlib.redirect_stdout(sys.stderr):
-            populate(settings, args.runs)
-        start = time.monotonic()
-        objects, size = put_artifacts(settings, args.artifact_mb)
-        log(f"wrote {objects} objects, {size / 2**20:.0f} MB in {time.monotonic() - start:.0f}s")
-        engine = db.make_engine(settings)
-        with engine.connect() as conn:
-            runs = conn.execute(sqlalchemy.text("SELECT count(*) FROM runs")).scalar()
-            db_bytes = conn.execute(
-                sqlalchemy.text("SELECT pg_database_size(current_database())")
-            ).scalar()
-        engine.dispose()
-        figures: dict[str, list[dict[str, float]]] = {"plain": [], "full": [], "nightly": []}
-        scratch = stack.root / "plain"
-        for i in range(args.repeat):
-            shutil.rmtree(scratch, ignore_errors=True)
-            figures["plain"].append(plain(settings, scratch))
-            log(f"plain #{i + 1}: {figures['plain'][-1]['total']:.1f}s")
-            figures["full"].append(kit(settings, full=True))
-            log(f"kit full #{i + 1}: {figures['full'][-1]['total']:.1f}s")
-            figures["nightly"].append(kit(settings, full=False))
-            log(f"kit nightly #{i + 1}: {figures['nightly'][-1]['total']:.1f}s")
+    return parser.parse_args(argv)
+
+
+def database_size(settings: PlatformSettings) -> tuple[Any, Any]:
+    """(runs in the database, its size in bytes)."""
+    engine = db.make_engine(settings)
+    with engine.connect() as conn:
+        runs = conn.execute(sqlalchemy.text("SELECT count(*) FROM runs")).scalar()
+        db_bytes = conn.execute(
+            sqlalchemy.text("SELECT pg_database_size(current_database())")
+        ).scalar()
+    engine.dispose()
+    return runs, db_bytes
+
+
+def measure(settings: PlatformSettings, scratch: Path, repeat: int) -> Figures:
+    """``repeat`` rounds of the plain backup, the kit's full one and its nightly one."""
+    figures: Figures = {"plain": [], "full": [], "nightly": []}
+    for i in range(repeat):
         shutil.rmtree(scratch, ignore_errors=True)
-        start = time.monotonic()
-        verified = backup.verify_backup(settings, "latest")
-        verify_s = time.monotonic() - start
-        assert verified.ok, verified.problems
-        dumps = sorted(backup.backup_root(settings).glob("*/database.dump"))
-        dump_bytes = dumps[-1].stat().st_size if dumps else 0
+        figures["plain"].append(plain(settings, scratch))
+        log(f"plain #{i + 1}: {figures['plain'][-1]['total']:.1f}s")
+        figures["full"].append(kit(settings, full=True))
+        log(f"kit full #{i + 1}: {figures['full'][-1]['total']:.1f}s")
+        figures["nightly"].append(kit(settings, full=False))
+        log(f"kit nightly #{i + 1}: {figures['nightly'][-1]['total']:.1f}s")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return figures
+
+
+def print_table(summary: dict[str, Any], repeat: int) -> None:
+    figures: Figures = summary["figures"]
 
     def med(name: str, part: str) -> float:
         return statistics.median(f[part] for f in figures[name])
@@ -190,30 +192,49 @@ def main(argv: list[str] | None = None) -> int:
             ("backup create (nightly, unchanged)", "nightly"),
         )
     ]
+    size = summary["artifact_bytes"]
     print(
-        f"\n{runs} runs (database {int(db_bytes or 0) / 2**20:.0f} MB, dump "
-        f"{dump_bytes / 2**20:.0f} MB), {objects} artifacts ({size / 2**20:.0f} MB); "
-        f"median of {args.repeat}\n"
+        f"\n{summary['runs']} runs (database {int(summary['database_bytes'] or 0) / 2**20:.0f} "
+        f"MB, dump {summary['dump_bytes'] / 2**20:.0f} MB), {summary['objects']} artifacts "
+        f"({size / 2**20:.0f} MB); median of {repeat}\n"
     )
     print(f"{'':38} {'total s':>8} {'dump s':>8} {'copy s':>8} {'vs plain':>9}")
     for name, total, dump, copy in rows:
         print(f"{name:38} {total:8.1f} {dump:8.1f} {copy:8.1f} {total / rows[0][1]:8.2f}x")
-    print(f"{'backup verify (checksums + restore)':38} {verify_s:8.1f}")
+    print(f"{'backup verify (checksums + restore)':38} {summary['verify_seconds']:8.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with throwaway_stack(server_workers="1") as stack:
+        log("starting a throwaway stack")
+        stack.cli("up")
+        settings = stack.settings
+        with contextlib.redirect_stdout(sys.stderr):
+            populate(settings, args.runs)
+        start = time.monotonic()
+        objects, size = put_artifacts(settings, args.artifact_mb)
+        log(f"wrote {objects} objects, {size / 2**20:.0f} MB in {time.monotonic() - start:.0f}s")
+        runs, db_bytes = database_size(settings)
+        figures = measure(settings, stack.root / "plain", args.repeat)
+        start = time.monotonic()
+        verified = backup.verify_backup(settings, "latest")
+        verify_s = time.monotonic() - start
+        assert verified.ok, verified.problems
+        dumps = sorted(backup.backup_root(settings).glob("*/database.dump"))
+        dump_bytes = dumps[-1].stat().st_size if dumps else 0
+    summary = {
+        "runs": runs,
+        "database_bytes": db_bytes,
+        "dump_bytes": dump_bytes,
+        "objects": objects,
+        "artifact_bytes": size,
+        "figures": figures,
+        "verify_seconds": verify_s,
+    }
+    print_table(summary, args.repeat)
     if args.output:
-        args.output.write_text(
-            json.dumps(
-                {
-                    "runs": runs,
-                    "database_bytes": db_bytes,
-                    "dump_bytes": dump_bytes,
-                    "objects": objects,
-                    "artifact_bytes": size,
-                    "figures": figures,
-                    "verify_seconds": verify_s,
-                },
-                indent=1,
-            )
-        )
+        args.output.write_text(json.dumps(summary, indent=1))
     return 0
 
 

@@ -312,6 +312,24 @@ def search(stack: Stack, kit: Target, reference: Target, sizes: Sizes, report: R
 # -- 4. artifacts -----------------------------------------------------------------------
 
 
+KIT = "kit (through the proxy)"
+REFERENCE = "reference server"
+STORE = "object store directly"
+Seconds = dict[tuple[str, str], list[float]]
+
+
+@dataclass
+class Transfers:
+    """What the artifact rounds share: each server's client and run, the store, the sizes,
+    and the seconds measured so far, by (who, what)."""
+
+    clients: dict[str, Any]
+    runs: dict[str, str]
+    store: Any
+    sizes: Sizes
+    seconds: Seconds = field(default_factory=dict)
+
+
 def artifacts(stack: Stack, kit: Target, reference: Target, sizes: Sizes, report: Report) -> None:
     import mlflow
 
@@ -324,48 +342,64 @@ def artifacts(stack: Stack, kit: Target, reference: Target, sizes: Sizes, report
             out.write(os.urandom(1 << 20))
     assert kit.auth is not None
     os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = kit.auth
-    clients = {
-        "kit (through the proxy)": mlflow.MlflowClient(kit.url),
-        "reference server": mlflow.MlflowClient(reference.url),
-    }
+    clients = {KIT: mlflow.MlflowClient(kit.url), REFERENCE: mlflow.MlflowClient(reference.url)}
     runs = {name: c.create_run("0").info.run_id for name, c in clients.items()}
-    store = s3.client(settings, timeout=600)
-    seconds: dict[tuple[str, str], list[float]] = {}
+    bench = Transfers(clients, runs, s3.client(settings, timeout=600), sizes)
+    upload_and_download(bench, settings, source, work)
+    # One streamed GET each of the artifact: time to the first byte, and the most the
+    # server's temporary folder held meanwhile (MLflow's own view copies the whole object
+    # there before it sends a byte).
+    temps = {KIT: settings.state_dir / "tmp", REFERENCE: reference_tmp(stack)}
+    targets = {KIT: kit, REFERENCE: reference}
+    first_byte, peak_tmp = streamed_gets(bench, targets, temps, settings.s3_bucket)
+    shutil.rmtree(work)
+    report_streamed(report, bench, first_byte, peak_tmp)
+    report_transfers(report, bench)
 
-    def timed(key: tuple[str, str], action: Any, *args: Any) -> None:
-        start = time.perf_counter()
-        action(*args)
-        seconds.setdefault(key, []).append(time.perf_counter() - start)
 
+def timed(seconds: Seconds, key: tuple[str, str], action: Any, *args: Any) -> None:
+    start = time.perf_counter()
+    action(*args)
+    seconds.setdefault(key, []).append(time.perf_counter() - start)
+
+
+def upload_and_download(
+    bench: Transfers, settings: PlatformSettings, source: Path, work: Path
+) -> None:
+    """Rounds of one upload and one download through each server and straight to the store."""
+    clients, runs, store, sizes, seconds = (
+        bench.clients, bench.runs, bench.store, bench.sizes, bench.seconds
+    )  # fmt: skip
     for round_no in range(max(2, sizes.rounds - 1)):
         log(f"artifacts: round {round_no + 1}")
         for name, c in clients.items():
             down = work / "down"
-            timed((name, "upload"), c.log_artifact, runs[name], str(source), f"r{round_no}")
+            timed(seconds, (name, "upload"), c.log_artifact, runs[name], str(source),
+                  f"r{round_no}")  # fmt: skip
             down.mkdir()
-            timed((name, "download"), c.download_artifacts, runs[name],
+            timed(seconds, (name, "download"), c.download_artifacts, runs[name],
                   f"r{round_no}/payload.bin", str(down))  # fmt: skip
             shutil.rmtree(down)
         key = f"bench/{round_no}/payload.bin"
-        timed(("object store directly", "upload"), store.upload_file, str(source),
+        timed(seconds, (STORE, "upload"), store.upload_file, str(source),
               settings.s3_bucket, key)  # fmt: skip
-        timed(("object store directly", "download"), store.download_file, settings.s3_bucket,
+        timed(seconds, (STORE, "download"), store.download_file, settings.s3_bucket,
               key, str(work / "direct.bin"))  # fmt: skip
         (work / "direct.bin").unlink()
-    # One streamed GET each of the artifact: time to the first byte, and the most the
-    # server's temporary folder held meanwhile (MLflow's own view copies the whole object
-    # there before it sends a byte).
-    temps = {
-        "kit (through the proxy)": settings.state_dir / "tmp",
-        "reference server": reference_tmp(stack),
-    }
-    targets = {"kit (through the proxy)": kit, "reference server": reference}
+
+
+def streamed_gets(
+    bench: Transfers, targets: dict[str, Target], temps: dict[str, Path], bucket: str
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Rounds of one streamed GET through each server and one straight from the store:
+    (seconds to the first byte, peak MB in each server's temporary folder)."""
+    clients, runs, store, seconds = bench.clients, bench.runs, bench.store, bench.seconds
     first_byte: dict[str, list[float]] = {}
     peak_tmp: dict[str, float] = {}
     # The store's own rate in the same run and the same way: one GetObject, read as the
     # GETs through the servers are (64 KB, then 1 MB pieces), into nothing.
     store_key = "bench/0/payload.bin"
-    for _round in range(max(2, sizes.rounds - 1)):
+    for _round in range(max(2, bench.sizes.rounds - 1)):
         for name, c in clients.items():
             uri = c.get_run(runs[name]).info.artifact_uri.removeprefix("mlflow-artifacts:")
             url = f"{targets[name].url}/api/2.0/mlflow-artifacts/artifacts{uri}/r0/payload.bin"
@@ -373,11 +407,17 @@ def artifacts(stack: Stack, kit: Target, reference: Target, sizes: Sizes, report
             first_byte.setdefault(name, []).append(ttfb)
             seconds.setdefault((name, "streamed GET"), []).append(total)
             peak_tmp[name] = max(peak_tmp.get(name, 0.0), peak)
-        ttfb, total = direct_get(store, settings.s3_bucket, store_key)
+        ttfb, total = direct_get(store, bucket, store_key)
         first_byte.setdefault(STORE_GET, []).append(ttfb)
         seconds.setdefault((STORE_GET, "streamed GET"), []).append(total)
         peak_tmp[STORE_GET] = 0.0
-    shutil.rmtree(work)
+    return first_byte, peak_tmp
+
+
+def report_streamed(
+    report: Report, bench: Transfers, first_byte: dict[str, list[float]], peak_tmp: dict[str, float]
+) -> None:
+    sizes, clients, seconds = bench.sizes, list(bench.clients), bench.seconds
     store_rate = sizes.artifact_mb / statistics.median(seconds[(STORE_GET, "streamed GET")])
     for name in (*clients, STORE_GET):
         rate = sizes.artifact_mb / statistics.median(seconds[(name, "streamed GET")])
@@ -387,24 +427,24 @@ def artifacts(stack: Stack, kit: Target, reference: Target, sizes: Sizes, report
             "fraction_of_store": ratio(rate, store_rate),
             "peak_server_tmp_mb": round(peak_tmp[name], 1),
         }
+
+
+def report_transfers(report: Report, bench: Transfers) -> None:
+    sizes, clients, seconds = bench.sizes, list(bench.clients), bench.seconds
     for direction in ("upload", "download"):
         rates = {
             name: round(sizes.artifact_mb / statistics.median(seconds[(name, direction)]), 1)
-            for name in (*clients, "object store directly")
+            for name in (*clients, STORE)
         }
         report.artifacts.append(
             {
                 "direction": direction,
                 "size_mb": sizes.artifact_mb,
-                "kit_mb_s": rates["kit (through the proxy)"],
-                "reference_mb_s": rates["reference server"],
-                "store_direct_mb_s": rates["object store directly"],
-                "kit_vs_reference": ratio(
-                    rates["kit (through the proxy)"], rates["reference server"]
-                ),  # fmt: skip
-                "kit_fraction_of_store": ratio(
-                    rates["kit (through the proxy)"], rates["object store directly"]
-                ),  # fmt: skip
+                "kit_mb_s": rates[KIT],
+                "reference_mb_s": rates[REFERENCE],
+                "store_direct_mb_s": rates[STORE],
+                "kit_vs_reference": ratio(rates[KIT], rates[REFERENCE]),
+                "kit_fraction_of_store": ratio(rates[KIT], rates[STORE]),
             }
         )
 
@@ -521,128 +561,141 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def memory_table(report: Report) -> str:
+    """Start-up and memory: the reference server, the kit's stack and each of its parts."""
+    rows = [
+        ("reference `mlflow server` alone", "reference server"),
+        ("kit: whole stack", "kit stack"),
+        *(
+            (f"- {name.removeprefix('kit ')}", name)
+            for name in report.memory
+            if name.startswith("kit ") and name != "kit stack"
+        ),
+    ]
+    return table(
+        [
+            "",
+            "to healthy (s)",
+            "processes",
+            "PSS at start (MB)",
+            "PSS after the run (MB)",
+            "RSS sum after (MB)",
+        ],
+        [
+            [
+                label,
+                report.startup[name]["seconds_to_healthy"] if name in report.startup else "",
+                report.memory[name]["processes"],
+                report.memory_at_start.get(name, {}).get("pss_mb", "-"),
+                report.memory[name]["pss_mb"],
+                report.memory[name]["rss_mb"],
+            ]
+            for label, name in rows
+        ],
+    )
+
+
+def writes_table(writes: list[dict[str, Any]]) -> str:
+    headers = ["workload", "clients", "reference rows/s", "kit rows/s", "kit/reference",
+               "raw PG rows/s", "reference % of raw", "kit % of raw", "p50 ms ref / kit",
+               "p95 ms ref / kit"]  # fmt: skip
+    return table(
+        headers,
+        [
+            [
+                r["workload"],
+                r["clients"],
+                r["reference_rows_s"],
+                r["kit_rows_s"],
+                f"**{r['kit_vs_reference']}x**",
+                r["raw_postgres_rows_s"],
+                f"{100 * r['reference_fraction_of_raw']:.0f} %",
+                f"{100 * r['kit_fraction_of_raw']:.0f} %",
+                f"{r['reference_p50_ms']} / {r['kit_p50_ms']}",
+                f"{r['reference_p95_ms']} / {r['kit_p95_ms']}",
+            ]  # fmt: skip
+            for r in writes
+        ],
+    )
+
+
+def search_table(search: list[dict[str, Any]]) -> str:
+    headers = ["workload", "reference p50 ms", "kit p50 ms", "kit speed-up", "reference p95 ms",
+               "kit p95 ms"]  # fmt: skip
+    return table(
+        headers,
+        [
+            [
+                r["workload"],
+                r["reference_p50_ms"],
+                r["kit_p50_ms"],
+                f"**{r['kit_speedup_p50']}x**",
+                r["reference_p95_ms"],
+                r["kit_p95_ms"],
+            ]
+            for r in search
+        ],  # fmt: skip
+    )
+
+
+def artifacts_table(artifacts: list[dict[str, Any]]) -> str:
+    headers = ["direction", "reference MB/s", "kit MB/s (proxy)", "kit/reference",
+               "store directly MB/s", "kit/store"]  # fmt: skip
+    return table(
+        headers,
+        [
+            [
+                r["direction"],
+                r["reference_mb_s"],
+                r["kit_mb_s"],
+                f"**{r['kit_vs_reference']}x**",
+                r["store_direct_mb_s"],
+                f"{r['kit_fraction_of_store']}x",
+            ]
+            for r in artifacts
+        ],  # fmt: skip
+    )
+
+
+def streamed_table(streamed: dict[str, dict[str, Any]]) -> str:
+    return table(
+        ["server", "first byte s", "MB/s", "of the store's rate", "peak server temp MB"],
+        [
+            [
+                name,
+                r["first_byte_s"],
+                r["mb_s"],
+                f"{r['fraction_of_store']}x",
+                r["peak_server_tmp_mb"],
+            ]
+            for name, r in streamed.items()
+        ],
+    )
+
+
 def render(report: Report) -> str:
     """The report as Markdown tables (what docs/performance.md carries)."""
     out = [
         f"{report.machine['cpus']} cores, {report.machine['memory_gb']} GiB; medians of "
         f"{report.sizes['rounds']} alternating rounds; harness ran {report.seconds:.0f} s.",
         "",
-        table(
-            [
-                "",
-                "to healthy (s)",
-                "processes",
-                "PSS at start (MB)",
-                "PSS after the run (MB)",
-                "RSS sum after (MB)",
-            ],
-            [
-                [
-                    label,
-                    report.startup[name]["seconds_to_healthy"] if name in report.startup else "",
-                    report.memory[name]["processes"],
-                    report.memory_at_start.get(name, {}).get("pss_mb", "-"),
-                    report.memory[name]["pss_mb"],
-                    report.memory[name]["rss_mb"],
-                ]
-                for label, name in (
-                    ("reference `mlflow server` alone", "reference server"),
-                    ("kit: whole stack", "kit stack"),
-                    *(
-                        (f"- {name.removeprefix('kit ')}", name)
-                        for name in report.memory
-                        if name.startswith("kit ") and name != "kit stack"
-                    ),
-                )
-            ],
-        ),
+        memory_table(report),
     ]
     if report.writes:
-        out += [
-            "",
-            table(
-                [
-                    "workload",
-                    "clients",
-                    "reference rows/s",
-                    "kit rows/s",
-                    "kit/reference",
-                    "raw PG rows/s",
-                    "reference % of raw",
-                    "kit % of raw",
-                    "p50 ms ref / kit",
-                    "p95 ms ref / kit",
-                ],  # fmt: skip
-                [
-                    [
-                        r["workload"],
-                        r["clients"],
-                        r["reference_rows_s"],
-                        r["kit_rows_s"],
-                        f"**{r['kit_vs_reference']}x**",
-                        r["raw_postgres_rows_s"],
-                        f"{100 * r['reference_fraction_of_raw']:.0f} %",
-                        f"{100 * r['kit_fraction_of_raw']:.0f} %",
-                        f"{r['reference_p50_ms']} / {r['kit_p50_ms']}",
-                        f"{r['reference_p95_ms']} / {r['kit_p95_ms']}",
-                    ]  # fmt: skip
-                    for r in report.writes
-                ],
-            ),
-        ]
+        out += ["", writes_table(report.writes)]
     if report.search:
         out += [
             "",
             f"Reads on {report.search[0]['runs']} runs in each database:",
             "",
-            table(
-                [
-                    "workload",
-                    "reference p50 ms",
-                    "kit p50 ms",
-                    "kit speed-up",
-                    "reference p95 ms",
-                    "kit p95 ms",
-                ],  # fmt: skip
-                [
-                    [
-                        r["workload"],
-                        r["reference_p50_ms"],
-                        r["kit_p50_ms"],
-                        f"**{r['kit_speedup_p50']}x**",
-                        r["reference_p95_ms"],
-                        r["kit_p95_ms"],
-                    ]
-                    for r in report.search
-                ],  # fmt: skip
-            ),
+            search_table(report.search),
         ]
     if report.artifacts:
         out += [
             "",
             f"One {report.artifacts[0]['size_mb']} MB artifact:",
             "",
-            table(
-                [
-                    "direction",
-                    "reference MB/s",
-                    "kit MB/s (proxy)",
-                    "kit/reference",
-                    "store directly MB/s",
-                    "kit/store",
-                ],  # fmt: skip
-                [
-                    [
-                        r["direction"],
-                        r["reference_mb_s"],
-                        r["kit_mb_s"],
-                        f"**{r['kit_vs_reference']}x**",
-                        r["store_direct_mb_s"],
-                        f"{r['kit_fraction_of_store']}x",
-                    ]
-                    for r in report.artifacts
-                ],  # fmt: skip
-            ),
+            artifacts_table(report.artifacts),
         ]
     if report.artifacts_streamed:
         out += [
@@ -650,19 +703,7 @@ def render(report: Report) -> str:
             "One streamed GET of it (requests; first byte within 64 KB, then 1 MB reads),"
             " and the same read straight from the store:",
             "",
-            table(
-                ["server", "first byte s", "MB/s", "of the store's rate", "peak server temp MB"],
-                [
-                    [
-                        name,
-                        r["first_byte_s"],
-                        r["mb_s"],
-                        f"{r['fraction_of_store']}x",
-                        r["peak_server_tmp_mb"],
-                    ]
-                    for name, r in report.artifacts_streamed.items()
-                ],
-            ),
+            streamed_table(report.artifacts_streamed),
         ]
     return "\n".join(out)
 

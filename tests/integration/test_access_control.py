@@ -139,7 +139,12 @@ def build(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "surrogateescape") + body
 
 
-def crafted(host: str, user: str) -> list[Case]:
+def auth(value: str) -> dict[str, str]:
+    return {"Authorization": value}
+
+
+def path_cases(host: str) -> list[Case]:
+    """Every route family with every method, then encoded and traversing paths."""
     cases: list[Case] = []
     for path in FAMILIES:
         for method in METHODS:
@@ -159,11 +164,12 @@ def crafted(host: str, user: str) -> list[Case]:
         ("/api/2.0/mlflow/experiments/search;.css", 401),
     ]:
         cases.append(Case(f"encoded {path}", build("GET", path, host), expected))
+    return cases
 
-    def auth(value: str) -> dict[str, str]:
-        return {"Authorization": value}
 
-    cases += [
+def host_cases(host: str, user: str) -> list[Case]:
+    """Request targets and Host headers nginx must not trust, spoofed client headers."""
+    return [
         Case("absolute-URI", build("GET", f"http://evil.example{SEARCH}", host), 401),
         Case(
             "absolute-URI health host", build("GET", f"http://{host}{SEARCH}", "evil.example"), 401
@@ -179,6 +185,12 @@ def crafted(host: str, user: str) -> list[Case]:
         ),
         Case("X-Real-IP spoof", build("GET", SEARCH, host, {"X-Real-IP": "10.0.0.1"}), 401),
         Case("X-Forwarded-User spoof", build("GET", SEARCH, host, {"X-Forwarded-User": user}), 401),
+    ]
+
+
+def authorization_cases(host: str, user: str) -> list[Case]:
+    """Authorization headers that are empty, malformed, wrong or of another scheme."""
+    return [
         Case("Authorization empty", build("GET", SEARCH, host, auth("")), 401),
         Case("Basic empty", build("GET", SEARCH, host, auth("Basic ")), 401),
         Case("Basic not base64", build("GET", SEARCH, host, auth("Basic !!!")), 401),
@@ -221,6 +233,12 @@ def crafted(host: str, user: str) -> list[Case]:
             ),
             400,
         ),
+    ]
+
+
+def protocol_cases(host: str) -> list[Case]:
+    """Old protocol versions, methods nginx refuses or does not know, a body."""
+    return [
         Case("HTTP/1.0 no Host", build("GET", SEARCH, None, version="HTTP/1.0"), 401),
         Case("HTTP/1.0 with Host", build("GET", SEARCH, host, version="HTTP/1.0"), 401),
         Case("TRACE", build("TRACE", "/", host), 405),
@@ -238,7 +256,15 @@ def crafted(host: str, user: str) -> list[Case]:
             401,
         ),
     ]
-    return cases
+
+
+def crafted(host: str, user: str) -> list[Case]:
+    return [
+        *path_cases(host),
+        *host_cases(host, user),
+        *authorization_cases(host, user),
+        *protocol_cases(host),
+    ]
 
 
 # uvicorn's access line: `127.0.0.1:40000 - "GET /path HTTP/1.1" 200 OK`

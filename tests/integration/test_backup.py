@@ -3,6 +3,10 @@
 A second stack (PostgreSQL, SeaweedFS, tracking server, nginx), `scratch_stack`, reset for
 this module: the round trip destroys its database and its bucket, which the session stack
 shared with other tests must never see.
+
+One module, because its tests share the scratch stack through one module-scoped fixture
+(`stack`); split, each part would reset it again (server stopped, databases restored,
+bucket emptied).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 import sqlalchemy
@@ -181,11 +182,37 @@ def test_upgrade_refuses_while_a_server_of_another_mlflow_runs(platform: Platfor
     assert db.schema_status(settings).current == older
 
 
+def _waits_for_an_advisory_lock(platform: Platform, proc: subprocess.Popen[str], name: str) -> bool:
+    """True once a session waits for an advisory lock on database ``name`` (within 120 s,
+    while ``proc`` runs)."""
+    import time
+
+    waiting = False
+    deadline = time.monotonic() + 120
+    watcher = db.make_engine(platform.settings)
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            with watcher.connect() as conn:
+                blocked = conn.execute(
+                    sqlalchemy.text(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_database d "
+                        "ON d.oid = l.database WHERE l.locktype = 'advisory' "
+                        "AND NOT l.granted AND d.datname = :n"
+                    ),
+                    {"n": name},
+                ).scalar()
+            if blocked:
+                waiting = True
+                break
+            time.sleep(0.2)
+    finally:
+        watcher.dispose()
+    return waiting
+
+
 def test_status_and_upgrade_cover_the_auth_store(platform: Platform) -> None:
     """`db status` compares the auth store with MLflow's auth head; `db upgrade` dumps it
     and migrates it under the advisory lock `serve` takes, waiting while someone holds it."""
-    import subprocess
-    import time
     from pathlib import Path
 
     from mlflow.server.auth.db.utils import migrate
@@ -227,26 +254,7 @@ def test_status_and_upgrade_cover_the_auth_store(platform: Platform) -> None:
             env=env, cwd=platform.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        waiting = False
-        deadline = time.monotonic() + 120
-        watcher = db.make_engine(platform.settings)
-        try:
-            while time.monotonic() < deadline and proc.poll() is None:
-                with watcher.connect() as conn:
-                    blocked = conn.execute(
-                        sqlalchemy.text(
-                            "SELECT count(*) FROM pg_locks l JOIN pg_database d "
-                            "ON d.oid = l.database WHERE l.locktype = 'advisory' "
-                            "AND NOT l.granted AND d.datname = :n"
-                        ),
-                        {"n": name},
-                    ).scalar()
-                if blocked:
-                    waiting = True
-                    break
-                time.sleep(0.2)
-        finally:
-            watcher.dispose()
+        waiting = _waits_for_an_advisory_lock(platform, proc, name)
         assert waiting, proc.communicate(timeout=300) if proc.poll() is not None else "no waiter"
         assert auth_store.revision(settings) == older  # nothing migrated while it waits
     out, err = proc.communicate(timeout=300)

@@ -8,6 +8,9 @@ under it its output: a shown `error:` line means exit 2 and that error, `rejecte
 `kept the champion` exit 1 and that line, anything else exit 0 and the shown result line.
 One substitution: the shared stack holds another test's `iris-classifier`, so the page's
 model is registered under its own name here.
+
+One module, because the runbook and troubleshooting tests share one module-scoped stack of
+their own (`runbook`); split, each part would start its own.
 """
 
 from __future__ import annotations

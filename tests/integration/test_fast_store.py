@@ -13,6 +13,10 @@ equal row by row, as text (so -0 and 0 differ).
 Then a real `mlflow server` started with the kit's argv (MLOPS_DB_FAST_METRICS=true)
 must serve its handlers from the plugin store: its connections carry the store's
 application_name, the rows land, and the model registry still answers.
+
+One module, because its tests share one module-scoped set of databases (`databases`:
+migrated, seeded and cloned on the session stack's PostgreSQL); split, each part would
+build its own.
 """
 
 from __future__ import annotations

@@ -237,20 +237,8 @@ def _clone(person: Person) -> Path:
     return clone
 
 
-def _first_day(person: Person) -> None:
-    """Clone, the README's first command as written, doctor exit 0, the README's client
-    snippet from another folder, down: as ``person``, from their private home."""
-    require_binaries()
-    state_of_root = SYSTEM_STATE if person.is_root else None
-    if state_of_root is not None and state_of_root.exists():
-        pytest.fail(
-            f"{SYSTEM_STATE} exists: a platform may live there and this test will not "
-            "touch it; remove it on a test machine",
-            pytrace=False,
-        )
-    private_home = person.home
-    clone = _clone(person)
-
+def _newcomer_env(person: Person, private_home: Path) -> dict[str, str]:
+    """``person``'s shell: their home, none of our MLOPS_* settings, free ports."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -269,6 +257,61 @@ def _first_day(person: Person) -> None:
     for name in ("DB_PORT", "S3_PORT", "SERVER_PORT", "PROXY_PORT"):
         env[f"MLOPS_{name}"] = str(free_port())
     env["MLOPS_SERVER_WORKERS"] = "1"
+    return env
+
+
+def _client_snippet_from_another_folder(
+    person: Person, readme: str, clone: Path, env: dict[str, str], status: dict[str, Any]
+) -> None:
+    private_home = person.home
+    cli = clone / ".venv" / "bin" / "mlops-platform"
+    who = f"as {person.name}"
+    # The README's client snippet, from a training script's folder.
+    training = private_home / "my-project"
+    person.run(["mkdir", str(training)], check=True)
+    snippet = sh_blocks(readme, "Point your `mlflow` code at it")[0]
+    eval_line = commands(snippet)[0]  # as written: ~ is this home, the clone is in it
+    assert eval_line.startswith('eval "$(') and "client-env" in eval_line
+    client = (
+        "set -e\n"
+        f"{eval_line}\n"
+        f"{clone / '.venv' / 'bin' / 'python'} -c 'import mlflow, os; "
+        'print(os.environ["MLFLOW_TRACKING_URI"]); '
+        'mlflow.set_experiment("first-day"); '
+        'r = mlflow.start_run(); mlflow.log_metric("m", 1.0); mlflow.end_run(); '
+        "print(r.info.run_id)'\n"
+    )
+    ran = person.run(["bash", "-c", client], cwd=training, env=env, timeout=120)
+    assert ran.returncode == 0, (who, ran.stdout + ran.stderr)
+    assert ran.stdout.splitlines()[0] == status["tracking_url"]
+    assert not (training / "mlruns").exists() and not (training / "mlflow.db").exists()
+
+    # Without a remembered env file (another user's home), the eval fails loudly.
+    stranger = private_home / "stranger"
+    person.run(["mkdir", str(stranger)], check=True)
+    lost = person.run(
+        ["bash", "-c", f'eval "$({cli} client-env)" || echo EVAL-FAILED'],
+        cwd=training,
+        env={**env, "HOME": str(stranger)},
+        timeout=60,
+    )
+    assert "EVAL-FAILED" in lost.stdout and "no env file" in lost.stderr, lost
+
+
+def _first_day(person: Person) -> None:
+    """Clone, the README's first command as written, doctor exit 0, the README's client
+    snippet from another folder, down: as ``person``, from their private home."""
+    require_binaries()
+    state_of_root = SYSTEM_STATE if person.is_root else None
+    if state_of_root is not None and state_of_root.exists():
+        pytest.fail(
+            f"{SYSTEM_STATE} exists: a platform may live there and this test will not "
+            "touch it; remove it on a test machine",
+            pytrace=False,
+        )
+    private_home = person.home
+    clone = _clone(person)
+    env = _newcomer_env(person, private_home)
 
     readme = (clone / "README.md").read_text()
     first = commands(sh_blocks(readme, "Quick start (fresh machine)")[0])[0]
@@ -295,36 +338,7 @@ def _first_day(person: Person) -> None:
         if not person.is_root:  # everything of it is theirs
             assert state.stat().st_uid == person.uid
 
-        # The README's client snippet, from a training script's folder.
-        training = private_home / "my-project"
-        person.run(["mkdir", str(training)], check=True)
-        snippet = sh_blocks(readme, "Point your `mlflow` code at it")[0]
-        eval_line = commands(snippet)[0]  # as written: ~ is this home, the clone is in it
-        assert eval_line.startswith('eval "$(') and "client-env" in eval_line
-        client = (
-            "set -e\n"
-            f"{eval_line}\n"
-            f"{clone / '.venv' / 'bin' / 'python'} -c 'import mlflow, os; "
-            'print(os.environ["MLFLOW_TRACKING_URI"]); '
-            'mlflow.set_experiment("first-day"); '
-            'r = mlflow.start_run(); mlflow.log_metric("m", 1.0); mlflow.end_run(); '
-            "print(r.info.run_id)'\n"
-        )
-        ran = person.run(["bash", "-c", client], cwd=training, env=env, timeout=120)
-        assert ran.returncode == 0, (who, ran.stdout + ran.stderr)
-        assert ran.stdout.splitlines()[0] == status["tracking_url"]
-        assert not (training / "mlruns").exists() and not (training / "mlflow.db").exists()
-
-        # Without a remembered env file (another user's home), the eval fails loudly.
-        stranger = private_home / "stranger"
-        person.run(["mkdir", str(stranger)], check=True)
-        lost = person.run(
-            ["bash", "-c", f'eval "$({cli} client-env)" || echo EVAL-FAILED'],
-            cwd=training,
-            env={**env, "HOME": str(stranger)},
-            timeout=60,
-        )
-        assert "EVAL-FAILED" in lost.stdout and "no env file" in lost.stderr, lost
+        _client_snippet_from_another_folder(person, readme, clone, env, status)
     finally:
         down = person.run([str(cli), "down"], cwd=clone, env=env, timeout=300)
         if person.is_root and os.environ.get("MLOPS_TEST_KEEP") != "1":

@@ -6,6 +6,9 @@ write is shown to have changed nothing (the platform's whole state, read as the 
 is the same before and after). Identity cannot be forged: the server refuses a user
 header without the proxy secret, and a client's own identity headers do not get
 through nginx.
+
+One module, because its tests share the module-scoped users (`people`, added with
+`users add` on the session stack); split, each part would add its own.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -396,12 +400,71 @@ def test_bad_role_input_changes_nothing(platform: Platform) -> None:
     assert platform.cli("users", "list", "--json").stdout == before
 
 
+def _start_replicas(
+    env_file: Path, root: Path, ports: list[int], procs: list[subprocess.Popen[str]]
+) -> None:
+    """One `serve` a port, each with a state folder of its own, added to ``procs``."""
+    import os
+
+    for i, port in enumerate(ports):
+        env = {
+            **os.environ,
+            "MLOPS_SERVER_PORT": str(port),
+            "MLOPS_STATE_DIR": str(root / f"replica-{i}"),
+        }
+        procs.append(
+            subprocess.Popen(
+                [*CLI, "--env-file", str(env_file), "serve"],
+                env=env,
+                cwd=root,
+                text=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+        )
+
+
+def _wait_until_healthy(bases: list[str], procs: list[subprocess.Popen[str]]) -> None:
+    for base, proc in zip(bases, procs, strict=True):
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (
+                f"a replica died: {proc.stderr.read() if proc.stderr else ''}"
+            )
+            try:
+                if requests.get(base + "/health", timeout=3).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, f"{base} not ready within 180 s"
+            time.sleep(0.5)
+
+
+def _first_requests_at_once(bases: list[str], headers: dict[str, str]) -> list[int]:
+    """A new user's first request, twice to each replica, all four at once: the statuses."""
+    results: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def first_request(base: str) -> None:
+        barrier.wait(60)
+        r = requests.post(
+            f"{base}{API}/experiments/search", json={"max_results": 1}, headers=headers,
+            timeout=60,
+        )  # fmt: skip
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=first_request, args=(b,)) for b in bases * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
 def test_two_servers_race_on_an_empty_auth_store() -> None:
     """Two servers start at once on an empty auth database; a new user's first request
     reaches both at once (two requests each); every request succeeds."""
-    import os
     import shutil
-    import time
 
     from mlops_platform.settings import load_settings
     from mlops_platform.stack.base import StateFile
@@ -431,58 +494,16 @@ def test_two_servers_race_on_an_empty_auth_store() -> None:
             database="postgres",
         )
         ports = [free_port(), free_port()]
-        for i, port in enumerate(ports):
-            env = {
-                **os.environ,
-                "MLOPS_SERVER_PORT": str(port),
-                "MLOPS_STATE_DIR": str(root / f"replica-{i}"),
-            }
-            procs.append(
-                subprocess.Popen(
-                    [*CLI, "--env-file", str(env_file), "serve"],
-                    env=env,
-                    cwd=root,
-                    text=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )  # fmt: skip
-            )
+        _start_replicas(env_file, root, ports, procs)
         bases = [f"http://127.0.0.1:{port}" for port in ports]
-        for base, proc in zip(bases, procs, strict=True):
-            deadline = time.monotonic() + 180
-            while True:
-                assert proc.poll() is None, (
-                    f"a replica died: {proc.stderr.read() if proc.stderr else ''}"
-                )
-                try:
-                    if requests.get(base + "/health", timeout=3).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                assert time.monotonic() < deadline, f"{base} not ready within 180 s"
-                time.sleep(0.5)
+        _wait_until_healthy(bases, procs)
         name = f"newcomer-{uuid.uuid4().hex[:6]}"
         headers = {
             "X-Forwarded-User": name,
             "X-Mlops-Proxy-Secret": settings.proxy_secret.get_secret_value(),
             "Host": "localhost",
         }
-        results: list[int] = []
-        barrier = threading.Barrier(4)
-
-        def first_request(base: str) -> None:
-            barrier.wait(60)
-            r = requests.post(
-                f"{base}{API}/experiments/search", json={"max_results": 1}, headers=headers,
-                timeout=60,
-            )  # fmt: skip
-            results.append(r.status_code)
-
-        threads = [threading.Thread(target=first_request, args=(b,)) for b in bases * 2]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        results = _first_requests_at_once(bases, headers)
         assert results == [200] * 4, results
     finally:
         for proc in procs:
@@ -500,6 +521,60 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
 
 
+def _register_versions_as(env: dict[str, str], uri: str, name: str) -> None:
+    """register_versions with ``env`` as the process environment, restored afterwards."""
+    import os
+
+    from tests.support.models import register_versions
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        register_versions(uri, name)  # four versions, as the editor
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _champion_as_a_service_account(
+    platform: Platform, people: dict[str, Client], name: str
+) -> Client:
+    # What serving would load: a service account granted this model and its experiment.
+    svc = f"svc-{uuid.uuid4().hex[:6]}"
+    added = json.loads(
+        platform.cli("users", "add", svc, "--role", "service", "--generate", "--json").stdout
+    )
+    reader = Client(platform.url, svc, added["generated_password"])
+    assert reader.call("GET", f"{API}/registered-models/get", {"name": name}).status_code == 403
+    version = people["admin"].ok(
+        "GET", f"{API}/registered-models/alias", {"name": name, "alias": "champion"}
+    )["model_version"]
+    platform.cli("users", "grant", svc, "model", name, "READ")
+    exp = people["admin"].ok("GET", f"{API}/runs/get", {"run_id": version["run_id"]})["run"]
+    platform.cli("users", "grant", svc, "experiment", exp["info"]["experiment_id"], "READ")
+    champion = reader.ok(
+        "GET", f"{API}/registered-models/alias", {"name": name, "alias": "champion"}
+    )
+    assert champion["model_version"]["version"] == "3"
+    tags = {t["key"]: t["value"] for t in champion["model_version"].get("tags", [])}
+    assert tags.get("mlops.status") == "approved"
+    return reader
+
+
+def _champion_moves_in_the_log(platform: Platform, name: str) -> list[dict[str, Any]]:
+    """The audit lines of the server's log about @champion of model ``name``."""
+    log = (platform.settings.state_dir / "logs" / "tracking.log").read_text()
+    moves = [
+        json.loads(line[line.index("{") :])
+        for line in log.splitlines()
+        if '"mlops.audit"' in line and f'"name": "{name}"' in line and '"champion"' in line
+    ]
+    return moves
+
+
 def test_guide_workflow_with_real_roles(
     platform: Platform, people: dict[str, Client], tmp_path: Any
 ) -> None:
@@ -507,7 +582,7 @@ def test_guide_workflow_with_real_roles(
     a service account sees the approved version as @champion."""
     import os
 
-    from tests.support.models import LENIENT, register_versions
+    from tests.support.models import LENIENT
     from tests.support.models import iris as _iris
 
     uri = platform.client_env["MLFLOW_TRACKING_URI"]
@@ -522,16 +597,7 @@ def test_guide_workflow_with_real_roles(
 
     editor, approver = people["editor"], people["approver"]
     name = f"flow-{uuid.uuid4().hex[:8]}"
-    saved = {k: os.environ.get(k) for k in as_user(editor)}
-    os.environ.update(as_user(editor))
-    try:
-        register_versions(uri, name)  # four versions, as the editor
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    _register_versions_as(as_user(editor), uri, name)
     gates = tmp_path / "gates.yaml"
     gates.write_text(LENIENT)
     x, y = _iris()
@@ -554,34 +620,11 @@ def test_guide_workflow_with_real_roles(
     assert refused.returncode == 2 and "approver" in refused.stderr, refused.stderr
     promoted = registry(approver, *promote, "--json")
     assert promoted.returncode == 0, promoted.stderr
-    # What serving would load: a service account granted this model and its experiment.
-    svc = f"svc-{uuid.uuid4().hex[:6]}"
-    added = json.loads(
-        platform.cli("users", "add", svc, "--role", "service", "--generate", "--json").stdout
-    )
-    reader = Client(platform.url, svc, added["generated_password"])
-    assert reader.call("GET", f"{API}/registered-models/get", {"name": name}).status_code == 403
-    version = people["admin"].ok(
-        "GET", f"{API}/registered-models/alias", {"name": name, "alias": "champion"}
-    )["model_version"]
-    platform.cli("users", "grant", svc, "model", name, "READ")
-    exp = people["admin"].ok("GET", f"{API}/runs/get", {"run_id": version["run_id"]})["run"]
-    platform.cli("users", "grant", svc, "experiment", exp["info"]["experiment_id"], "READ")
-    champion = reader.ok(
-        "GET", f"{API}/registered-models/alias", {"name": name, "alias": "champion"}
-    )
-    assert champion["model_version"]["version"] == "3"
-    tags = {t["key"]: t["value"] for t in champion["model_version"].get("tags", [])}
-    assert tags.get("mlops.status") == "approved"
+    reader = _champion_as_a_service_account(platform, people, name)
     verified = registry(reader, "verify", name, "@champion")
     assert verified.returncode == 0, verified.stderr
     # and the server's log names who moved @champion
-    log = (platform.settings.state_dir / "logs" / "tracking.log").read_text()
-    moves = [
-        json.loads(line[line.index("{") :])
-        for line in log.splitlines()
-        if '"mlops.audit"' in line and f'"name": "{name}"' in line and '"champion"' in line
-    ]
+    moves = _champion_moves_in_the_log(platform, name)
     assert {(m["user"], m["decision"]) for m in moves} >= {
         (approver.user, "allowed"),
     }, moves

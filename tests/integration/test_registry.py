@@ -338,24 +338,22 @@ def overwrite_in_s3(platform: Platform, key: str, change: Any) -> None:
     client.put_object(Bucket=platform.settings.s3_bucket, Key=key, Body=change(body))
 
 
-def test_approval_pins_the_artifacts_and_promote_refuses_changed_files(
-    platform: Platform, governed: dict[str, Any], mlflow_client_env: dict[str, str], tmp_path: Path
-) -> None:
-    from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
-
-    from mlops_platform import registry as reg
-
-    name = new_model(platform, governed)
-    uri = governed["uri"]
-    lenient = str(governed["dir"] / "lenient.yaml")
-    holdout = str(governed["dir"] / "holdout.csv")
+def _approve_versions(platform: Platform, name: str, lenient: str) -> dict[str, Any]:
     approvals = {}
     for v in ("1", "2", "3", "4"):
         result = cli(platform, "registry", "approve", name, v, "--gates", lenient, "--json")
         assert result.returncode == 0, result.stderr
         approvals[v] = json.loads(result.stdout)
-    client = MlflowClient(uri)
+    return approvals
+
+
+def _check_the_pin(
+    client: Any, uri: str, name: str, approvals: dict[str, Any], tmp_path: Path
+) -> None:
+    from mlflow.artifacts import download_artifacts
+
+    from mlops_platform import registry as reg
+
     tags = client.get_model_version(name, "3").tags
     # the tag is the documented digest of a plain download of the version's files
     local = download_artifacts(
@@ -368,9 +366,12 @@ def test_approval_pins_the_artifacts_and_promote_refuses_changed_files(
     assert "model.pkl" in recomputed.files and "MLmodel" in recomputed.files
     assert approvals["3"]["artifacts_files"] == len(recomputed.files) >= 3
     assert tags[reg.DIGEST_TAG] != client.get_model_version(name, "2").tags[reg.DIGEST_TAG]
-    ok = cli(platform, "registry", "promote", name, "--challenger", "1", "--initial",
-             "--dataset", holdout, "--metric", "accuracy")  # fmt: skip
-    assert ok.returncode == 0, ok.stderr
+
+
+def _check_a_changed_version_is_refused(
+    platform: Platform, client: Any, uri: str, name: str, holdout: str
+) -> None:
+    from mlops_platform import registry as reg
 
     # v3's model.pkl is rewritten in the bucket, same size, one byte flipped
     key = artifact_key(platform, uri, name, "3", "model.pkl")
@@ -399,14 +400,11 @@ def test_approval_pins_the_artifacts_and_promote_refuses_changed_files(
     assert "challenger" not in aliases(uri, name)
     assert client.search_registered_models(f"name = '{reg.LOCK_PREFIX}{name}'") == []
 
-    # the untouched version promotes
-    moved = cli(platform, "registry", "promote", name, "--challenger", "2",
-                "--dataset", holdout, "--metric", "accuracy", "--json")  # fmt: skip
-    assert moved.returncode == 0, moved.stderr
-    assert json.loads(moved.stdout)["promoted"] and aliases(uri, name)["champion"] == "2"
-    good = cli(platform, "registry", "verify", name, "@champion", "--json")
-    assert good.returncode == 0, good.stderr
-    assert json.loads(good.stdout)["artifacts_digest"] == approvals["2"]["artifacts_digest"]
+
+def _check_an_unpinned_version_waits_for_approval(
+    platform: Platform, client: Any, uri: str, name: str, lenient: str, holdout: str
+) -> None:
+    from mlops_platform import registry as reg
 
     # approved before pinning existed (no digest tag): refused until approved again
     client.delete_model_version_tag(name, "4", reg.DIGEST_TAG)
@@ -423,6 +421,36 @@ def test_approval_pins_the_artifacts_and_promote_refuses_changed_files(
                 "--dataset", holdout, "--metric", "accuracy")  # fmt: skip
     assert fixed.returncode == 0, fixed.stderr
     assert aliases(uri, name)["champion"] == "4"
+
+
+def test_approval_pins_the_artifacts_and_promote_refuses_changed_files(
+    platform: Platform, governed: dict[str, Any], mlflow_client_env: dict[str, str], tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    name = new_model(platform, governed)
+    uri = governed["uri"]
+    lenient = str(governed["dir"] / "lenient.yaml")
+    holdout = str(governed["dir"] / "holdout.csv")
+    approvals = _approve_versions(platform, name, lenient)
+    client = MlflowClient(uri)
+    _check_the_pin(client, uri, name, approvals, tmp_path)
+    ok = cli(platform, "registry", "promote", name, "--challenger", "1", "--initial",
+             "--dataset", holdout, "--metric", "accuracy")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+
+    _check_a_changed_version_is_refused(platform, client, uri, name, holdout)
+
+    # the untouched version promotes
+    moved = cli(platform, "registry", "promote", name, "--challenger", "2",
+                "--dataset", holdout, "--metric", "accuracy", "--json")  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["promoted"] and aliases(uri, name)["champion"] == "2"
+    good = cli(platform, "registry", "verify", name, "@champion", "--json")
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["artifacts_digest"] == approvals["2"]["artifacts_digest"]
+
+    _check_an_unpinned_version_waits_for_approval(platform, client, uri, name, lenient, holdout)
     events = [e["event"] for e in json.loads(cli(platform, "registry", "history", name,
                                                  "--json").stdout)["events"]]  # fmt: skip
     assert events.count("alias_moved") == 4 + 3  # staging x4 (v1..v4), champion 1 -> 2 -> 4

@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -158,16 +159,11 @@ def _refused(proc: subprocess.Popen[bytes], log: Path) -> str:
     return text
 
 
-def test_serving_refuses_a_champion_whose_artifacts_changed_after_approval(
-    platform: Platform, mlflow_client_env: dict[str, str], tmp_path: Path
-) -> None:
+def _register_a_model_and_an_impostor(name: str) -> tuple[Any, Any, Any, Any]:
+    """(x, y, the real model: v1, a dummy: v2), both logged and registered as ``name``."""
     import mlflow
-    from mlflow import MlflowClient
     from sklearn.dummy import DummyClassifier
 
-    from mlops_platform import s3
-
-    name = f"pinned-{uuid.uuid4().hex[:8]}"
     x, y = load_iris(return_X_y=True, as_frame=True)
     x.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     good = RandomForestClassifier(n_estimators=25, max_depth=4, random_state=3).fit(x, y)
@@ -180,6 +176,40 @@ def test_serving_refuses_a_champion_whose_artifacts_changed_after_approval(
                 model, name="model", registered_model_name=name, input_example=x.head(3),
                 serialization_format="cloudpickle", pip_requirements=sklearn_requirements(),
             )  # fmt: skip
+    return x, y, good, dummy
+
+
+def _swap_the_pickle_of_v1_for_v2s(platform: Platform, client: Any, name: str) -> None:
+    """Write v2's model.pkl over v1's in the bucket, as someone with its keys could."""
+    from mlops_platform import s3
+
+    settings = platform.settings
+    bucket = s3.client(settings, timeout=60)
+
+    def key_of(version: str) -> str:
+        tail = client.get_model_version_download_uri(name, version).split(":", 1)[1].strip("/")
+        found = [
+            o["Key"]
+            for page in bucket.get_paginator("list_objects_v2").paginate(
+                Bucket=settings.s3_bucket, Prefix=settings.s3_prefix + "/"
+            )
+            for o in page.get("Contents", [])
+            if o["Key"].endswith(tail + "/model.pkl")
+        ]
+        assert len(found) == 1, (tail, found)
+        return found[0]
+
+    impostor = bucket.get_object(Bucket=settings.s3_bucket, Key=key_of("2"))["Body"].read()
+    bucket.put_object(Bucket=settings.s3_bucket, Key=key_of("1"), Body=impostor)
+
+
+def test_serving_refuses_a_champion_whose_artifacts_changed_after_approval(
+    platform: Platform, mlflow_client_env: dict[str, str], tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    name = f"pinned-{uuid.uuid4().hex[:8]}"
+    x, y, good, dummy = _register_a_model_and_an_impostor(name)
     uri = platform.client_env["MLFLOW_TRACKING_URI"]
     registry = reg.Registry(uri, actor="serving-test")
     gates = reg.Gates.from_mapping({"metrics": {"accuracy": ">= 0.9"}, "signature": True})
@@ -210,24 +240,7 @@ def test_serving_refuses_a_champion_whose_artifacts_changed_after_approval(
 
     # someone with the bucket's keys swaps the champion's pickle for the impostor's
     client = MlflowClient(uri)
-    settings = platform.settings
-    bucket = s3.client(settings, timeout=60)
-
-    def key_of(version: str) -> str:
-        tail = client.get_model_version_download_uri(name, version).split(":", 1)[1].strip("/")
-        found = [
-            o["Key"]
-            for page in bucket.get_paginator("list_objects_v2").paginate(
-                Bucket=settings.s3_bucket, Prefix=settings.s3_prefix + "/"
-            )
-            for o in page.get("Contents", [])
-            if o["Key"].endswith(tail + "/model.pkl")
-        ]
-        assert len(found) == 1, (tail, found)
-        return found[0]
-
-    impostor = bucket.get_object(Bucket=settings.s3_bucket, Key=key_of("2"))["Body"].read()
-    bucket.put_object(Bucket=settings.s3_bucket, Key=key_of("1"), Body=impostor)
+    _swap_the_pickle_of_v1_for_v2s(platform, client, name)
     log = tmp_path / "serve-2.log"
     err = _refused(_start_entry(platform, name, free_port(), tmp_path / "copy-2", log), log)
     assert f"the artifacts of {name} v1 changed after its approval (changed: model.pkl" in err

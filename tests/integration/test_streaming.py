@@ -24,6 +24,45 @@ pytestmark = pytest.mark.integration
 API = "/api/2.0/mlflow"
 
 
+def _check_ranges(reader: requests.Session, urls: list[str], payload: bytes) -> None:
+    """Range requests through both URLs: a middle slice, the tail, one past the end."""
+    part = reader.get(urls[0], headers={"Range": "bytes=1048570-1048600"}, timeout=60)
+    assert part.status_code == 206, part.status_code
+    assert part.content == payload[1048570:1048601]
+    assert part.headers["Content-Range"] == f"bytes 1048570-1048600/{len(payload)}"
+    tail = reader.get(urls[1], headers={"Range": "bytes=-10"}, timeout=60)
+    assert (tail.status_code, tail.content) == (206, payload[-10:])
+    beyond = reader.get(urls[0], headers={"Range": f"bytes={len(payload) + 5}-"}, timeout=60)
+    assert beyond.status_code == 416, beyond.status_code
+
+
+def _download_with_mlflows_client(
+    platform: Platform, svc: str, password: str, run_id: str, payload: bytes, tmp_path: Path
+) -> None:
+    """`mlflow.artifacts.download_artifacts` as ``svc``, in a process of its own, gets
+    ``payload``."""
+    import subprocess
+    import sys
+
+    env = {**platform.client_env, "MLFLOW_TRACKING_USERNAME": svc,
+           "MLFLOW_TRACKING_PASSWORD": password}  # fmt: skip
+    out = tmp_path / "dl"
+    script = (
+        "import mlflow, sys; print(mlflow.artifacts.download_artifacts("
+        f"run_id={run_id!r}, artifact_path='model/weights.bin', dst_path={str(out)!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Path(done.stdout.strip().splitlines()[-1]).read_bytes() == payload
+
+
 def test_streamed_download_keeps_mlflows_permissions(platform: Platform, tmp_path: Path) -> None:
     admin = requests.Session()
     admin.auth = platform.auth
@@ -67,14 +106,7 @@ def test_streamed_download_keeps_mlflows_permissions(platform: Platform, tmp_pat
         body = b"".join(got.iter_content(256 * 1024))
         assert hashlib.sha256(body).digest() == hashlib.sha256(payload).digest()
 
-    part = reader.get(urls[0], headers={"Range": "bytes=1048570-1048600"}, timeout=60)
-    assert part.status_code == 206, part.status_code
-    assert part.content == payload[1048570:1048601]
-    assert part.headers["Content-Range"] == f"bytes 1048570-1048600/{len(payload)}"
-    tail = reader.get(urls[1], headers={"Range": "bytes=-10"}, timeout=60)
-    assert (tail.status_code, tail.content) == (206, payload[-10:])
-    beyond = reader.get(urls[0], headers={"Range": f"bytes={len(payload) + 5}-"}, timeout=60)
-    assert beyond.status_code == 416, beyond.status_code
+    _check_ranges(reader, urls, payload)
     # a missing object and a folder still get MLflow's own answers
     missing = reader.get(urls[0] + ".nope", timeout=60)
     assert missing.status_code >= 400
@@ -93,23 +125,6 @@ def test_streamed_download_keeps_mlflows_permissions(platform: Platform, tmp_pat
     )
 
     # MLflow's own client, as the reader
-    env = {**platform.client_env, "MLFLOW_TRACKING_USERNAME": svc,
-           "MLFLOW_TRACKING_PASSWORD": added["generated_password"]}  # fmt: skip
-    import subprocess
-    import sys
-
-    out = tmp_path / "dl"
-    script = (
-        "import mlflow, sys; print(mlflow.artifacts.download_artifacts("
-        f"run_id={run_id!r}, artifact_path='model/weights.bin', dst_path={str(out)!r}))"
+    _download_with_mlflows_client(
+        platform, svc, added["generated_password"], run_id, payload, tmp_path
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert Path(done.stdout.strip().splitlines()[-1]).read_bytes() == payload

@@ -16,6 +16,10 @@ tracking server's permission engine decides. What the tests prove, role by role:
 Every check waits for a concrete element (a link with the experiment's name, a table row
 with the alias, the server's own error text) that a 401 or 403 page would not have;
 `test_wrong_password_gets_no_ui` shows the same checks failing at the proxy.
+
+One module, because its tests share one module-scoped browser (`browser`, Chromium under
+Playwright) and the users and objects it looks at (`people`, `world`); split, each part
+would start and make its own.
 """
 
 from __future__ import annotations

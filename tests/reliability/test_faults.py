@@ -164,6 +164,64 @@ def inject(
     )
 
 
+def fault_schedule() -> list[tuple[str, str, Callable[[int], None], float]]:
+    """The faults, in order: (name, service, what is done to its pid, seconds it stays down)."""
+    return [
+        ("kill -9 PostgreSQL, then `up`", "postgres", lambda p: os.kill(p, signal.SIGKILL), 2),
+        (
+            "restart the tracking server",
+            "tracking",
+            lambda p: signal_tree(p, signal.SIGTERM),
+            0,
+        ),
+        (
+            "object store down for 10 s",
+            "seaweedfs",
+            lambda p: signal_tree(p, signal.SIGKILL),
+            10,
+        ),
+        ("restart nginx", "nginx", lambda p: signal_tree(p, signal.SIGTERM), 0),
+    ]
+
+
+def faults_report(
+    load_start: float,
+    faults: list[Fault],
+    ledgers: dict[int, list[dict[str, Any]]],
+    noop_problems: list[str],
+    batches: list[tuple[int, dict[str, Any]]],
+    artifacts: list[dict[str, Any]],
+    errors: list[dict[str, Any]],
+    retries: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """What the run measured, printed as the FAULTS REPORT."""
+    # The longest time any client waited for an acknowledgement across the faults.
+    longest = max(e["acked"] - e["sent"] for _, e in batches)
+    last_ack = max(e["acked"] for _, e in batches)
+    return {
+        "workers": WORKERS,
+        "load_seconds": round(last_ack - load_start, 1),
+        "acknowledged_batches": len(batches),
+        "acknowledged_points": len(batches) * KEYS,
+        "acknowledged_artifacts": len(artifacts),
+        "client_errors": len(errors),
+        "client_retries": len(retries),
+        "missing_points": 0,  # asserted above
+        "missing_artifacts": 0,
+        "longest_ack_wait_s": round(longest, 1),
+        "faults": [
+            {
+                **{k: v for k, v in asdict(f).items() if k in ("name", "pid_before", "pid_after")},
+                "starts_at_s": round(f.injected_at - load_start, 1),
+                "restored_in_s": f.restored_in_s,
+                "retries, slowed calls": effect(f, ledgers),
+            }
+            for f in faults
+        ],
+        "no-op control refused for": noop_problems,
+    }
+
+
 def test_acknowledged_writes_survive_faults(
     stack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,22 +238,7 @@ def test_acknowledged_writes_survive_faults(
 
     faults: list[Fault] = []
     with ledger_load(client_env, run_id, tmp_path) as load_start:
-        schedule: list[tuple[str, str, Callable[[int], None], float]] = [
-            ("kill -9 PostgreSQL, then `up`", "postgres", lambda p: os.kill(p, signal.SIGKILL), 2),
-            (
-                "restart the tracking server",
-                "tracking",
-                lambda p: signal_tree(p, signal.SIGTERM),
-                0,
-            ),
-            (
-                "object store down for 10 s",
-                "seaweedfs",
-                lambda p: signal_tree(p, signal.SIGKILL),
-                10,
-            ),
-            ("restart nginx", "nginx", lambda p: signal_tree(p, signal.SIGTERM), 0),
-        ]
+        schedule = fault_schedule()
         resumed_after = load_start
         for name, service, hit, down_for in schedule:
             wait_for_acks(tmp_path, resumed_after, RESUMED)  # load is on before each fault
@@ -223,30 +266,8 @@ def test_acknowledged_writes_survive_faults(
 
     assert_acknowledged_writes_kept(client, run_id, batches, artifacts, tmp_path)
 
-    # The longest time any client waited for an acknowledgement across the faults.
-    longest = max(e["acked"] - e["sent"] for _, e in batches)
-    last_ack = max(e["acked"] for _, e in batches)
-    report = {
-        "workers": WORKERS,
-        "load_seconds": round(last_ack - load_start, 1),
-        "acknowledged_batches": len(batches),
-        "acknowledged_points": len(batches) * KEYS,
-        "acknowledged_artifacts": len(artifacts),
-        "client_errors": len(errors),
-        "client_retries": len(retries),
-        "missing_points": 0,  # asserted above
-        "missing_artifacts": 0,
-        "longest_ack_wait_s": round(longest, 1),
-        "faults": [
-            {
-                **{k: v for k, v in asdict(f).items() if k in ("name", "pid_before", "pid_after")},
-                "starts_at_s": round(f.injected_at - load_start, 1),
-                "restored_in_s": f.restored_in_s,
-                "retries, slowed calls": effect(f, ledgers),
-            }
-            for f in faults
-        ],
-        "no-op control refused for": noop_problems,
-    }
+    report = faults_report(
+        load_start, faults, ledgers, noop_problems, batches, artifacts, errors, retries
+    )
     print("\nFAULTS REPORT " + json.dumps(report, indent=2))
     assert len(batches) > WORKERS * 50 and len(artifacts) >= WORKERS * 3

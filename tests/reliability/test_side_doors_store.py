@@ -6,6 +6,9 @@ to a positive control that proves the probe could have succeeded; each S3 key is
 outside its purpose; a model version pointing at another bucket is registered through the
 proxy; and every file the kit created in a full run (up, a logged artifact, a backup,
 down) is checked for its mode and then opened as an unrelated OS user.
+
+One module, because its tests share one module-scoped stack of their own (`stack`);
+split, each part would start its own.
 """
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ def _scheduled_commands() -> list[list[str]]:
     """Every `mlops-platform ...` invocation in deploy/cron and deploy/systemd."""
     found: list[list[str]] = []
     paths = [*(ROOT / "deploy/cron").rglob("*"), *(ROOT / "deploy/systemd").rglob("*")]
-    for path in sorted(paths):  # deploy/kubernetes: tests/static/test_kustomize.py
+    for path in sorted(paths):  # deploy/kubernetes: tests/static/kustomize/
         if not path.is_file():
             continue
         for line in path.read_text().splitlines():

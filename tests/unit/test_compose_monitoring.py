@@ -23,7 +23,7 @@ from mlops_platform.render import prometheus as render
 from mlops_platform.settings import PlatformSettings
 from mlops_platform.stack.monitoring import rule_files
 from tests.conftest import free_port
-from tests.static.test_compose import filled_example, run_compose
+from tests.static.compose.support import filled_example, run_compose
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("seaweedfs", "monitoring")

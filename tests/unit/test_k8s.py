@@ -1,6 +1,6 @@
 """The values of the rendered Kubernetes overlay: pure functions, no kubectl.
 
-Built overlays are tested in tests/static/test_kustomize.py.
+Built overlays are tested in tests/static/kustomize/.
 """
 
 from __future__ import annotations

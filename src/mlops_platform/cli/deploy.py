@@ -33,69 +33,125 @@ def _write(path: Path, text: str) -> None:
         ) from None
 
 
+# The options of `deploy render k8s` that take more than one line, named once here so that
+# the command reads as a list of its options.
+_BASE_OPTION = typer.Option(
+    Path("deploy/kubernetes/base"),
+    "--base",
+    help="The kit's Kustomize base (a checkout's deploy/kubernetes/base); the overlay "
+    "names it by its path relative to --out.",
+)
+_TRACKING_IMAGE_OPTION = typer.Option(
+    k8s.K8sOptions.tracking_image, "--tracking-image", help="Image of the tracking server."
+)
+_SERVING_IMAGE_OPTION = typer.Option(
+    k8s.K8sOptions.serving_image, "--serving-image", help="Image built from Dockerfile.serve."
+)
+_REPLICAS_OPTION = typer.Option(
+    2, "--replicas", min=1, help="Tracking pods (a PodDisruptionBudget from 2 on)."
+)
+_CPU_OPTION = typer.Option(
+    k8s.K8sOptions.tracking_cpu,
+    "--tracking-cpu",
+    help="CPU request of the tracking container; MLOPS_SERVER_WORKERS=0 means one "
+    "worker per requested core (1-4).",
+)
+_MEMORY_OPTION = typer.Option(
+    k8s.K8sOptions.tracking_memory, "--tracking-memory", help="Memory request of it."
+)
+_TMP_SIZE_OPTION = typer.Option(
+    k8s.K8sOptions.tracking_tmp_size,
+    "--tmp-size",
+    help="Size limit of the tracking pod's /tmp (proxied uploads spool there).",
+)
+_TRACKING_HOST_OPTION = typer.Option(
+    None, "--tracking-host", help="Public host of the tracking server (default: public_url)."
+)
+_INGRESS_CLASS_OPTION = typer.Option(
+    None, "--ingress-class", help="IngressClass of the Ingress (default: the cluster's)."
+)
+_INGRESS_NAMESPACE_OPTION = typer.Option(
+    None,
+    "--ingress-namespace",
+    help="Namespace whose pods may reach nginx (the Ingress controller's, the "
+    "Gateway's); repeatable; default ingress-nginx.",
+)
+_INGRESS_CIDR_OPTION = typer.Option(
+    None, "--ingress-cidr", help="Address block that may reach nginx; repeatable."
+)
+_GATEWAY_OPTION = typer.Option(
+    None, "--gateway", help="NAMESPACE/NAME of a Gateway: adds a Gateway API HTTPRoute."
+)
+_SERVICE_MONITOR_OPTION = typer.Option(
+    None,
+    "--service-monitor/--no-service-monitor",
+    help="A Prometheus Operator ServiceMonitor (default: with MLOPS_PROMETHEUS).",
+)
+_ANNOTATION_OPTION = typer.Option(
+    None,
+    "--service-account-annotation",
+    help="KEY=VALUE on the ServiceAccounts that reach S3 (cloud identity), e.g. "
+    "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/mlflow; repeatable.",
+)
+
+
+def _parse_annotations(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """--service-account-annotation KEY=VALUE items as pairs; refuse one without `=`."""
+    annotations = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(
+                f"--service-account-annotation {item!r} is not KEY=VALUE",
+                fix="e.g. --service-account-annotation eks.amazonaws.com/role-arn=arn:...",
+            )
+        annotations.append((key, value))
+    return tuple(annotations)
+
+
+def _relative_base(base: Path, out: Path) -> str:
+    """The Kustomize base as the overlay in ``out`` names it; refuse a folder without one."""
+    if not (base / "kustomization.yaml").is_file():
+        raise ConfigError(
+            f"no Kustomize base at {base}",
+            fix="pass --base with the path of the kit's deploy/kubernetes/base",
+        )
+    return Path(os.path.relpath(base.resolve(), out.resolve())).as_posix()
+
+
+def _print_k8s_next(
+    out: Path, files: dict[str, str], commands: list[str], namespace: str, job: str
+) -> None:
+    for name in files:
+        console.print(f"wrote {out / name}", highlight=False)
+    for line in commands:
+        console.print(f"next: {line}", highlight=False)
+    console.print(f"next: kubectl apply -k {out}", highlight=False)
+    console.print(
+        f"next: kubectl -n {namespace} wait --for=condition=complete job/{job} --timeout=2h",
+        highlight=False,
+    )
+
+
 @render_app.command("k8s")
 def render_k8s(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Folder of the overlay to write."),
-    base: Path = typer.Option(
-        Path("deploy/kubernetes/base"),
-        "--base",
-        help="The kit's Kustomize base (a checkout's deploy/kubernetes/base); the overlay "
-        "names it by its path relative to --out.",
-    ),
+    base: Path = _BASE_OPTION,
     namespace: str = typer.Option("mlops", "--namespace", help="Kubernetes namespace."),
-    tracking_image: str = typer.Option(
-        k8s.K8sOptions.tracking_image, "--tracking-image", help="Image of the tracking server."
-    ),
-    serving_image: str = typer.Option(
-        k8s.K8sOptions.serving_image, "--serving-image", help="Image built from Dockerfile.serve."
-    ),
-    replicas: int = typer.Option(
-        2, "--replicas", min=1, help="Tracking pods (a PodDisruptionBudget from 2 on)."
-    ),
-    cpu: str = typer.Option(
-        k8s.K8sOptions.tracking_cpu,
-        "--tracking-cpu",
-        help="CPU request of the tracking container; MLOPS_SERVER_WORKERS=0 means one "
-        "worker per requested core (1-4).",
-    ),
-    memory: str = typer.Option(
-        k8s.K8sOptions.tracking_memory, "--tracking-memory", help="Memory request of it."
-    ),
-    tmp_size: str = typer.Option(
-        k8s.K8sOptions.tracking_tmp_size,
-        "--tmp-size",
-        help="Size limit of the tracking pod's /tmp (proxied uploads spool there).",
-    ),
-    tracking_host: str = typer.Option(
-        None, "--tracking-host", help="Public host of the tracking server (default: public_url)."
-    ),
-    ingress_class: str = typer.Option(
-        None, "--ingress-class", help="IngressClass of the Ingress (default: the cluster's)."
-    ),
-    ingress_namespace: list[str] = typer.Option(
-        None,
-        "--ingress-namespace",
-        help="Namespace whose pods may reach nginx (the Ingress controller's, the "
-        "Gateway's); repeatable; default ingress-nginx.",
-    ),
-    ingress_cidr: list[str] = typer.Option(
-        None, "--ingress-cidr", help="Address block that may reach nginx; repeatable."
-    ),
-    gateway: str = typer.Option(
-        None, "--gateway", help="NAMESPACE/NAME of a Gateway: adds a Gateway API HTTPRoute."
-    ),
-    service_monitor: bool = typer.Option(
-        None,
-        "--service-monitor/--no-service-monitor",
-        help="A Prometheus Operator ServiceMonitor (default: with MLOPS_PROMETHEUS).",
-    ),
-    annotation: list[str] = typer.Option(
-        None,
-        "--service-account-annotation",
-        help="KEY=VALUE on the ServiceAccounts that reach S3 (cloud identity), e.g. "
-        "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/mlflow; repeatable.",
-    ),
+    tracking_image: str = _TRACKING_IMAGE_OPTION,
+    serving_image: str = _SERVING_IMAGE_OPTION,
+    replicas: int = _REPLICAS_OPTION,
+    cpu: str = _CPU_OPTION,
+    memory: str = _MEMORY_OPTION,
+    tmp_size: str = _TMP_SIZE_OPTION,
+    tracking_host: str = _TRACKING_HOST_OPTION,
+    ingress_class: str = _INGRESS_CLASS_OPTION,
+    ingress_namespace: list[str] = _INGRESS_NAMESPACE_OPTION,
+    ingress_cidr: list[str] = _INGRESS_CIDR_OPTION,
+    gateway: str = _GATEWAY_OPTION,
+    service_monitor: bool = _SERVICE_MONITOR_OPTION,
+    annotation: list[str] = _ANNOTATION_OPTION,
     model: str = typer.Option("model", "--model", help="Registered model to serve."),
     alias: str = typer.Option("champion", "--alias", help="Alias to serve."),
     max_replicas: int = typer.Option(10, "--max-replicas", min=1, help="Serving HPA ceiling."),
@@ -109,23 +165,10 @@ def render_k8s(
 
     Example: mlops-platform deploy render k8s --out deploy/kubernetes/overlays/mine
     """
-    annotations = []
-    for item in annotation or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(
-                f"--service-account-annotation {item!r} is not KEY=VALUE",
-                fix="e.g. --service-account-annotation eks.amazonaws.com/role-arn=arn:...",
-            )
-        annotations.append((key, value))
-    if not (base / "kustomization.yaml").is_file():
-        raise ConfigError(
-            f"no Kustomize base at {base}",
-            fix="pass --base with the path of the kit's deploy/kubernetes/base",
-        )
+    annotations = _parse_annotations(annotation)
     opts = k8s.K8sOptions(
         namespace=namespace,
-        base=Path(os.path.relpath(base.resolve(), out.resolve())).as_posix(),
+        base=_relative_base(base, out),
         tracking_image=tracking_image,
         serving_image=serving_image,
         tracking_replicas=replicas,
@@ -138,7 +181,7 @@ def render_k8s(
         ingress_cidrs=tuple(ingress_cidr or ()),
         gateway=gateway,
         service_monitor=service_monitor,
-        service_account_annotations=tuple(annotations),
+        service_account_annotations=annotations,
         model_name=model,
         model_alias=alias,
         serving_max_replicas=max_replicas,
@@ -152,15 +195,7 @@ def render_k8s(
     if as_json:
         emit({"out": str(out), "files": sorted(files), "migrate_job": job, "secrets": commands})
         return
-    for name in files:
-        console.print(f"wrote {out / name}", highlight=False)
-    for line in commands:
-        console.print(f"next: {line}", highlight=False)
-    console.print(f"next: kubectl apply -k {out}", highlight=False)
-    console.print(
-        f"next: kubectl -n {namespace} wait --for=condition=complete job/{job} --timeout=2h",
-        highlight=False,
-    )
+    _print_k8s_next(out, files, commands, namespace, job)
 
 
 @render_app.command("github-actions")

@@ -7,6 +7,7 @@ import typer
 from mlops_platform import serve as serve_ops
 from mlops_platform.cli.common import JSON_OPTION, console, emit, progress
 from mlops_platform.errors import ConfigError
+from mlops_platform.settings import PlatformSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -67,23 +68,10 @@ def serve(
         )
     settings = ctx.obj.settings()
     if migrate_only:
-        result = serve_ops.migrate_only(
-            settings, progress=progress, wait_seconds=wait_seconds, dump=not no_dump
-        )
-        if as_json:
-            emit(result.as_dict())
-        else:
-            console.print(
-                result.skipped or f"migrated {result.before or 'empty'} -> {result.after}",
-                highlight=False,
-            )
+        _migrate_only(settings, wait_seconds=wait_seconds, dump=not no_dump, as_json=as_json)
         return
     if wait_for_head:
-        status = serve_ops.wait_for_head(settings, progress=progress, wait_seconds=wait_seconds)
-        if as_json:
-            emit(status.as_dict())
-        else:
-            console.print(f"schema at head {status.head}", highlight=False)
+        _wait_for_head(settings, wait_seconds=wait_seconds, as_json=as_json)
         return
     argv, env = serve_ops.prepare(
         settings,
@@ -94,3 +82,28 @@ def serve(
     )
     progress("starting: " + " ".join(argv[1:]))
     serve_ops.exec_server(argv, env)
+
+
+def _migrate_only(
+    settings: PlatformSettings, *, wait_seconds: float | None, dump: bool, as_json: bool
+) -> None:
+    result = serve_ops.migrate_only(
+        settings, progress=progress, wait_seconds=wait_seconds, dump=dump
+    )
+    if as_json:
+        emit(result.as_dict())
+    else:
+        console.print(
+            result.skipped or f"migrated {result.before or 'empty'} -> {result.after}",
+            highlight=False,
+        )
+
+
+def _wait_for_head(
+    settings: PlatformSettings, *, wait_seconds: float | None, as_json: bool
+) -> None:
+    status = serve_ops.wait_for_head(settings, progress=progress, wait_seconds=wait_seconds)
+    if as_json:
+        emit(status.as_dict())
+    else:
+        console.print(f"schema at head {status.head}", highlight=False)
