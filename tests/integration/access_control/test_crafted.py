@@ -9,9 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.integration.access_control.support import (
-    check_proxy,
-)
+from tests.integration.access_control.support import check_proxy
 from tests.integration.conftest import Platform
 
 pytestmark = pytest.mark.integration

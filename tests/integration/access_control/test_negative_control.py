@@ -14,9 +14,7 @@ import requests
 from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.proxy import Proxy
 from tests.conftest import free_port
-from tests.integration.access_control.support import (
-    check_proxy,
-)
+from tests.integration.access_control.support import check_proxy
 from tests.integration.conftest import Platform, make_stack_dir
 
 pytestmark = pytest.mark.integration

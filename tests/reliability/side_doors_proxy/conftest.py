@@ -18,11 +18,7 @@ from mlops_platform.stack.proxy import Proxy
 from tests.conftest import free_port
 from tests.integration.conftest import Platform, make_stack_dir
 from tests.integration.conftest import platform as platform  # the real stack, once
-from tests.reliability.side_doors_proxy.support import (
-    OTHER_USER,
-    KitProxy,
-    StartProxy,
-)
+from tests.reliability.side_doors_proxy.support import OTHER_USER, KitProxy, StartProxy
 from tests.support.http import self_signed
 
 

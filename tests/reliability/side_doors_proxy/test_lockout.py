@@ -7,12 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import Platform
-from tests.reliability.side_doors_proxy.support import (
-    OTHER_USER,
-    StartProxy,
-    codes,
-    first_429,
-)
+from tests.reliability.side_doors_proxy.support import OTHER_USER, StartProxy, codes, first_429
 from tests.support.http import SEARCH
 
 pytestmark = pytest.mark.integration

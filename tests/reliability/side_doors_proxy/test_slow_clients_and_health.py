@@ -17,12 +17,7 @@ from pydantic import SecretStr
 
 from tests.conftest import free_port
 from tests.integration.conftest import Platform
-from tests.reliability.side_doors_proxy.support import (
-    BURST_MB,
-    OTHER_USER,
-    Recorder,
-    StartProxy,
-)
+from tests.reliability.side_doors_proxy.support import BURST_MB, OTHER_USER, Recorder, StartProxy
 from tests.support.http import SEARCH
 
 pytestmark = pytest.mark.integration

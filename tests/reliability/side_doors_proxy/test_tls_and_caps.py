@@ -12,11 +12,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.integration.conftest import Platform
-from tests.reliability.side_doors_proxy.support import (
-    OTHER_USER,
-    Recorder,
-    StartProxy,
-)
+from tests.reliability.side_doors_proxy.support import OTHER_USER, Recorder, StartProxy
 from tests.support.http import SEARCH
 
 pytestmark = pytest.mark.integration
