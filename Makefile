@@ -117,7 +117,7 @@ test-integration: install system-deps
 	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q tests/integration
 
 reliability: install system-deps
-	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q tests/reliability tests/integration/test_access_control.py tests/integration/test_secrets.py
+	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q tests/reliability tests/integration/access_control tests/integration/test_secrets.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

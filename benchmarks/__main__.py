@@ -1,4 +1,4 @@
-"""`python -m benchmarks`: the side-by-side harness (see benchmarks/harness.py)."""
+"""`python -m benchmarks`: the side-by-side harness (see benchmarks/harness/)."""
 
 import sys
 

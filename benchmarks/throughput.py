@@ -1,4 +1,4 @@
-"""Write workloads and the reference server, for the harness (benchmarks/harness.py).
+"""Write workloads and the reference server, for the harness (benchmarks/harness/).
 
 A client process logs through the REST API for a bounded time; `raw_postgres` writes
 the same metric rows straight into PostgreSQL (the physical limit); `start_reference`

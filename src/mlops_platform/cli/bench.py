@@ -1,4 +1,4 @@
-"""`bench`: the side-by-side benchmark harness (benchmarks/harness.py in a source checkout)."""
+"""`bench`: the side-by-side benchmark harness (benchmarks/harness/ in a source checkout)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def checkout() -> Path:
     """The source checkout holding benchmarks/: the working directory or the package's."""
     here = Path(__file__).resolve()
     for root in (Path.cwd(), *here.parents):
-        if (root / "benchmarks" / "harness.py").is_file():
+        if (root / "benchmarks" / "harness" / "__init__.py").is_file():
             return root
     raise ConfigError(
         "bench runs from a source checkout (benchmarks/ is not installed with the package): "

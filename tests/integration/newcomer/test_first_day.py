@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import sys
@@ -35,57 +34,10 @@ import mlflow
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.conftest import Platform, require_binaries
+from tests.integration.conftest import require_binaries
+from tests.integration.newcomer.support import REPO, SYSTEM_STATE, commands, sh_blocks
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-SYSTEM_STATE = Path("/var/lib/mlops-platform")
-
-
-def sh_blocks(markdown: str, heading: str) -> list[str]:
-    """The ```sh blocks of the section under ``heading`` (## or ###), in order."""
-    match = re.search(rf"^#+ {re.escape(heading)}\n(.*?)(?=^## |\Z)", markdown, re.M | re.S)
-    assert match, f"README has no section {heading!r}"
-    return re.findall(r"```sh\n(.*?)```", match.group(1), re.S)
-
-
-def commands(block: str) -> list[str]:
-    """Each command line of a block, its trailing comment removed."""
-    out = []
-    for line in block.splitlines():
-        line = re.sub(r"\s+#.*$", "", line).strip()
-        if line and not line.startswith("#"):
-            out.append(line)
-    return out
-
-
-def test_readme_quick_start_is_two_commands_and_says_what_make_up_installs() -> None:
-    readme = (REPO / "README.md").read_text()
-    blocks = sh_blocks(readme, "Quick start (fresh machine)")
-    assert [commands(b) for b in blocks] == [["make up"], ["make test"]]
-    section = readme.split("## Quick start (fresh machine)", 1)[1].split("\n## ", 1)[0]
-    assert ".venv" in section and "test and development extras" in section
-    assert "Where data lives" in section
-
-
-def _make_dry_run(target: str) -> str:
-    """What `make TARGET` would run on a machine with nothing installed."""
-    return subprocess.run(
-        ["make", "-n", "-B", target, "VENV=/nonexistent-venv"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-
-def test_make_up_installs_the_platform_without_the_test_extras() -> None:
-    dry = _make_dry_run("up")
-    installs = [line for line in dry.splitlines() if "pip install" in line and " -e " in line]
-    assert installs == ["/nonexistent-venv/bin/pip install --quiet -e ."], installs
-    assert "chromium" not in dry  # the UI tests' browser is not the platform's
-    assert '-e ".[dev]"' in _make_dry_run("test")
 
 
 NEWCOMER = "mlops-newcomer"  # the ordinary user of the non-root first day
@@ -356,56 +308,3 @@ def test_first_day_as_an_ordinary_user(newcomer: Person) -> None:
     """The same day as an ordinary user from their own private home (the suite runs as
     root on CI; run as an ordinary user, the test above is this case)."""
     _first_day(newcomer)
-
-
-def _with_env_value(env_file: Path, name: str, value: str | None) -> str:
-    """Set (or drop, with None) ``name`` in the env file; return the old text."""
-    old = env_file.read_text()
-    lines = [line for line in old.splitlines() if not line.startswith(f"{name}=")]
-    if value is not None:
-        lines.append(f"{name}={value}")
-    env_file.write_text("\n".join(lines) + "\n")
-    return old
-
-
-def test_doctor_names_a_changed_or_lost_sse_key(platform: Platform) -> None:
-    healthy = json.loads(platform.cli("doctor", "--json", check=False).stdout)
-    key = [f for f in healthy["findings"] if f["check"] == "encryption key"]
-    assert [f["status"] for f in key] == ["ok"], key
-    assert [f["status"] for f in healthy["findings"] if f["check"] == "encryption"] == ["ok"]
-    for value, words in (("ab" * 32, "MLOPS_S3_SSE_KEK changed"), (None, "is not set")):
-        old = _with_env_value(platform.env_file, "MLOPS_S3_SSE_KEK", value)
-        try:
-            doctor = platform.cli("doctor", "--json", check=False)
-            up = platform.cli("up", check=False)
-        finally:
-            platform.env_file.write_text(old)
-        assert doctor.returncode == 2
-        found = [f for f in json.loads(doctor.stdout)["findings"] if f["status"] == "fail"]
-        named = [f for f in found if f["check"] == "encryption key" and words in f["detail"]]
-        assert named, found
-        assert "put the previous MLOPS_S3_SSE_KEK back" in named[0]["remedy"]
-        # up on the running stack reloads nginx only: the running SeaweedFS keeps its key.
-        assert up.returncode == 0, up.stderr
-
-
-def test_up_applies_a_new_proxy_password_without_a_restart(platform: Platform) -> None:
-    import requests
-
-    url = f"{platform.url}/api/2.0/mlflow/experiments/search?max_results=1"
-    new = "N3w-pr0xy-passw0rd-" + os.urandom(6).hex()
-    old = _with_env_value(platform.env_file, "MLOPS_PROXY_PASSWORD", new)
-    try:
-        up = platform.cli("up")
-        assert "reloaded nginx" in up.stdout, up.stdout
-        assert requests.get(url, auth=(platform.user, new), timeout=10).status_code == 200
-        assert (
-            requests.get(url, auth=(platform.user, platform.password), timeout=10).status_code
-            == 401
-        )
-    finally:
-        platform.env_file.write_text(old)
-        platform.cli("up")
-    assert requests.get(url, auth=(platform.user, platform.password), timeout=10).status_code == 200
-    logs = platform.cli("logs", "nginx", "-n", "5").stdout
-    assert "access.log" in logs and "error.log" in logs  # tail's headers: both files shown

@@ -1,0 +1,1 @@
+"""Gates, approval, promotion and conflict-safe alias moves against the real stack."""
