@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,14 @@ def _wait_for_background_downs() -> Iterator[None]:
 
     failures = wait_for_downs()
     assert not failures, "; ".join(failures)
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[Any]:
+    """The real local stack of tests.integration.conftest, once for the whole session."""
+    from tests.integration.conftest import platform_stack
+
+    yield from platform_stack()
 
 
 def clear_mlops_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -91,8 +91,10 @@ class Platform:
         return Postgres(self.settings, StateFile.load(self.settings.state_dir)).superuser_sql(sql)
 
 
-@pytest.fixture(scope="session")
-def platform() -> Iterator[Platform]:
+def platform_stack() -> Iterator[Platform]:
+    """The session's platform; the ``platform`` fixture itself is in tests/conftest.py, so
+    integration and reliability tests share one (a fixture imported into another
+    conftest is a fixture of its own there: a second stack)."""
     require_binaries()
     root = make_stack_dir("mlops-it-")
     env_file = write_env(root, prometheus="true")  # /metrics is real, as in compose

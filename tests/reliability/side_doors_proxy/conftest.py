@@ -1,5 +1,5 @@
-"""The session stack (imported once here, so the modules below share one) and the kit's
-own nginx, started in front of it with fresh counters.
+"""The kit's own nginx, started with fresh counters in front of the session's platform
+(the ``platform`` fixture of tests/conftest.py, shared with the integration tests).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.proxy import Proxy
 from tests.conftest import free_port
 from tests.integration.conftest import Platform, make_stack_dir
-from tests.integration.conftest import platform as platform  # the real stack, once
 from tests.reliability.side_doors_proxy.support import OTHER_USER, KitProxy, StartProxy
 from tests.support.http import self_signed
 
