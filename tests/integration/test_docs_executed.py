@@ -30,7 +30,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Platform, make_stack_dir, require_binaries, write_env
+from tests.integration.conftest import (
+    Platform,
+    down_later,
+    make_stack_dir,
+    require_binaries,
+    write_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -328,9 +334,7 @@ def runbook() -> Iterator[Runbook]:
         stack.url = json.loads(up.stdout)["url"]
         yield Runbook(stack, env)
     finally:
-        stack.cli("down", check=False, env=env)
-        if os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
+        down_later(env_file, env=env, remove=root)
 
 
 def _stop(runbook: Runbook, service: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -26,7 +25,13 @@ from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.monitoring import PACKAGES, find_binary
 from mlops_platform.stack.seaweedfs import SeaweedFS
 from tests.conftest import free_port
-from tests.integration.conftest import Platform, make_stack_dir, require_binaries, write_env
+from tests.integration.conftest import (
+    Platform,
+    down_later,
+    make_stack_dir,
+    require_binaries,
+    write_env,
+)
 from tests.support.promql import ON_EVENT, dashboard_exprs, rule_exprs, series_in
 
 pytestmark = pytest.mark.integration
@@ -55,9 +60,7 @@ def monitored() -> Iterator[Platform]:
         stack.url = json.loads(up.stdout)["url"]
         yield stack
     finally:
-        stack.cli("down", check=False)
-        if os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
+        down_later(env_file, remove=root)
 
 
 def prom(stack: Platform, path: str, **params: str) -> Any:

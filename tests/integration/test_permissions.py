@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.conftest import CLI, Platform, make_stack_dir, write_env
+from tests.integration.conftest import CLI, Platform, down_later, make_stack_dir, write_env
 
 pytestmark = pytest.mark.integration
 
@@ -464,7 +464,6 @@ def _first_requests_at_once(bases: list[str], headers: dict[str, str]) -> list[i
 def test_two_servers_race_on_an_empty_auth_store() -> None:
     """Two servers start at once on an empty auth database; a new user's first request
     reaches both at once (two requests each); every request succeeds."""
-    import shutil
 
     from mlops_platform.settings import load_settings
     from mlops_platform.stack.base import StateFile
@@ -513,8 +512,7 @@ def test_two_servers_race_on_an_empty_auth_store() -> None:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        cli("down")
-        shutil.rmtree(root, ignore_errors=True)
+        down_later(env_file, remove=root)
 
 
 if __name__ == "__main__":  # pragma: no cover
