@@ -44,7 +44,9 @@ def register_versions(tracking_uri: str, name: str) -> dict[str, float]:
     from sklearn.tree import DecisionTreeClassifier
 
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("registry-governance")
+    # An experiment of the model's own: a shared one belongs to whoever created it first,
+    # and a user without rights on it (an editor after an admin's test) could not log.
+    mlflow.set_experiment(f"registry-governance-{name}")
     x, y = iris()
     models = [
         DummyClassifier(strategy="most_frequent"),

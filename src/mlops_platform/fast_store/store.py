@@ -31,7 +31,7 @@ from mlflow.utils.validation import (
     _validate_run_id,
 )
 from sqlalchemy import event, select
-from sqlalchemy.orm import noload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from mlops_platform.fast_store import SCHEME, to_sqlalchemy_url
 
@@ -123,6 +123,16 @@ def _plan_with_the_values(dbapi_connection: Any, connection_record: Any) -> None
 # Set while MLflow's _search_runs runs in this thread: its runs then come without their
 # params, tags and metrics, which the fast store reads afterwards as plain rows.
 _searching = threading.local()
+_RUN_DATA = ("latest_metrics", "params", "tags")
+
+
+@event.listens_for(SqlRun, "load")
+def _without_run_data(run: SqlRun, context: Any) -> None:
+    """During a fast search, a run loads with its three collections set empty and
+    loaded: MLflow's ``to_mlflow_entity`` then reads them without a query."""
+    if getattr(_searching, "active", False):
+        for name in _RUN_DATA:
+            set_committed_value(run, name, [])
 
 
 class FastSqlAlchemyStore(SqlAlchemyStore):
@@ -220,7 +230,7 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
 
     def _get_eager_run_query_options(self):  # type: ignore[no-untyped-def]
         if getattr(_searching, "active", False):
-            return [noload(SqlRun.latest_metrics), noload(SqlRun.params), noload(SqlRun.tags)]
+            return []  # _without_run_data leaves them empty; _with_run_data reads them
         return super()._get_eager_run_query_options()
 
     def _search_runs(  # type: ignore[no-untyped-def]
