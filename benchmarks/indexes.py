@@ -92,8 +92,10 @@ def replicate(
     big, medium, small = experiments[0], experiments[1:11], experiments[11:]
     engine = db.make_engine(settings)
     sql = [
-        "CREATE TEMP TABLE tpl AS SELECT row_number() OVER (ORDER BY run_uuid) - 1 AS i, "
-        "run_uuid FROM runs WHERE experiment_id = :tpl",
+        # Templates in their logged order (template-0, -1, ...), not by their random
+        # run_uuid: two databases populated this way get the same runs in each experiment.
+        "CREATE TEMP TABLE tpl AS SELECT row_number() OVER (ORDER BY length(name), name) - 1 "
+        "AS i, run_uuid FROM runs WHERE experiment_id = :tpl",
         "CREATE TEMP TABLE map AS SELECT gs AS n, md5(gs::text || clock_timestamp()::text) "
         "AS run_uuid, (SELECT run_uuid FROM tpl WHERE i = gs % :t) AS template_uuid, "
         "CASE WHEN gs <= :n * 0.5 THEN :big "
@@ -117,7 +119,10 @@ def replicate(
         "CASE WHEN t.key = 'mlflow.runName' THEN t.value || '-' || m.n ELSE t.value END, "
         "m.run_uuid FROM map m JOIN tags t ON t.run_uuid = m.template_uuid",
         "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
-        "SELECT x.key, x.value * (0.9 + 0.2 * random()), x.timestamp, m.run_uuid, x.step, "
+        # A spread that is a function of the row (hashtext), not random(): the same values
+        # in every database populated this way.
+        "SELECT x.key, x.value * (0.9 + 0.2 * (hashtext(m.n || '/' || x.key || '/' || x.step) "
+        "& 65535)::float8 / 65535), x.timestamp, m.run_uuid, x.step, "
         "x.is_nan FROM map m JOIN metrics x ON x.run_uuid = m.template_uuid",
         "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
         "SELECT DISTINCT ON (x.run_uuid, x.key) x.key, x.value, x.timestamp, x.step, x.is_nan, "
