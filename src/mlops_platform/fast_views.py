@@ -8,7 +8,7 @@ request. The view here parses the request and calls the store exactly as MLflow'
 then writes the same JSON straight from the entities: the same keys in the same order,
 ``NaN``/``Infinity`` as strings, int64 fields as numbers, two-space indentation. A point
 that carries more than key, value, timestamp and step (a logged model's metric), or a
-value of an unexpected type, goes through MLflow's own conversion.
+value of an unexpected type, goes through MLflow's protobuf messages, as MLflow does.
 
 Every other view of MLflow's REST API keeps its code but writes its response with
 :func:`mlops_platform.proto_json.message_to_json` (MLflow's bytes, a third of the time).
@@ -101,8 +101,8 @@ def get_metric_history() -> Any:
         page_token=request_message.page_token or None,
     )
     text = history_json(metrics, metrics.token)  # a PagedList is a list
-    if text is None:  # MLflow's own conversion
-        from mlflow.utils.proto_json_utils import message_to_json
+    if text is None:  # through the proto, as MLflow does (written by proto_json)
+        from mlops_platform.proto_json import message_to_json
 
         response_message = GetMetricHistory.Response()
         response_message.metrics.extend([m.to_proto() for m in metrics])

@@ -26,14 +26,14 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 _string = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str
-_INT64 = {
+# Written as numbers: MessageToDict makes the 64-bit ones strings, and MLflow's second
+# walk turns those back into numbers.
+_INTEGERS = {
     FieldDescriptor.TYPE_INT64,
     FieldDescriptor.TYPE_UINT64,
     FieldDescriptor.TYPE_SINT64,
     FieldDescriptor.TYPE_FIXED64,
     FieldDescriptor.TYPE_SFIXED64,
-}
-_INT32 = {
     FieldDescriptor.TYPE_INT32,
     FieldDescriptor.TYPE_UINT32,
     FieldDescriptor.TYPE_SINT32,
@@ -45,6 +45,11 @@ _SPECIAL = {math.inf: '"Infinity"', -math.inf: '"-Infinity"'}
 
 class _Unsupported(Exception):
     """A field this writer does not render as MLflow does: MLflow's function takes over."""
+
+
+def _well_known(descriptor: Any) -> bool:
+    """Protobuf's own types (Timestamp, Struct, ...), which MessageToDict writes its way."""
+    return str(descriptor.full_name).startswith("google.protobuf.")
 
 
 def _double(value: float) -> str:
@@ -88,12 +93,12 @@ def _plan(field: FieldDescriptor) -> _Plan:
         raise _Unsupported(field.full_name)
     if kind == FieldDescriptor.TYPE_MESSAGE:
         nested = field.message_type
-        if nested.GetOptions().map_entry or nested.full_name.startswith("google.protobuf."):
+        if nested.GetOptions().map_entry or _well_known(nested):
             raise _Unsupported(field.full_name)
         render = None
     elif kind == FieldDescriptor.TYPE_STRING:
         render = _string
-    elif kind in _INT64 or kind in _INT32:
+    elif kind in _INTEGERS:
         render = int.__repr__
     elif kind == FieldDescriptor.TYPE_DOUBLE:
         render = _double
@@ -134,11 +139,9 @@ def message_to_json(message: Any, **kwargs: Any) -> str:
     """``mlflow.utils.proto_json_utils.message_to_json(message)``'s exact text."""
     from mlflow.utils import proto_json_utils
 
-    if kwargs or not isinstance(message, Message):
-        return str(proto_json_utils.message_to_json(message, **kwargs))
-    if message.DESCRIPTOR.full_name.startswith("google.protobuf."):
-        return str(proto_json_utils.message_to_json(message))
-    try:
-        return _message(message, 0)
-    except _Unsupported:
-        return str(proto_json_utils.message_to_json(message))
+    if not kwargs and isinstance(message, Message) and not _well_known(message.DESCRIPTOR):
+        try:
+            return _message(message, 0)
+        except _Unsupported:
+            pass
+    return str(proto_json_utils.message_to_json(message, **kwargs))
