@@ -1,5 +1,9 @@
 """Artifact downloads streamed through the proxy, with MLflow's permission check intact.
 
+Behind the kit's nginx the bytes come from the object store through nginx (the server
+hands an allowed download over with X-Accel-Redirect); the server streams them itself for
+any other caller. Both are checked here.
+
 A service account without READ on the experiment gets 403 on both download routes;
 granted READ, it gets the bytes, a single range as 206, and MLflow's client downloads
 the file. The object is bigger than one streamed chunk, so the body really comes in
@@ -11,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -128,3 +134,84 @@ def test_streamed_download_keeps_mlflows_permissions(platform: Platform, tmp_pat
     _download_with_mlflows_client(
         platform, svc, added["generated_password"], run_id, payload, tmp_path
     )
+
+
+def _proxy_log_line(platform: Platform, offset: int, uri: str) -> dict[str, str]:
+    """nginx's access-log entry for ``uri`` written after byte ``offset``."""
+    log = platform.settings.state_dir / "nginx" / "logs" / "access.log"
+    for _ in range(50):  # nginx writes the line as the response ends
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            entries = [json.loads(line) for line in handle.read().splitlines() if line]
+        found = [e for e in entries if e["uri"] == uri]
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no access-log line for {uri}")
+
+
+def test_nginx_fetches_allowed_downloads_from_the_store_itself(platform: Platform) -> None:
+    """Behind the kit's nginx an allowed download is served by nginx from the object store
+    (a presigned GET handed back by the server): the access log shows the second hop to
+    the store, the answer is MLflow's (bytes, type, disposition, ranges), nothing of the
+    hand-over reaches the client, and the server still streams when no such nginx asks."""
+    from mlflow.server.artifact_router import _content_disposition
+    from mlflow.utils.mime_type_utils import _guess_mime_type
+
+    admin = requests.Session()
+    admin.auth = platform.auth
+    base = platform.url
+    exp = admin.post(
+        base + API + "/experiments/create", json={"name": f"xa-{uuid.uuid4().hex[:8]}"}
+    ).json()["experiment_id"]
+    run_id = admin.post(base + API + "/runs/create", json={"experiment_id": exp}).json()["run"][
+        "info"
+    ]["run_id"]
+    name = "a b+c=d@(x) 重み.txt"
+    payload = os.urandom(1536 * 1024 + 7)
+    uri = f"/api/2.0/mlflow-artifacts/artifacts/{exp}/{run_id}/artifacts/{quote(name)}"
+    assert admin.put(base + uri, data=payload, timeout=60).status_code == 200
+    log = platform.settings.state_dir / "nginx" / "logs" / "access.log"
+    store = f"127.0.0.1:{platform.settings.s3_port}"
+
+    offset = log.stat().st_size
+    got = admin.get(base + uri, timeout=60)
+    assert got.status_code == 200 and got.content == payload
+    assert got.headers["Content-Type"].split(";")[0] == _guess_mime_type(name)
+    assert got.headers["Content-Disposition"] == _content_disposition(name)
+    assert got.headers["X-Content-Type-Options"] == "nosniff"
+    leaked = [h for h in got.headers if h.lower().startswith(("x-accel", "x-amz", "x-mlops"))]
+    assert not leaked, leaked
+    entry = _proxy_log_line(platform, offset, uri)
+    assert entry["upstream"].split(" : ")[1:] == [store], entry
+    assert entry["upstream_status"] == "200 : 200", entry
+
+    offset = log.stat().st_size
+    part = admin.get(base + uri, headers={"Range": "bytes=100-199"}, timeout=60)
+    assert (part.status_code, part.content) == (206, payload[100:200])
+    assert _proxy_log_line(platform, offset, uri)["upstream_status"] == "200 : 206"
+
+    # The store location is nginx's own: no client reaches it, logged in or not.
+    bucket = platform.settings.s3_bucket
+    assert admin.get(f"{base}/_mlops/artifact-store/{bucket}/x", timeout=10).status_code == 404
+    # A client naming a store of its own changes nothing: nginx sets the header itself.
+    forged = admin.get(base + uri, headers={"X-Mlops-Artifact-Store": "http://127.0.0.1:9"})
+    assert forged.status_code == 200 and forged.content == payload
+
+    # Straight to the server with what nginx adds: the hand-over when nginx names this
+    # server's store; the bytes, streamed by the server, for any other caller.
+    direct = f"http://127.0.0.1:{platform.settings.server_port}"
+    headers = {
+        "Host": f"localhost:{platform.settings.server_port}",
+        "X-Forwarded-User": platform.user,
+        "X-Mlops-Proxy-Secret": platform.settings.proxy_secret.get_secret_value(),
+    }
+    handed = requests.get(
+        direct + uri, headers={**headers, "X-Mlops-Artifact-Store": f"http://{store}"}, timeout=60
+    )
+    assert handed.status_code == 200 and handed.content == b""
+    assert handed.headers["X-Accel-Redirect"].startswith(f"/_mlops/artifact-store/{bucket}/")
+    for other in ({}, {"X-Mlops-Artifact-Store": "http://127.0.0.1:9"}):
+        streamed = requests.get(direct + uri, headers={**headers, **other}, timeout=60)
+        assert streamed.status_code == 200 and streamed.content == payload
+        assert "X-Accel-Redirect" not in streamed.headers

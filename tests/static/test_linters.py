@@ -189,6 +189,10 @@ def test_nginx_accepts_the_compose_rendering_with_the_tls_snippet(tmp_path: Path
         if value.startswith("${"):  # ${VAR:-default}
             env[name] = value.split(":-", 1)[1].rstrip("}")
     env.update(
+        # Debian's nginx has no `resolve` (1.27.3+): an address, as the local stack has.
+        MLOPS_ARTIFACT_STORE_URL="http://127.0.0.1:8333",
+        MLOPS_ARTIFACT_STORE_SERVER="127.0.0.1:8333",
+        MLOPS_ARTIFACT_STORE_HOST="127.0.0.1:8333",
         MLOPS_UPSTREAM="127.0.0.1:5000",
         MLOPS_USERS_FILE=str(tmp_path / "htpasswd"),
         MLOPS_NGINX_SNIPPETS=str(tmp_path / "snippets"),

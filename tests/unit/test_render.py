@@ -157,6 +157,37 @@ def test_site_conf_local_layout_and_limits(settings: PlatformSettings) -> None:
     assert "client_header_timeout 20s;" in site and "limit_conn mlops_conns_per_client 256;" in site
 
 
+def test_nginx_fetches_downloads_from_a_plain_http_store_only(
+    make_settings: Callable[..., PlatformSettings],
+) -> None:
+    """The local store (and any http:// endpoint) is nginx's to fetch allowed downloads
+    from; an https endpoint or AWS itself leaves the placeholder, and the server streams."""
+    from mlops_platform.artifact_stream import nginx_fetches
+    from mlops_platform.render import nginx
+
+    local = _nginx_values(make_settings(s3_port=8333))
+    assert local["MLOPS_ARTIFACT_STORE_URL"] == "http://127.0.0.1:8333"
+    assert local["MLOPS_ARTIFACT_STORE_SERVER"] == "127.0.0.1:8333"
+    assert local["MLOPS_ARTIFACT_STORE_HOST"] == "127.0.0.1:8333"
+    for endpoint in ("https://s3.example.com", "http://k:s@store:9000", "http://store/p"):
+        values = _nginx_values(make_settings(object_store="external", s3_endpoint_url=endpoint))
+        assert values["MLOPS_ARTIFACT_STORE_URL"] == "", endpoint
+        assert values["MLOPS_ARTIFACT_STORE_SERVER"] == nginx.NO_ARTIFACT_STORE
+    aws = _nginx_values(make_settings(object_store="external"))
+    assert aws["MLOPS_ARTIFACT_STORE_URL"] == ""
+    assert nginx.artifact_store("http://[::1]:9000") == (
+        "http://[::1]:9000",
+        "[::1]:9000",
+        "[::1]:9000",
+    )
+    assert nginx.artifact_store("http://minio:80/") == ("http://minio:80", "minio:80", "minio")
+    # The server hands a download over only to an nginx naming the very store it signs for.
+    assert nginx_fetches("http://127.0.0.1:8333", "http://127.0.0.1:8333/")
+    assert not nginx_fetches("http://127.0.0.1:9", "http://127.0.0.1:8333")
+    assert not nginx_fetches(None, "http://127.0.0.1:8333")
+    assert not nginx_fetches("", None)
+
+
 def test_counter_keys_come_from_nginx_never_from_the_client(settings: PlatformSettings) -> None:
     from mlops_platform.render import nginx
 

@@ -49,6 +49,28 @@ def upstream_servers(addresses: list[str]) -> str:
     return ";\n    server ".join(addresses)
 
 
+# The artifact-store upstream when nginx cannot fetch from the store itself: a
+# placeholder no request goes to (the server streams downloads then).
+NO_ARTIFACT_STORE = "127.0.0.1:1 down"
+
+
+def artifact_store(endpoint: str | None) -> tuple[str, str, str]:
+    """``(url, server, host)`` of the object store nginx fetches allowed downloads from:
+    the endpoint as the server knows it, nginx's ``host:port``, and the Host header a
+    presigned URL is signed for (no port when it is 80). ``("", "", "")`` for anything
+    but an ``http://`` endpoint (an https one, AWS itself): nginx would have to check the
+    store's certificate, so the tracking server streams those downloads itself."""
+    if not endpoint:
+        return "", "", ""
+    parts = urlsplit(endpoint)
+    if parts.scheme != "http" or not parts.hostname or parts.username or parts.path.strip("/"):
+        return "", "", ""
+    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = parts.port or 80
+    host = name if port == 80 else f"{name}:{port}"
+    return endpoint.rstrip("/"), f"{name}:{port}", host
+
+
 def template_variables(
     settings: PlatformSettings,
     *,
@@ -66,6 +88,7 @@ def template_variables(
     for the socket when that path is too long).
     """
     root = Path(snippets_dir).parent
+    store_url, store_server, store_host = artifact_store(settings.s3_endpoint)
     listen = listen_address(settings.proxy_host, settings.proxy_port)
     if settings.tls_enabled:
         listen += " ssl"
@@ -75,6 +98,9 @@ def template_variables(
         "MLOPS_AUTH_FAIL_SOCKET": auth_fail_socket_path or auth_fail_socket(root / "tmp"),
         "MLOPS_LOCKOUT_CACHE": lockout_cache or str(root / "tmp" / "lockout"),
         "MLOPS_UPSTREAM": upstream,
+        "MLOPS_ARTIFACT_STORE_URL": store_url,
+        "MLOPS_ARTIFACT_STORE_SERVER": store_server or NO_ARTIFACT_STORE,
+        "MLOPS_ARTIFACT_STORE_HOST": store_host or "localhost",
         "MLOPS_UPSTREAM_KEEPALIVE": UPSTREAM_KEEPALIVE
         if settings.server_tcp_nodelay
         else "# no keepalive: the server runs without its TCP_NODELAY fix",

@@ -73,6 +73,10 @@ def test_nginx_accepts_the_compose_rendering(tmp_path: Path) -> None:
         "MLOPS_PROXY_LISTEN": "8080",
         "MLOPS_UPSTREAM": "tracking:5000",
         "MLOPS_UPSTREAM_KEEPALIVE": "keepalive 32;",
+        # scripts/nginx-artifact-store's, for compose's default store.
+        "MLOPS_ARTIFACT_STORE_URL": "http://seaweedfs:8333",
+        "MLOPS_ARTIFACT_STORE_SERVER": "seaweedfs:8333",
+        "MLOPS_ARTIFACT_STORE_HOST": "seaweedfs:8333",
         "MLOPS_USERS_FILE": str(users),
         "MLOPS_NGINX_SNIPPETS": str(snippets),
         "MLOPS_ACCESS_LOG": str(logs / "access.log"),
@@ -132,6 +136,7 @@ http {{
     )
     # `tracking` does not resolve here: nginx -t resolves upstream names, so test with
     # the same file pointing at an address (the only difference compose makes).
-    (conf_d / "mlflow.conf").write_text(rendered.replace("tracking:5000", "127.0.0.1:5000"))
+    local = rendered.replace("tracking:5000", "127.0.0.1:5000")
+    (conf_d / "mlflow.conf").write_text(local.replace("seaweedfs:8333", "127.0.0.1:8333"))
     result = nginx_test(tmp_path / "nginx.conf", tmp_path)
     assert result.returncode == 0, result.stderr

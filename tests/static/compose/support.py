@@ -209,3 +209,28 @@ def tmpfs_targets(service: dict) -> dict[str, str]:
         if mount.get("type") == "tmpfs":
             out[mount["target"]] = ""
     return out
+
+
+ARTIFACT_STORE_SCRIPT = ROOT / "scripts" / "nginx-artifact-store"
+ARTIFACT_STORE_NAMES = (
+    "MLOPS_ARTIFACT_STORE_URL",
+    "MLOPS_ARTIFACT_STORE_SERVER",
+    "MLOPS_ARTIFACT_STORE_HOST",
+)
+
+
+def artifact_store_values(env: dict[str, str]) -> dict[str, str]:
+    """What scripts/nginx-artifact-store exports for the template, sourced by ``sh`` with
+    ``env`` as the nginx container's environment."""
+    script = f'. {ARTIFACT_STORE_SCRIPT} && printf "%s\\n" ' + " ".join(
+        f'"${name}"' for name in ARTIFACT_STORE_NAMES
+    )
+    done = subprocess.run(
+        ["sh", "-c", script],
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return dict(zip(ARTIFACT_STORE_NAMES, done.stdout.split("\n")[:3], strict=True))

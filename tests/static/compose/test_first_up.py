@@ -14,6 +14,7 @@ from mlops_platform.render import nginx
 from tests.static.compose.support import (
     ROOT,
     TEST_SECRET,
+    artifact_store_values,
     filled_example,
     raw,
     run_compose,
@@ -145,7 +146,8 @@ def test_nginx_re_resolves_the_tracking_server_through_dockers_dns(model: dict) 
     zone and a resolver): a recreated tracking container is found, and nginx starts before
     the name exists. The shared template is unchanged; the local stack keeps an address."""
     env = model["services"]["nginx"]["environment"]
-    text = nginx.substitute(nginx.template_text(), {**env, "MLOPS_PROXY_SECRET": TEST_SECRET})
+    values = {**env, **artifact_store_values(env), "MLOPS_PROXY_SECRET": TEST_SECRET}
+    text = nginx.substitute(nginx.template_text(), values)
     block = text.split("upstream mlflow_tracking {", 1)[1].split("}", 1)[0]
     directives = [d.strip() for d in re.sub(r"#[^\n]*", "", block).split(";") if d.strip()]
     assert "server mlflow-upstream:5000 resolve" in directives

@@ -15,12 +15,15 @@ import pytest
 from mlops_platform.render import envexample, envfile, nginx, postgres
 from mlops_platform.settings import ENV_PREFIX, PlatformSettings
 from tests.static.compose.support import (
+    ARTIFACT_STORE_NAMES,
+    ARTIFACT_STORE_SCRIPT,
     COMPOSE_DEFAULTS,
     COMPOSE_VAR,
     CONTAINER_SECRETS,
     ENV_EXAMPLE,
     ROOT,
     TEST_SECRET,
+    artifact_store_values,
     compose_code,
     config_check,
     raw,
@@ -73,6 +76,10 @@ def test_compose_only_variables_are_not_mlops_names() -> None:
 
 # The proxy secret reaches the template from its file, through this entrypoint snippet.
 SECRET_SNIPPET = "./scripts/nginx-proxy-secret:/docker-entrypoint.d/19-mlops-proxy-secret.envsh:ro"
+# The artifact store's values come from the tracking server's endpoint, through this one.
+STORE_SNIPPET = (
+    "./scripts/nginx-artifact-store:/docker-entrypoint.d/18-mlops-artifact-store.envsh:ro"
+)
 
 
 def test_nginx_renders_the_shared_template_with_every_variable(model: dict) -> None:
@@ -86,9 +93,10 @@ def test_nginx_renders_the_shared_template_with_every_variable(model: dict) -> N
     assert "MLOPS_PROXY_SECRET" in needed and "MLOPS_PROXY_SECRET" not in env
     # ...sourced (.envsh) before the image's 20-envsubst-on-templates.sh renders it.
     assert SECRET_SNIPPET in service["volumes"]
-    assert "19-" < "20-envsubst-on-templates.sh"
+    assert STORE_SNIPPET in service["volumes"]
+    assert "18-" < "19-" < "20-envsubst-on-templates.sh"
     # The image's envsubst leaves an unset name as literal text: nginx would not start.
-    missing = needed - set(env) - {"MLOPS_PROXY_SECRET"}
+    missing = needed - set(env) - {"MLOPS_PROXY_SECRET"} - set(artifact_store_values(env))
     assert not missing, f"nginx environment lacks {sorted(missing)}"
     assert env["MLOPS_UPSTREAM"].startswith("mlflow-upstream:5000 resolve;")
     assert env["MLOPS_ACCESS_LOG"] == "/dev/stdout"
@@ -102,6 +110,7 @@ def _render_like_the_nginx_image(
     template = out.parent / "mlflow.conf.template"
     template.write_text(nginx.template_text())
     script = (
+        f". {ARTIFACT_STORE_SCRIPT} && "
         f". {ROOT / 'scripts' / 'nginx-proxy-secret'} && "
         "defined=$(printf '${%s} ' $(awk 'END { for (n in ENVIRON) if (n ~ /^MLOPS_/) print n }'"
         " </dev/null)) && "
@@ -138,9 +147,40 @@ def test_the_template_renders_with_the_compose_values_and_the_secret_file(
     # gets it (the entrypoint's loop runs in a subshell, as here).
     assert out.stat().st_mode & 0o077 == 0
     assert TEST_SECRET not in result.stdout
+    # nginx fetches allowed downloads from the compose store itself, found through DNS.
+    assert "server seaweedfs:8333 resolve; resolver 127.0.0.11 valid=10s ipv6=off;" in text
+    assert '"~^/(ajax-)?api/2\\.0/mlflow-artifacts/" "http://seaweedfs:8333";' in text
     # Identical to what the kit renders itself.
-    values = {**env, "MLOPS_PROXY_SECRET": TEST_SECRET}
+    values = {**env, **artifact_store_values(env), "MLOPS_PROXY_SECRET": TEST_SECRET}
     assert text == nginx.substitute(nginx.template_text(), values)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "",
+        "http://seaweedfs:8333",
+        "http://seaweedfs:8333/",
+        "http://minio",
+        "http://store.internal:80",
+        "https://s3.eu-west-1.amazonaws.com",
+        "http://key:secret@store:9000",
+        "http://store:9000/prefix",
+        "ftp://store:21",
+    ],
+)
+def test_the_entrypoint_derives_the_artifact_store_as_the_kit_does(endpoint: str) -> None:
+    """scripts/nginx-artifact-store (compose) and render/nginx.artifact_store (the local
+    stack, Kubernetes) agree: a plain http:// store is nginx's to fetch from, anything else
+    leaves the placeholder (the tracking server then streams)."""
+    exported = artifact_store_values({"MLOPS_S3_ENDPOINT_URL": endpoint})
+    url, server, host = nginx.artifact_store(endpoint or None)
+    assert exported == {
+        "MLOPS_ARTIFACT_STORE_URL": url,
+        "MLOPS_ARTIFACT_STORE_SERVER": server or nginx.NO_ARTIFACT_STORE,
+        "MLOPS_ARTIFACT_STORE_HOST": host or "localhost",
+    }
+    assert sorted(exported) == sorted(ARTIFACT_STORE_NAMES)
 
 
 @pytest.mark.parametrize(
