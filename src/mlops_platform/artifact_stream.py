@@ -110,7 +110,9 @@ def nginx_fetches(offered: str | None, endpoint: str | None) -> bool:
 def nginx_target(client: Any, bucket: str, key: str) -> str | None:
     """The ``X-Accel-Redirect`` for one object: nginx's internal store location and a
     presigned GET of the object, MLflow's Content-Type and Content-Disposition asked of
-    the store. None when there is no such object (a folder, or nothing)."""
+    the store. None when there is no such object (a folder, or nothing); ``""`` when the
+    URL is not one nginx can use (a client addressing buckets by host name): the server
+    streams then."""
     from botocore.exceptions import ClientError
     from mlflow.server.artifact_router import _content_disposition
     from mlflow.utils.mime_type_utils import _guess_mime_type
@@ -131,6 +133,8 @@ def nginx_target(client: Any, bucket: str, key: str) -> str | None:
         ExpiresIn=PRESIGN_SECONDS,
     )
     parts = urlsplit(url)
+    if parts.netloc != urlsplit(client.meta.endpoint_url).netloc:
+        return ""
     return f"{STORE_LOCATION}{parts.path}?{parts.query}"
 
 
@@ -305,7 +309,8 @@ async def download_artifact(artifact_path: str, request: Request) -> Response:
         target = await asyncio.to_thread(nginx_target, client, bucket, key)
         if target is None:  # not an object: MLflow's own view decides, as below
             return await upstream.download_artifact(artifact_path)
-        return Response(headers={"X-Accel-Redirect": target})
+        if target:
+            return Response(headers={"X-Accel-Redirect": target})
     try:
         obj = await asyncio.to_thread(client.get_object, Bucket=bucket, Key=key, **extra)
     except ClientError as exc:
