@@ -103,7 +103,8 @@ class permission_passes_on:  # noqa: N801 - used as the predicate it is
             return False
         if not mlflow_auth.MLFLOW_BASIC_AUTH_FAIL_CLOSED.get():
             return True
-        if any(marker in path for marker in mlflow_auth._KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS):
+        markers: tuple[str, ...] = tuple(mlflow_auth._KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS)
+        if any(marker in path for marker in markers):
             return True
         return not self._matches_native(scope, path)
 

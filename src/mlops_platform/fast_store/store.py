@@ -15,7 +15,6 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.store.tracking.dbmodels.models import (
     SqlLatestMetric,
-    SqlMetric,
     SqlParam,
     SqlRun,
     SqlTag,
@@ -316,15 +315,15 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
             # LIMIT NULL is LIMIT ALL in PostgreSQL.
             "limit": None if max_results is None else max_results + 1,
         }
-        checks_run = type(self)._validate_run_accessible is not SqlAlchemyStore._validate_run_accessible
+        checks_run = (
+            type(self)._validate_run_accessible is not SqlAlchemyStore._validate_run_accessible
+        )
         with self.ManagedSessionMaker() as session:
             if checks_run:
                 self._validate_run_accessible(session, run_id)
                 connection = session.connection()
             else:
-                connection = session.connection(
-                    execution_options={"isolation_level": "AUTOCOMMIT"}
-                )
+                connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             rows = connection.exec_driver_sql(_HISTORY_SQL, params).all()
         next_token = None
         if max_results is not None and len(rows) == max_results + 1:

@@ -125,7 +125,8 @@ def _functions(app: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("fail_closed", ["true", "false"])
 @pytest.mark.parametrize(
-    "name", ["fastapi_permission_middleware", "workspace_context_middleware", "gateway_timing_middleware"]
+    "name",
+    ["fastapi_permission_middleware", "workspace_context_middleware", "gateway_timing_middleware"],
 )
 def test_each_gate_passes_on_what_mlflow_passes_on(
     mlflow_app: Any, name: str, fail_closed: str, monkeypatch: pytest.MonkeyPatch
