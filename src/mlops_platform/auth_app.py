@@ -35,6 +35,7 @@ from werkzeug.datastructures import Authorization
 from mlops_platform.auth_checks import (
     PermissionTrackingStore,
     cache_run_experiments,
+    lighter_history_redaction,
     lighter_log_batch_check,
     model_ids_of_batch,
 )
@@ -242,4 +243,11 @@ def create_app(app: Flask | None = None) -> Any:
 
     cache_run_experiments(mlflow_auth)
     lighter_log_batch_check(mlflow_auth)
+    lighter_history_redaction(mlflow_auth)
+    if created is not flask_app:  # under uvicorn: MLflow's FastAPI app
+        from mlops_platform import asgi_gates
+
+        gated = asgi_gates.install(created)
+        if "fastapi_permission_middleware" not in gated:
+            _logger.warning("MLflow's FastAPI permission middleware not found: left as it is")
     return created

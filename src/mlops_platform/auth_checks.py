@@ -1,13 +1,18 @@
-"""Two cheaper inputs for MLflow's per-request permission checks, with the same answers:
-the run's experiment remembered per worker (a run never moves), and ``runs/log-batch``'s
-model ids read from the JSON Flask has already parsed. Used by
+"""Cheaper inputs for MLflow's per-request permission checks, with the same answers:
+the run's experiment remembered per worker (a run never moves), ``runs/log-batch``'s
+model ids read from the JSON Flask has already parsed, and a metric history that names
+no logged model not parsed again to look for one. Used by
 :func:`mlops_platform.auth_app.create_app`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import g, request
+
+# Set by the kit's history view (mlops_platform.fast_views) when every point it wrote is
+# plain: key, value, timestamp and step, no model id.
+PLAIN_HISTORY = "mlops_plain_history"
 
 
 class _ExperimentOfRun:
@@ -120,3 +125,23 @@ def lighter_log_batch_check(auth_module: Any) -> None:
     for key, validator in list(table.items()):
         if validator is original:
             table[key] = validate_can_log_batch
+
+
+def lighter_history_redaction(auth_module: Any) -> None:
+    """MLflow's after-request handler of ``metrics/get-history`` parses the response back
+    into its protobuf message (every point) to clear the model ids a non-admin may not
+    see; when no point names a model it changes nothing. The kit's history view knows
+    that already (:data:`PLAIN_HISTORY`): such a response skips the parse. Any other
+    response (MLflow's own view, points of logged models) goes to MLflow's handler."""
+    original = auth_module.redact_metric_history_model_ids
+
+    def redact_metric_history_model_ids(resp: Any) -> None:
+        if g.get(PLAIN_HISTORY):
+            return
+        original(resp)
+
+    for table_name in ("AFTER_REQUEST_HANDLERS", "AFTER_REQUEST_PATH_HANDLERS"):
+        table = getattr(auth_module, table_name, None) or {}
+        for key, handler in list(table.items()):
+            if handler is original:
+                table[key] = redact_metric_history_model_ids

@@ -156,6 +156,41 @@ def test_metric_history_keeps_mlflows_permission_check(platform: Platform, histo
     assert len(granted.json()["metrics"]) == 300
 
 
+def test_metric_history_for_a_reader_is_mlflows(
+    platform: Platform, history: str, mlflow_store: SqlAlchemyStore
+) -> None:
+    """A user who is not an admin goes through MLflow's whole check (the run's experiment,
+    the grants) and MLflow's after-request redaction, which the kit skips for a history
+    that names no logged model: the bytes are still MLflow's, whole and paged. Without a
+    grant: 403 for this run and for a run that does not exist, as MLflow answers."""
+    name = f"svc-reader-{uuid.uuid4().hex[:6]}"
+    added = json.loads(
+        platform.cli("users", "add", name, "--role", "service", "--generate", "--json").stdout
+    )
+    auth = (name, added["generated_password"])
+    url = platform.url + "/api/2.0/mlflow/metrics/get-history"
+    asked = [
+        {"run_id": history, "metric_key": "loss"},
+        {"run_id": history, "metric_key": "loss", "max_results": 7},
+        {"run_id": history, "metric_key": "never-logged"},
+    ]
+    missing = {"run_id": uuid.uuid4().hex, "metric_key": "loss"}
+    for params in [*asked, missing]:
+        assert requests.get(url, params=params, auth=auth, timeout=30).status_code == 403
+    run = requests.get(
+        platform.url + "/api/2.0/mlflow/runs/get",
+        params={"run_id": history},
+        auth=platform.auth,
+        timeout=30,
+    ).json()["run"]
+    platform.cli("users", "grant", name, "experiment", run["info"]["experiment_id"], "READ")
+    for params in asked:
+        got = requests.get(url, params=params, auth=auth, timeout=30)
+        api = "/api/2.0/mlflow/metrics/get-history"
+        assert (got.status_code, got.content) == mlflows_answer(mlflow_store, api, params)
+    assert requests.get(url, params=missing, auth=auth, timeout=30).status_code == 403
+
+
 # -- search_runs: the fast store's rows and the kit's JSON writer -----------------------
 
 

@@ -24,9 +24,10 @@ errors and corner cases stay MLflow's. ``tests/integration/test_fast_store.py``
 checks the equivalence row by row against the stock store on real PostgreSQL.
 
 Two reads are lighter as well: ``get_metric_history`` runs MLflow's query, order and
-paging over plain rows instead of ORM objects (whose commit-time expiry cost half the
-handler's time on a long history), and ``search_runs`` keeps MLflow's search but reads
-the returned runs' params, tags and latest metrics as plain rows. The same test compares
+paging as one statement on an autocommit connection, over plain rows instead of ORM
+objects (whose commit-time expiry cost half the handler's time on a long history), and
+``search_runs`` keeps MLflow's search but reads the returned runs' params, tags and
+latest metrics as plain rows. The same test compares
 every history it wrote; ``tests/integration/test_fast_views.py`` compares search answers
 with MLflow's own handler over MLflow's own store.
 
