@@ -15,9 +15,20 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
+from mlops_platform.settings import installed
 from tests.conftest import SUITE_ENV
 
 CLI = [sys.executable, "-m", "mlops_platform"]
+
+
+def tool(name: str, package: str) -> str:
+    """The tool NAME beside this Python or on PATH; fail saying which PACKAGE installs it."""
+    found = installed(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: pip install -e '.[test]' ({package})", pytrace=False)
+    return found
 
 
 def run(

