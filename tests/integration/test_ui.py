@@ -25,7 +25,6 @@ would start and make its own.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import shutil
 import uuid
@@ -37,6 +36,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import Platform
+from tests.support.users import add_role_users
 
 try:
     from playwright.sync_api import (
@@ -109,23 +109,27 @@ class Rest:
 @pytest.fixture(scope="module")
 def people(platform: Platform) -> dict[str, Rest]:
     out = {"admin": Rest(platform.url, platform.user, platform.password)}
-    for role in ("viewer", "editor", "approver"):
-        name = f"ui-{role}-{uuid.uuid4().hex[:6]}"
-        added = json.loads(
-            platform.cli("users", "add", name, "--role", role, "--generate", "--json").stdout
-        )
-        assert added["role"] == role
-        out[role] = Rest(platform.url, name, added["generated_password"])
+    for role, (name, password) in add_role_users(platform, "ui-").items():
+        out[role] = Rest(platform.url, name, password)
     return out
 
 
-def _model_with_versions(admin: Rest, name: str, run: dict[str, Any], count: int) -> None:
+def _model_with_versions(
+    admin: Rest, name: str, run: dict[str, Any], count: int, **aliases: str
+) -> None:
+    """Model NAME with COUNT versions of RUN, and ALIASES (alias=version) set in order."""
     admin.ok("POST", "/registered-models/create", {"name": name})
     for _ in range(count):
         admin.ok(
             "POST",
             "/model-versions/create",
             {"name": name, "source": run["artifact_uri"], "run_id": run["run_id"]},
+        )
+    for alias, version in aliases.items():
+        admin.ok(
+            "POST",
+            "/registered-models/alias",
+            {"name": name, "alias": alias, "version": version},
         )
 
 
@@ -139,28 +143,13 @@ def world(people: dict[str, Rest]) -> dict[str, str]:
     # Shown to every role: @champion on version 2, @challenger on version 1.
     shown = f"ui-model-{tag}"
     _model_with_versions(admin, shown, run, 2)
-    for alias, version in (("champion", "2"), ("challenger", "1")):
-        admin.ok(
-            "POST",
-            "/registered-models/alias",
-            {"name": shown, "alias": alias, "version": version},
-        )
+    _model_with_versions(admin, shown, run, 2, champion="2", challenger="1")
     # Promoted in the UI: @champion starts on version 1.
     promoted = f"ui-promote-{tag}"
-    _model_with_versions(admin, promoted, run, 2)
-    admin.ok(
-        "POST",
-        "/registered-models/alias",
-        {"name": promoted, "alias": "champion", "version": "1"},
-    )
+    _model_with_versions(admin, promoted, run, 2, champion="1")
     # Its @challenger is removed in the UI.
     retired = f"ui-retire-{tag}"
-    _model_with_versions(admin, retired, run, 1)
-    admin.ok(
-        "POST",
-        "/registered-models/alias",
-        {"name": retired, "alias": "challenger", "version": "1"},
-    )
+    _model_with_versions(admin, retired, run, 1, challenger="1")
     editors_name = f"ui-editor-exp-{tag}"
     editors = people["editor"].ok("POST", "/experiments/create", {"name": editors_name})
     return {
