@@ -17,14 +17,11 @@ from pydantic import SecretStr
 from mlops_platform.errors import ConfigError
 from mlops_platform.render import k8s, nginx
 from mlops_platform.settings import SECRET_FIELDS, PlatformSettings
+from tests.unit.conftest import SECRETS as UNIT_SECRETS
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS: dict[str, Any] = {
-    "db_password": "db-secret-value-1234",
-    "s3_access_key_id": "MLOPSKEYID12345",
-    "s3_secret_access_key": "s3-secret-value-1234",
-    "flask_secret_key": "flask-secret-value-1234",
-    "proxy_password": "proxy-secret-value-1234",
+    **UNIT_SECRETS,
     "proxy_secret": "proxy-shared-secret-value-0123456789abcdef",
     "kek_passphrase": "kek-passphrase-value-0123456789",
 }

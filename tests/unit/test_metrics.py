@@ -15,6 +15,7 @@ from prometheus_client.core import CollectorRegistry
 from mlops_platform import metrics
 from mlops_platform.render import prometheus as render
 from mlops_platform.settings import PlatformSettings
+from tests.support.promql import JOBS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,14 +148,7 @@ def test_prometheus_config_names_every_target_with_its_service(settings: Platfor
     targets = render.local_targets(settings, ports, password_file=Path("/x/pw"))
     config = render.prometheus_config(targets, ["/x/rules/mlops-platform.yml"])
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert set(jobs) == {
-        "prometheus",
-        "mlops-platform",
-        "postgres",
-        "nginx",
-        "seaweedfs",
-        "mlflow-tracking",
-    }
+    assert set(jobs) == JOBS
     for job in jobs.values():
         assert job["static_configs"][0]["labels"]["service"]
     tracking = jobs["mlflow-tracking"]
