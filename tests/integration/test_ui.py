@@ -247,6 +247,21 @@ def open_edit_dialog(page: Page, experiment_id: str) -> Locator:
     return dialog
 
 
+def save_note(page: Page, dialog: Locator, note: str, admin: Rest, experiment_id: str) -> Any:
+    """NOTE as the description in the open edit DIALOG, saved: the server accepts it, the
+    page shows it and the admin reads it back. The experiment as the admin sees it."""
+    dialog.get_by_label("Description").fill(note)
+    with page.expect_response(is_call("POST", "/experiments/set-experiment-tag")) as tagged:
+        dialog.get_by_role("button", name="Save", exact=True).click()
+    assert tagged.value.status == 200, tagged.value.text()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_role("paragraph").filter(has_text=note)).to_be_visible()
+    after = admin.ok("GET", "/experiments/get", {"experiment_id": experiment_id})["experiment"]
+    tags = {t["key"]: t["value"] for t in after.get("tags", [])}
+    assert tags.get("mlflow.note.content") == note
+    return after
+
+
 def alias_tag(scope: Locator, alias: str) -> Locator:
     """The UI's "@ alias" tag (an ARIA status element named after the alias)."""
     return scope.get_by_role("status", name=alias, exact=True)
@@ -316,16 +331,8 @@ def test_editor_creates_renames_and_describes_an_experiment(
     renamed, note = f"ui-editor-renamed-{world['tag']}", f"written in the browser {world['tag']}"
     dialog = open_edit_dialog(page, made["experiment_id"])
     dialog.get_by_label("Experiment name").fill(renamed)
-    dialog.get_by_label("Description").fill(note)
-    with page.expect_response(is_call("POST", "/experiments/set-experiment-tag")) as tagged:
-        dialog.get_by_role("button", name="Save", exact=True).click()
-    assert tagged.value.status == 200, tagged.value.text()
-    expect(dialog).to_be_hidden()
-    expect(page.get_by_role("paragraph").filter(has_text=note)).to_be_visible()
-    after = admin.ok("GET", "/experiments/get", {"experiment_id": made["experiment_id"]})
-    assert after["experiment"]["name"] == renamed
-    tags = {t["key"]: t["value"] for t in after["experiment"].get("tags", [])}
-    assert tags.get("mlflow.note.content") == note
+    after = save_note(page, dialog, note, admin, made["experiment_id"])
+    assert after["name"] == renamed
     expect(search_experiments(page, renamed)).to_be_visible()
 
 
@@ -418,15 +425,7 @@ def test_admin_sees_and_edits_what_others_own(
 
     note = f"reviewed by the admin {world['tag']}"
     dialog = open_edit_dialog(page, world["editors_exp"])
-    dialog.get_by_label("Description").fill(note)
-    with page.expect_response(is_call("POST", "/experiments/set-experiment-tag")) as tagged:
-        dialog.get_by_role("button", name="Save", exact=True).click()
-    assert tagged.value.status == 200, tagged.value.text()
-    expect(dialog).to_be_hidden()
-    expect(page.get_by_role("paragraph").filter(has_text=note)).to_be_visible()
-    after = admin.ok("GET", "/experiments/get", {"experiment_id": world["editors_exp"]})
-    tags = {t["key"]: t["value"] for t in after["experiment"].get("tags", [])}
-    assert tags.get("mlflow.note.content") == note
+    save_note(page, dialog, note, admin, world["editors_exp"])
 
 
 def test_wrong_password_gets_no_ui(
