@@ -81,7 +81,7 @@ YAML_FILES = [p for p in shipped_files() if p.suffix in (".yaml", ".yml")]
 
 
 def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    return proc.run(argv, cwd=ROOT, timeout=120)
 
 
 def test_the_files_are_found() -> None:

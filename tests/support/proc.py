@@ -36,7 +36,7 @@ def run(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    timeout: float = 60,
+    timeout: float | None = 60,
     errors: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """ARGV's exit code, stdout and stderr (text, decoded with ERRORS); a failure is the
