@@ -54,9 +54,9 @@ def run(
 
 
 def run_cli(
-    *args: str, env: Mapping[str, str], cwd: Path, timeout: float = 60
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """``mlops-platform ARGS`` in CWD with exactly ENV (see `clean_env`)."""
+    """``mlops-platform ARGS`` in CWD with exactly ENV (see `clean_env`; None: the test's)."""
     return run([*CLI, *args], env=env, cwd=cwd, timeout=timeout)
 
 
