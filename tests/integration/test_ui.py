@@ -247,6 +247,16 @@ def open_edit_dialog(page: Page, experiment_id: str) -> Locator:
     return dialog
 
 
+def create_experiment(page: Page, name: str) -> tuple[Locator, Response]:
+    """NAME typed into the UI's Create dialog and submitted: the dialog, the server's answer."""
+    page.get_by_role("button", name="Create", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Experiment Name").fill(name)
+    with page.expect_response(is_call("POST", "/experiments/create")) as answer:
+        dialog.get_by_role("button", name="Create", exact=True).click()
+    return dialog, answer.value
+
+
 def save_note(page: Page, dialog: Locator, note: str, admin: Rest, experiment_id: str) -> Any:
     """NOTE as the description in the open edit DIALOG, saved: the server accepts it, the
     page shows it and the admin reads it back. The experiment as the admin sees it."""
@@ -284,12 +294,8 @@ def test_viewer_lists_experiments_and_cannot_create_one(
     name = f"ui-viewer-try-{world['tag']}"
     refusal = viewer.call("POST", "/experiments/create", {"name": f"{name}-rest"})
     assert refusal.status_code == 403, refusal.text
-    page.get_by_role("button", name="Create", exact=True).click()
-    dialog = page.get_by_role("dialog")
-    dialog.get_by_label("Experiment Name").fill(name)
-    with page.expect_response(is_call("POST", "/experiments/create")) as answer:
-        dialog.get_by_role("button", name="Create", exact=True).click()
-    assert answer.value.status == 403
+    dialog, answer = create_experiment(page, name)
+    assert answer.status == 403
     expect(dialog.get_by_text(refusal.json()["message"])).to_be_visible()
     assert admin.experiment(name) is None
     assert admin.experiment(f"{name}-rest") is None
@@ -319,14 +325,10 @@ def test_editor_creates_renames_and_describes_an_experiment(
     expect(search_experiments(page, world["exp_name"])).to_be_visible()
 
     name = f"ui-editor-made-{world['tag']}"
-    page.get_by_role("button", name="Create", exact=True).click()
-    dialog = page.get_by_role("dialog")
-    dialog.get_by_label("Experiment Name").fill(name)
-    with page.expect_response(is_call("POST", "/experiments/create")) as answer:
-        dialog.get_by_role("button", name="Create", exact=True).click()
-    assert answer.value.status == 200, answer.value.text()
+    _, answer = create_experiment(page, name)
+    assert answer.status == 200, answer.text()
     made = admin.experiment(name)
-    assert made is not None and made["experiment_id"] == answer.value.json()["experiment_id"]
+    assert made is not None and made["experiment_id"] == answer.json()["experiment_id"]
 
     renamed, note = f"ui-editor-renamed-{world['tag']}", f"written in the browser {world['tag']}"
     dialog = open_edit_dialog(page, made["experiment_id"])
