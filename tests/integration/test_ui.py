@@ -142,7 +142,6 @@ def world(people: dict[str, Rest]) -> dict[str, str]:
     run = admin.ok("POST", "/runs/create", {"experiment_id": exp})["run"]["info"]
     # Shown to every role: @champion on version 2, @challenger on version 1.
     shown = f"ui-model-{tag}"
-    _model_with_versions(admin, shown, run, 2)
     _model_with_versions(admin, shown, run, 2, champion="2", challenger="1")
     # Promoted in the UI: @champion starts on version 1.
     promoted = f"ui-promote-{tag}"
