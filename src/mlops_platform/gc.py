@@ -111,63 +111,43 @@ class GcResult:
         }
 
 
+_RUNS_SQL = (
+    "SELECT run_uuid, name, experiment_id, artifact_uri FROM runs "
+    "WHERE (lifecycle_stage = 'deleted' AND deleted_time <= :limit) "
+    "OR experiment_id = ANY(:exps) ORDER BY start_time, run_uuid"
+)
+_MODELS_SQL = (
+    "SELECT model_id, name, experiment_id, artifact_location FROM logged_models "
+    "WHERE (lifecycle_stage = 'deleted' AND last_updated_timestamp_ms <= :limit) "
+    "OR experiment_id = ANY(:exps) ORDER BY creation_timestamp_ms, model_id"
+)
+
+
 def plan(settings: PlatformSettings, older_than_ms: int) -> list[Item]:
     """What ``mlflow gc`` will remove, read from the database with MLflow's own rules."""
     now = int(time.time() * 1000)
     limit = now - older_than_ms
-    engine = db.connect_checked(settings)
     items: list[Item] = []
-    try:
-        with engine.connect() as conn:
-            q = sqlalchemy.text
-            exp_sql = (
-                "SELECT experiment_id, name, artifact_location FROM experiments "
-                "WHERE lifecycle_stage = 'deleted'"
-                + (" AND last_update_time < :limit" if older_than_ms else "")
-                + " ORDER BY experiment_id"
+    with db.connection(settings) as conn:
+        q = sqlalchemy.text
+        exp_sql = (
+            "SELECT experiment_id, name, artifact_location FROM experiments "
+            "WHERE lifecycle_stage = 'deleted'"
+            + (" AND last_update_time < :limit" if older_than_ms else "")
+            + " ORDER BY experiment_id"
+        )
+        exps = conn.execute(q(exp_sql), {"limit": limit}).all()
+        exp_ids = [int(r[0]) for r in exps]
+        for r in exps:
+            items.append(
+                Item("experiment", str(r[0]), str(r[1]), str(r[0]), object_prefix(settings, r[2]))
             )
-            exps = conn.execute(q(exp_sql), {"limit": limit}).all()
-            exp_ids = [int(r[0]) for r in exps]
-            for r in exps:
-                items.append(
-                    Item(
-                        "experiment", str(r[0]), str(r[1]), str(r[0]), object_prefix(settings, r[2])
-                    )
-                )
-            runs = conn.execute(
-                q(
-                    "SELECT run_uuid, name, experiment_id, artifact_uri FROM runs "
-                    "WHERE (lifecycle_stage = 'deleted' AND deleted_time <= :limit) "
-                    "OR experiment_id = ANY(:exps) ORDER BY start_time, run_uuid"
-                ),
-                {"limit": limit, "exps": exp_ids},
-            ).all()
-            for r in runs:
-                items.append(
-                    Item(
-                        "run", str(r[0]), str(r[1] or ""), str(r[2]), object_prefix(settings, r[3])
-                    )
-                )
-            models = conn.execute(
-                q(
-                    "SELECT model_id, name, experiment_id, artifact_location FROM logged_models "
-                    "WHERE (lifecycle_stage = 'deleted' AND last_updated_timestamp_ms <= :limit) "
-                    "OR experiment_id = ANY(:exps) ORDER BY creation_timestamp_ms, model_id"
-                ),
-                {"limit": limit, "exps": exp_ids},
-            ).all()
-            for r in models:
-                items.append(
-                    Item(
-                        "logged_model",
-                        str(r[0]),
-                        str(r[1] or ""),
-                        str(r[2]),
-                        object_prefix(settings, r[3]),
-                    )
-                )
-    finally:
-        engine.dispose()
+        # Deleted runs and logged models, and those of the deleted experiments.
+        for kind, sql in (("run", _RUNS_SQL), ("logged_model", _MODELS_SQL)):
+            rows = conn.execute(q(sql), {"limit": limit, "exps": exp_ids}).all()
+            for r in rows:
+                prefix = object_prefix(settings, r[3])
+                items.append(Item(kind, str(r[0]), str(r[1] or ""), str(r[2]), prefix))
     return items
 
 
@@ -309,18 +289,14 @@ def _deleted_model_ids(settings: PlatformSettings, ids: list[str]) -> set[str]:
     gc refuses the others; they go with their experiment)."""
     if not ids:
         return set()
-    engine = db.connect_checked(settings)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sqlalchemy.text(
-                    "SELECT model_id FROM logged_models "
-                    "WHERE lifecycle_stage = 'deleted' AND model_id = ANY(:ids)"
-                ),
-                {"ids": ids},
-            ).all()
-    finally:
-        engine.dispose()
+    with db.connection(settings) as conn:
+        rows = conn.execute(
+            sqlalchemy.text(
+                "SELECT model_id FROM logged_models "
+                "WHERE lifecycle_stage = 'deleted' AND model_id = ANY(:ids)"
+            ),
+            {"ids": ids},
+        ).all()
     return {str(r[0]) for r in rows}
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import sqlalchemy
 
-from mlops_platform.db import connect_checked, where
+from mlops_platform.db import connection, where
 from mlops_platform.errors import PlatformError, SchemaError
 from mlops_platform.settings import PlatformSettings
 
@@ -156,11 +156,6 @@ class IndexAction:
         return {"name": self.name, "action": self.action, "seconds": round(self.seconds, 2)}
 
 
-def _autocommit(settings: PlatformSettings) -> sqlalchemy.Engine:
-    engine = connect_checked(settings)
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
 def _require_mlflow_schema(conn: sqlalchemy.Connection, settings: PlatformSettings) -> None:
     tables = set(sqlalchemy.inspect(conn).get_table_names())
     missing = {spec.table for spec in PACK} - tables
@@ -211,13 +206,9 @@ def _recorded(conn: sqlalchemy.Connection) -> dict[str, int]:
 
 def list_indexes(settings: PlatformSettings) -> list[IndexState]:
     """Each index of the pack with its state: applied, missing or invalid (a failed build)."""
-    engine = connect_checked(settings)
-    try:
-        with engine.connect() as conn:
-            existing = _existing(conn)
-            recorded = _recorded(conn)
-    finally:
-        engine.dispose()
+    with connection(settings) as conn:
+        existing = _existing(conn)
+        recorded = _recorded(conn)
     out = []
     for spec in PACK:
         if spec.name in existing:
@@ -251,42 +242,38 @@ def apply_pack(
 ) -> list[IndexAction]:
     """Build every missing index concurrently; rebuild invalid ones; skip the rest."""
     say = progress or (lambda _msg: None)
-    engine = _autocommit(settings)
     actions: list[IndexAction] = []
-    try:
-        with engine.connect() as conn:
-            _require_mlflow_schema(conn, settings)
-            _ensure_version_table(conn)
-            existing = _existing(conn)
-            for spec in specs:
-                start = time.monotonic()
-                action = "created"
-                if spec.name in existing:
-                    if existing[spec.name][0]:
-                        actions.append(IndexAction(spec.name, "skipped", 0.0))
-                        _record(conn, spec)
-                        say(f"{spec.name}: already applied, skipped")
-                        continue
-                    say(f"{spec.name}: invalid (an interrupted build), rebuilding")
-                    conn.execute(sqlalchemy.text(spec.drop_sql()))
-                    action = "rebuilt"
-                say(f"{spec.name}: building on {spec.table}")
-                try:
-                    conn.execute(sqlalchemy.text(spec.create_sql()))
-                    if spec.kind == "statistics":  # filled by ANALYZE, used from then on
-                        conn.execute(sqlalchemy.text(f"ANALYZE {spec.table}"))
-                except sqlalchemy.exc.SQLAlchemyError as exc:
-                    conn.execute(sqlalchemy.text(spec.drop_sql()))
-                    detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-                    raise IndexPackError(
-                        f"building {spec.name} failed: {detail}",
-                        fix="nothing is left half-built; fix the cause and rerun "
-                        "`mlops-platform db indexes apply`",
-                    ) from None
-                _record(conn, spec)
-                actions.append(IndexAction(spec.name, action, time.monotonic() - start))
-    finally:
-        engine.dispose()
+    with connection(settings, autocommit=True) as conn:
+        _require_mlflow_schema(conn, settings)
+        _ensure_version_table(conn)
+        existing = _existing(conn)
+        for spec in specs:
+            start = time.monotonic()
+            action = "created"
+            if spec.name in existing:
+                if existing[spec.name][0]:
+                    actions.append(IndexAction(spec.name, "skipped", 0.0))
+                    _record(conn, spec)
+                    say(f"{spec.name}: already applied, skipped")
+                    continue
+                say(f"{spec.name}: invalid (an interrupted build), rebuilding")
+                conn.execute(sqlalchemy.text(spec.drop_sql()))
+                action = "rebuilt"
+            say(f"{spec.name}: building on {spec.table}")
+            try:
+                conn.execute(sqlalchemy.text(spec.create_sql()))
+                if spec.kind == "statistics":  # filled by ANALYZE, used from then on
+                    conn.execute(sqlalchemy.text(f"ANALYZE {spec.table}"))
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                conn.execute(sqlalchemy.text(spec.drop_sql()))
+                detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                raise IndexPackError(
+                    f"building {spec.name} failed: {detail}",
+                    fix="nothing is left half-built; fix the cause and rerun "
+                    "`mlops-platform db indexes apply`",
+                ) from None
+            _record(conn, spec)
+            actions.append(IndexAction(spec.name, action, time.monotonic() - start))
     return actions
 
 
@@ -309,30 +296,26 @@ def drop_pack(
 ) -> list[IndexAction]:
     """Drop every index of the pack concurrently and forget it; absent ones are skipped."""
     say = progress or (lambda _msg: None)
-    engine = _autocommit(settings)
     actions: list[IndexAction] = []
-    try:
-        with engine.connect() as conn:
-            existing = _existing(conn)
-            recorded = _recorded(conn)
-            for spec in specs:
-                start = time.monotonic()
-                if spec.name not in existing:
-                    actions.append(IndexAction(spec.name, "absent", 0.0))
-                    say(f"{spec.name}: not present, skipped")
-                else:
-                    say(f"{spec.name}: dropping")
-                    conn.execute(sqlalchemy.text(spec.drop_sql()))
-                    actions.append(IndexAction(spec.name, "dropped", time.monotonic() - start))
-                if spec.name in recorded:
-                    conn.execute(
-                        sqlalchemy.text(f"DELETE FROM {VERSION_TABLE} WHERE name = :n"),
-                        {"n": spec.name},
-                    )
-            if not set(_recorded(conn)) - {s.name for s in specs}:
-                conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
-    finally:
-        engine.dispose()
+    with connection(settings, autocommit=True) as conn:
+        existing = _existing(conn)
+        recorded = _recorded(conn)
+        for spec in specs:
+            start = time.monotonic()
+            if spec.name not in existing:
+                actions.append(IndexAction(spec.name, "absent", 0.0))
+                say(f"{spec.name}: not present, skipped")
+            else:
+                say(f"{spec.name}: dropping")
+                conn.execute(sqlalchemy.text(spec.drop_sql()))
+                actions.append(IndexAction(spec.name, "dropped", time.monotonic() - start))
+            if spec.name in recorded:
+                conn.execute(
+                    sqlalchemy.text(f"DELETE FROM {VERSION_TABLE} WHERE name = :n"),
+                    {"n": spec.name},
+                )
+        if not set(_recorded(conn)) - {s.name for s in specs}:
+            conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
     return actions
 
 
@@ -358,20 +341,16 @@ class AnalyzeResult:
 
 def analyze(settings: PlatformSettings, *, full: bool = False) -> AnalyzeResult:
     """VACUUM ANALYZE MLflow's search tables (``full`` for the whole database)."""
-    engine = _autocommit(settings)
-    start = time.monotonic()
     done: list[str] = []
-    try:
-        with engine.connect() as conn:
-            if full:
-                conn.execute(sqlalchemy.text("VACUUM ANALYZE"))
-                done.append("*")
-            else:
-                tables = set(sqlalchemy.inspect(conn).get_table_names())
-                for table in ANALYZE_TABLES:
-                    if table in tables:
-                        conn.execute(sqlalchemy.text(f"VACUUM ANALYZE {table}"))
-                        done.append(table)
-    finally:
-        engine.dispose()
+    with connection(settings, autocommit=True) as conn:
+        start = time.monotonic()
+        if full:
+            conn.execute(sqlalchemy.text("VACUUM ANALYZE"))
+            done.append("*")
+        else:
+            tables = set(sqlalchemy.inspect(conn).get_table_names())
+            for table in ANALYZE_TABLES:
+                if table in tables:
+                    conn.execute(sqlalchemy.text(f"VACUUM ANALYZE {table}"))
+                    done.append(table)
     return AnalyzeResult(done, time.monotonic() - start)

@@ -8,11 +8,8 @@ healthcheck. Then a client logs through the published nginx port like any user.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ import pytest
 import requests
 
 from tests.compose.conftest import docker_engine_problem
-from tests.conftest import SUITE_ENV as KEEP  # the suite's own MLOPS_ variable
+from tests.support.proc import clean_env, run_cli
 
 pytestmark = pytest.mark.compose
 
@@ -46,15 +43,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     folder = tmp_path_factory.mktemp("compose")
     env_file = folder / ".env"
     state = folder / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") or k == KEEP}
-    env["MLOPS_STATE_DIR"] = str(state)
-    done = subprocess.run(
-        [sys.executable, "-m", "mlops_platform", "--env-file", str(env_file), "init", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    env = clean_env(MLOPS_STATE_DIR=str(state))
+    done = run_cli("--env-file", str(env_file), "init", "--json", env=env)
     assert done.returncode == 0, done.stderr
     port, https_port = free_port(), free_port()
     with env_file.open("a") as out:
@@ -126,13 +116,7 @@ def test_client_workload_through_the_proxy(
 
 
 def test_compose_status_reads_the_same_health(stack: dict[str, Any]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mlops_platform", "compose", "status", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("compose", "status", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True

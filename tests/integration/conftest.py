@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mlops_platform.settings import PlatformSettings, load_settings
+from tests.support.proc import run
 from tests.support.stacks import (  # noqa: F401 - other test files import them from here
     CLI,
     PrivateStack,
@@ -62,15 +63,12 @@ class Platform:
         timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
         """Run `mlops-platform --env-file <this stack's> ARGS` for real."""
-        result = subprocess.run(
+        result = run(
             [*CLI, "--env-file", str(self.env_file), *args],
-            capture_output=True,
-            text=True,
-            errors="replace",  # `logs` passes on what clients sent nginx, bytes and all
-            cwd=self.root,
             env=env,
+            cwd=self.root,
             timeout=timeout,
-            check=False,
+            errors="replace",  # `logs` passes on what clients sent nginx, bytes and all
         )
         if check and result.returncode != 0:
             raise AssertionError(

@@ -26,12 +26,10 @@ import pytest
 from mlops_platform import __version__, backup, db, s3
 from mlops_platform.settings import PlatformSettings
 from tests.integration.conftest import shared_scratch
+from tests.support.schemas import PREVIOUS_MINOR_HEAD, migrate_to
 from tests.support.stacks import PrivateStack as Stack
 
 pytestmark = pytest.mark.integration
-
-# the schema head of MLflow 3.16.0 (see tests/integration/test_db.py)
-PREVIOUS_MINOR_HEAD = "b7e2c1a4d9f3"
 
 
 @pytest.fixture(scope="module")
@@ -380,28 +378,10 @@ def test_bad_input_refuses_in_one_line_and_changes_nothing(stack: Stack, tmp_pat
 
 def _older_schema_database(stack: Stack, name: str) -> PlatformSettings:
     """A database as MLflow 3.16 left it (MLflow's own Alembic scripts up to its head)."""
-    import sqlalchemy
-    from alembic import command
-    from mlflow.store.db.utils import _get_alembic_config
-    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
-
     stack.superuser_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     stack.superuser_sql(f'CREATE DATABASE "{name}" OWNER "{stack.settings.db_user}"')
     settings = stack.settings.model_copy(update={"db_name": name})
-    engine = db.make_engine(settings)
-    InitialBase.metadata.create_all(engine)
-    config = _get_alembic_config(settings.database_url(with_password=True))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, PREVIOUS_MINOR_HEAD)
-    with engine.begin() as conn:
-        conn.execute(
-            sqlalchemy.text(
-                "INSERT INTO experiments (experiment_id, name, artifact_location, "
-                "lifecycle_stage) VALUES (7, 'from-3.16', 's3://x/7', 'active')"
-            )
-        )
-    engine.dispose()
+    migrate_to(settings, PREVIOUS_MINOR_HEAD, experiment="from-3.16")
     return settings
 
 
@@ -493,17 +473,13 @@ def test_backup_while_a_client_logs_is_consistent(stack: Stack) -> None:
 
     with backup.throwaway_postgres(stack.settings, backup.QuietReporter()) as scratch:
         db.restore_dump(scratch, result.path / backup.DUMP)
-        engine = db.make_engine(scratch)
-        try:
-            with engine.connect() as conn:
-                rows = conn.execute(
-                    sqlalchemy.text(
-                        "SELECT run_uuid, status, experiment_id FROM runs WHERE experiment_id = :e"
-                    ),
-                    {"e": int(exp)},
-                ).all()
-        finally:
-            engine.dispose()
+        with db.connection(scratch, checked=False) as conn:
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT run_uuid, status, experiment_id FROM runs WHERE experiment_id = :e"
+                ),
+                {"e": int(exp)},
+            ).all()
     in_dump = {str(r[0]): str(r[1]) for r in rows}
     assert late[0] not in in_dump
     keys = {a.key for a in m.artifacts}

@@ -7,7 +7,6 @@ a real S3 server (no container engine needed), twice: the second run changes not
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
@@ -21,8 +20,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from mlops_platform import s3
-from tests.conftest import SUITE_ENV as KEEP  # the suite's own MLOPS_ variable
 from tests.integration.conftest import Platform
+from tests.support import proc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,18 +33,8 @@ def init_program() -> str:
 
 
 def run_init(platform: Platform, bucket: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_") or k == KEEP}
-    env["MLOPS_ENV_FILE"] = str(platform.env_file)
-    env["MLOPS_S3_BUCKET"] = bucket
-    return subprocess.run(
-        [sys.executable, "-c", init_program()],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+    env = proc.clean_env(MLOPS_ENV_FILE=str(platform.env_file), MLOPS_S3_BUCKET=bucket)
+    return proc.run([sys.executable, "-c", init_program()], env=env, cwd=cwd, timeout=120)
 
 
 def test_compose_init_creates_a_private_bucket_with_the_lifecycle_rule(
@@ -111,7 +100,6 @@ def test_compose_postgres_creates_the_auth_database_owned_by_the_tracking_role(
     role = settings.db_user
     name = f"auth_{secrets.token_hex(4)}"
     env = {
-        "PATH": os.environ.get("PATH", ""),
         "PGHOST": settings.db_host,
         "PGPORT": str(settings.db_port),
         "PGPASSWORD": settings.db_password.get_secret_value(),
@@ -121,13 +109,8 @@ def test_compose_postgres_creates_the_auth_database_owned_by_the_tracking_role(
     }
 
     def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["sh", str(ROOT / "scripts" / "postgres-auth-db")],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
+        return proc.run_with_path(
+            ["sh", str(ROOT / "scripts" / "postgres-auth-db")], env, timeout=60
         )
 
     owner_sql = f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'"

@@ -15,13 +15,9 @@ import sqlalchemy
 
 from mlops_platform import db
 from tests.integration.conftest import Platform
+from tests.support.schemas import PREVIOUS_MINOR_HEAD, migrate_to, mlflow_revisions
 
 pytestmark = pytest.mark.integration
-
-# The schema head of MLflow 3.16.0, the minor release before the kit's 3.17: read from
-# its wheel (mlflow/store/db_migrations/versions). Migrating a database with today's
-# Alembic scripts up to it yields exactly the schema MLflow 3.16 created.
-PREVIOUS_MINOR_HEAD = "b7e2c1a4d9f3"
 
 
 def _fresh(platform: Platform, name: str) -> tuple[dict[str, str], object]:
@@ -33,30 +29,10 @@ def _fresh(platform: Platform, name: str) -> tuple[dict[str, str], object]:
 
 def _older_schema(settings) -> str:  # type: ignore[no-untyped-def]
     """A database as MLflow 3.16 left it: migrated with MLflow's Alembic scripts."""
-    from alembic import command
-    from alembic.script import ScriptDirectory
-    from mlflow.store.db.utils import _get_alembic_config
-    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
-
-    script = ScriptDirectory.from_config(_get_alembic_config(""))
-    revisions = [r.revision for r in script.walk_revisions()]
+    revisions = mlflow_revisions()
     assert PREVIOUS_MINOR_HEAD in revisions[1:], "update PREVIOUS_MINOR_HEAD for this MLflow"
-    older = PREVIOUS_MINOR_HEAD
-    engine = db.make_engine(settings)
-    InitialBase.metadata.create_all(engine)
-    config = _get_alembic_config(settings.database_url(with_password=True))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, older)
-    with engine.begin() as conn:
-        conn.execute(
-            sqlalchemy.text(
-                "INSERT INTO experiments (experiment_id, name, artifact_location, "
-                "lifecycle_stage) VALUES (7, 'kept-by-the-dump', 's3://x/7', 'active')"
-            )
-        )
-    engine.dispose()
-    return older
+    migrate_to(settings, PREVIOUS_MINOR_HEAD, experiment="kept-by-the-dump")
+    return PREVIOUS_MINOR_HEAD
 
 
 def test_status_on_the_live_database(platform: Platform) -> None:

@@ -37,6 +37,7 @@ from tests.integration.conftest import (
     require_binaries,
     write_env,
 )
+from tests.support import proc
 
 pytestmark = pytest.mark.integration
 
@@ -115,15 +116,7 @@ def test_run_to_champion_as_written(platform: Platform, tmp_path: Path) -> None:
         command = step.command.replace("iris-classifier", model)
         if step.command.startswith("eval "):
             # The page's connect line, then the variables it set, for the next commands.
-            out = subprocess.run(
-                ["bash", "-c", f"set -e; {command}; env"],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            out = proc.run(["bash", "-c", f"set -e; {command}; env"], env=env, cwd=tmp_path)
             assert out.returncode == 0, out.stderr
             exported = dict(
                 line.split("=", 1) for line in out.stdout.splitlines() if line.startswith("MLFLOW_")
@@ -132,15 +125,7 @@ def test_run_to_champion_as_written(platform: Platform, tmp_path: Path) -> None:
             env.update(exported)
             ran += 1
             continue
-        result = subprocess.run(
-            ["bash", "-c", command],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        result = proc.run(["bash", "-c", command], env=env, cwd=tmp_path, timeout=600)
         shown = " ".join((result.stdout + "\n" + result.stderr).split())
         assert result.returncode == step.expected_exit, (
             f"§{step.section}: `{step.command}` exited {result.returncode}, the page shows "
@@ -294,15 +279,12 @@ class Runbook:
     env: dict[str, str]
 
     def run(self, command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return proc.run(
             ["bash", "-c", command],
-            cwd=self.stack.root,  # the folder of the .env, as the pages say
             env=self.env,
-            capture_output=True,
-            text=True,
-            errors="replace",
+            cwd=self.stack.root,  # the folder of the .env, as the pages say
             timeout=timeout,
-            check=False,
+            errors="replace",
         )
 
     def run_page(self, steps: list[Shown], where: str) -> int:
@@ -455,12 +437,8 @@ def check_invocations(url: str) -> int:
     calls = invocation_calls(PAGE.read_text())
     for command, shown in calls:
         assert "localhost:5001" in command, command
-        got = subprocess.run(
-            ["bash", "-c", command.replace("localhost:5001", url.removeprefix("http://"))],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        got = proc.run(
+            ["bash", "-c", command.replace("localhost:5001", url.removeprefix("http://"))]
         )
         assert got.returncode == 0, got.stderr
         assert re.fullmatch(_pattern(shown), _squash(got.stdout), re.S), (

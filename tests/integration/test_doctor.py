@@ -83,6 +83,19 @@ def _failing(findings: dict[tuple[str, str], dict]) -> list[tuple[str, str]]:
     return [k for k, f in findings.items() if f["status"] == "fail"]
 
 
+def _fails(
+    stack: Stack, check: tuple[str, str], *, detail: str = "", remedy: str = "", **env: str
+) -> dict[tuple[str, str], dict]:
+    """`doctor` (with ENV) exits 2 and CHECK fails, its detail naming DETAIL and its remedy
+    REMEDY; every finding of that run."""
+    code, _, findings = stack.doctor(**env)
+    assert code == 2
+    found = findings[check]
+    assert found["status"] == "fail" and detail in found["detail"], found
+    assert remedy in found["remedy"], found
+    return findings
+
+
 def test_healthy_stack_exit_0(stack: Stack) -> None:
     # How long doctor takes is measured by `python -m benchmarks.startup`, not asserted.
     code, report, findings = stack.doctor()
@@ -115,10 +128,8 @@ def test_degraded_when_the_index_pack_is_missing(stack: Stack) -> None:
 
 
 def test_wrong_s3_secret(stack: Stack) -> None:
-    code, _, findings = stack.doctor(MLOPS_S3_SECRET_ACCESS_KEY="W" * 40)
-    assert code == 2
-    assert findings[("s3", "credentials")]["status"] == "fail"
-    assert "MLOPS_S3_SECRET_ACCESS_KEY" in findings[("s3", "credentials")]["remedy"]
+    remedy = "MLOPS_S3_SECRET_ACCESS_KEY"
+    _fails(stack, ("s3", "credentials"), remedy=remedy, MLOPS_S3_SECRET_ACCESS_KEY="W" * 40)
 
 
 def test_bucket_made_public(stack: Stack) -> None:
@@ -126,11 +137,8 @@ def test_bucket_made_public(stack: Stack) -> None:
     bucket = stack.settings.s3_bucket
     client.put_bucket_acl(Bucket=bucket, ACL="public-read")
     try:
-        code, _, findings = stack.doctor()
-        assert code == 2
-        assert findings[("s3", "acl")]["status"] == "fail"
+        findings = _fails(stack, ("s3", "acl"), remedy="apply-policy")
         assert findings[("s3", "anonymous")]["status"] == "fail"
-        assert "apply-policy" in findings[("s3", "acl")]["remedy"]
     finally:
         client.put_bucket_acl(Bucket=bucket, ACL="private")
     assert stack.doctor()[0] == 0
@@ -143,11 +151,7 @@ def test_bucket_deleted(stack: Stack) -> None:
         client.delete_object(Bucket=bucket, Key=obj["Key"])
     client.delete_bucket(Bucket=bucket)
     try:
-        code, _, findings = stack.doctor()
-        assert code == 2
-        bucket_check = findings[("s3", "bucket")]
-        assert bucket_check["status"] == "fail" and "does not exist" in bucket_check["detail"]
-        assert "mlops-platform up" in bucket_check["remedy"]
+        _fails(stack, ("s3", "bucket"), detail="does not exist", remedy="mlops-platform up")
         # (SeaweedFS re-creates a missing bucket on the server's next upload, so the
         # artifact round trip itself may pass: the bucket check is what names it.)
     finally:
@@ -169,11 +173,8 @@ def test_schema_one_migration_behind(stack: Stack) -> None:
     engine.dispose()
     try:
         assert db.schema_status(stack.settings).state == "outdated"
-        code, _, findings = stack.doctor()
-        assert code == 2
-        schema = findings[("database", "schema")]
-        assert schema["status"] == "fail" and "1 migration(s) behind" in schema["detail"]
-        assert "db upgrade" in schema["remedy"]
+        behind = "1 migration(s) behind"
+        _fails(stack, ("database", "schema"), detail=behind, remedy="db upgrade")
     finally:
         upgraded = stack.cli("db", "upgrade", "--no-dump")
         assert upgraded.returncode == 0, upgraded.stderr
@@ -191,10 +192,7 @@ def _kill_tree(pid: int) -> None:
 def test_tracking_server_stopped(stack: Stack) -> None:
     _kill_tree(stack.pid("tracking"))
     try:
-        code, _, findings = stack.doctor()
-        assert code == 2
-        answers = findings[("tracking", "answers")]
-        assert answers["status"] == "fail" and "mlops-platform up" in answers["remedy"]
+        findings = _fails(stack, ("tracking", "answers"), remedy="mlops-platform up")
         assert ("proxy", "api") in _failing(findings)
     finally:
         stack.up()
@@ -207,10 +205,8 @@ def test_postgres_stopped(stack: Stack) -> None:
 
     Postgres(stack.settings, StateFile.load(stack.settings.state_dir)).stop(lambda _m: None)
     try:
-        code, _, findings = stack.doctor()  # run_cli's timeout is the deadline
-        assert code == 2
-        reach = findings[("database", "reachable")]
-        assert reach["status"] == "fail" and "start PostgreSQL" in reach["remedy"]
+        # run_cli's timeout is the deadline
+        _fails(stack, ("database", "reachable"), remedy="start PostgreSQL")
     finally:
         stack.up()
     assert stack.doctor()[0] == 0
@@ -236,10 +232,7 @@ def test_proxy_without_auth(stack: Stack) -> None:
     # with permissions on, the tracking server still refuses the anonymous request itself
     assert requests.post(api, json={"max_results": 1}, timeout=5).status_code == 401
     try:
-        code, _, findings = stack.doctor()
-        assert code == 2
-        anon = findings[("proxy", "anonymous refused")]
-        assert anon["status"] == "fail" and "lets anyone in" in anon["detail"]
+        _fails(stack, ("proxy", "anonymous refused"), detail="lets anyone in")
     finally:
         site.write_text(original)
         os.kill(stack.pid("nginx"), signal.SIGHUP)
@@ -252,10 +245,8 @@ def test_proxy_without_auth(stack: Stack) -> None:
 
 def test_public_host_unknown_to_the_server(stack: Stack) -> None:
     """Clients use a name the server was not started with: MLflow answers 403."""
-    code, _, findings = stack.doctor(MLOPS_PUBLIC_URL="http://mlflow.example.org")
-    assert code == 2
-    host = findings[("proxy", "public host")]
-    assert host["status"] == "fail" and "MLOPS_PUBLIC_URL" in host["remedy"]
+    unknown = "http://mlflow.example.org"
+    _fails(stack, ("proxy", "public host"), remedy="MLOPS_PUBLIC_URL", MLOPS_PUBLIC_URL=unknown)
 
 
 def test_proxy_body_limit_of_1_mb(stack: Stack) -> None:

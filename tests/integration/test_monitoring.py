@@ -32,11 +32,10 @@ from tests.integration.conftest import (
     require_binaries,
     write_env,
 )
-from tests.support.promql import ON_EVENT, dashboard_exprs, rule_exprs, series_in
+from tests.support.promql import JOBS, ON_EVENT, dashboard_exprs, rule_exprs, series_in
 
 pytestmark = pytest.mark.integration
 
-JOBS = {"prometheus", "mlops-platform", "postgres", "nginx", "seaweedfs", "mlflow-tracking"}
 FAST_SCRAPE = 2.0  # seconds, in this test's copy of the configuration
 FAST_FOR = 10.0  # seconds: MlopsServiceDown's `for:` in this test's copy of the rules
 

@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import CLI, Platform, down_later, make_stack_dir, write_env
+from tests.support.users import add_role_users
 
 pytestmark = pytest.mark.integration
 
@@ -83,32 +84,37 @@ def changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
 @pytest.fixture(scope="module")
 def people(platform: Platform) -> dict[str, Client]:
     out = {"admin": Client(platform.url, platform.user, platform.password)}
-    for role in ("viewer", "editor", "approver"):
-        name = f"{role}-{uuid.uuid4().hex[:6]}"
-        added = json.loads(
-            platform.cli("users", "add", name, "--role", role, "--generate", "--json").stdout
-        )
-        assert added["role"] == role
-        out[role] = Client(platform.url, name, added["generated_password"])
+    for role, (name, password) in add_role_users(platform).items():
+        out[role] = Client(platform.url, name, password)
     return out
 
 
-def _admin_world(admin: Client, tag: str) -> dict[str, str]:
-    """An experiment, a run with a metric and an artifact, a model with one version."""
-    exp = admin.ok("POST", f"{API}/experiments/create", {"name": f"perm-{tag}"})["experiment_id"]
-    run = admin.ok("POST", f"{API}/runs/create", {"experiment_id": exp})["run"]["info"]
-    admin.ok(
+def _experiment_with_model(
+    me: Client, name: str, model: str, metric: tuple[str, float]
+) -> tuple[str, dict[str, Any]]:
+    """ME's experiment NAME, a run in it logging METRIC, and MODEL registered from the run
+    (version 1): the experiment id and the run's info."""
+    exp = me.ok("POST", f"{API}/experiments/create", {"name": name})["experiment_id"]
+    run = me.ok("POST", f"{API}/runs/create", {"experiment_id": exp})["run"]["info"]
+    key, value = metric
+    me.ok(
         "POST",
         f"{API}/runs/log-metric",
-        {"run_id": run["run_id"], "key": "m", "value": 1, "timestamp": 1, "step": 0},
+        {"run_id": run["run_id"], "key": key, "value": value, "timestamp": 1, "step": 0},
     )
-    model = f"perm-model-{tag}"
-    admin.ok("POST", f"{API}/registered-models/create", {"name": model})
-    admin.ok(
+    me.ok("POST", f"{API}/registered-models/create", {"name": model})
+    me.ok(
         "POST",
         f"{API}/model-versions/create",
         {"name": model, "source": run["artifact_uri"], "run_id": run["run_id"]},
     )
+    return exp, run
+
+
+def _admin_world(admin: Client, tag: str) -> dict[str, str]:
+    """An experiment, a run with a metric and an artifact, a model with one version."""
+    model = f"perm-model-{tag}"
+    exp, run = _experiment_with_model(admin, f"perm-{tag}", model, ("m", 1))
     for alias in ("candidate", "champion"):
         admin.ok(
             "POST",
@@ -252,22 +258,8 @@ def test_owners_edit_their_own_but_only_approvers_promote(people: dict[str, Clie
     admin = people["admin"]
     for role in ("editor", "approver"):
         me = people[role]
-        exp = me.ok(
-            "POST", f"{API}/experiments/create", {"name": f"own-{role}-{uuid.uuid4().hex}"}
-        )["experiment_id"]
-        run = me.ok("POST", f"{API}/runs/create", {"experiment_id": exp})["run"]["info"]
-        me.ok(
-            "POST",
-            f"{API}/runs/log-metric",
-            {"run_id": run["run_id"], "key": "acc", "value": 0.9, "timestamp": 1, "step": 0},
-        )
         model = f"own-model-{role}-{uuid.uuid4().hex[:6]}"
-        me.ok("POST", f"{API}/registered-models/create", {"name": model})
-        me.ok(
-            "POST",
-            f"{API}/model-versions/create",
-            {"name": model, "source": run["artifact_uri"], "run_id": run["run_id"]},
-        )
+        exp, run = _experiment_with_model(me, f"own-{role}-{uuid.uuid4().hex}", model, ("acc", 0.9))
         me.ok(
             "POST",
             f"{API}/registered-models/alias",

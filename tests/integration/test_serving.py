@@ -21,7 +21,7 @@ from mlops_platform.render.serving import model_uri, serve_argv
 from tests.conftest import free_port
 from tests.integration.conftest import Platform
 from tests.integration.test_docs_executed import check_invocations
-from tests.support.models import sklearn_requirements
+from tests.support.models import log_version
 
 pytestmark = pytest.mark.integration
 
@@ -68,17 +68,7 @@ def test_champion_serves_the_models_own_predictions(
     x.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     model = RandomForestClassifier(n_estimators=25, max_depth=4, random_state=3).fit(x, y)
     mlflow.set_experiment("serving")
-    with mlflow.start_run():
-        mlflow.log_metric("accuracy", float((model.predict(x) == y).mean()))
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=name,
-            input_example=x.head(3),
-            serialization_format="cloudpickle",
-            pip_requirements=sklearn_requirements(),
-        )
-    version = str(info.registered_model_version)
+    version, _ = log_version(model, name, x, y, example_rows=3)
     uri = platform.client_env["MLFLOW_TRACKING_URI"]
     registry = reg.Registry(uri, actor="serving-test")
     approval = registry.approve(
@@ -170,12 +160,7 @@ def _register_a_model_and_an_impostor(name: str) -> tuple[Any, Any, Any, Any]:
     dummy = DummyClassifier(strategy="most_frequent").fit(x, y)
     mlflow.set_experiment("serving")
     for model in (good, dummy):  # v1 the real model, v2 an impostor never approved
-        with mlflow.start_run():
-            mlflow.log_metric("accuracy", float((model.predict(x) == y).mean()))
-            mlflow.sklearn.log_model(
-                model, name="model", registered_model_name=name, input_example=x.head(3),
-                serialization_format="cloudpickle", pip_requirements=sklearn_requirements(),
-            )  # fmt: skip
+        log_version(model, name, x, y, example_rows=3)
     return x, y, good, dummy
 
 

@@ -159,25 +159,14 @@ def test_newer_schema_is_refused(platform: Platform) -> None:
 
 def test_real_older_schema_is_refused_then_upgraded(platform: Platform) -> None:
     """A database really migrated only to an older revision, then `--upgrade`d."""
-    from alembic import command
-    from alembic.script import ScriptDirectory
-    from mlflow.store.db.utils import _get_alembic_config
-    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
-
     from mlops_platform import db
     from mlops_platform.render.server import server_env
+    from tests.support.schemas import migrate_to, mlflow_revisions
 
     env = _database(platform, "schema_older")
     settings = platform.settings.model_copy(update={"db_name": "schema_older"})
-    script = ScriptDirectory.from_config(_get_alembic_config(""))
-    older = [r.revision for r in script.walk_revisions()][5]  # five migrations behind head
-    engine = db.make_engine(settings)
-    InitialBase.metadata.create_all(engine)
-    config = _get_alembic_config(settings.database_url(with_password=True))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, older)
-    engine.dispose()
+    older = mlflow_revisions()[5]  # five migrations behind head
+    migrate_to(settings, older)
     assert db.schema_status(settings).state == "outdated"
 
     refused = platform.cli("serve", env={**os.environ, **env}, check=False)

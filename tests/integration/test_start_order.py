@@ -29,9 +29,9 @@ import pytest
 
 from mlops_platform import db, indexes
 from mlops_platform.settings import load_settings
-from tests.conftest import SUITE_ENV as KEEP  # the suite's own MLOPS_ variable
 from tests.conftest import free_port
 from tests.integration.conftest import Platform
+from tests.support.proc import clean_env
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "mlops_platform"]
@@ -44,16 +44,15 @@ def _start(
     tmp = root / name / "tmp"
     tmp.mkdir(parents=True)
     log = root / name / "log.txt"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") or k == KEEP},
-        "TMPDIR": str(tmp),
-        "MLOPS_DB_NAME": dbname,
-        "MLOPS_AUTH_DB_NAME": f"{dbname}_auth",
-        "MLOPS_SERVER_PORT": str(port),
-        "MLOPS_SERVER_WORKERS": "1",
-        "MLOPS_STATE_DIR": str(root / name / "state"),
-        "MLOPS_PROMETHEUS": "false",
-    }
+    env = clean_env(
+        TMPDIR=str(tmp),
+        MLOPS_DB_NAME=dbname,
+        MLOPS_AUTH_DB_NAME=f"{dbname}_auth",
+        MLOPS_SERVER_PORT=str(port),
+        MLOPS_SERVER_WORKERS="1",
+        MLOPS_STATE_DIR=str(root / name / "state"),
+        MLOPS_PROMETHEUS="false",
+    )
     handle = log.open("w")
     proc = subprocess.Popen(
         [*CLI, "--env-file", str(platform.env_file), "serve", *args],

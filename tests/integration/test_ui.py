@@ -25,7 +25,6 @@ would start and make its own.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import shutil
 import uuid
@@ -37,6 +36,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import Platform
+from tests.support.users import add_role_users
 
 try:
     from playwright.sync_api import (
@@ -109,23 +109,27 @@ class Rest:
 @pytest.fixture(scope="module")
 def people(platform: Platform) -> dict[str, Rest]:
     out = {"admin": Rest(platform.url, platform.user, platform.password)}
-    for role in ("viewer", "editor", "approver"):
-        name = f"ui-{role}-{uuid.uuid4().hex[:6]}"
-        added = json.loads(
-            platform.cli("users", "add", name, "--role", role, "--generate", "--json").stdout
-        )
-        assert added["role"] == role
-        out[role] = Rest(platform.url, name, added["generated_password"])
+    for role, (name, password) in add_role_users(platform, "ui-").items():
+        out[role] = Rest(platform.url, name, password)
     return out
 
 
-def _model_with_versions(admin: Rest, name: str, run: dict[str, Any], count: int) -> None:
+def _model_with_versions(
+    admin: Rest, name: str, run: dict[str, Any], count: int, **aliases: str
+) -> None:
+    """Model NAME with COUNT versions of RUN, and ALIASES (alias=version) set in order."""
     admin.ok("POST", "/registered-models/create", {"name": name})
     for _ in range(count):
         admin.ok(
             "POST",
             "/model-versions/create",
             {"name": name, "source": run["artifact_uri"], "run_id": run["run_id"]},
+        )
+    for alias, version in aliases.items():
+        admin.ok(
+            "POST",
+            "/registered-models/alias",
+            {"name": name, "alias": alias, "version": version},
         )
 
 
@@ -138,29 +142,13 @@ def world(people: dict[str, Rest]) -> dict[str, str]:
     run = admin.ok("POST", "/runs/create", {"experiment_id": exp})["run"]["info"]
     # Shown to every role: @champion on version 2, @challenger on version 1.
     shown = f"ui-model-{tag}"
-    _model_with_versions(admin, shown, run, 2)
-    for alias, version in (("champion", "2"), ("challenger", "1")):
-        admin.ok(
-            "POST",
-            "/registered-models/alias",
-            {"name": shown, "alias": alias, "version": version},
-        )
+    _model_with_versions(admin, shown, run, 2, champion="2", challenger="1")
     # Promoted in the UI: @champion starts on version 1.
     promoted = f"ui-promote-{tag}"
-    _model_with_versions(admin, promoted, run, 2)
-    admin.ok(
-        "POST",
-        "/registered-models/alias",
-        {"name": promoted, "alias": "champion", "version": "1"},
-    )
+    _model_with_versions(admin, promoted, run, 2, champion="1")
     # Its @challenger is removed in the UI.
     retired = f"ui-retire-{tag}"
-    _model_with_versions(admin, retired, run, 1)
-    admin.ok(
-        "POST",
-        "/registered-models/alias",
-        {"name": retired, "alias": "challenger", "version": "1"},
-    )
+    _model_with_versions(admin, retired, run, 1, challenger="1")
     editors_name = f"ui-editor-exp-{tag}"
     editors = people["editor"].ok("POST", "/experiments/create", {"name": editors_name})
     return {
@@ -258,6 +246,31 @@ def open_edit_dialog(page: Page, experiment_id: str) -> Locator:
     return dialog
 
 
+def create_experiment(page: Page, name: str) -> tuple[Locator, Response]:
+    """NAME typed into the UI's Create dialog and submitted: the dialog, the server's answer."""
+    page.get_by_role("button", name="Create", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Experiment Name").fill(name)
+    with page.expect_response(is_call("POST", "/experiments/create")) as answer:
+        dialog.get_by_role("button", name="Create", exact=True).click()
+    return dialog, answer.value
+
+
+def save_note(page: Page, dialog: Locator, note: str, admin: Rest, experiment_id: str) -> Any:
+    """NOTE as the description in the open edit DIALOG, saved: the server accepts it, the
+    page shows it and the admin reads it back. The experiment as the admin sees it."""
+    dialog.get_by_label("Description").fill(note)
+    with page.expect_response(is_call("POST", "/experiments/set-experiment-tag")) as tagged:
+        dialog.get_by_role("button", name="Save", exact=True).click()
+    assert tagged.value.status == 200, tagged.value.text()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_role("paragraph").filter(has_text=note)).to_be_visible()
+    after = admin.ok("GET", "/experiments/get", {"experiment_id": experiment_id})["experiment"]
+    tags = {t["key"]: t["value"] for t in after.get("tags", [])}
+    assert tags.get("mlflow.note.content") == note
+    return after
+
+
 def alias_tag(scope: Locator, alias: str) -> Locator:
     """The UI's "@ alias" tag (an ARIA status element named after the alias)."""
     return scope.get_by_role("status", name=alias, exact=True)
@@ -280,12 +293,8 @@ def test_viewer_lists_experiments_and_cannot_create_one(
     name = f"ui-viewer-try-{world['tag']}"
     refusal = viewer.call("POST", "/experiments/create", {"name": f"{name}-rest"})
     assert refusal.status_code == 403, refusal.text
-    page.get_by_role("button", name="Create", exact=True).click()
-    dialog = page.get_by_role("dialog")
-    dialog.get_by_label("Experiment Name").fill(name)
-    with page.expect_response(is_call("POST", "/experiments/create")) as answer:
-        dialog.get_by_role("button", name="Create", exact=True).click()
-    assert answer.value.status == 403
+    dialog, answer = create_experiment(page, name)
+    assert answer.status == 403
     expect(dialog.get_by_text(refusal.json()["message"])).to_be_visible()
     assert admin.experiment(name) is None
     assert admin.experiment(f"{name}-rest") is None
@@ -315,28 +324,16 @@ def test_editor_creates_renames_and_describes_an_experiment(
     expect(search_experiments(page, world["exp_name"])).to_be_visible()
 
     name = f"ui-editor-made-{world['tag']}"
-    page.get_by_role("button", name="Create", exact=True).click()
-    dialog = page.get_by_role("dialog")
-    dialog.get_by_label("Experiment Name").fill(name)
-    with page.expect_response(is_call("POST", "/experiments/create")) as answer:
-        dialog.get_by_role("button", name="Create", exact=True).click()
-    assert answer.value.status == 200, answer.value.text()
+    _, answer = create_experiment(page, name)
+    assert answer.status == 200, answer.text()
     made = admin.experiment(name)
-    assert made is not None and made["experiment_id"] == answer.value.json()["experiment_id"]
+    assert made is not None and made["experiment_id"] == answer.json()["experiment_id"]
 
     renamed, note = f"ui-editor-renamed-{world['tag']}", f"written in the browser {world['tag']}"
     dialog = open_edit_dialog(page, made["experiment_id"])
     dialog.get_by_label("Experiment name").fill(renamed)
-    dialog.get_by_label("Description").fill(note)
-    with page.expect_response(is_call("POST", "/experiments/set-experiment-tag")) as tagged:
-        dialog.get_by_role("button", name="Save", exact=True).click()
-    assert tagged.value.status == 200, tagged.value.text()
-    expect(dialog).to_be_hidden()
-    expect(page.get_by_role("paragraph").filter(has_text=note)).to_be_visible()
-    after = admin.ok("GET", "/experiments/get", {"experiment_id": made["experiment_id"]})
-    assert after["experiment"]["name"] == renamed
-    tags = {t["key"]: t["value"] for t in after["experiment"].get("tags", [])}
-    assert tags.get("mlflow.note.content") == note
+    after = save_note(page, dialog, note, admin, made["experiment_id"])
+    assert after["name"] == renamed
     expect(search_experiments(page, renamed)).to_be_visible()
 
 
@@ -429,15 +426,7 @@ def test_admin_sees_and_edits_what_others_own(
 
     note = f"reviewed by the admin {world['tag']}"
     dialog = open_edit_dialog(page, world["editors_exp"])
-    dialog.get_by_label("Description").fill(note)
-    with page.expect_response(is_call("POST", "/experiments/set-experiment-tag")) as tagged:
-        dialog.get_by_role("button", name="Save", exact=True).click()
-    assert tagged.value.status == 200, tagged.value.text()
-    expect(dialog).to_be_hidden()
-    expect(page.get_by_role("paragraph").filter(has_text=note)).to_be_visible()
-    after = admin.ok("GET", "/experiments/get", {"experiment_id": world["editors_exp"]})
-    tags = {t["key"]: t["value"] for t in after["experiment"].get("tags", [])}
-    assert tags.get("mlflow.note.content") == note
+    save_note(page, dialog, note, admin, world["editors_exp"])
 
 
 def test_wrong_password_gets_no_ui(

@@ -9,15 +9,12 @@ was before.
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SUITE_ENV as KEEP  # the suite's own MLOPS_ variable
+from tests.support.proc import clean_env, run_cli
 
 STRONG = (
     "MLOPS_DB_PASSWORD=db-password-0123456789\n"
@@ -186,22 +183,12 @@ def test_bad_input_is_refused_cleanly(case: Case, tmp_path: Path) -> None:
     env_text = case.base + f"MLOPS_STATE_DIR={root}/state\n" + case.env.format(root=root)
     (root / ".env").write_bytes(env_text.encode("utf-8"))
     before = snapshot(root)
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_") or k == KEEP}
-    env["MLOPS_SECRETS_DIR"] = str(root / "no-secrets")
-    if "MLOPS_SECRETS_DIR=" in case.env:
-        env.pop("MLOPS_SECRETS_DIR")
-        env["MLOPS_SECRETS_DIR"] = str(root / "secrets")
+    secrets = "secrets" if "MLOPS_SECRETS_DIR=" in case.env else "no-secrets"
+    env = clean_env(MLOPS_SECRETS_DIR=str(root / secrets))
     args = [a.format(root=root) for a in case.args]
     if "--env-file" not in args:
         args = ["--env-file", str(root / ".env"), *args]
-    result = subprocess.run(
-        [sys.executable, "-m", "mlops_platform", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=60,
-    )
+    result = run_cli(*args, env=env, cwd=root)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "Traceback" not in output
@@ -217,11 +204,6 @@ def test_the_base_env_file_is_valid(tmp_path: Path) -> None:
     """Positive control: the env file every case starts from passes `config check`, so a
     case is refused for its own line, not for something the base lacks."""
     (tmp_path / ".env").write_text(STRONG + f"MLOPS_STATE_DIR={tmp_path}/state\n")
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_") or k == KEEP}
-    env["MLOPS_SECRETS_DIR"] = str(tmp_path / "no-secrets")
-    result = subprocess.run(
-        [sys.executable, "-m", "mlops_platform", "--env-file", str(tmp_path / ".env"),
-         "config", "check"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
-    )  # fmt: skip
+    env = clean_env(MLOPS_SECRETS_DIR=str(tmp_path / "no-secrets"))
+    result = run_cli("--env-file", str(tmp_path / ".env"), "config", "check", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mlops_platform.cli import app
+from tests.support import proc
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = ROOT / "monitoring" / "rules"
@@ -48,23 +48,12 @@ def alerts() -> list[dict[str, object]]:
 
 
 def test_promtool_check_rules() -> None:
-    result = subprocess.run(
-        [promtool(), "check", "rules", *map(str, rule_files())],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = proc.run([promtool(), "check", "rules", *map(str, rule_files())], timeout=None)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_test_rules() -> None:
-    result = subprocess.run(
-        [promtool(), "test", "rules", TESTS_FILE.name],
-        capture_output=True,
-        text=True,
-        cwd=RULES_DIR,
-        check=False,
-    )
+    result = proc.run([promtool(), "test", "rules", TESTS_FILE.name], cwd=RULES_DIR, timeout=None)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

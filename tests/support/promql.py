@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "monitoring" / "grafana" / "dashboards").glob("*.json"))
 RULES = sorted(p for p in (ROOT / "monitoring" / "rules").glob("*.yml") if p.name != "tests.yml")
 CAPTURED = ROOT / "tests" / "data" / "exporter_series.json"
+# The scrape jobs of the local stack's Prometheus, one per exporter.
+JOBS = {"prometheus", "mlops-platform", "postgres", "nginx", "seaweedfs", "mlflow-tracking"}
 
 # Series that appear only after an event, so no capture of a healthy stack holds them.
 ON_EVENT = {"ALERTS", "mlflow_http_request_exceptions_total"}

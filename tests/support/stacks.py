@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -27,8 +26,7 @@ import pytest
 from mlops_platform.bootstrap import init_env_file
 from mlops_platform.settings import PlatformSettings, load_settings
 from tests.conftest import free_port
-
-CLI = [sys.executable, "-m", "mlops_platform"]
+from tests.support.proc import CLI, run
 
 
 def require_binaries() -> None:
@@ -54,14 +52,7 @@ def run_cli(
     env_file: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [*CLI, "--env-file", str(env_file), *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-    )
+    return run([*CLI, "--env-file", str(env_file), *args], env=full_env, timeout=timeout)
 
 
 # Stacks going down in the background: (what, thread, its result once done).

@@ -191,9 +191,9 @@ def test_stub_status_is_never_on_the_published_port(model: dict) -> None:
 def test_the_status_server_serves_stub_status_and_nothing_else(tmp_path: Path) -> None:
     """Debian's nginx runs monitoring/nginx-status.conf as compose's nginx would (on a free
     port instead of 8081): the counters at /stub_status, 404 elsewhere."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists():
-        pytest.fail("nginx is not installed: apt-get install -y nginx", pytrace=False)
+    from tests.support.nginx import nginx_binary
+
+    binary = nginx_binary()
     port = free_port()
     conf = render.compose_nginx_status_conf().replace(
         f"listen {render.COMPOSE_NGINX_STATUS_PORT};", f"listen 127.0.0.1:{port};"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlops_platform import metrics
 from tests.support.promql import (
+    JOBS,
     captured,
     dashboard_exprs,
     known,
@@ -30,14 +31,7 @@ def test_the_parser_finds_metric_names() -> None:
 
 def test_the_capture_covers_every_job_and_agrees_with_the_kits_code() -> None:
     jobs = captured()
-    assert set(jobs) == {
-        "prometheus",
-        "mlops-platform",
-        "postgres",
-        "nginx",
-        "seaweedfs",
-        "mlflow-tracking",
-    }
+    assert set(jobs) == JOBS
     kit = {n for n in jobs["mlops-platform"] if n.startswith("mlops_")}
     assert kit == metrics.series_names(), "recapture: the kit's exporter's series changed"
 

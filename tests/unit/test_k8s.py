@@ -17,14 +17,11 @@ from pydantic import SecretStr
 from mlops_platform.errors import ConfigError
 from mlops_platform.render import k8s, nginx
 from mlops_platform.settings import SECRET_FIELDS, PlatformSettings
+from tests.unit.conftest import SECRETS as UNIT_SECRETS
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS: dict[str, Any] = {
-    "db_password": "db-secret-value-1234",
-    "s3_access_key_id": "MLOPSKEYID12345",
-    "s3_secret_access_key": "s3-secret-value-1234",
-    "flask_secret_key": "flask-secret-value-1234",
-    "proxy_password": "proxy-secret-value-1234",
+    **UNIT_SECRETS,
     "proxy_secret": "proxy-shared-secret-value-0123456789abcdef",
     "kek_passphrase": "kek-passphrase-value-0123456789",
 }
@@ -81,13 +78,9 @@ def test_nginx_accepts_the_sidecar_rendering(settings: PlatformSettings, tmp_pat
     The writable paths of the image (cache, socket, password file) move under tmp_path;
     everything else is the sidecar's environment.
     """
-    import shutil
+    from tests.support.nginx import check_site, nginx_binary
 
-    binary = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if binary is None:
-        pytest.fail("nginx is not installed: make system-deps", pytrace=False)
+    nginx_binary()  # fails first, saying how to install it
     for sub in ("conf.d", "logs", "tmp"):
         (tmp_path / sub).mkdir()
     env = k8s.nginx_env(settings)
@@ -99,29 +92,8 @@ def test_nginx_accepts_the_sidecar_rendering(settings: PlatformSettings, tmp_pat
         MLOPS_ACCESS_LOG=str(tmp_path / "logs" / "access.log"),
         MLOPS_PROXY_SECRET=SECRETS["proxy_secret"],
     )
-    values = {k: v for k, v in env.items() if k.startswith("MLOPS_")}
-    values.pop("MLOPS_PROXY_SECRET_FILE")
-    (tmp_path / "conf.d" / "mlflow.conf").write_text(
-        nginx.substitute(nginx.template_text(), values)
-    )
-    (tmp_path / "nginx.conf").write_text(nginx.main_conf(tmp_path, run_as=None))
-    result = subprocess.run(
-        [
-            binary,
-            "-t",
-            "-q",
-            "-p",
-            str(tmp_path),
-            "-c",
-            str(tmp_path / "nginx.conf"),
-            "-e",
-            str(tmp_path / "logs" / "error.log"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env.pop("MLOPS_PROXY_SECRET_FILE")
+    result = check_site(tmp_path, env)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -15,6 +15,7 @@ from prometheus_client.core import CollectorRegistry
 from mlops_platform import metrics
 from mlops_platform.render import prometheus as render
 from mlops_platform.settings import PlatformSettings
+from tests.support.promql import JOBS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,14 +148,7 @@ def test_prometheus_config_names_every_target_with_its_service(settings: Platfor
     targets = render.local_targets(settings, ports, password_file=Path("/x/pw"))
     config = render.prometheus_config(targets, ["/x/rules/mlops-platform.yml"])
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert set(jobs) == {
-        "prometheus",
-        "mlops-platform",
-        "postgres",
-        "nginx",
-        "seaweedfs",
-        "mlflow-tracking",
-    }
+    assert set(jobs) == JOBS
     for job in jobs.values():
         assert job["static_configs"][0]["labels"]["service"]
     tracking = jobs["mlflow-tracking"]
@@ -242,10 +236,10 @@ def test_the_resident_exporter_holds_neither_mlflow_nor_sqlalchemy_nor_boto3(
 ) -> None:
     """What the resident process imports: the lean groups fail here (nothing listens on
     the ports), but they ran, and pulled in none of the heavy libraries."""
-    import subprocess
     import sys
 
     from tests.conftest import free_port
+    from tests.support.proc import run
 
     env_file = tmp_path / ".env"
     env_file.write_text(
@@ -273,9 +267,7 @@ heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"mlflow", "sqlalchem
     "botocore", "alembic", "pandas", "numpy", "requests"}})
 print(json.dumps({{"heavy": heavy, "errors": {{n: s.error for n, s in collector.state.items()}}}}))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
+    done = run([sys.executable, "-c", code], timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["heavy"] == [], result
@@ -284,20 +276,10 @@ print(json.dumps({{"heavy": heavy, "errors": {{n: s.error for n, s in collector.
 
 
 def test_an_unknown_skipped_check_is_one_line_naming_the_choices(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
+    from tests.support.proc import clean_env, run_cli
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "mlops_platform", "metrics", "--once", "--skip-check", "trackin"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    args = ("metrics", "--once", "--skip-check", "trackin")
+    done = run_cli(*args, env=clean_env(), cwd=tmp_path, timeout=120)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
     assert "--skip-check trackin is not a doctor check group" in output

@@ -40,6 +40,15 @@ def strong(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
+def refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, match: str, **env: str) -> None:
+    """Strong settings changed by ENV: `load_settings` refuses them, saying MATCH."""
+    strong(monkeypatch)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=match):
+        load_settings(tmp_path / "missing.env")
+
+
 def test_defaults_are_refused_outside_dev(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(tmp_path / "missing.env")
@@ -69,17 +78,12 @@ def test_dev_still_needs_a_proxy_secret(tmp_path: Path, monkeypatch: pytest.Monk
 def test_placeholder_secret_refused(
     value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    strong(monkeypatch)
-    monkeypatch.setenv("MLOPS_S3_SECRET_ACCESS_KEY", value)
-    with pytest.raises(ConfigError, match="MLOPS_S3_SECRET_ACCESS_KEY"):
-        load_settings(tmp_path / "missing.env")
+    refused(monkeypatch, tmp_path, "MLOPS_S3_SECRET_ACCESS_KEY", MLOPS_S3_SECRET_ACCESS_KEY=value)
 
 
 def test_short_admin_password_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    strong(monkeypatch)
-    monkeypatch.setenv("MLOPS_PROXY_PASSWORD", "elevenchars")
-    with pytest.raises(ConfigError, match="MLOPS_PROXY_PASSWORD is shorter than 12"):
-        load_settings(tmp_path / "missing.env")
+    match = "MLOPS_PROXY_PASSWORD is shorter than 12"
+    refused(monkeypatch, tmp_path, match, MLOPS_PROXY_PASSWORD="elevenchars")
 
 
 def test_env_file_is_read_and_environment_wins(
@@ -107,12 +111,9 @@ def test_secret_files_win_over_environment(tmp_path: Path, monkeypatch: pytest.M
 def test_secret_file_that_is_a_directory_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    strong(monkeypatch)
     secrets = tmp_path / "secrets"
     (secrets / "proxy_password").mkdir(parents=True)
-    monkeypatch.setenv("MLOPS_SECRETS_DIR", str(secrets))
-    with pytest.raises(ConfigError, match="is a directory"):
-        load_settings(tmp_path / "missing.env")
+    refused(monkeypatch, tmp_path, "is a directory", MLOPS_SECRETS_DIR=str(secrets))
 
 
 @pytest.mark.parametrize(
@@ -132,26 +133,18 @@ def test_secret_file_that_is_a_directory_is_a_clear_error(
 def test_malformed_values_name_the_variable(
     var: str, value: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    strong(monkeypatch)
-    monkeypatch.setenv(var, value)
-    with pytest.raises(ConfigError, match=expected):
-        load_settings(tmp_path / "missing.env")
+    refused(monkeypatch, tmp_path, expected, **{var: value})
 
 
 def test_same_port_twice_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    strong(monkeypatch)
-    monkeypatch.setenv("MLOPS_PROXY_PORT", "5000")
-    with pytest.raises(ConfigError, match="MLOPS_PROXY_PORT and MLOPS_SERVER_PORT are both 5000"):
-        load_settings(tmp_path / "missing.env")
+    match = "MLOPS_PROXY_PORT and MLOPS_SERVER_PORT are both 5000"
+    refused(monkeypatch, tmp_path, match, MLOPS_PROXY_PORT="5000")
 
 
 def test_tls_needs_both_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    strong(monkeypatch)
     cert = tmp_path / "cert.pem"
     cert.write_text("x")
-    monkeypatch.setenv("MLOPS_PROXY_TLS_CERT_FILE", str(cert))
-    with pytest.raises(ConfigError, match="must be set together"):
-        load_settings(tmp_path / "missing.env")
+    refused(monkeypatch, tmp_path, "must be set together", MLOPS_PROXY_TLS_CERT_FILE=str(cert))
 
 
 def test_bare_postgresql_url_gets_an_explicit_driver(

@@ -33,6 +33,7 @@ backup_app = typer.Typer(
 )
 
 YES_OPTION = typer.Option(False, "--yes", "-y", help="Do not ask to confirm.")
+BACKUP_ID_ARGUMENT = typer.Argument(..., help="Backup ID from `backup list`, or `latest`.")
 
 
 def register(app: typer.Typer) -> None:
@@ -172,7 +173,7 @@ def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 @backup_app.command("verify")
 def verify(
     ctx: typer.Context,
-    backup_id: str = typer.Argument(..., help="Backup ID from `backup list`, or `latest`."),
+    backup_id: str = BACKUP_ID_ARGUMENT,
     quick: bool = typer.Option(
         False, "--quick", help="Check checksums only; skip restoring into a throwaway PostgreSQL."
     ),
@@ -206,7 +207,7 @@ def verify(
 @backup_app.command("restore")
 def restore(
     ctx: typer.Context,
-    backup_id: str = typer.Argument(..., help="Backup ID from `backup list`, or `latest`."),
+    backup_id: str = BACKUP_ID_ARGUMENT,
     force: bool = typer.Option(
         False, "--force", help="Replace a platform that already holds runs, models or artifacts."
     ),

@@ -33,6 +33,7 @@ TRACKING_URI_OPTION = typer.Option(
 ACTOR_OPTION = typer.Option(
     None, "--actor", help="Who is acting, recorded in the audit trail (default: user@host)."
 )
+MODEL_ARGUMENT = typer.Argument(..., help="Registered model name.")
 
 
 def register(app: typer.Typer) -> None:
@@ -50,7 +51,7 @@ def _registry(tracking_uri: str | None, actor: str | None) -> reg.Registry:
 
 @registry_app.command("approve")
 def approve(
-    name: str = typer.Argument(..., help="Registered model name."),
+    name: str = MODEL_ARGUMENT,
     version: str = typer.Argument(..., help="Model version to check."),
     gates: Path = typer.Option(..., "--gates", help="YAML file of quality gates."),
     tracking_uri: str = TRACKING_URI_OPTION,
@@ -93,7 +94,7 @@ def approve(
 
 @registry_app.command("promote")
 def promote(
-    name: str = typer.Argument(..., help="Registered model name."),
+    name: str = MODEL_ARGUMENT,
     dataset: Path = typer.Option(..., "--dataset", help="Evaluation data (CSV or Parquet)."),
     metric: str = typer.Option(
         ..., "--metric", help="accuracy, r2 (higher is better) or rmse, mae, mse (lower)."
@@ -143,7 +144,7 @@ def promote(
 
 @registry_app.command("verify")
 def verify(
-    name: str = typer.Argument(..., help="Registered model name."),
+    name: str = MODEL_ARGUMENT,
     version: str = typer.Argument(..., help="Model version, or @ALIAS for the one it names."),
     tracking_uri: str = TRACKING_URI_OPTION,
     as_json: bool = JSON_OPTION,
@@ -216,7 +217,7 @@ def serve_model(
 
 @registry_app.command("history")
 def history(
-    name: str = typer.Argument(..., help="Registered model name."),
+    name: str = MODEL_ARGUMENT,
     tracking_uri: str = TRACKING_URI_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

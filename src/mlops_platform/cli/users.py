@@ -129,6 +129,12 @@ def role_(
     console.print(f"{result.name}: {before} -> {result.role} (effective on the next request)")
 
 
+# The arguments `users grant` and `users revoke` share.
+_GRANTEE_ARGUMENT = typer.Argument(..., help="The user.")
+_KIND_ARGUMENT = typer.Argument(..., help="experiment or model.")
+_TARGET_ARGUMENT = typer.Argument(..., help="Experiment id, or registered model name.")
+
+
 def _print_grant(result: ops.GrantResult, as_json: bool) -> None:
     if as_json:
         emit(
@@ -151,9 +157,9 @@ def _print_grant(result: ops.GrantResult, as_json: bool) -> None:
 @users_app.command("grant")
 def grant(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="The user."),
-    kind: str = typer.Argument(..., help="experiment or model."),
-    target: str = typer.Argument(..., help="Experiment id, or registered model name."),
+    name: str = _GRANTEE_ARGUMENT,
+    kind: str = _KIND_ARGUMENT,
+    target: str = _TARGET_ARGUMENT,
     level: str = typer.Argument(..., help="READ, USE, EDIT or MANAGE."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -168,9 +174,9 @@ def grant(
 @users_app.command("revoke")
 def revoke(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="The user."),
-    kind: str = typer.Argument(..., help="experiment or model."),
-    target: str = typer.Argument(..., help="Experiment id, or registered model name."),
+    name: str = _GRANTEE_ARGUMENT,
+    kind: str = _KIND_ARGUMENT,
+    target: str = _TARGET_ARGUMENT,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Take back a grant given with `users grant` (the role's permissions stay).

@@ -42,14 +42,17 @@ def connect_checked(settings: PlatformSettings) -> Engine:
 
 @contextlib.contextmanager
 def connection(
-    settings: PlatformSettings, *, checked: bool = True
+    settings: PlatformSettings, *, checked: bool = True, autocommit: bool = False
 ) -> Iterator[sqlalchemy.Connection]:
     """One connection to the database ``settings`` names; its engine is disposed after.
 
     ``checked``: a database that does not answer raises ``DatabaseUnavailableError``
     naming the fix (:func:`connect_checked`); otherwise SQLAlchemy's own error propagates.
+    ``autocommit``: outside transactions (what CONCURRENTLY and VACUUM need).
     """
     engine = connect_checked(settings) if checked else make_engine(settings)
+    if autocommit:
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             yield conn

@@ -36,6 +36,16 @@ def check(
     return CheckResult("s3", name, status, detail, remedy, seconds)
 
 
+def _round_trip(
+    name: str, same: bool, passed: str, failed: str, remedy: str, start: float
+) -> CheckResult:
+    """A round trip that read back what it wrote (``ok``, PASSED) or other bytes (``fail``,
+    FAILED and REMEDY), timed from START."""
+    if same:
+        return check(name, "ok", passed, seconds=time.monotonic() - start)
+    return check(name, "fail", failed, remedy, seconds=time.monotonic() - start)
+
+
 def privacy_checks(settings: PlatformSettings, s3: Any, timeout: float) -> list[CheckResult]:
     bucket = settings.s3_bucket
     out: list[CheckResult] = []
@@ -141,12 +151,13 @@ def round_trips(settings: PlatformSettings, s3: Any, *, quick: bool) -> list[Che
         got = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         same = hashlib.sha256(got).hexdigest() == digest
         out.append(
-            check(
+            _round_trip(
                 "write-read-delete",
-                "ok" if same else "fail",
-                "64 KiB round trip, sha256 matches" if same else "the object read back differs",
-                "" if same else "the store corrupts data: check its disks and logs",
-                seconds=time.monotonic() - start,
+                same,
+                "64 KiB round trip, sha256 matches",
+                "the object read back differs",
+                "the store corrupts data: check its disks and logs",
+                start,
             )
         )
     except (ClientError, BotoCoreError) as exc:
@@ -186,12 +197,13 @@ def _multipart(s3: Any, bucket: str) -> CheckResult:
         upload_id = None
         got = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         ok = hashlib.sha256(got).digest() == hashlib.sha256(b"".join(parts_data)).digest()
-        return check(
+        return _round_trip(
             "multipart",
-            "ok" if ok else "fail",
-            "2-part upload (5 MiB + 1 KiB), sha256 matches" if ok else "assembled object differs",
-            "" if ok else "the store assembles multipart uploads wrongly: check its version",
-            seconds=time.monotonic() - start,
+            ok,
+            "2-part upload (5 MiB + 1 KiB), sha256 matches",
+            "assembled object differs",
+            "the store assembles multipart uploads wrongly: check its version",
+            start,
         )
     except (ClientError, BotoCoreError) as exc:
         return check(
@@ -229,12 +241,13 @@ def _presigned(s3: Any, bucket: str) -> CheckResult:
             response.read()
         with urllib.request.urlopen(get_url, timeout=10) as response:  # noqa: S310
             got = response.read()
-        ok = got == body
-        return check(
+        return _round_trip(
             "presigned",
-            "ok" if ok else "fail",
-            "presigned PUT then GET round trip" if ok else "presigned GET returned other bytes",
-            seconds=time.monotonic() - start,
+            got == body,
+            "presigned PUT then GET round trip",
+            "presigned GET returned other bytes",
+            "",
+            start,
         )
     except (urllib.error.URLError, OSError, ClientError, BotoCoreError) as exc:
         return check(

@@ -37,7 +37,12 @@ from mlops_platform.settings.checks import (
 from mlops_platform.settings.fields import ROLES, Role, S3Purpose, SettingsFields
 from mlops_platform.settings.model import PlatformSettings
 from mlops_platform.settings.names import closest_setting, unknown_variables
-from mlops_platform.settings.process import as_environment, inherited_environment, which
+from mlops_platform.settings.process import (
+    as_environment,
+    inherited_environment,
+    installed,
+    which,
+)
 from mlops_platform.settings.sources import (
     DEFAULT_SECRETS_DIR,
     ENV_PREFIX,
@@ -70,6 +75,7 @@ __all__ = [
     "default_env_file",
     "find_env_file",
     "inherited_environment",
+    "installed",
     "load_settings",
     "remember_env_file",
     "remembered_env_file_path",

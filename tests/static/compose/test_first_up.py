@@ -18,6 +18,7 @@ from tests.static.compose.support import (
     filled_example,
     raw,
     run_compose,
+    run_script,
     tmpfs_targets,
 )
 
@@ -123,12 +124,8 @@ def test_serving_waits_instead_of_exiting(
         assert "cannot be served yet" in err
     else:
         assert not calls.exists() and "SERVING_MODEL is not set" in err
-    check = subprocess.run(
-        ["sh", str(ROOT / "scripts" / "serving-wait"), "--check"],
-        env={"PATH": os.environ["PATH"], "SERVING_STATE_FILE": str(tmp_path / "waiting")},
-        capture_output=True,
-        timeout=30,
-        check=False,
+    check = run_script(
+        "serving-wait", "--check", env={"SERVING_STATE_FILE": str(tmp_path / "waiting")}
     )
     assert check.returncode == 0
 
@@ -196,14 +193,7 @@ def test_seaweedfs_runs_as_nobody_and_logs_to_stderr(tmp_path: Path) -> None:
         "SEAWEEDFS_WORK_DIR": str(work),
         "SEAWEEDFS_USER": "nobody",
     }
-    result = subprocess.run(
-        ["sh", str(ROOT / "scripts" / "seaweedfs-start")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=False,
-    )
+    result = run_script("seaweedfs-start", env=env)
     assert result.returncode == 0, result.stderr
     import pwd
 
@@ -251,14 +241,8 @@ def test_nginx_worker_processes_follow_the_container_cpu_limit(
         (cgroup / name).write_text(text)
     conf = tmp_path / "nginx.conf"
     conf.write_text("user nginx;\nworker_processes auto;\n")
-    result = subprocess.run(
-        ["sh", str(ROOT / "scripts" / "nginx-worker-processes")],
-        capture_output=True,
-        text=True,
-        env={"PATH": os.environ["PATH"], "NGINX_CONF": str(conf), "MLOPS_CGROUP_ROOT": str(cgroup)},
-        timeout=30,
-        check=False,
-    )
+    env = {"NGINX_CONF": str(conf), "MLOPS_CGROUP_ROOT": str(cgroup)}
+    result = run_script("nginx-worker-processes", env=env)
     assert result.returncode == 0, result.stderr
     online = os.cpu_count() or 1
     expected = min(want, online) if want else online

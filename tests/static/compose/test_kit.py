@@ -28,8 +28,10 @@ from tests.static.compose.support import (
     config_check,
     raw,
     run_compose,
+    run_script,
     secret_files,
 )
+from tests.support.proc import run_with_path
 
 # -- consistency with the kit -----------------------------------------------------
 
@@ -116,15 +118,8 @@ def _render_like_the_nginx_image(
         " </dev/null)) && "
         f'envsubst "$defined" < {template} > {out}'
     )
-    full = {"PATH": os.environ.get("PATH", ""), **env, "MLOPS_PROXY_SECRET_FILE": str(secret_file)}
-    return subprocess.run(
-        ["sh", "-c", f"( {script} ) && env"],
-        capture_output=True,
-        text=True,
-        env=full,
-        timeout=30,
-        check=False,
-    )
+    env = {**env, "MLOPS_PROXY_SECRET_FILE": str(secret_file)}
+    return run_with_path(["sh", "-c", f"( {script} ) && env"], env)
 
 
 def test_the_template_renders_with_the_compose_values_and_the_secret_file(
@@ -299,10 +294,10 @@ def test_postgres_refuses_a_volume_of_the_pre_18_layout(model: dict, tmp_path: P
     (bin_dir / "docker-entrypoint.sh").write_text('#!/bin/sh\necho "entrypoint $*"\n')
     (bin_dir / "docker-entrypoint.sh").chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "MLOPS_PG_ROOT": str(tmp_path)}
-    script = ["sh", str(ROOT / "scripts" / "postgres-start"), "postgres", "-c", "x=1"]
-    new = subprocess.run(script, env=env, capture_output=True, text=True, timeout=30)
+    script = ("postgres-start", "postgres", "-c", "x=1")
+    new = run_script(*script, env=env)
     assert new.returncode == 0 and new.stdout == "entrypoint postgres -c x=1\n"
     (tmp_path / "PG_VERSION").write_text("17\n")
-    old = subprocess.run(script, env=env, capture_output=True, text=True, timeout=30)
+    old = run_script(*script, env=env)
     assert old.returncode == 1 and "PostgreSQL 17 cluster in the pre-18 layout" in old.stderr
     assert "docs/upgrading.md" in old.stderr and not old.stdout

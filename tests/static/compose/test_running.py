@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.static.compose.support import (
     secret_files,
     tmpfs_targets,
 )
+from tests.support import proc
 
 
 def test_prometheus_multiprocess_files_are_new_at_every_start(model: dict) -> None:
@@ -70,26 +70,15 @@ def test_the_tracking_healthcheck_is_cheap(model: dict, tmp_path: Path) -> None:
     run = [sys.executable, "-X", "importtime", str(script)]
     env = {"PATH": os.environ["PATH"], "MLOPS_SERVER_HOST": "127.0.0.1"}
     try:
-        ok = subprocess.run(
-            run,
-            env={**env, "MLOPS_SERVER_PORT": str(port)},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        ok = proc.run(run, env={**env, "MLOPS_SERVER_PORT": str(port)}, timeout=30)
     finally:
         server.shutdown()
         server.server_close()  # refused at once from here on
     assert ok.returncode == 0, ok.stderr
     imported = {line.split("|")[-1].strip() for line in ok.stderr.splitlines() if "|" in line}
     assert not {m for m in imported if m.split(".")[0] in ("mlflow", "boto3", "sqlalchemy")}
-    down = subprocess.run(
-        [sys.executable, str(script)],
-        env={**env, "MLOPS_SERVER_PORT": str(port)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    env["MLOPS_SERVER_PORT"] = str(port)
+    down = proc.run([sys.executable, str(script)], env=env, timeout=30)
     assert down.returncode == 1 and "/health" in down.stderr
 
 

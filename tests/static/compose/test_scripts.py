@@ -6,8 +6,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,8 +14,8 @@ import yaml
 
 from mlops_platform import containers
 from mlops_platform.render import envexample
-from mlops_platform.settings import ENV_PREFIX
-from tests.static.compose.support import ROOT, raw, run_compose
+from tests.static.compose.support import ROOT, raw, run_compose, run_script
+from tests.support.proc import clean_env, run_cli, run_with_path
 
 # -- monitoring -------------------------------------------------------------------
 
@@ -80,37 +78,25 @@ def test_in_network_callers_use_host_names_mlflow_accepts(model: dict) -> None:
 # -- the scripts the services run ---------------------------------------------------
 
 
-def _sh(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {"PATH": os.environ.get("PATH", ""), **env}
-    return subprocess.run(
-        ["sh", str(ROOT / "scripts" / script), *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        timeout=30,
-        check=False,
-    )
-
-
 def test_backup_loop_healthcheck_follows_the_last_run(tmp_path: Path) -> None:
     env = {"MLOPS_BACKUP_DIR": str(tmp_path)}
-    assert _sh("backup-loop", "--check", env=env).returncode == 0  # before the first run
+    assert run_script("backup-loop", "--check", env=env).returncode == 0  # before the first run
     status = tmp_path / ".backup-loop-status"
     status.write_text("failed 2026-01-01T02:30:00Z\n")
-    failed = _sh("backup-loop", "--check", env=env)
+    failed = run_script("backup-loop", "--check", env=env)
     assert failed.returncode == 1 and "last backup failed" in failed.stderr
     status.write_text("ok 2026-01-02T02:30:00Z\n")
-    assert _sh("backup-loop", "--check", env=env).returncode == 0
+    assert run_script("backup-loop", "--check", env=env).returncode == 0
 
 
 def test_backup_loop_refuses_a_bad_time(tmp_path: Path) -> None:
-    result = _sh("backup-loop", env={"MLOPS_BACKUP_DIR": str(tmp_path), "BACKUP_AT": "2am"})
+    result = run_script("backup-loop", env={"MLOPS_BACKUP_DIR": str(tmp_path), "BACKUP_AT": "2am"})
     assert result.returncode == 2 and "BACKUP_AT=2am" in result.stderr
 
 
 @pytest.mark.parametrize("key", ['ab"c', "ab\\c", ""])
 def test_seaweedfs_start_refuses_unsafe_or_missing_keys(key: str) -> None:
-    result = _sh(
+    result = run_script(
         "seaweedfs-start", env={"S3_ACCESS_KEY_ID": key, "S3_SECRET_ACCESS_KEY": "s3cretvalue"}
     )
     assert result.returncode != 0
@@ -126,10 +112,10 @@ def test_seaweedfs_start_reads_its_keys_from_the_secret_files(model: dict, tmp_p
     files = {"S3_ACCESS_KEY_ID_FILE": str(tmp_path / "id")}
     files["S3_SECRET_ACCESS_KEY_FILE"] = str(tmp_path / "secret")
     # The file wins over a variable: its unsafe key is refused.
-    result = _sh("seaweedfs-start", env={**files, "S3_ACCESS_KEY_ID": "SAFEKEY12345"})
+    result = run_script("seaweedfs-start", env={**files, "S3_ACCESS_KEY_ID": "SAFEKEY12345"})
     assert result.returncode == 2 and "quotes or backslashes" in result.stderr
     missing = {**files, "S3_ACCESS_KEY_ID_FILE": str(tmp_path / "absent")}
-    assert _sh("seaweedfs-start", env=missing).returncode != 0
+    assert run_script("seaweedfs-start", env=missing).returncode != 0
 
 
 # -- compose status ---------------------------------------------------------------
@@ -166,17 +152,8 @@ def test_container_health_from_the_engine_json(attrs: dict, status: str, healthy
 
 
 def test_compose_status_without_an_engine_is_one_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
-    env["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
-    result = subprocess.run(
-        [sys.executable, "-m", "mlops_platform", "compose", "status"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    env = clean_env(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    result = run_cli("compose", "status", env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert "Docker" in result.stderr and "Traceback" not in result.stderr
@@ -199,14 +176,7 @@ def test_grafana_refuses_a_placeholder_password(
         secret.write_text(password + "\n")
     # Compose turns $$ into $ at run time; /run.sh is Grafana's own start script.
     script = entrypoint[2].replace("$$", "$").replace("exec /run.sh", "echo started")
-    result = subprocess.run(
-        ["sh", "-c", script],
-        capture_output=True,
-        text=True,
-        env={"PATH": os.environ.get("PATH", ""), "GF_SECURITY_ADMIN_PASSWORD__FILE": str(secret)},
-        timeout=30,
-        check=False,
-    )
+    result = run_with_path(["sh", "-c", script], {"GF_SECURITY_ADMIN_PASSWORD__FILE": str(secret)})
     assert (result.returncode == 0) == starts
     assert ("started" in result.stdout) == starts
     if not starts:

@@ -9,7 +9,6 @@ import functools
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import yaml
 
 from mlops_platform.render import k8s
 from mlops_platform.settings import PlatformSettings
+from tests.support import proc
 
 ROOT = Path(__file__).resolve().parents[3]
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -54,13 +54,7 @@ def kubectl() -> str:
 
 
 def build(folder: Path) -> list[Doc]:
-    result = subprocess.run(
-        [kubectl(), "kustomize", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = proc.run([kubectl(), "kustomize", str(folder)], timeout=120)
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mlops_platform.render import k8s, nginx
 from mlops_platform.settings import PlatformSettings
-from tests.conftest import SUITE_ENV as KEEP  # the suite's own MLOPS_ variable
 from tests.static.kustomize.support import (
     CLOUD_DB,
     KUBE,
@@ -23,6 +20,7 @@ from tests.static.kustomize.support import (
     pod,
     validate,
 )
+from tests.support.proc import clean_env, run_cli
 
 # -- the base and the kit's overlays ----------------------------------------------
 
@@ -121,40 +119,13 @@ def test_every_command_of_the_base_parses_and_never_prompts() -> None:
 
 def _render_cli(tmp_path: Path, env_lines: list[str]) -> subprocess.CompletedProcess[str]:
     (tmp_path / ".env").write_text("\n".join(env_lines) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") or k == KEEP}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlops_platform",
-            "deploy",
-            "render",
-            "k8s",
-            "--out",
-            "ov",
-            "--base",
-            str(KUBE / "base"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**env, "MLOPS_SECRETS_DIR": str(tmp_path / "none"), "COLUMNS": "200"},
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    env = clean_env(MLOPS_SECRETS_DIR=str(tmp_path / "none"), COLUMNS="200")
+    args = ("deploy", "render", "k8s", "--out", "ov", "--base", str(KUBE / "base"))
+    return run_cli(*args, env=env, cwd=tmp_path)
 
 
 def test_init_settings_are_refused_with_the_variable_to_set(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") or k == KEEP}
-    init = subprocess.run(
-        [sys.executable, "-m", "mlops_platform", "init"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    init = run_cli("init", env=clean_env(), cwd=tmp_path)
     assert init.returncode == 0, init.stderr
     result = _render_cli(tmp_path, (tmp_path / ".env").read_text().splitlines())
     assert result.returncode == 2, result.stdout + result.stderr

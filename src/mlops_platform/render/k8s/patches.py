@@ -55,8 +55,12 @@ def overlay_patches(settings: PlatformSettings, opts: K8sOptions, sum_: str) -> 
     return out
 
 
-def _secret_items(keys: tuple[str, ...]) -> list[dict[str, str]]:
-    return [{"key": k, "path": k} for k in keys]
+def _secret_volume(
+    settings: PlatformSettings, keys: tuple[str, ...], name: str = "secrets"
+) -> Manifest:
+    """A volume of the kit's Secret holding those of KEYS the settings use, one file each."""
+    items = [{"key": k, "path": k} for k in secret_keys(settings, keys)]
+    return {"name": name, "secret": {"secretName": SECRET_NAME, "items": items}}
 
 
 def _tracking_patch(settings: PlatformSettings, opts: K8sOptions, sum_: str) -> Manifest:
@@ -86,20 +90,8 @@ def _tracking_patch(settings: PlatformSettings, opts: K8sOptions, sum_: str) -> 
                         }
                     ],
                     "volumes": [
-                        {
-                            "name": "secrets",
-                            "secret": {
-                                "secretName": SECRET_NAME,
-                                "items": _secret_items(secret_keys(settings, TRACKING_SECRET_KEYS)),
-                            },
-                        },
-                        {
-                            "name": "db-secret",
-                            "secret": {
-                                "secretName": SECRET_NAME,
-                                "items": _secret_items(secret_keys(settings, MIGRATE_SECRET_KEYS)),
-                            },
-                        },
+                        _secret_volume(settings, TRACKING_SECRET_KEYS),
+                        _secret_volume(settings, MIGRATE_SECRET_KEYS, "db-secret"),
                         {"name": "tmp", "emptyDir": {"sizeLimit": opts.tracking_tmp_size}},
                     ],
                 },
@@ -131,15 +123,7 @@ def _cronjob_patch(settings: PlatformSettings, name: str, container: str, **spec
                                     ],
                                 }
                             ],
-                            "volumes": [
-                                {
-                                    "name": "secrets",
-                                    "secret": {
-                                        "secretName": SECRET_NAME,
-                                        "items": _secret_items(secret_keys(settings, keys)),
-                                    },
-                                }
-                            ],
+                            "volumes": [_secret_volume(settings, keys)],
                         }
                     }
                 }
@@ -154,19 +138,7 @@ def _migrate_patch(settings: PlatformSettings) -> Manifest:
         "kind": "Job",
         "metadata": {"name": MIGRATE_JOB},
         "spec": {
-            "template": {
-                "spec": {
-                    "volumes": [
-                        {
-                            "name": "secrets",
-                            "secret": {
-                                "secretName": SECRET_NAME,
-                                "items": _secret_items(secret_keys(settings, MIGRATE_SECRET_KEYS)),
-                            },
-                        }
-                    ]
-                }
-            }
+            "template": {"spec": {"volumes": [_secret_volume(settings, MIGRATE_SECRET_KEYS)]}}
         },
     }
 

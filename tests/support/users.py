@@ -1,0 +1,23 @@
+"""Users of the session stack, added with the CLI as an operator would."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+ROLES = ("viewer", "editor", "approver")
+
+
+def add_role_users(platform: Any, prefix: str = "") -> dict[str, tuple[str, str]]:
+    """A new user of each role but admin (`users add --generate`), named
+    PREFIX<role>-<random>: role -> (name, password)."""
+    out = {}
+    for role in ROLES:
+        name = f"{prefix}{role}-{uuid.uuid4().hex[:6]}"
+        added = json.loads(
+            platform.cli("users", "add", name, "--role", role, "--generate", "--json").stdout
+        )
+        assert added["role"] == role
+        out[role] = (name, added["generated_password"])
+    return out
