@@ -194,12 +194,6 @@ def artifact_store_values(env: dict[str, str]) -> dict[str, str]:
     script = f'. {ARTIFACT_STORE_SCRIPT} && printf "%s\\n" ' + " ".join(
         f'"${name}"' for name in ARTIFACT_STORE_NAMES
     )
-    done = subprocess.run(
-        ["sh", "-c", script],
-        env={"PATH": os.environ.get("PATH", ""), **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    done = run_with_path(["sh", "-c", script], env)
+    assert done.returncode == 0, done.stderr
     return dict(zip(ARTIFACT_STORE_NAMES, done.stdout.split("\n")[:3], strict=True))
