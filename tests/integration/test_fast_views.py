@@ -134,23 +134,33 @@ def test_the_kits_view_is_the_one_installed() -> None:
     assert view.__name__ == fast_views.ENDPOINT
 
 
-def test_metric_history_keeps_mlflows_permission_check(platform: Platform, history: str) -> None:
-    """MLflow's hook (read on the run's experiment) still decides for the kit's view."""
-    name = f"svc-views-{uuid.uuid4().hex[:6]}"
+def _service_user(platform: Platform, prefix: str) -> tuple[str, str]:
+    """A new service account (no grants yet): its name and password."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     added = json.loads(
         platform.cli("users", "add", name, "--role", "service", "--generate", "--json").stdout
     )
-    auth = (name, added["generated_password"])
-    url = platform.url + "/api/2.0/mlflow/metrics/get-history"
-    params = {"run_id": history, "metric_key": "loss"}
-    assert requests.get(url, params=params, auth=auth, timeout=30).status_code == 403
+    return name, added["generated_password"]
+
+
+def _grant_read_on_run(platform: Platform, user: str, run_id: str) -> None:
+    """READ for USER on the experiment of RUN_ID."""
     run = requests.get(
         platform.url + "/api/2.0/mlflow/runs/get",
-        params={"run_id": history},
+        params={"run_id": run_id},
         auth=platform.auth,
         timeout=30,
     ).json()["run"]
-    platform.cli("users", "grant", name, "experiment", run["info"]["experiment_id"], "READ")
+    platform.cli("users", "grant", user, "experiment", run["info"]["experiment_id"], "READ")
+
+
+def test_metric_history_keeps_mlflows_permission_check(platform: Platform, history: str) -> None:
+    """MLflow's hook (read on the run's experiment) still decides for the kit's view."""
+    auth = _service_user(platform, "svc-views")
+    url = platform.url + "/api/2.0/mlflow/metrics/get-history"
+    params = {"run_id": history, "metric_key": "loss"}
+    assert requests.get(url, params=params, auth=auth, timeout=30).status_code == 403
+    _grant_read_on_run(platform, auth[0], history)
     granted = requests.get(url, params=params, auth=auth, timeout=30)
     assert granted.status_code == 200
     assert len(granted.json()["metrics"]) == 300
@@ -163,11 +173,7 @@ def test_metric_history_for_a_reader_is_mlflows(
     the grants) and MLflow's after-request redaction, which the kit skips for a history
     that names no logged model: the bytes are still MLflow's, whole and paged. Without a
     grant: 403 for this run and for a run that does not exist, as MLflow answers."""
-    name = f"svc-reader-{uuid.uuid4().hex[:6]}"
-    added = json.loads(
-        platform.cli("users", "add", name, "--role", "service", "--generate", "--json").stdout
-    )
-    auth = (name, added["generated_password"])
+    auth = _service_user(platform, "svc-reader")
     url = platform.url + "/api/2.0/mlflow/metrics/get-history"
     asked = [
         {"run_id": history, "metric_key": "loss"},
@@ -177,13 +183,7 @@ def test_metric_history_for_a_reader_is_mlflows(
     missing = {"run_id": uuid.uuid4().hex, "metric_key": "loss"}
     for params in [*asked, missing]:
         assert requests.get(url, params=params, auth=auth, timeout=30).status_code == 403
-    run = requests.get(
-        platform.url + "/api/2.0/mlflow/runs/get",
-        params={"run_id": history},
-        auth=platform.auth,
-        timeout=30,
-    ).json()["run"]
-    platform.cli("users", "grant", name, "experiment", run["info"]["experiment_id"], "READ")
+    _grant_read_on_run(platform, auth[0], history)
     for params in asked:
         got = requests.get(url, params=params, auth=auth, timeout=30)
         api = "/api/2.0/mlflow/metrics/get-history"
