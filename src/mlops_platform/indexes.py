@@ -342,8 +342,8 @@ class AnalyzeResult:
 def analyze(settings: PlatformSettings, *, full: bool = False) -> AnalyzeResult:
     """VACUUM ANALYZE MLflow's search tables (``full`` for the whole database)."""
     done: list[str] = []
+    start = time.monotonic()
     with connection(settings, autocommit=True) as conn:
-        start = time.monotonic()
         if full:
             conn.execute(sqlalchemy.text("VACUUM ANALYZE"))
             done.append("*")
