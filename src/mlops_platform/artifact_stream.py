@@ -14,13 +14,9 @@ download) from the path and method alone, never from the view. Anything outside 
 plain case (artifact serving off, a store other than S3, a path that is not an object,
 such as a folder) is handed to MLflow's own view unchanged.
 
-Behind the kit's nginx the bytes need not cross Python at all: nginx names the object
-store it can reach itself (``X-Mlops-Artifact-Store``, on the artifact routes), and when
-that is the store this server signs for, the view answers an allowed download with an
-``X-Accel-Redirect`` to nginx's internal store location carrying a presigned GET of the
-object. nginx fetches it and streams it to the client, ranges included; the permission
-check has run by then, as for any download. Without that header (another proxy, an https
-store, a direct call) the view streams as below.
+Behind the kit's nginx the bytes need not cross Python at all: an allowed download is
+handed to nginx, which fetches the object from the store itself (``artifact_handover``).
+Without that (another proxy, an https store, a direct call) the view streams as below.
 
 The worker's app is this module's factory (``mlops_platform.mlflow_server`` puts it in
 uvicorn's command): it builds the app MLflow would have built, then swaps the view.
@@ -51,11 +47,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from mlops_platform import artifact_handover as handover
 
 _logger = logging.getLogger(__name__)
 
@@ -72,10 +69,6 @@ FIRST_PIECE_BYTES = 64 * 1024
 PIECE_BYTES = 1024 * 1024
 AHEAD = 4  # pieces held per download at most: read ahead and waiting to be sent
 CLIENT_RENEW_SECONDS = 300.0
-# Downloads the kit's nginx fetches from the store itself (see ``nginx_target``).
-STORE_HEADER = "x-mlops-artifact-store"
-STORE_LOCATION = "/_mlops/artifact-store"
-PRESIGN_SECONDS = 60  # nginx uses the URL at once; a range request asks again
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -96,46 +89,6 @@ def s3_range(header: str | None) -> str | None:
     if start and end and int(end) < int(start):
         return None
     return f"bytes={start}-{end}"
-
-
-def nginx_fetches(offered: str | None, endpoint: str | None) -> bool:
-    """Whether the proxy in front fetches allowed downloads from this server's object
-    store itself: it names the store (``X-Mlops-Artifact-Store``, set by the kit's nginx
-    on the artifact routes only) and that is the endpoint this server signs for."""
-    if not offered or not endpoint:
-        return False
-    return offered.rstrip("/") == endpoint.rstrip("/")
-
-
-def nginx_target(client: Any, bucket: str, key: str) -> str | None:
-    """The ``X-Accel-Redirect`` for one object: nginx's internal store location and a
-    presigned GET of the object, MLflow's Content-Type and Content-Disposition asked of
-    the store. None when there is no such object (a folder, or nothing); ``""`` when the
-    URL is not one nginx can use (a client addressing buckets by host name): the server
-    streams then."""
-    from botocore.exceptions import ClientError
-    from mlflow.server.artifact_router import _content_disposition
-    from mlflow.utils.mime_type_utils import _guess_mime_type
-
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return None
-    filename = posixpath.basename(key)
-    url = client.generate_presigned_url(
-        "get_object",
-        Params={
-            "Bucket": bucket,
-            "Key": key,
-            "ResponseContentType": _guess_mime_type(filename),
-            "ResponseContentDisposition": _content_disposition(filename),
-        },
-        ExpiresIn=PRESIGN_SECONDS,
-    )
-    parts = urlsplit(url)
-    if parts.netloc != urlsplit(client.meta.endpoint_url).netloc:
-        return ""
-    return f"{STORE_LOCATION}{parts.path}?{parts.query}"
 
 
 class ClientKeeper:
@@ -303,10 +256,10 @@ async def download_artifact(artifact_path: str, request: Request) -> Response:
     if wanted:
         extra["Range"] = wanted
     client = CLIENTS.get(repo)
-    if not repo._bucket_owner_params and nginx_fetches(
-        request.headers.get(STORE_HEADER), client.meta.endpoint_url
+    if not repo._bucket_owner_params and handover.nginx_fetches(
+        request.headers.get(handover.STORE_HEADER), client.meta.endpoint_url
     ):
-        target = await asyncio.to_thread(nginx_target, client, bucket, key)
+        target = await asyncio.to_thread(handover.nginx_target, client, bucket, key)
         if target is None:  # not an object: MLflow's own view decides, as below
             return await upstream.download_artifact(artifact_path)
         if target:

@@ -210,3 +210,39 @@ def test_the_worker_builds_its_client_when_it_starts(monkeypatch: pytest.MonkeyP
 
     asyncio.run(scenario())
     assert warmed == [True]
+
+
+def test_nginx_gets_a_location_only_for_urls_signed_for_its_store() -> None:
+    """A presigned URL from a path-style client becomes nginx's internal location (path and
+    signature kept); one from a client addressing the bucket by host name does not (nginx's
+    store upstream answers for the endpoint's host only), and the server streams instead."""
+    import boto3
+    from botocore.config import Config
+
+    from mlops_platform import artifact_handover as handover
+
+    endpoint = "http://store.example:8333"
+
+    def presigned(addressing: str) -> str:
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="AKIDEXAMPLE",
+            aws_secret_access_key="secret",
+            config=Config(signature_version="s3v4", s3={"addressing_style": addressing}),
+        )
+        return str(
+            client.generate_presigned_url(
+                "get_object", Params={"Bucket": "mlflow", "Key": "1/r/a b.txt"}, ExpiresIn=60
+            )
+        )
+
+    path_style = presigned("path")
+    location = handover.store_location(path_style, endpoint)
+    assert location.startswith(f"{handover.STORE_LOCATION}/mlflow/1/r/a%20b.txt?")
+    assert location.split("?", 1)[1] == path_style.split("?", 1)[1]
+    assert "X-Amz-Signature=" in location
+    virtual = presigned("virtual")
+    assert virtual.startswith("http://mlflow.store.example:8333/")
+    assert handover.store_location(virtual, endpoint) == ""

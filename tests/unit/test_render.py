@@ -162,7 +162,7 @@ def test_nginx_fetches_downloads_from_a_plain_http_store_only(
 ) -> None:
     """The local store (and any http:// endpoint) is nginx's to fetch allowed downloads
     from; an https endpoint or AWS itself leaves the placeholder, and the server streams."""
-    from mlops_platform.artifact_stream import nginx_fetches
+    from mlops_platform.artifact_handover import nginx_fetches
     from mlops_platform.render import nginx
 
     local = _nginx_values(make_settings(s3_port=8333))
