@@ -4,6 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# Workers of `make test` (pytest-xdist): each takes whole test modules, and each that needs
+# the session's platform starts its own. The suite waits on processes more than it computes,
+# so three keep two cores busy.
+TEST_WORKERS ?= 3
+
 .PHONY: help up down status install install-platform system-deps platform-deps test test-compose test-unit test-static test-integration reliability lint bench clean
 
 help:
@@ -99,7 +104,7 @@ test: install system-deps
 	else \
 	  echo "no Docker engine answers (docker info): the docker-engine tests are deselected"; \
 	fi
-	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q
+	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q -n $(TEST_WORKERS)
 
 # Only the docker-engine tests; without an engine they fail saying what is missing.
 test-compose: install $(VENV)/.installed-compose

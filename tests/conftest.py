@@ -13,6 +13,20 @@ import pytest
 # machine's /var/lib/mlops-platform. Tests that strip the developer's MLOPS_* keep it.
 SUITE_ENV = "MLOPS_SYSTEM_STATE_DIR"
 
+# -- running the suite on several workers (pytest-xdist, `make test`) ---------------------
+# A worker takes whole modules: a module's tests share its module-scoped stack and run in
+# order. Modules that share a stack of the session beyond their own go to one worker
+# together (SHARED), so the stack starts once. Each worker that runs a test of the
+# session platform starts its own.
+SHARED = {
+    "tests/integration/test_backup.py": "scratch_stack",
+    "tests/integration/test_gc.py": "scratch_stack",
+}
+# The longest modules first (measured: `pytest --durations=0`, the sum per module), so no
+# worker is left with a long one at the end; the rest keep their order, the short unit
+# and static tests last, where they fill the gaps.
+LONGEST: tuple[str, ...] = ()
+
 
 def free_port() -> int:
     """A free loopback port whose +10000 neighbour is free too (SeaweedFS uses it for gRPC)."""
@@ -73,3 +87,50 @@ def _private_config_and_system_state(
     system = tmp_path_factory.mktemp("system-state")
     monkeypatch.setenv(SUITE_ENV, str(system))
     monkeypatch.setattr(settings_module, "SYSTEM_STATE_DIR", system)
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _rank(nodeid: str) -> tuple[int, int]:
+    module = _module(nodeid)
+    if module in LONGEST:
+        return (0, LONGEST.index(module))
+    if module.startswith(("tests/unit/", "tests/static/")):
+        return (2, 0)
+    return (1, 0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first (a stable sort: modules and their tests keep their order
+    otherwise); every worker collects the same order."""
+    items.sort(key=lambda item: _rank(item.nodeid))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole modules per worker, SHARED modules together, in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module(nodeid)
+            return SHARED.get(module, module)
+
+    config.option.loadscopereorder = False
+    return ModuleScheduling(config, log)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Run on several workers, collection happens in the workers, whose output is not
+    shown: the compose tests' one line on why they are deselected
+    (tests/compose/conftest.py) is printed here instead."""
+    config = session.config
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if config.pluginmanager.get_plugin("dsession") is None or reporter is None:
+        return
+    from tests.compose.conftest import deselection_line
+
+    line = deselection_line(config)
+    if line is not None:
+        reporter.write_line(line)

@@ -42,16 +42,24 @@ def _explicitly_selected(config: pytest.Config) -> bool:
     return "compose" in expr and "not compose" not in expr
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    chosen = [item for item in items if item.get_closest_marker("compose")]
-    if not chosen or _explicitly_selected(config):
-        return
+def deselection_line(config: pytest.Config, count: int | None = None) -> str | None:
+    """The one line saying why the docker-engine tests are deselected; None when they run."""
+    if _explicitly_selected(config):
+        return None
     problem = docker_engine_problem()
     if problem is None:
+        return None
+    what = f"{count} docker-engine tests" if count is not None else "the docker-engine tests"
+    return f"compose: {what} deselected: {problem}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    chosen = [item for item in items if item.get_closest_marker("compose")]
+    line = deselection_line(config, len(chosen)) if chosen else None
+    if line is None:
         return
     items[:] = [item for item in items if not item.get_closest_marker("compose")]
     config.hook.pytest_deselected(items=chosen)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    line = f"compose: {len(chosen)} docker-engine tests deselected: {problem}"
     if reporter is not None:
         reporter.write_line(line)

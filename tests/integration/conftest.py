@@ -129,6 +129,13 @@ def scratch_stack() -> Iterator[PrivateStack]:
 def shared_scratch(request: pytest.FixtureRequest, scratch: PrivateStack) -> Iterator[PrivateStack]:
     """For a module fixture: SCRATCH as after its first `up`, the client environment set;
     brought down after the module when no later test of the session uses it."""
+    from tests.conftest import SHARED
+
+    module = request.node.nodeid.split("::", 1)[0]
+    assert SHARED.get(module) == "scratch_stack", (
+        f"{module} shares scratch_stack: name it in SHARED (tests/conftest.py), so that "
+        "the modules sharing it run on one worker"
+    )
     with client_env_set(scratch.fresh()) as stack:
         yield stack
     items = request.session.items
