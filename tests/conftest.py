@@ -25,7 +25,24 @@ SHARED = {
 # The longest modules first (measured: `pytest --durations=0`, the sum per module), so no
 # worker is left with a long one at the end; the rest keep their order, the short unit
 # and static tests last, where they fill the gaps.
-LONGEST: tuple[str, ...] = ()
+LONGEST = (
+    "tests/integration/test_permissions.py",  # 237 s in one serial run, 2026-12-03
+    "tests/integration/test_backup.py",  # 207 s, then test_gc on the same worker
+    "tests/integration/test_gc.py",
+    "tests/integration/test_docs_executed.py",  # 195 s
+    "tests/integration/test_bench.py",  # 160 s
+    "tests/reliability/test_rolling_restart.py",  # 150 s
+    "tests/integration/test_stack.py",  # 148 s
+    "tests/integration/test_doctor.py",  # 130 s
+    "tests/reliability/test_faults.py",  # 118 s
+    "tests/integration/newcomer/test_first_day.py",  # 106 s
+    "tests/reliability/test_side_doors_store.py",  # 96 s
+    "tests/integration/test_ui.py",  # 88 s
+    "tests/integration/registry/test_promotion_race.py",  # 85 s
+    "tests/integration/registry/test_gates.py",  # 81 s
+    "tests/integration/test_monitoring.py",  # 81 s
+    "tests/integration/test_db.py",  # 78 s
+)
 
 
 def free_port() -> int:

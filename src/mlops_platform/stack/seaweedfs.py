@@ -214,8 +214,13 @@ def write_tls_material(tls_dir: Path) -> None:
 MAX_SOCKET_PATH = 100
 
 
-# Soft memory limit of the Go runtime (GOMEMLIMIT) for SeaweedFS; not a cap.
-WEED_MEMORY_LIMIT = "256MiB"
+# Soft memory limit of the Go runtime (GOMEMLIMIT) for SeaweedFS; not a cap. Go keeps
+# freed memory (after a few 1 GB artifacts weed held ~850 MB); a soft limit makes its
+# collector return it. It must stay well above what weed 4.x keeps live on its own, ~250 MB
+# (the filer's eight leveldb write buffers of 16 MiB, its metadata log buffers): at 256MiB,
+# once the filer's empty-folder cleaner had run, the collector ran without pause and weed
+# burned 10-18 % of a core while idle, for good (pprof: 84 % of its CPU in GC mark).
+WEED_MEMORY_LIMIT = "384MiB"
 
 
 def weed_argv(
@@ -318,8 +323,7 @@ class SeaweedFS(Service):
         if self.settings.monitoring:
             metrics_port = pick_free_port(avoid | {ports["s3_grpc"]})
         progress(f"starting SeaweedFS S3 on 127.0.0.1:{self.settings.s3_port}")
-        # Go keeps freed memory around: after a few large artifacts weed sat at ~900 MB.
-        # A soft limit makes its collector return it (an operator's GOMEMLIMIT wins).
+        # WEED_MEMORY_LIMIT: freed memory returned (an operator's GOMEMLIMIT wins).
         env = inherited_environment(keep_settings=False)
         env.setdefault("GOMEMLIMIT", WEED_MEMORY_LIMIT)
         pid = spawn(

@@ -319,3 +319,11 @@ def test_shared_blocks_are_anchors() -> None:
     for anchor in ("x-logging", "x-service", "x-healthcheck", "x-mlops-env"):
         assert anchor in raw(), f"{anchor} missing"
     assert text.count("*logging") >= 2 and text.count("*mlops-env") >= 3
+
+
+def test_seaweedfs_memory_limit_is_the_local_stacks(model: dict) -> None:
+    """Compose's weed gets the soft memory limit the local stack gives its own: one value,
+    kept well above what weed keeps live by itself (stack/seaweedfs.py says why)."""
+    from mlops_platform.stack.seaweedfs import WEED_MEMORY_LIMIT
+
+    assert model["services"]["seaweedfs"]["environment"]["GOMEMLIMIT"] == WEED_MEMORY_LIMIT
