@@ -57,6 +57,33 @@ def test_nginx_accepts_the_local_rendering(tmp_path: Path, layout: str) -> None:
     assert (snippets / "real-ip.conf").exists() is (layout == "trusted-balancers")
 
 
+def _stock_nginx_conf(tmp_path: Path, logs: Path, conf_d: Path) -> str:
+    """The stock nginx.conf of the official image, with its paths moved under TMP_PATH."""
+    return f"""worker_processes auto;
+error_log {logs}/error.log notice;
+pid {tmp_path}/nginx.pid;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    log_format main '$remote_addr - $remote_user [$time_local] "$request" '
+                    '$status $body_bytes_sent "$http_referer" '
+                    '"$http_user_agent" "$http_x_forwarded_for"';
+    access_log {logs}/access.log main;
+    client_body_temp_path {tmp_path}/client_body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    sendfile on;
+    keepalive_timeout 65;
+    include {conf_d}/*.conf;
+}}
+"""
+
+
 def test_nginx_accepts_the_compose_rendering(tmp_path: Path) -> None:
     """As the nginx image does it: envsubst of the defined names, included in `http {}`."""
     envsubst = shutil.which("envsubst")
@@ -109,32 +136,7 @@ def test_nginx_accepts_the_compose_rendering(tmp_path: Path) -> None:
     assert "${" not in directives and "MLOPS_" not in directives
     assert "$binary_remote_addr" in directives and "$http_host" in directives  # nginx's own
     (conf_d / "mlflow.conf").write_text(rendered)
-    (tmp_path / "nginx.conf").write_text(
-        # The stock nginx.conf of the official image, with its paths moved under tmp_path.
-        f"""worker_processes auto;
-error_log {logs}/error.log notice;
-pid {tmp_path}/nginx.pid;
-events {{
-    worker_connections 1024;
-}}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    log_format main '$remote_addr - $remote_user [$time_local] "$request" '
-                    '$status $body_bytes_sent "$http_referer" '
-                    '"$http_user_agent" "$http_x_forwarded_for"';
-    access_log {logs}/access.log main;
-    client_body_temp_path {tmp_path}/client_body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
-    sendfile on;
-    keepalive_timeout 65;
-    include {conf_d}/*.conf;
-}}
-"""
-    )
+    (tmp_path / "nginx.conf").write_text(_stock_nginx_conf(tmp_path, logs, conf_d))
     # `tracking` does not resolve here: nginx -t resolves upstream names, so test with
     # the same file pointing at an address (the only difference compose makes).
     local = rendered.replace("tracking:5000", "127.0.0.1:5000")
