@@ -125,6 +125,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: _rank(item.nodeid))
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: unknown to a pytest without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Whole modules per worker, SHARED modules together, in collection order."""
     from xdist.scheduler import LoadScopeScheduling
