@@ -43,8 +43,10 @@ def test_nginx_accepts_the_local_rendering(tmp_path: Path, layout: str) -> None:
     proxy.write_config()
     try:
         result = nginx_test(proxy.root / "nginx.conf", proxy.root)
-    finally:  # nothing runs; removes the socket folder made outside the state folder when
-        proxy.stop(lambda _msg: None)  # its path is too long for a socket (xdist's tmp)
+    finally:
+        # Nothing runs; this removes the socket folder made outside the state folder when
+        # the path there is too long for a unix socket (xdist's longer tmp paths).
+        proxy.stop(lambda _msg: None)
     assert result.returncode == 0, result.stderr
     site = (proxy.root / "conf.d" / "mlflow.conf").read_text()
     directives = "\n".join(ln for ln in site.splitlines() if not ln.strip().startswith("#"))
