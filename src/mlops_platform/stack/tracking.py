@@ -7,9 +7,10 @@ replica N is ``tracking-N`` on the N-1th port after it. Each has its own tempora
 
 from __future__ import annotations
 
+import http.client
+import ssl
 import sys
-import urllib.error
-import urllib.request
+import urllib.parse
 
 from mlops_platform.render.auth import identity_headers
 from mlops_platform.settings import PlatformSettings, as_environment, inherited_environment
@@ -33,14 +34,35 @@ def http_ok(
     host: str | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 3.0,
+    context: ssl.SSLContext | None = None,
 ) -> bool:
-    request = urllib.request.Request(url, headers=headers or {})
-    if host:
-        request.add_header("Host", host)
+    """A 2xx answer to GET ``url``. False for anything else, a socket connected to itself
+    included: a probe of a loopback port in the ephemeral range that nothing listens on yet
+    can get that very port as its own source port (TCP's simultaneous open), read its own
+    request back as the answer, and hold the port the service is about to bind."""
+    parts = urllib.parse.urlsplit(url)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return 200 <= int(response.status) < 300
-    except (urllib.error.URLError, OSError, ValueError):
+        if parts.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=timeout, context=context
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+        try:
+            conn.connect()
+            sock = conn.sock
+            if sock is not None and sock.getsockname() == sock.getpeername():
+                return False
+            path = parts.path or "/"
+            conn.request(
+                "GET",
+                f"{path}?{parts.query}" if parts.query else path,
+                headers={**(headers or {}), **({"Host": host} if host else {})},
+            )
+            return 200 <= conn.getresponse().status < 300
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException, ValueError):
         return False
 
 
