@@ -198,8 +198,13 @@ def _plan_nodes(plan: dict[str, object]) -> Iterator[dict[str, object]]:
         yield from _plan_nodes(child)
 
 
-def _listing_plan(settings: PlatformSettings, experiment: str) -> list[dict[str, object]]:
-    """The plan of the runs query MLflow's own store sends for the UI's run table."""
+def _search_plan(
+    settings: PlatformSettings,
+    experiment: str,
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+) -> tuple[str, list[dict[str, object]]]:
+    """The runs statement MLflow's own store sends for a search, and its plan's nodes."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     store = SqlAlchemyStore(settings.database_url(with_password=True), "s3://unused/artifacts")
@@ -211,19 +216,25 @@ def _listing_plan(settings: PlatformSettings, experiment: str) -> list[dict[str,
 
     sqlalchemy.event.listen(store.engine, "before_cursor_execute", listen)
     try:
-        store.search_runs([experiment], "", 1, 100, order_by=["attributes.start_time DESC"])
+        store.search_runs([experiment], filter_string, 1, 100, order_by=order_by)
     finally:
         sqlalchemy.event.remove(store.engine, "before_cursor_execute", listen)
     assert len(statements) == 1, statements
     statement, parameters = statements[0]
-    assert "CASE WHEN (runs.start_time IS NULL)" in statement, statement  # the shape indexed
     with store.engine.connect() as conn:
         cursor = conn.connection.cursor()
         cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
         plan = cursor.fetchone()[0]
     store.engine.dispose()
     plan = json.loads(plan) if isinstance(plan, str) else plan
-    return list(_plan_nodes(plan[0]["Plan"]))
+    return statement, list(_plan_nodes(plan[0]["Plan"]))
+
+
+def _listing_plan(settings: PlatformSettings, experiment: str) -> list[dict[str, object]]:
+    """The plan of the runs query MLflow's own store sends for the UI's run table."""
+    statement, nodes = _search_plan(settings, experiment, order_by=["attributes.start_time DESC"])
+    assert "CASE WHEN (runs.start_time IS NULL)" in statement, statement  # the shape indexed
+    return nodes
 
 
 def test_run_listing_by_start_time_reads_the_index_instead_of_sorting(platform: Platform) -> None:
@@ -282,5 +293,66 @@ def test_run_listing_by_start_time_reads_the_index_instead_of_sorting(platform: 
         nodes = _listing_plan(settings, "1")
         assert [n for n in nodes if n["Node Type"] == "Sort"], nodes
         assert spec.name not in {n.get("Index Name") for n in nodes}
+    finally:
+        platform.superuser_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+MLFLOWS_METRIC_INDEXES = {"latest_metric_pk", "index_latest_metrics_run_uuid"}
+
+
+def test_a_metric_filter_reads_the_matches_from_the_index(platform: Platform) -> None:
+    """Pack v4: `metrics.accuracy > 0.95` in one experiment of many.
+
+    A database of its own: 40,000 runs in ten experiments, each with `accuracy` and `loss`
+    in latest_metrics, analyzed. With the index the matching rows of every experiment come
+    from the index alone (an index-only scan), joined with the experiment's runs. Without
+    it (the second half) MLflow's statement reads latest_metrics through MLflow's own
+    indexes and the table: one probe per run of the experiment at 100k runs, every row of
+    the key at this size.
+    """
+    name = "metric_filter_plan"
+    settings, engine = _own_database(platform, name)
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO experiments (experiment_id, name, artifact_location, "
+                "lifecycle_stage) SELECT e, 'exp-' || e, 's3://x/' || e, 'active' "
+                "FROM generate_series(1, 10) e"
+            )
+        )
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, "
+                "user_id, status, start_time, lifecycle_stage, artifact_uri, experiment_id) "
+                "SELECT md5(gs::text), 'run-' || gs, 'LOCAL', 'train.py', '', 'alice', "
+                "'FINISHED', 1700000000000 + gs::bigint * 1000, 'active', "
+                "'s3://x/' || md5(gs::text), 1 + gs % 10 FROM generate_series(1, 40000) gs"
+            )
+        )
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
+                "SELECT k, (hashtext(k || gs) & 65535)::float8 / 65535, 1700000000000, 9, "
+                "false, md5(gs::text) FROM generate_series(1, 40000) gs, "
+                "unnest(ARRAY['accuracy', 'loss']) k"
+            )
+        )
+    engine.dispose()
+    spec = next(s for s in indexes.PACK if s.name == "mlops_latest_metrics_key_value")
+    try:
+        indexes.apply_pack(settings)
+        indexes.analyze(settings)  # VACUUM ANALYZE: the index-only scan needs no heap visit
+
+        _, nodes = _search_plan(settings, "3", "metrics.accuracy > 0.95")
+        metric_scans = [n for n in nodes if n.get("Relation Name") == "latest_metrics"]
+        assert [n["Node Type"] for n in metric_scans] == ["Index Only Scan"], nodes
+        assert metric_scans[0]["Index Name"] == spec.name
+
+        indexes.drop_pack(settings, specs=(spec,))
+        _, nodes = _search_plan(settings, "3", "metrics.accuracy > 0.95")
+        metric_scans = [n for n in nodes if n.get("Relation Name") == "latest_metrics"]
+        assert metric_scans and spec.name not in {n.get("Index Name") for n in nodes}
+        assert {n.get("Index Name") for n in metric_scans} <= MLFLOWS_METRIC_INDEXES, nodes
+        assert "Index Only Scan" not in {n["Node Type"] for n in metric_scans}, nodes
     finally:
         platform.superuser_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
