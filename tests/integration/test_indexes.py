@@ -237,6 +237,36 @@ def _listing_plan(settings: PlatformSettings, experiment: str) -> list[dict[str,
     return nodes
 
 
+def _insert_runs(
+    conn: sqlalchemy.Connection,
+    count: int,
+    *,
+    experiments: int,
+    start_time: str = "1700000000000 + gs::bigint * 1000",
+    stage: str = "'active'",
+) -> None:
+    """Experiments 1..EXPERIMENTS and COUNT runs spread over them in turn, in SQL; the run
+    with number `gs` has run_uuid md5(gs), START_TIME and STAGE are SQL over `gs`."""
+    conn.execute(
+        sqlalchemy.text(
+            "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage) "
+            "SELECT e, 'exp-' || e, 's3://x/' || e, 'active' FROM generate_series(1, :e) e"
+        ),
+        {"e": experiments},
+    )
+    conn.execute(
+        sqlalchemy.text(
+            "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, "
+            "user_id, status, start_time, end_time, source_version, lifecycle_stage, "
+            "artifact_uri, experiment_id) "
+            "SELECT md5(gs::text), 'run-' || gs, 'LOCAL', 'train.py', '', 'alice', "
+            f"'FINISHED', {start_time}, NULL, '', {stage}, "
+            "'s3://x/' || md5(gs::text), 1 + gs % :e FROM generate_series(1, :n) gs"
+        ),
+        {"e": experiments, "n": count},
+    )
+
+
 def test_run_listing_by_start_time_reads_the_index_instead_of_sorting(platform: Platform) -> None:
     """Pack v3: MLflow's nulls-last start-time order is read from an index, not sorted.
 
@@ -249,24 +279,13 @@ def test_run_listing_by_start_time_reads_the_index_instead_of_sorting(platform: 
     name = "listing_plan"
     settings, engine = _own_database(platform, name)
     with engine.begin() as conn:
-        conn.execute(
-            sqlalchemy.text(
-                "INSERT INTO experiments (experiment_id, name, artifact_location, "
-                "lifecycle_stage) VALUES (1, 'big', 's3://x/1', 'active'), "
-                "(2, 'other', 's3://x/2', 'active')"
-            )
-        )
-        conn.execute(
-            sqlalchemy.text(
-                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, "
-                "user_id, status, start_time, end_time, source_version, lifecycle_stage, "
-                "artifact_uri, experiment_id) "
-                "SELECT md5(gs::text), 'run-' || gs, 'LOCAL', 'train.py', '', 'alice', "
-                "'FINISHED', CASE WHEN gs % 1000 = 0 THEN NULL "
-                "ELSE 1700000000000 + gs::bigint * 1000 END, NULL, '', "
-                "CASE WHEN gs % 50 = 0 THEN 'deleted' ELSE 'active' END, "
-                "'s3://x/' || md5(gs::text), 1 + gs % 2 FROM generate_series(1, 60000) gs"
-            )
+        _insert_runs(
+            conn,
+            60000,
+            experiments=2,
+            start_time="CASE WHEN gs % 1000 = 0 THEN NULL "
+            "ELSE 1700000000000 + gs::bigint * 1000 END",
+            stage="CASE WHEN gs % 50 = 0 THEN 'deleted' ELSE 'active' END",
         )
     engine.dispose()
     spec = next(s for s in indexes.PACK if s.name == "mlops_runs_exp_stage_order_start")
@@ -313,22 +332,7 @@ def test_a_metric_filter_reads_the_matches_from_the_index(platform: Platform) ->
     name = "metric_filter_plan"
     settings, engine = _own_database(platform, name)
     with engine.begin() as conn:
-        conn.execute(
-            sqlalchemy.text(
-                "INSERT INTO experiments (experiment_id, name, artifact_location, "
-                "lifecycle_stage) SELECT e, 'exp-' || e, 's3://x/' || e, 'active' "
-                "FROM generate_series(1, 10) e"
-            )
-        )
-        conn.execute(
-            sqlalchemy.text(
-                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, "
-                "user_id, status, start_time, lifecycle_stage, artifact_uri, experiment_id) "
-                "SELECT md5(gs::text), 'run-' || gs, 'LOCAL', 'train.py', '', 'alice', "
-                "'FINISHED', 1700000000000 + gs::bigint * 1000, 'active', "
-                "'s3://x/' || md5(gs::text), 1 + gs % 10 FROM generate_series(1, 40000) gs"
-            )
-        )
+        _insert_runs(conn, 40000, experiments=10)
         conn.execute(
             sqlalchemy.text(
                 "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
