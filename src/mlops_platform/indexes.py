@@ -93,10 +93,6 @@ PACK: tuple[IndexSpec, ...] = (
         "USING hash (value)",
         "filters `tags.x = 'v'` (hash: safe for 8,000-character values)",
     ),
-    # Without these the planner multiplies the selectivities of `key = 'model'` and
-    # `value = 'bert-base'` as if independent (a value names its key), underestimates a
-    # common param 5x and, given the hash index, picks a nested loop over every run
-    # that has the value in any experiment: 2.6x the buffers of the plan without the pack.
     # `metrics.x > v` becomes a join with `latest_metrics WHERE key = 'x' AND value > v`.
     # MLflow's only way in is the run_uuid index, one probe per run of the experiment
     # (3,200 probes, 12,800 buffers for a 4,000-run experiment at 100k runs). This one
@@ -111,6 +107,10 @@ PACK: tuple[IndexSpec, ...] = (
         "filters `metrics.x > v` (and <, =, ...) within an experiment: the matches read "
         "from the index alone",
     ),
+    # Without these the planner multiplies the selectivities of `key = 'model'` and
+    # `value = 'bert-base'` as if independent (a value names its key), underestimates a
+    # common param 5x and, given the hash index, picks a nested loop over every run
+    # that has the value in any experiment: 2.6x the buffers of the plan without the pack.
     IndexSpec(
         "mlops_params_key_value_stats",
         "params",
