@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from mlops_platform.stack.ports import pick_free_port
 
 # The suite's own MLOPS_ variable: root's default state folder, moved away from the
 # machine's /var/lib/mlops-platform. Tests that strip the developer's MLOPS_* keep it.
@@ -46,19 +47,9 @@ LONGEST = (
 
 
 def free_port() -> int:
-    """A free loopback port whose +10000 neighbour is free too (SeaweedFS uses it for gRPC)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
+    """A free loopback port whose +10000 neighbour is free too (SeaweedFS uses it for gRPC),
+    both below the kernel's ephemeral range, as the kit picks its internal ports."""
+    return pick_free_port(set(), with_offset=10000)
 
 
 @pytest.fixture(scope="session", autouse=True)

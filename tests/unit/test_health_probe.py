@@ -1,4 +1,5 @@
-"""The stack's health probe (`stack.tracking.http_ok`) over real loopback sockets.
+"""The stack's health probe (`stack.tracking.http_ok`) over real loopback sockets, and the
+choice of internal ports outside the kernel's ephemeral range (`stack.ports`).
 
 A probe of a port in the ephemeral range that nothing listens on yet can be given that same
 port as its source port and connect to itself; it then reads its own request back as the
@@ -11,9 +12,12 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
+from mlops_platform.errors import PortInUseError
+from mlops_platform.stack.ports import ephemeral_range, pick_free_port, port_free
 from mlops_platform.stack.tracking import http_ok
 
 
@@ -75,3 +79,36 @@ def test_a_socket_connected_to_itself_is_closed_before_any_request(
     assert http_ok(f"http://127.0.0.1:{port}/health") is False
     assert recording.sent == []
     assert sock.fileno() == -1  # closed: the port is free for the service again
+
+
+def test_the_kernels_ephemeral_range_is_read_and_defaulted(tmp_path: Path) -> None:
+    custom = tmp_path / "range"
+    custom.write_text("40000\t50000\n")
+    assert ephemeral_range(str(custom)) == (40000, 50000)
+    assert ephemeral_range(str(tmp_path / "missing")) == (32768, 60999)
+    custom.write_text("garbage\n")
+    assert ephemeral_range(str(custom)) == (32768, 60999)
+
+
+def test_internal_ports_are_picked_below_the_ephemeral_range() -> None:
+    """So that no outgoing connection, a probe of the port included, can have them as its
+    source port. Run on this machine's real range, with the gRPC neighbour weed needs."""
+    low, _ = ephemeral_range()
+    for _ in range(50):
+        port = pick_free_port(set(), with_offset=10000)
+        assert port + 10000 < low
+        assert port_free(port) and port_free(port + 10000)
+        assert pick_free_port(set()) < low
+
+
+def test_a_port_in_use_or_avoided_is_never_picked() -> None:
+    low, _ = ephemeral_range()
+    busy, free = (pick_free_port(set()) for _ in range(2))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", busy))
+        taken.listen(1)
+        # Every candidate avoided but one in use and one free: the free one, every time.
+        avoid = set(range(1024, 65536)) - {busy, free}
+        assert {pick_free_port(avoid) for _ in range(5)} == {free}
+        with pytest.raises(PortInUseError, match="no free loopback port"):
+            pick_free_port(avoid | {free})

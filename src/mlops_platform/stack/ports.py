@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import random
 import socket
 from dataclasses import dataclass
 
@@ -58,15 +59,39 @@ def check_ports(claims: list[PortClaim]) -> None:
         raise PortInUseError(f"port {claim.port} on {claim.host} is already in use", fix=fix)
 
 
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+_PICK_FLOOR = 10000  # below: the well-known and registered ports people configure by hand
+
+
+def ephemeral_range(path: str = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's source ports for outgoing connections (Linux's default when unknown)."""
+    try:
+        with open(path) as f:
+            low, high = (int(part) for part in f.read().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def pick_free_port(avoid: set[int], *, with_offset: int = 0) -> int:
-    """A free loopback port (and ``port + with_offset`` free too), not in ``avoid``."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port in avoid or port + with_offset > 65535:
+    """A free loopback port (and ``port + with_offset`` free too), not in ``avoid``.
+
+    Picked below the kernel's ephemeral range when there is room: a port in that range
+    can be handed to an outgoing connection as its source port, and a connection to a
+    port nothing listens on yet can then connect to itself, holding the port the service
+    is about to bind (the health probe's `BadStatusLine: GET /health` of one test run).
+    """
+    low, high = ephemeral_range()
+    top = low - with_offset  # both the port and its offset neighbour below the range
+    if top - _PICK_FLOOR < 1000:  # an unusual range: anywhere but inside it
+        candidates = [p for p in range(1024, 65536 - with_offset) if not low <= p <= high]
+    else:
+        candidates = list(range(_PICK_FLOOR, top))
+    random.shuffle(candidates)
+    for port in candidates:
+        if port in avoid or port + with_offset in avoid or not port_free(port):
             continue
-        if with_offset and (port + with_offset in avoid or not port_free(port + with_offset)):
+        if with_offset and not port_free(port + with_offset):
             continue
         return port
     raise PortInUseError("found no free loopback port", fix="free some ports and retry")
