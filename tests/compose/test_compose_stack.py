@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,12 @@ import pytest
 import requests
 
 from tests.compose.conftest import docker_engine_problem
+from tests.conftest import free_port
 from tests.support.proc import clean_env, run_cli
 
 pytestmark = pytest.mark.compose
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
