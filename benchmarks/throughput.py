@@ -140,6 +140,11 @@ def start_reference(stack: Stack) -> tuple[int, Target, float]:
     env = inherited_environment(keep_settings=False)
     env.update(server_env(settings))
     env.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)  # MLflow's default: on
+    # What `pip install mlflow` runs: uvicorn without its extras, i.e. the h11 parser and
+    # asyncio's loop. The kit installs httptools and uvloop, which uvicorn would otherwise
+    # pick for this server too (same interpreter); uvicorn reads its options from UVICORN_*.
+    env["UVICORN_HTTP"] = "h11"
+    env["UVICORN_LOOP"] = "asyncio"
     # Its own temporary folder, so the harness can see what a download writes there.
     tmp = reference_tmp(stack)
     tmp.mkdir(mode=0o700, exist_ok=True)

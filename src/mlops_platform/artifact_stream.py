@@ -368,20 +368,24 @@ def create_default_app() -> Any:
     views (:mod:`mlops_platform.fast_views`); permissions off."""
     from mlflow.server.fastapi_app import app
 
-    from mlops_platform import fast_views
+    from mlops_platform import fast_views, route_memo
 
     fast_views.install()
-    return install(app)
+    install(app)
+    route_memo.install(app)
+    return app
 
 
 def create_auth_app() -> Any:
     """The kit's auth app (:mod:`mlops_platform.auth_app`) with streamed downloads and
     the kit's faster views."""
-    from mlops_platform import fast_views
+    from mlops_platform import fast_views, route_memo
     from mlops_platform.auth_app import create_app
 
     fast_views.install()
-    return install(create_app())
+    app = install(create_app())
+    route_memo.install(app)
+    return app
 
 
 def swap_target(command: list[str]) -> list[str] | None:
