@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.responses import PlainTextResponse
 
 from mlops_platform import route_memo
+from tests.support.asgi import http_scope
 
 
 async def _fallback(scope: Any, receive: Any, send: Any) -> None:
@@ -42,20 +43,7 @@ def _app() -> tuple[FastAPI, dict[str, int]]:
 
 
 def _call(app: FastAPI, method: str, path: str) -> tuple[int, str]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"localhost")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope(path, method)
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

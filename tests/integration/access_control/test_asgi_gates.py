@@ -28,6 +28,7 @@ from starlette.responses import PlainTextResponse
 
 from mlops_platform import asgi_gates
 from tests.integration.conftest import Platform
+from tests.support.asgi import http_scope
 
 pytestmark = pytest.mark.integration
 
@@ -77,24 +78,8 @@ def _paths(app: Any) -> list[str]:
 
 
 def _scope(path: str, method: str, workspace: str | None = None) -> dict[str, Any]:
-    headers = [(b"host", b"localhost")]
-    if workspace is not None:
-        headers.append((b"x-mlflow-workspace", workspace.encode()))
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 5000),
-        "app": None,
-    }
+    headers = [] if workspace is None else [(b"x-mlflow-workspace", workspace.encode())]
+    return http_scope(path, method, headers)
 
 
 def _mlflow_passes_on(dispatch: Any, scope: dict[str, Any]) -> bool:
