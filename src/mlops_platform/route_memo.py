@@ -47,8 +47,9 @@ def install(app: Any) -> int:
     """Memoize the "no" of each of the app router's routes but its mounts; returns how many.
 
     Mounts are left alone: the catch-all mount of the Flask app is the answer for most
-    paths and its own check is a cheap prefix test. Routes whose match depends on more
-    than the path (a host route) are mounts or hosts in Starlette and left alone too.
+    paths and its own check is a cheap prefix test. Host routes (their match reads the
+    Host header) are left alone too. Called once the app is complete: a route added to
+    one of its routers later would not be seen for a path already remembered.
     """
     wrapped = 0
     for route in app.router.routes:
