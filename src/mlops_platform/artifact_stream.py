@@ -53,6 +53,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from mlops_platform import artifact_handover as handover
+from mlops_platform import route_memo
 
 _logger = logging.getLogger(__name__)
 
@@ -368,22 +369,26 @@ def create_default_app() -> Any:
     views (:mod:`mlops_platform.fast_views`); permissions off."""
     from mlflow.server.fastapi_app import app
 
-    from mlops_platform import fast_views, route_memo
+    from mlops_platform import fast_views
 
     fast_views.install()
-    install(app)
-    route_memo.install(app)
-    return app
+    return _with_kit_routing(app)
 
 
 def create_auth_app() -> Any:
     """The kit's auth app (:mod:`mlops_platform.auth_app`) with streamed downloads and
     the kit's faster views."""
-    from mlops_platform import fast_views, route_memo
+    from mlops_platform import fast_views
     from mlops_platform.auth_app import create_app
 
     fast_views.install()
-    app = install(create_app())
+    return _with_kit_routing(create_app())
+
+
+def _with_kit_routing(app: Any) -> Any:
+    """``app`` with the streamed download routes and the router's memo
+    (:mod:`mlops_platform.route_memo`, installed last: it wraps the finished routes)."""
+    install(app)
     route_memo.install(app)
     return app
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from starlette.routing import Match, Mount
+from starlette.routing import Host, Match, Mount
 
 LIMIT = 4096
 Key = tuple[str, str, str, str]
@@ -53,7 +53,7 @@ def install(app: Any) -> int:
     """
     wrapped = 0
     for route in app.router.routes:
-        if isinstance(route, Mount) or type(route).__name__ == "Host":
+        if isinstance(route, (Mount, Host)):
             continue
         if getattr(route.matches, "__wrapped__", None) is not None:
             continue
