@@ -248,6 +248,15 @@ def test_search_runs_answers_are_mlflows(
         (api, {"experiment_ids": [searched], "order_by": ["metrics.accuracy DESC"]}),
         (api, {"experiment_ids": [searched], "filter": "params.model = 'bert'"}),
         (api, {"experiment_ids": [searched], "filter": "metrics.accuracy > 0.05"}),
+        (  # ordered by the filtered metric: the fast store's one-join plan
+            api,
+            {
+                "experiment_ids": [searched],
+                "filter": "metrics.accuracy != 0.1",
+                "order_by": ["metrics.accuracy DESC"],
+                "max_results": 4,
+            },
+        ),
         (api, {"experiment_ids": [searched], "filter": "attributes.status = 'FINISHED'"}),
         (api, {"experiment_ids": [searched], "filter": "params.model = 'nothing'"}),
         (api, {"experiment_ids": [searched], "filter": "no such = grammar"}),
@@ -274,7 +283,7 @@ def test_search_runs_answers_are_mlflows(
             runs_seen += len(json.loads(body).get("runs", []))
         else:
             assert json.loads(got.content)["error_code"] == json.loads(body)["error_code"]
-    assert len(asked) == 9 + 12 + 3  # every page of both sizes was walked
+    assert len(asked) == 10 + 12 + 3  # every page of both sizes was walked
     whole = mlflows_answer(mlflow_store, api, asked[0][1], handlers._search_runs)[1].decode()
     # What was compared holds what the kit's reads and writer must get right.
     for word in ('"NaN"', '"dataset_inputs"', '"model_outputs"', 'quo\\"te', '"FINISHED"'):
