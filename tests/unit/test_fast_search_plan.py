@@ -21,6 +21,7 @@ def test_the_plan_shares_only_what_a_join_already_holds() -> None:
     for one, order in [
         ("metrics.acc > 0.9", None),  # no order
         ("metrics.acc > 0.9", ["metrics.loss DESC"]),  # a key the filter does not join
+        ("metrics.acc > 0.9", ["attributes.start_time DESC"]),  # an attribute: no join
         ("params.acc = 'x'", ["metrics.acc DESC"]),  # same name, another table
         ("metrics.acc IS NOT NULL", ["metrics.acc DESC"]),  # EXISTS, no join
         ("dataset.name = 'd' and metrics.acc > 0", ["metrics.acc"]),  # may repeat a run

@@ -80,12 +80,17 @@ def plan(filter_string: str | None, order_by: list[str] | None) -> Plan | None:
     if not order_by:
         return None
     try:
-        filters = SearchUtils.parse_search_filter(filter_string)
         parsed = [SearchUtils.parse_order_by_for_search_runs(clause) for clause in order_by]
+        if all(_table(key_type) is None for key_type, _, _ in parsed):
+            return None  # orders on attributes only: nothing to share (the UI's run list)
+        filters = SearchUtils.parse_search_filter(filter_string)
     except MlflowException:
         return None  # MLflow's code raises its own error, in its own order
-    if any(SearchUtils.is_dataset(f["type"], f["comparator"]) for f in filters):
-        return None
+    if any(
+        _table(f["type"]) is None and f["type"] != SearchUtils._ATTRIBUTE_IDENTIFIER
+        for f in filters
+    ):
+        return None  # a dataset filter: its join can repeat a run
     rest = list(filters)
     orders, seen = [], set()
     for key_type, key, ascending in parsed:
