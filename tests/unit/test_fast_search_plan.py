@@ -1,4 +1,4 @@
-"""Which searches the fast store answers with one join for a filter and its order.
+"""Which searches the fast store answers with one join for a metric filter and its order.
 
 ``tests/integration/test_fast_search.py`` compares the answers with MLflow's store.
 """
@@ -23,6 +23,8 @@ def test_the_plan_shares_only_what_a_join_already_holds() -> None:
         ("metrics.acc > 0.9", ["metrics.loss DESC"]),  # a key the filter does not join
         ("metrics.acc > 0.9", ["attributes.start_time DESC"]),  # an attribute: no join
         ("params.acc = 'x'", ["metrics.acc DESC"]),  # same name, another table
+        ("params.model = 'x'", ["params.model DESC"]),  # params keep MLflow's statement
+        ("tags.team LIKE 'a%'", ["tags.team", "metrics.acc"]),  # and tags too
         ("metrics.acc IS NOT NULL", ["metrics.acc DESC"]),  # EXISTS, no join
         ("dataset.name = 'd' and metrics.acc > 0", ["metrics.acc"]),  # may repeat a run
         ("metrics.acc > 0", ["metrics.acc", "metrics.acc DESC"]),  # MLflow refuses it
