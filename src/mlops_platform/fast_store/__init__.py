@@ -27,8 +27,8 @@ Two reads are lighter as well: ``get_metric_history`` runs MLflow's query, order
 paging as one statement on an autocommit connection, over plain rows instead of ORM
 objects (whose commit-time expiry cost half the handler's time on a long history), and
 ``search_runs`` keeps MLflow's search but reads the returned runs' params, tags and
-latest metrics as plain rows; a search ordered by a key its filter joins sorts by that
-join, without a second join of the key or a DISTINCT (``fast_store.search``). The same
+latest metrics as plain rows; a search ordered by a metric its filter joins sorts by
+that join, without a second join of the key or a DISTINCT (``fast_store.search``). The same
 test compares every history it wrote; ``tests/integration/test_fast_views.py`` compares
 search answers with MLflow's own handler over MLflow's own store, and
 ``tests/integration/test_fast_search.py`` the searches of the shared join with MLflow's

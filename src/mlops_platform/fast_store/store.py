@@ -245,8 +245,8 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
         self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
     ):
         """MLflow's search (filters, order, paging, inputs and outputs), then the returned
-        runs' params, tags and latest metrics as plain rows. A search ordered by a key its
-        filter joins uses that join for the order (``fast_store.search``).
+        runs' params, tags and latest metrics as plain rows. A search ordered by a metric
+        its filter joins uses that join for the order (``fast_store.search``).
 
         MLflow loads them with the runs as ORM objects (``selectinload``): a third of the
         handler's time listing 100 runs (py-spy), for rows that only become entities.
