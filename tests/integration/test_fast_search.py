@@ -119,7 +119,11 @@ def _shapes() -> list[tuple[str, list[str]]]:
             (one, ["metrics.loss DESC", shared]),
             (one, [shared, "params.model DESC" if kind != "params" else "tags.team"]),
         ]
-    shapes += [("", ["metrics.acc DESC"]), ("params.seed = '3'", ["metrics.acc DESC"])]
+    shapes += [
+        ("metrics.acc > 0", ["attributes.created", "metrics.acc DESC"]),  # start_time's alias
+        ("", ["metrics.acc DESC"]),
+        ("params.seed = '3'", ["metrics.acc DESC"]),
+    ]
     return shapes
 
 
@@ -167,5 +171,5 @@ def test_searches_ordered_by_a_filtered_key_match_mlflow_page_by_page(stores: St
     finally:
         sqlalchemy.event.remove(stores.fast.engine, "before_cursor_execute", record)
     # every shape of the 15 metric filters shares the join; the params' and tags' do not
-    assert planned == 3 * 15 * 5 and fallback == 3 * (8 * 5 + 2), (planned, fallback)
+    assert planned == 3 * (15 * 5 + 1) and fallback == 3 * (8 * 5 + 2), (planned, fallback)
     assert runs_seen > 3000, runs_seen  # the shapes found runs, across several pages
