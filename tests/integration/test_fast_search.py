@@ -29,6 +29,7 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from mlops_platform.fast_store import build_store, search, to_store_uri
 from tests.integration.conftest import Platform
+from tests.support.mlflow_stores import dispose
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +45,6 @@ class Stores:
     stock: SqlAlchemyStore
     fast: Any
     experiments: list[str]
-
-
-def _dispose(store: SqlAlchemyStore) -> None:
-    engine = SqlAlchemyStore._engine_map.pop(store.db_uri, None)
-    if engine is not None:
-        engine.dispose()
 
 
 def _fill(store: SqlAlchemyStore, rng: random.Random) -> list[str]:
@@ -88,7 +83,7 @@ def stores(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield Stores(stock, fast, experiments)
     finally:
         for store in opened:
-            _dispose(store)
+            dispose(store)
         platform.superuser_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 

@@ -47,6 +47,7 @@ from mlops_platform.settings import PlatformSettings, inherited_environment
 from mlops_platform.stack.base import spawn, terminate, wait_until
 from tests.conftest import free_port
 from tests.integration.conftest import Platform
+from tests.support.mlflow_stores import dispose
 
 pytestmark = pytest.mark.integration
 
@@ -72,12 +73,6 @@ class Databases:
     model_id: str
     experiment_id: str
     race_run_ids: list[str]
-
-
-def _dispose(store: SqlAlchemyStore) -> None:
-    engine = SqlAlchemyStore._engine_map.pop(store.db_uri, None)
-    if engine is not None:
-        engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +103,7 @@ def databases(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> I
             seed.create_run(experiment_id, "racer", 1_700_000_000_000, [], f"race-{i}").info.run_id
             for i in range(ROUNDS * RACE_RUNS_PER_ROUND)
         ]
-        _dispose(seed)
+        dispose(seed)
         for name in (stock_db, fast_db, server_db):
             platform.superuser_sql(f'CREATE DATABASE {name} TEMPLATE {base} OWNER "{owner}"')
             created.append(name)
@@ -121,7 +116,7 @@ def databases(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> I
         )
     finally:
         for store in stores:
-            _dispose(store)
+            dispose(store)
         for name in reversed(created):
             platform.superuser_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -27,6 +27,7 @@ from mlflow.utils import proto_json_utils
 
 from mlops_platform import fast_views
 from tests.integration.conftest import Platform
+from tests.support.mlflow_stores import dispose
 
 pytestmark = pytest.mark.integration
 
@@ -59,9 +60,7 @@ def _log_history(client: Any) -> str:
 def mlflow_store(platform: Platform) -> Iterator[SqlAlchemyStore]:
     store = SqlAlchemyStore(platform.settings.database_url(with_password=True), "/nonexistent")
     yield store
-    engine = SqlAlchemyStore._engine_map.pop(store.db_uri, None)
-    if engine is not None:
-        engine.dispose()
+    dispose(store)
 
 
 def mlflows_answer(
