@@ -83,7 +83,9 @@ def _table(key_type: str) -> Any:
 
 def plan(filter_string: str | None, order_by: list[str] | None) -> Plan | None:
     """The shared-join plan of this search, or None for MLflow's own statement."""
-    if not order_by:
+    # Every order on a metric names its type ("metric." or "metrics."): the UI's run list
+    # (ordered by start time) skips the parse, ~0.4 ms of sqlparse per clause.
+    if not order_by or not any("metric" in clause.lower() for clause in order_by):
         return None
     try:
         parsed = [SearchUtils.parse_order_by_for_search_runs(clause) for clause in order_by]
