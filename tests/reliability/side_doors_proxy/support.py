@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +36,19 @@ class KitProxy:
         session.headers["Host"] = self.public_host
         return session
 
-    def access_log(self) -> list[dict[str, Any]]:
+    def access_log(self, requests_sent: int = 0) -> list[dict[str, Any]]:
+        """The access log's entries, once it holds at least ``requests_sent`` of them.
+
+        nginx writes a request's line after the response has gone out, so a client can
+        hold its answer a moment before the line exists; wait for it rather than race.
+        """
         path = self.root / "logs" / "access.log"
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        deadline = time.monotonic() + 10
+        while True:
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
+            if len(lines) >= requests_sent or time.monotonic() > deadline:
+                return [json.loads(line) for line in lines]
+            time.sleep(0.05)
 
     def error_log(self) -> str:
         return (self.root / "logs" / "error.log").read_text()
