@@ -13,6 +13,9 @@ from typing import Literal
 
 Status = Literal["ok", "warn", "fail", "skip"]
 EXIT_CODES = {"ok": 0, "warn": 1, "fail": 2}
+# Where the doctor's artifact round trip writes (and deletes) its probe, under the
+# artifact root: the exporter's bucket figures leave it out.
+DOCTOR_PROBE_FOLDER = ".mlops-platform-doctor/"
 
 
 @dataclass(frozen=True)

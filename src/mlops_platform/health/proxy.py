@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from mlops_platform.checks import CheckResult
+from mlops_platform.checks import DOCTOR_PROBE_FOLDER, CheckResult
 from mlops_platform.health.remedies import GATEWAY_ERRORS, TRACKING_DOWN, artifact_remedy
 from mlops_platform.health.server import server_base
 from mlops_platform.hosts import url_host
@@ -160,7 +160,7 @@ def _anonymous(session: requests.Session, api: str, timeout: float) -> CheckResu
 def _artifact_round_trip(
     session: requests.Session, base: str, auth: Any, timeout: float
 ) -> CheckResult:
-    path = f".mlops-platform-doctor/{uuid.uuid4().hex}.bin"
+    path = f"{DOCTOR_PROBE_FOLDER}{uuid.uuid4().hex}.bin"
     url = f"{base}/api/2.0/mlflow-artifacts/artifacts/{path}"
     body = uuid.uuid4().bytes * (BODY_PROBE_BYTES // 16)
     start = time.monotonic()

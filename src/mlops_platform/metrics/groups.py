@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from mlops_platform.checks import DOCTOR_PROBE_FOLDER
 from mlops_platform.metrics.sigv4 import S3_NS, s3_get
 from mlops_platform.settings import PlatformSettings
 
@@ -106,14 +107,16 @@ def pending_migrations(current: str | None, *, empty: bool = False) -> int:
 
 def collect_storage(settings: PlatformSettings) -> list[Sample]:
     """The bucket's size and object count under the kit's prefix (one listing, 1000 keys a
-    page). Plain signed HTTP with static keys; boto3 (its credential chain: an instance
-    role) only when there are none."""
+    page), the doctor's probe left out: the checks group writes and deletes one while this
+    exporter runs. Plain signed HTTP with static keys; boto3 (its credential chain: an
+    instance role) only when there are none."""
     import xml.etree.ElementTree as ET
 
     prefix = settings.s3_prefix.strip("/")
     prefix = f"{prefix}/" if prefix else ""
     if not all(settings.s3_credentials("backup")):
         return storage_with_boto3(settings, prefix)
+    probes = prefix + DOCTOR_PROBE_FOLDER
     size = objects = 0
     token = ""
     while True:
@@ -122,6 +125,8 @@ def collect_storage(settings: PlatformSettings) -> list[Sample]:
             params["continuation-token"] = token
         page = ET.fromstring(s3_get(settings, params))
         for item in page.iter(f"{S3_NS}Contents"):
+            if (item.findtext(f"{S3_NS}Key") or "").startswith(probes):
+                continue
             size += int(item.findtext(f"{S3_NS}Size") or 0)
             objects += 1
         token = page.findtext(f"{S3_NS}NextContinuationToken") or ""
@@ -135,9 +140,12 @@ def storage_with_boto3(settings: PlatformSettings, prefix: str) -> list[Sample]:
 
     client = s3.client(settings, timeout=10, retries=2, purpose="backup")
     paginator = client.get_paginator("list_objects_v2")
+    probes = prefix + DOCTOR_PROBE_FOLDER
     size = objects = 0
     for page in paginator.paginate(Bucket=settings.s3_bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
+            if obj["Key"].startswith(probes):
+                continue
             size += int(obj.get("Size", 0))
             objects += 1
     return [Sample("bucket_size_bytes", float(size)), Sample("bucket_objects", float(objects))]
