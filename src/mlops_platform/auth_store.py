@@ -23,7 +23,7 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy
 
@@ -190,12 +190,65 @@ def revision(settings: PlatformSettings) -> str | None:
         engine.dispose()
 
 
+STORE_MODULE = "mlflow.server.auth.sqlalchemy_store"
+# The packages whose __init__ is the tracking server and the auth app (Flask, every
+# handler, FastAPI, the gateway: ~3 s of CPU), not anything the store module uses.
+_SERVER_PACKAGES = ("mlflow.server", "mlflow.server.auth")
+
+
 def _store_class() -> type[SqlAlchemyStore]:
-    # Importing it imports MLflow's server, which warns about Starlette on every CLI call.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
-    return SqlAlchemyStore
+    """MLflow's user store class, without starting MLflow's server code in a CLI call.
+
+    A submodule's import runs its packages' ``__init__`` first, and MLflow's are the whole
+    tracking server and auth app: every ``users`` call paid ~3 s of CPU for code it never
+    runs. Where they are not loaded yet, the store's module is imported under two bare
+    package entries (their search path, nothing run) that are removed right after, so a
+    later ``import mlflow.server`` runs the real package, which finds this module loaded.
+    """
+    import sys
+
+    loaded = sys.modules.get(STORE_MODULE)
+    if loaded is None and not any(name in sys.modules for name in _SERVER_PACKAGES):
+        loaded = _import_under_bare_packages(STORE_MODULE, _SERVER_PACKAGES)
+    if loaded is None:
+        # Importing it imports MLflow's server, which warns about Starlette.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+        return SqlAlchemyStore
+    store: type[SqlAlchemyStore] = loaded.SqlAlchemyStore
+    return store
+
+
+def _import_under_bare_packages(module: str, packages: tuple[str, ...]) -> Any:
+    """MODULE imported with PACKAGES standing as bare entries; None (nothing left behind)
+    where that fails, for the caller's ordinary import."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    if any(name in sys.modules for name in packages):
+        return None  # never stand in for a package that is loaded
+    placed = []
+    try:
+        for name in packages:
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.submodule_search_locations is None:
+                return None
+            bare = types.ModuleType(name)
+            bare.__spec__ = spec
+            bare.__path__ = list(spec.submodule_search_locations)
+            sys.modules[name] = bare
+            placed.append(name)
+        return importlib.import_module(module)
+    except (ImportError, AttributeError):  # a future store that needs the server's package
+        for name in [m for m in sys.modules if m.startswith(packages[0] + ".")]:
+            del sys.modules[name]  # half-imported submodules: the ordinary import redoes them
+        return None
+    finally:
+        for name in placed:
+            sys.modules.pop(name, None)
 
 
 def open_store(settings: PlatformSettings) -> SqlAlchemyStore:

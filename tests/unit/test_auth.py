@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -316,3 +317,39 @@ def test_the_lighter_log_batch_check_replaces_mlflows_in_its_table() -> None:
     finally:
         mlflow_auth.BEFORE_REQUEST_VALIDATORS.clear()
         mlflow_auth.BEFORE_REQUEST_VALIDATORS.update(table)
+
+
+STORE_IMPORT = """
+import json, sys
+from mlops_platform import auth_store
+failed = auth_store._import_under_bare_packages(
+    "mlflow.server.jobs", ("mlflow.server", "mlflow.no_such_package")
+)
+seen = {"fallback": failed is None and not any(m.startswith("mlflow.server") for m in sys.modules)}
+store = auth_store._store_class()
+seen["server_loaded"] = "mlflow.server" in sys.modules or "mlflow.server.handlers" in sys.modules
+import mlflow.server.auth
+from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+seen["same_class"] = store is SqlAlchemyStore and type(mlflow.server.auth.store) is store
+seen["server_app"] = hasattr(mlflow.server, "app") and hasattr(mlflow.server.auth, "create_app")
+print(json.dumps(seen))
+"""
+
+
+def test_the_user_store_loads_without_mlflows_server_and_the_server_still_loads() -> None:
+    """A `users` call imports MLflow's user store without running the tracking server's
+    and auth app's package code; importing them afterwards in the same process gives the
+    real packages and the same store class; a package that cannot stand bare leaves
+    nothing behind."""
+    import json
+
+    from tests.support.proc import run
+
+    result = run([sys.executable, "-W", "ignore", "-c", STORE_IMPORT], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "server_loaded": False,
+        "same_class": True,
+        "server_app": True,
+        "fallback": True,
+    }
