@@ -42,3 +42,9 @@ def test_the_parsed_chain_answers_as_alembic(kind: str, chain: object) -> None:
     everything = [r.revision for r in script.iterate_revisions(parsed.head(), "base")]
     assert parsed.pending(None) == list(reversed(everything))
     assert not parsed.known("0123456789ab") and parsed.pending("0123456789ab") == []
+
+
+def test_the_version_read_from_metadata_is_the_imported_one() -> None:
+    import mlflow
+
+    assert migrations.mlflow_version() == mlflow.__version__

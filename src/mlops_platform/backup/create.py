@@ -311,13 +311,13 @@ def _write_manifest(
     entries: dict[str, Artifact],
 ) -> Manifest:
     """The backup's manifest, written into ``work``: the last file of a complete backup."""
-    import mlflow
+    from mlops_platform.migrations import mlflow_version
 
     snap, auth = dumped.snap, dumped.auth
     manifest = Manifest(
         id=backup_id,
         kit_version=__version__,
-        mlflow_version=mlflow.__version__,
+        mlflow_version=mlflow_version(),
         schema_revision=snap.schema_revision,
         postgres_version=snap.server_version,
         database=str(settings.db_parts()["name"]),

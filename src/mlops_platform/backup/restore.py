@@ -190,7 +190,7 @@ def _preflight(
     """Every check that can refuse the restore, before anything changes: the bucket and
     prefix, the schema revisions, an empty target (or ``force``), every checksum, the
     PostgreSQL client programs."""
-    import mlflow
+    from mlops_platform.migrations import mlflow_version
 
     if (manifest.bucket, manifest.prefix) != (settings.s3_bucket, settings.s3_prefix):
         raise BackupError(
@@ -204,7 +204,7 @@ def _preflight(
     if revision and revision != head and not db.known_revision(revision):
         raise SchemaError(
             f"backup {path.name} has schema {revision} from MLflow "
-            f"{manifest.mlflow_version}, newer than this MLflow {mlflow.__version__} knows",
+            f"{manifest.mlflow_version}, newer than this MLflow {mlflow_version()} knows",
             fix=f"install MLflow {manifest.mlflow_version} to restore it",
         )
     auth_head = None
@@ -214,7 +214,7 @@ def _preflight(
         if auth_rev and auth_rev != auth_head and not db.known_auth_revision(auth_rev):
             raise SchemaError(
                 f"backup {path.name} has an auth store at {auth_rev} from MLflow "
-                f"{manifest.mlflow_version}, newer than this MLflow {mlflow.__version__} "
+                f"{manifest.mlflow_version}, newer than this MLflow {mlflow_version()} "
                 "knows",
                 fix=f"install MLflow {manifest.mlflow_version} to restore it",
             )

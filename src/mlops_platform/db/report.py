@@ -59,7 +59,7 @@ class DatabaseReport:
 
 def database_report(settings: PlatformSettings, *, top: int = 8) -> DatabaseReport:
     """Revision, head, pending migrations, server version and the largest tables."""
-    import mlflow
+    from mlops_platform.migrations import mlflow_version
 
     with connection(settings) as conn:
         server_version = str(conn.execute(sqlalchemy.text("SHOW server_version")).scalar())
@@ -84,7 +84,7 @@ def database_report(settings: PlatformSettings, *, top: int = 8) -> DatabaseRepo
     return DatabaseReport(
         where=where(settings),
         server_version=server_version,
-        mlflow_version=mlflow.__version__,
+        mlflow_version=mlflow_version(),
         schema=status,
         pending=pending,
         database_bytes=size,

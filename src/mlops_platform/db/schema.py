@@ -138,11 +138,11 @@ def ensure_schema(
         say(f"schema is current ({status.head})")
         return status
     if status.state == "newer":
-        import mlflow
+        from mlops_platform.migrations import mlflow_version
 
         raise SchemaError(
             f"the database schema ({status.current}) is newer than this MLflow "
-            f"{mlflow.__version__} knows (head {status.head})",
+            f"{mlflow_version()} knows (head {status.head})",
             fix="install the MLflow version that wrote it; never downgrade a database",
         )
     if not upgrade:
@@ -178,11 +178,11 @@ def wait_for_head(
         status = schema_status(settings)
         # (tables without a revision yet: the writer's transaction is under way)
         if status.state == "newer" and status.current is not None:
-            import mlflow
+            from mlops_platform.migrations import mlflow_version
 
             raise SchemaError(
                 f"the database schema ({status.current}) is newer than this MLflow "
-                f"{mlflow.__version__} knows (head {status.head})",
+                f"{mlflow_version()} knows (head {status.head})",
                 fix="run the image of the MLflow version that wrote it; never downgrade",
             )
         auth_ok = True

@@ -137,19 +137,19 @@ def _dump_folder(settings: PlatformSettings, dump_dir: Path | None) -> Path:
 
 def _refuse_newer(report: DatabaseReport) -> None:
     """Refuse a tracking schema or an auth store newer than this MLflow knows."""
-    import mlflow
+    from mlops_platform.migrations import mlflow_version
 
     status = report.schema
     if status.state == "newer":
         raise SchemaError(
             f"the database schema ({status.current}) is newer than this MLflow "
-            f"{mlflow.__version__} knows (head {status.head})",
+            f"{mlflow_version()} knows (head {status.head})",
             fix="install the MLflow version that wrote it; never downgrade a database",
         )
     if report.auth is not None and report.auth.state == "newer":
         raise SchemaError(
             f"the auth store {report.auth.database} is at {report.auth.current_revision}, "
-            f"newer than this MLflow {mlflow.__version__} knows (head {report.auth.head})",
+            f"newer than this MLflow {mlflow_version()} knows (head {report.auth.head})",
             fix="install the MLflow version that wrote it; never downgrade a database",
         )
 
@@ -157,13 +157,13 @@ def _refuse_newer(report: DatabaseReport) -> None:
 def _refuse_other_running_server(settings: PlatformSettings) -> None:
     """Refuse while a tracking server of another MLflow runs on this host: after the
     upgrade it would face a schema it does not know."""
-    import mlflow
+    from mlops_platform.migrations import mlflow_version
 
     running = running_server_version(settings)
-    if running is not None and running != mlflow.__version__:
+    if running is not None and running != mlflow_version():
         raise SchemaError(
             f"a tracking server of MLflow {running} is running on this database; after the "
-            f"upgrade to {mlflow.__version__}'s schema it could no longer run",
+            f"upgrade to {mlflow_version()}'s schema it could no longer run",
             fix="stop it first (`mlops-platform down`, or scale the deployment to 0), "
             "then run `mlops-platform db upgrade` with the new MLflow",
         )
