@@ -208,7 +208,7 @@ def _store_class() -> type[SqlAlchemyStore]:
     import sys
 
     loaded = sys.modules.get(STORE_MODULE)
-    if loaded is None and not any(name in sys.modules for name in _SERVER_PACKAGES):
+    if loaded is None:
         loaded = _import_under_bare_packages(STORE_MODULE, _SERVER_PACKAGES)
     if loaded is None:
         # Importing it imports MLflow's server, which warns about Starlette.
