@@ -116,8 +116,9 @@ def auth_chain() -> Chain:
 
 
 def mlflow_version() -> str:
-    """The installed MLflow's version, from its package metadata: ``import mlflow`` costs
-    ~2 s of CPU in a CLI call that wants only the number."""
+    """The installed MLflow's version, from its package metadata (what serving images pin,
+    what manifests and refusals name): ``import mlflow`` costs ~2 s of CPU in a CLI call
+    that wants only the number."""
     from importlib.metadata import version
 
     return version("mlflow")

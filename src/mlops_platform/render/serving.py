@@ -13,8 +13,8 @@ in its argv.
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
+from mlops_platform.migrations import mlflow_version
 from mlops_platform.settings import PlatformSettings
 
 DEFAULT_PORT = 8080
@@ -23,13 +23,6 @@ PING_PY = (
     "import os, urllib.request as r; "
     "r.urlopen('http://127.0.0.1:%s/ping' % os.environ.get('PORT', '8080'), timeout=4)"
 )
-
-
-def mlflow_version() -> str:
-    try:
-        return version("mlflow")
-    except PackageNotFoundError:  # pragma: no cover - mlflow is a dependency
-        return "3.17.2"
 
 
 def model_uri(name: str, alias: str = "champion") -> str:
