@@ -12,6 +12,8 @@ If a future MLflow builds its command differently, the server still starts, with
 the change, and says so on stderr.
 
     python -m mlops_platform.mlflow_server [--no-tcp-nodelay] server <mlflow server arguments>
+
+``mlops-platform serve`` calls :func:`main` in its own process (``serve.run_server``).
 """
 
 from __future__ import annotations
@@ -71,10 +73,12 @@ def install(*, nodelay: bool = True) -> bool:
     return True
 
 
-def main() -> None:
-    nodelay = NO_NODELAY not in sys.argv[1:2]
+def main(args: list[str] | None = None) -> None:
+    """MLflow's CLI on ARGS (default: this process's arguments), with the kit's changes."""
+    args = sys.argv[1:] if args is None else list(args)
+    nodelay = NO_NODELAY not in args[:1]
     if not nodelay:
-        del sys.argv[1]
+        args = args[1:]
     if not install(nodelay=nodelay):
         print(
             "mlops-platform: this MLflow has no _build_uvicorn_command; TCP_NODELAY fix "
@@ -83,7 +87,7 @@ def main() -> None:
         )
     from mlflow.cli import cli
 
-    cli(prog_name="mlflow")
+    cli(args=args, prog_name="mlflow")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Wait for the database, make sure the schema is one this MLflow can run (create it
 on an empty database, refuse an out-of-date one unless asked to upgrade), then
-replace this process with ``mlflow server``.
+run ``mlflow server`` in this process (:func:`run_server`).
 
 Schema changes have one writer at a time: every change (MLflow's schema, the auth
 store, the index pack) happens under :func:`db.schema_writer_lock`, so several ``serve``
@@ -154,5 +154,19 @@ def auth_server_env(
     return auth_env(settings, admin_password=auth_store.random_password())
 
 
-def exec_server(argv: list[str], env: dict[str, str]) -> None:  # pragma: no cover - execs
-    os.execvpe(argv[0], argv, env)
+def run_server(argv: list[str], env: dict[str, str]) -> None:  # pragma: no cover - serves
+    """Run ARGV (``server_argv``'s ``python -m mlops_platform.mlflow_server ...``) with ENV
+    as the whole environment, in this process: the same pid, so a supervisor's signals reach
+    MLflow's CLI, which passes them on to uvicorn.
+
+    Not an exec: the schema and auth-store checks have imported MLflow already, and a new
+    interpreter would import it again before starting uvicorn (~2 s of CPU on every start).
+    Another command line is exec'd as it is.
+    """
+    from mlops_platform import mlflow_server
+
+    if argv[1:3] != ["-m", mlflow_server.__name__]:
+        os.execvpe(argv[0], argv, env)
+    os.environ.clear()
+    os.environ.update(env)
+    mlflow_server.main(argv[3:])

@@ -53,7 +53,7 @@ def serve(
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Wait for the database, check the schema, then exec `mlflow server`.
+    """Wait for the database, check the schema, then run `mlflow server`.
 
     Schema changes (MLflow's schema, the auth store, the index pack) take a PostgreSQL
     advisory lock: several servers started together migrate once.
@@ -81,7 +81,7 @@ def serve(
         wait_seconds=wait_seconds,
     )
     progress("starting: " + " ".join(argv[1:]))
-    serve_ops.exec_server(argv, env)
+    serve_ops.run_server(argv, env)
 
 
 def _migrate_only(
