@@ -53,7 +53,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from mlops_platform import artifact_handover as handover
-from mlops_platform import route_memo
+from mlops_platform import gc_tuning, route_memo
 
 _logger = logging.getLogger(__name__)
 
@@ -367,6 +367,7 @@ def _warming(lifespan: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def create_default_app() -> Any:
     """``mlflow.server.fastapi_app:app`` with streamed downloads and the kit's faster
     views (:mod:`mlops_platform.fast_views`); permissions off."""
+    gc_tuning.tune()
     from mlflow.server.fastapi_app import app
 
     from mlops_platform import fast_views
@@ -378,6 +379,7 @@ def create_default_app() -> Any:
 def create_auth_app() -> Any:
     """The kit's auth app (:mod:`mlops_platform.auth_app`) with streamed downloads and
     the kit's faster views."""
+    gc_tuning.tune()
     from mlops_platform import fast_views
     from mlops_platform.auth_app import create_app
 

@@ -19,6 +19,7 @@ from typing import NoReturn
 
 import typer
 
+from mlops_platform import gc_tuning
 from mlops_platform.cli import common
 from mlops_platform.cli.common import _Output, emit_error, json_requested
 from mlops_platform.errors import PlatformError
@@ -86,6 +87,7 @@ def main() -> None:
     """Run the CLI; every failure is one line on stderr and a documented exit code (and,
     under --json, that line as the one JSON object on stdout)."""
     os.umask(PRIVATE_UMASK)  # what the kit and its children write is the owner's only
+    gc_tuning.tune()
     _Output.emitted = False
     as_json = json_requested(sys.argv[1:])
     app = globals().get("app") or build(modules_for(sys.argv[1:]))  # a test may set its own
