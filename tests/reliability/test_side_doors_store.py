@@ -486,13 +486,19 @@ def test_model_version_from_another_bucket_is_refused(stack: Stack, other_bucket
 
 
 def test_the_server_encrypts_stored_secrets_with_the_generated_passphrase(stack: Stack) -> None:
-    pid = stack.service("tracking")["pid"]
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+    """Every uvicorn process of the tracking service (the ones that run MLflow's app and
+    encrypt) starts with the generated passphrase. `serve` itself sets its environment in
+    its own process, which /proc/PID/environ does not show; its children show it."""
+    root = psutil.Process(stack.service("tracking")["pid"])
+    servers = [p for p in root.children(recursive=True) if "uvicorn" in " ".join(p.cmdline())]
+    assert servers, [" ".join(p.cmdline()) for p in root.children(recursive=True)]
     passphrase = stack.settings.kek_passphrase.get_secret_value()
     assert len(passphrase) >= 32
-    assert env.get("MLFLOW_CRYPTO_KEK_PASSPHRASE") == passphrase
-    assert env.get("MLFLOW_CRYPTO_KEK_VERSION") == str(stack.settings.kek_version)
+    for server in servers:
+        raw = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+        env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+        assert env.get("MLFLOW_CRYPTO_KEK_PASSPHRASE") == passphrase, server.cmdline()
+        assert env.get("MLFLOW_CRYPTO_KEK_VERSION") == str(stack.settings.kek_version)
 
 
 def test_identities_scope_each_key_and_merge_a_shared_one() -> None:
