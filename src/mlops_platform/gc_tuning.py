@@ -3,8 +3,8 @@
 Importing MLflow's server and auth app creates about half a million objects that live as
 long as the process. At CPython's default threshold (a pass over the young generation for
 every 700 new container objects) the collector runs some 730 times during that import and
-finds almost nothing to free: ~12 % of the import's CPU (``import mlflow.server`` with
-its auth and FastAPI apps, four runs each, alternated: 4.0-4.8 s -> 3.6-4.4 s). With the
+finds almost nothing to free: ~10 % of the import's CPU (``import mlflow.server`` with
+its auth and FastAPI apps, eight runs each, alternated: median 4.2 s -> 3.8 s). With the
 young generation's threshold at ``YOUNG`` it runs 18 times. Every collection still
 happens (cycles are still freed), only later: a process holds at most ``YOUNG`` more
 unreachable objects at a time, a few MB.

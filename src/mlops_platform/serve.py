@@ -35,7 +35,7 @@ def prepare(
     migrate: bool = True,
     wait_seconds: float | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """Everything before the exec; returns the argv and environment of ``mlflow server``.
+    """Everything before the server starts; returns the argv and environment of ``mlflow server``.
 
     ``migrate=False`` is the pods' mode: wait up to ``wait_seconds`` (default
     ``db_wait_seconds``) for the schema at head, change nothing.
