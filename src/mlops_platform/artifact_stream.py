@@ -44,7 +44,6 @@ import logging
 import posixpath
 import re
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -53,7 +52,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from mlops_platform import artifact_handover as handover
-from mlops_platform import gc_tuning, route_memo
+from mlops_platform import artifact_upload as upload
+from mlops_platform import gc_tuning, proxied_artifacts, route_memo
+from mlops_platform.artifact_clients import CLIENTS
 
 _logger = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ DOWNLOAD_PATHS = (
 FIRST_PIECE_BYTES = 64 * 1024
 PIECE_BYTES = 1024 * 1024
 AHEAD = 4  # pieces held per download at most: read ahead and waiting to be sent
-CLIENT_RENEW_SECONDS = 300.0
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -92,56 +92,6 @@ def s3_range(header: str | None) -> str | None:
     return f"bytes={start}-{end}"
 
 
-class ClientKeeper:
-    """One S3 client per worker, built through MLflow's repository and renewed in the
-    background.
-
-    ``get`` never waits for a renewal: once the client is older than ``renew_seconds``
-    one thread builds the next while requests keep the current one. Only a request that
-    comes before the first client exists (or for another repository) builds one itself.
-    """
-
-    def __init__(self, renew_seconds: float = CLIENT_RENEW_SECONDS) -> None:
-        self.renew_seconds = renew_seconds
-        self._lock = threading.Lock()
-        self._repo: Any = None
-        self._client: Any = None
-        self._built = 0.0
-        self._renewing: threading.Thread | None = None
-
-    def warm(self, repo: Any) -> None:
-        """Build the client now (the worker's start-up)."""
-        self._store(repo, repo._get_s3_client())
-
-    def get(self, repo: Any) -> Any:
-        with self._lock:
-            client, same = self._client, self._repo is repo
-            stale = time.monotonic() - self._built > self.renew_seconds
-            if client is not None and same and stale and self._renewing is None:
-                self._renewing = threading.Thread(
-                    target=self._renew, args=(repo,), name="mlops-s3-client-renew", daemon=True
-                )
-                self._renewing.start()
-        if client is None or not same:
-            client = repo._get_s3_client()
-            self._store(repo, client)
-        return client
-
-    def _store(self, repo: Any, client: Any) -> None:
-        with self._lock:
-            self._repo, self._client, self._built = repo, client, time.monotonic()
-
-    def _renew(self, repo: Any) -> None:
-        try:
-            self._store(repo, repo._get_s3_client())
-        except Exception:  # the current client stays; the next request tries again
-            _logger.warning("mlops-platform: renewing the S3 client failed", exc_info=True)
-        finally:
-            with self._lock:
-                self._renewing = None
-
-
-CLIENTS = ClientKeeper()
 _END = object()
 
 
@@ -298,7 +248,8 @@ async def download_artifact(artifact_path: str, request: Request) -> Response:
 
 
 def install(app: Any) -> Any:
-    """Put the streamed view in front of MLflow's download routes in ``app``; returns it.
+    """Put the streamed views in front of MLflow's download and upload routes in ``app``
+    (:mod:`mlops_platform.artifact_upload` for uploads); returns it.
 
     The routes go first in the app's router, so they match before MLflow's own (same
     path, same method). Raises RuntimeError when MLflow's routes are not where the kit
@@ -308,27 +259,28 @@ def install(app: Any) -> Any:
     from fastapi.routing import APIRoute
     from mlflow.server.artifact_router import artifact_router
 
-    upstream = {
-        r.path
-        for r in artifact_router.routes
-        if isinstance(r, APIRoute) and "GET" in (r.methods or ())
+    routes = {(path, "GET", download_artifact) for path in DOWNLOAD_PATHS} | {
+        (path, "PUT", upload.upload_artifact) for path in upload.UPLOAD_PATHS
     }
-    if not set(DOWNLOAD_PATHS) <= upstream:
+    upstream = {
+        (r.path, method)
+        for r in artifact_router.routes
+        if isinstance(r, APIRoute)
+        for method in r.methods or ()
+    }
+    missing = sorted(
+        f"{method} {path}" for path, method, _ in routes if (path, method) not in upstream
+    )
+    if missing:
         raise RuntimeError(
-            "mlops-platform: MLflow's artifact download routes are not where the kit "
-            f"expects them ({', '.join(DOWNLOAD_PATHS)}); this MLflow is not the one it knows"
+            "mlops-platform: MLflow's artifact routes are not where the kit expects them "
+            f"({', '.join(missing)}); this MLflow is not the one it knows"
         )
     app.router.lifespan_context = _warming(app.router.lifespan_context)
-    for path in reversed(DOWNLOAD_PATHS):
+    for path, method, view in sorted(routes, key=lambda r: (r[1], r[0]), reverse=True):
         app.router.routes.insert(
             0,
-            APIRoute(
-                path,
-                download_artifact,
-                methods=["GET"],
-                response_model=None,
-                include_in_schema=False,
-            ),
+            APIRoute(path, view, methods=[method], response_model=None, include_in_schema=False),
         )
     return app
 
@@ -388,9 +340,11 @@ def create_auth_app() -> Any:
 
 
 def _with_kit_routing(app: Any) -> Any:
-    """``app`` with the streamed download routes and the router's memo
+    """``app`` with the streamed download and upload routes, every artifact byte through
+    the proxy (:mod:`mlops_platform.proxied_artifacts`) and the router's memo
     (:mod:`mlops_platform.route_memo`, installed last: it wraps the finished routes)."""
     install(app)
+    proxied_artifacts.install(app)
     route_memo.install(app)
     return app
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mlops_platform import artifact_stream
+from mlops_platform import artifact_clients, artifact_stream
 from mlops_platform.mlflow_server import rewrite
 
 
@@ -167,7 +167,7 @@ class Repo:
 
 def test_the_s3_client_is_built_once_and_renewed_off_the_request_path() -> None:
     repo = Repo()
-    keeper = artifact_stream.ClientKeeper(renew_seconds=3600)
+    keeper = artifact_clients.ClientKeeper(renew_seconds=3600)
     keeper.warm(repo)
     assert [keeper.get(repo) for _ in range(5)] == ["client-1"] * 5
     assert repo.built == 1
@@ -187,7 +187,7 @@ def test_the_s3_client_is_built_once_and_renewed_off_the_request_path() -> None:
 def test_without_a_warm_client_a_request_builds_one_itself() -> None:
     """A worker whose start-up could not build the client (or a second repository):
     the request builds it, once, through the repository it asks for."""
-    keeper = artifact_stream.ClientKeeper(renew_seconds=3600)
+    keeper = artifact_clients.ClientKeeper(renew_seconds=3600)
     first, second = Repo(), Repo()
     assert keeper.get(first) == "client-1"
     assert keeper.get(first) == "client-1"

@@ -1,0 +1,66 @@
+"""One S3 client per tracking worker for the artifact views, built through MLflow's own
+repository and renewed in the background (:mod:`mlops_platform.artifact_stream` for
+downloads, :mod:`mlops_platform.artifact_upload` for uploads)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+_logger = logging.getLogger(__name__)
+
+CLIENT_RENEW_SECONDS = 300.0  # MLflow's own cache renews its clients on the same period
+
+
+class ClientKeeper:
+    """One S3 client per worker, built through MLflow's repository and renewed in the
+    background.
+
+    ``get`` never waits for a renewal: once the client is older than ``renew_seconds``
+    one thread builds the next while requests keep the current one. Only a request that
+    comes before the first client exists (or for another repository) builds one itself.
+    """
+
+    def __init__(self, renew_seconds: float = CLIENT_RENEW_SECONDS) -> None:
+        self.renew_seconds = renew_seconds
+        self._lock = threading.Lock()
+        self._repo: Any = None
+        self._client: Any = None
+        self._built = 0.0
+        self._renewing: threading.Thread | None = None
+
+    def warm(self, repo: Any) -> None:
+        """Build the client now (the worker's start-up)."""
+        self._store(repo, repo._get_s3_client())
+
+    def get(self, repo: Any) -> Any:
+        with self._lock:
+            client, same = self._client, self._repo is repo
+            stale = time.monotonic() - self._built > self.renew_seconds
+            if client is not None and same and stale and self._renewing is None:
+                self._renewing = threading.Thread(
+                    target=self._renew, args=(repo,), name="mlops-s3-client-renew", daemon=True
+                )
+                self._renewing.start()
+        if client is None or not same:
+            client = repo._get_s3_client()
+            self._store(repo, client)
+        return client
+
+    def _store(self, repo: Any, client: Any) -> None:
+        with self._lock:
+            self._repo, self._client, self._built = repo, client, time.monotonic()
+
+    def _renew(self, repo: Any) -> None:
+        try:
+            self._store(repo, repo._get_s3_client())
+        except Exception:  # the current client stays; the next request tries again
+            _logger.warning("mlops-platform: renewing the S3 client failed", exc_info=True)
+        finally:
+            with self._lock:
+                self._renewing = None
+
+
+CLIENTS = ClientKeeper()

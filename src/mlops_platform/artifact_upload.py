@@ -1,0 +1,206 @@
+"""Artifact uploads passed on to the object store while they arrive.
+
+MLflow's proxied upload (``PUT /api/2.0/mlflow-artifacts/artifacts/<path>``, and its
+``/ajax-api`` twin) writes the whole request body to a temporary file on the server and
+only then uploads that file to the store: a 1 GB model is received, then sent, one after
+the other, and needs that much free disk on the server. Here the same route hands the body
+to boto3's managed upload (``upload_fileobj``) through a small bounded pipe: parts go to
+the store (a multipart upload once the body passes boto3's threshold) while the next ones
+are still arriving, and nothing is written to the server's disk.
+
+What MLflow decides stays MLflow's: the route keeps its path and method (its security
+middleware and, with permissions on, the permission check on the experiment still run
+first), the path is validated and scoped by MLflow's own functions, and the object gets
+MLflow's key and upload arguments (the type guessed from the file name, the expected
+bucket owner, ``MLFLOW_S3_UPLOAD_EXTRA_ARGS``). Anything outside the plain case
+(artifact serving off, a store other than S3, a path without a file name) goes to
+MLflow's own view unchanged.
+
+A body that does not arrive whole (the client gone, the connection cut) leaves no object:
+the pipe raises to boto3, which aborts the multipart upload, and a body small enough for
+one ``PutObject`` is never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import posixpath
+import queue
+import threading
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mlops_platform.artifact_clients import CLIENTS
+
+UPLOAD_PATHS = (
+    "/api/2.0/mlflow-artifacts/artifacts/{artifact_path:path}",
+    "/ajax-api/2.0/mlflow-artifacts/artifacts/{artifact_path:path}",
+)
+BLOCK_BYTES = 1024 * 1024  # what the request hands the pipe at a time
+PIPE_BLOCKS = 8  # blocks held in the pipe at most
+PART_BYTES = 8 * 1024 * 1024  # boto3's own default part and threshold
+PARTS_IN_FLIGHT = 4  # parts read ahead and being sent at once, per upload
+_END = object()
+
+
+class BodyPipe:
+    """The request body as a file boto3 can read: the event loop feeds blocks in, boto3's
+    thread reads them out. ``read(n)`` returns n bytes, fewer only at the end; it raises
+    whatever ``fail`` was given. Bounded: at most ``PIPE_BLOCKS`` blocks wait in it."""
+
+    def __init__(self) -> None:
+        self._blocks: queue.Queue[Any] = queue.Queue(maxsize=PIPE_BLOCKS)
+        self._held = bytearray()  # what the request has sent, not yet a whole block
+        self._left = b""  # what the reader took from a block and has not returned yet
+        self._ended = False
+        self.closed = threading.Event()  # the reader stopped: the upload ended or failed
+
+    # -- the event loop's side ---------------------------------------------------------
+
+    async def feed(self, chunk: bytes) -> None:
+        self._held += chunk
+        if len(self._held) >= BLOCK_BYTES:
+            block, self._held = bytes(self._held), bytearray()
+            await self._put(block)
+
+    async def finish(self) -> None:
+        """The body is whole: what is held goes in, then the end."""
+        if self._held:
+            block, self._held = bytes(self._held), bytearray()
+            await self._put(block)
+        await self._put(_END)
+
+    async def fail(self, exc: BaseException) -> None:
+        """The body will not be whole: the reader raises ``exc``."""
+        self._held = bytearray()
+        await self._put(exc)
+
+    async def _put(self, item: Any) -> None:
+        try:
+            self._blocks.put_nowait(item)
+        except queue.Full:
+            await asyncio.to_thread(self._put_waiting, item)
+
+    def _put_waiting(self, item: Any) -> None:
+        while not self.closed.is_set():
+            try:
+                self._blocks.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    # -- boto3's side --------------------------------------------------------------------
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = None if size is None or size < 0 else size
+        out = bytearray(self._left)
+        self._left = b""
+        while (want is None or len(out) < want) and not self._ended:
+            item = self._blocks.get()
+            if item is _END:
+                self._ended = True
+            elif isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            else:
+                out += item
+        if want is not None and len(out) > want:
+            self._left = bytes(out[want:])
+            del out[want:]
+        return bytes(out)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class UploadCut(Exception):
+    """The request body did not arrive whole."""
+
+
+def upload_args(repo: Any, filename: str) -> dict[str, Any]:
+    """The ``ExtraArgs`` MLflow's S3 repository gives an upload of FILENAME: the type and
+    encoding guessed from its name, the expected bucket owner, then the environment's."""
+    extra: dict[str, Any] = {}
+    guessed_type, guessed_encoding = mimetypes.guess_type(filename)
+    if guessed_type is not None:
+        extra["ContentType"] = guessed_type
+    if guessed_encoding is not None:
+        extra["ContentEncoding"] = guessed_encoding
+    extra.update(repo._bucket_owner_params)
+    environ = repo.get_s3_file_upload_extra_args()
+    if environ is not None:
+        extra.update(environ)
+    return extra
+
+
+def _send(client: Any, pipe: BodyPipe, bucket: str, key: str, extra: dict[str, Any]) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(
+        multipart_threshold=PART_BYTES,
+        multipart_chunksize=PART_BYTES,
+        max_concurrency=PARTS_IN_FLIGHT,
+        max_io_queue=PARTS_IN_FLIGHT,
+    )
+    try:
+        client.upload_fileobj(pipe, bucket, key, ExtraArgs=extra, Config=config)
+    finally:
+        pipe.close()
+
+
+async def upload_artifact(artifact_path: str, request: Request) -> Response:
+    """MLflow's upload view, the body passed on as it arrives; MLflow's own view for
+    anything else."""
+    from fastapi.responses import JSONResponse
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import artifact_router as upstream
+    from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+    from mlflow.utils.uri import validate_path_is_safe
+
+    if not upstream._is_serving_proxied_artifacts():
+        return await upstream.upload_artifact(artifact_path, request)
+    try:
+        path = validate_path_is_safe(artifact_path)
+        path = upstream._get_workspace_scoped_path(path)
+        repo = upstream._get_artifact_repo()
+    except MlflowException as exc:
+        return JSONResponse(
+            status_code=exc.get_http_status_code(), content=json.loads(exc.serialize_as_json())
+        )
+    head, tail = posixpath.split(path)
+    if not isinstance(repo, S3ArtifactRepository) or not tail:
+        return await upstream.upload_artifact(artifact_path, request)
+
+    bucket, root = repo.parse_s3_compliant_uri(repo.artifact_uri)
+    key = posixpath.join(root, head, tail) if head else posixpath.join(root, tail)
+    client = CLIENTS.get(repo)
+    pipe = BodyPipe()
+    sending = asyncio.ensure_future(
+        asyncio.to_thread(_send, client, pipe, bucket, key, upload_args(repo, tail))
+    )
+    try:
+        async for chunk in request.stream():
+            if sending.done():  # the store refused: stop reading, say why below
+                break
+            await pipe.feed(chunk)
+        else:
+            await pipe.finish()
+    except BaseException as exc:
+        await pipe.fail(UploadCut(f"the request body did not arrive whole: {exc!r}"))
+        try:
+            await sending
+        except Exception:  # the cut is the error to report; the upload was aborted
+            pass
+        raise
+    await sending  # the store's error, if any, is the server's 500, as in MLflow's view
+    return Response(status_code=200)
