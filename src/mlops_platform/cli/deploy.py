@@ -62,7 +62,7 @@ _MEMORY_OPTION = typer.Option(
 _TMP_SIZE_OPTION = typer.Option(
     k8s.K8sOptions.tracking_tmp_size,
     "--tmp-size",
-    help="Size limit of the tracking pod's /tmp (proxied uploads spool there).",
+    help="Size limit of the tracking pod's /tmp (MLflow's own artifact views spool there).",
 )
 _TRACKING_HOST_OPTION = typer.Option(
     None, "--tracking-host", help="Public host of the tracking server (default: public_url)."

@@ -80,7 +80,7 @@ class K8sOptions:
     tracking_replicas: int = 2
     tracking_cpu: str = "1"  # the request; MLOPS_SERVER_WORKERS=0 means one per core of it
     tracking_memory: str = "2Gi"
-    tracking_tmp_size: str = "10Gi"  # proxied uploads spool here
+    tracking_tmp_size: str = "10Gi"  # MLflow's own artifact views spool here
     tracking_host: str | None = None  # default: the host of settings.public_url
     ingress_class: str | None = None  # None: the cluster's default IngressClass
     # Who may reach nginx: namespaces (the Ingress controller's, the Gateway's) and

@@ -1,0 +1,250 @@
+"""Artifact uploads streamed to the store, and every artifact byte through the proxy.
+
+Real nginx, the real tracking server (permissions on), real SeaweedFS, MLflow's own
+client in processes of its own: what the client calls is read from nginx's access log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.conftest import Platform
+
+pytestmark = pytest.mark.integration
+
+API = "/api/2.0/mlflow"
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+
+
+def _log(platform: Platform) -> Path:
+    return platform.settings.state_dir / "nginx" / "logs" / "access.log"
+
+
+def _entries_since(platform: Platform, offset: int, count: int) -> list[dict[str, Any]]:
+    """nginx's access-log entries after byte OFFSET, once there are at least COUNT (nginx
+    writes a line as its response ends)."""
+    entries: list[dict[str, Any]] = []
+    for _ in range(100):
+        with open(_log(platform), "rb") as handle:
+            handle.seek(offset)
+            entries = [json.loads(line) for line in handle.read().splitlines() if line]
+        if len(entries) >= count:
+            return entries
+        time.sleep(0.1)
+    raise AssertionError(f"{len(entries)} access-log lines, expected {count}: {entries}")
+
+
+def _new_run(admin: requests.Session, base: str) -> tuple[str, str]:
+    name = f"up-{uuid.uuid4().hex[:8]}"
+    exp = admin.post(base + API + "/experiments/create", json={"name": name}, timeout=60)
+    exp_id = exp.json()["experiment_id"]
+    run = admin.post(base + API + "/runs/create", json={"experiment_id": exp_id}, timeout=60)
+    return exp_id, run.json()["run"]["info"]["run_id"]
+
+
+def _admin(platform: Platform) -> requests.Session:
+    session = requests.Session()
+    session.auth = platform.auth
+    return session
+
+
+def _mlflow_client(platform: Platform, script: str, **env: str) -> str:
+    """SCRIPT run by MLflow's own client in a process of its own, as the platform's admin;
+    its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **platform.client_env, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+CLIENT_ROUND_TRIP = """
+import mlflow
+client = mlflow.MlflowClient()
+client.log_artifact({run!r}, {src!r}, "model")
+print(client.download_artifacts({run!r}, "model/weights.bin", {dst!r}))
+"""
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["as-advertised", "client-forces-multipart"])
+def test_mlflows_client_moves_artifacts_through_the_proxy_only(
+    platform: Platform, tmp_path: Path, forced: bool
+) -> None:
+    """MLflow 3.17's client moves the bytes of an S3-backed server's artifacts straight to
+    and from the store with presigned URLs when the server says it can (every download,
+    uploads from MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE): an address clients of a
+    compose or Kubernetes deployment cannot reach. The kit's server says it cannot; a
+    client forced onto those endpoints is refused as MLflow refuses a store without them,
+    and falls back. Either way the upload and the download cross nginx, whole."""
+    base, admin = platform.url, _admin(platform)
+    info = admin.get(base + "/api/3.0/mlflow/server-info", timeout=60).json()
+    assert (info["multipart_uploads_enabled"], info["multipart_downloads_enabled"]) == (
+        False,
+        False,
+    ), info
+    assert info["store_type"] == "SqlStore"  # the rest is MLflow's own payload
+
+    _exp, run_id = _new_run(admin, base)
+    payload = os.urandom(3 * 1024 * 1024 + 99)
+    src = tmp_path / "weights.bin"
+    src.write_bytes(payload)
+    dst = tmp_path / "down"
+    dst.mkdir()
+    env = {"MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(1024 * 1024)}  # 3 MB qualifies
+    if forced:
+        env |= {
+            "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
+            "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "true",
+        }
+    offset = _log(platform).stat().st_size
+    out = _mlflow_client(
+        platform, CLIENT_ROUND_TRIP.format(run=run_id, src=str(src), dst=str(dst)), **env
+    )
+    assert Path(out.strip().splitlines()[-1]).read_bytes() == payload
+
+    entries = _entries_since(platform, offset, 2)
+    calls = [(e["method"], e["uri"].split("?")[0], e["status"]) for e in entries]
+    key = f"{ARTIFACTS}/{_exp}/{run_id}/artifacts/model/weights.bin"
+    assert ("PUT", key, 200) in calls, calls
+    puts = [e for e in entries if e["method"] == "PUT"]
+    assert [int(e["request_bytes"]) > len(payload) for e in puts] == [True], puts
+    gets = [e for e in entries if e["method"] == "GET" and e["uri"] == key]
+    assert [int(e["response_bytes"]) > len(payload) for e in gets] == [True], gets
+    store_urls = [c for c in calls if "/mpu/" in c[1] or "presigned" in c[1]]
+    if forced:  # asked, refused with MLflow's "not supported" (501), then the proxied route
+        assert {c[2] for c in store_urls} == {501}, store_urls
+        assert {c[1].split("/")[4] for c in store_urls} == {"mpu", "presigned"}, store_urls
+    else:
+        assert store_urls == [], store_urls
+
+
+def _dir_bytes(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def test_an_upload_reaches_the_store_without_a_file_on_the_server(platform: Platform) -> None:
+    """A 48 MB upload through the proxy: the object is the body (a multipart upload, as
+    MLflow's own upload of a file that size would be, with MLflow's content type), and the
+    server's temporary folder never holds it (MLflow's own view writes the body there
+    first: checked while the body arrives)."""
+    base, admin = platform.url, _admin(platform)
+    exp, run_id = _new_run(admin, base)
+    payload = os.urandom(48 * 1024 * 1024)
+    tmp = platform.settings.state_dir / "tmp"
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _dir_bytes(tmp))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+
+    def slowly() -> Any:  # the body arrives over a second or more: the sampler sees it
+        for i in range(0, len(payload), 1024 * 1024):
+            yield payload[i : i + 1024 * 1024]
+            time.sleep(0.02)
+
+    try:
+        put = admin.put(f"{base}{ARTIFACTS}/{exp}/{run_id}/artifacts/w/model.json", data=slowly())
+    finally:
+        done.set()
+        sampler.join()
+    assert put.status_code == 200, put.text
+    assert peak[0] < 1024 * 1024, f"the server's temporary folder held {peak[0]} bytes"
+
+    s3 = platform_s3(platform)
+    key = f"{platform.settings.s3_prefix}/{exp}/{run_id}/artifacts/w/model.json"
+    head = s3.head_object(Bucket=platform.settings.s3_bucket, Key=key)
+    assert head["ContentLength"] == len(payload)
+    assert head["ContentType"] == mimetypes.guess_type("model.json")[0]
+    assert head["ETag"].strip('"').endswith("-6"), head["ETag"]  # six 8 MB parts
+    got = admin.get(f"{base}{ARTIFACTS}/{exp}/{run_id}/artifacts/w/model.json", timeout=120)
+    assert hashlib.sha256(got.content).digest() == hashlib.sha256(payload).digest()
+
+
+def platform_s3(platform: Platform) -> Any:
+    from mlops_platform import s3
+
+    return s3.client(platform.settings, purpose="admin", timeout=60)
+
+
+def test_a_cut_upload_leaves_no_object_and_no_open_upload(platform: Platform) -> None:
+    """A client that announces 40 MB, sends 20 and goes away: no object, and the multipart
+    upload begun for it is aborted (none left open under that key)."""
+    base, admin = platform.url, _admin(platform)
+    exp, run_id = _new_run(admin, base)
+    path = f"{ARTIFACTS}/{exp}/{run_id}/artifacts/cut/model.bin"
+    port = int(base.rsplit(":", 1)[1])
+    auth = requests.auth._basic_auth_str(*platform.auth)  # type: ignore[attr-defined]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(
+            (
+                f"PUT {path} HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: {auth}\r\n"
+                f"Content-Length: {40 * 1024 * 1024}\r\n\r\n"
+            ).encode()
+        )
+        chunk = os.urandom(1024 * 1024)
+        for _ in range(20):
+            conn.sendall(chunk)
+        time.sleep(1.0)  # the server has begun the multipart upload by now
+    key = f"{platform.settings.s3_prefix}/{exp}/{run_id}/artifacts/cut/model.bin"
+    s3, bucket = platform_s3(platform), platform.settings.s3_bucket
+    left: Any = None
+    for _ in range(100):  # the server notices the cut and aborts: give it a moment
+        left = s3.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+        if not left:
+            break
+        time.sleep(0.1)
+    assert left == [], left
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+    assert listed == [], listed
+    assert admin.get(base + path, timeout=60).status_code != 200
+
+
+def test_an_upload_needs_mlflows_edit_permission(platform: Platform) -> None:
+    """The streamed upload keeps MLflow's check: READ on the experiment is refused (403)
+    and writes nothing; EDIT uploads."""
+    base, admin = platform.url, _admin(platform)
+    exp, run_id = _new_run(admin, base)
+    svc = f"svc-up-{uuid.uuid4().hex[:6]}"
+    added = json.loads(
+        platform.cli("users", "add", svc, "--role", "service", "--generate", "--json").stdout
+    )
+    writer = requests.Session()
+    writer.auth = (svc, added["generated_password"])
+    url = f"{base}{ARTIFACTS}/{exp}/{run_id}/artifacts/perm/w.bin"
+    assert writer.put(url, data=b"x" * 1000, timeout=60).status_code == 403
+    platform.cli("users", "grant", svc, "experiment", str(exp), "READ")
+    assert writer.put(url, data=b"x" * 1000, timeout=60).status_code == 403
+    assert admin.get(url, timeout=60).status_code != 200  # nothing was written
+    platform.cli("users", "grant", svc, "experiment", str(exp), "EDIT")
+    assert writer.put(url, data=b"y" * 1000, timeout=60).status_code == 200
+    assert admin.get(url, timeout=60).content == b"y" * 1000

@@ -1,0 +1,136 @@
+"""The pipe between a request body and boto3's managed upload, and the server-info rule."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from mlops_platform import artifact_upload, proxied_artifacts
+from mlops_platform.artifact_upload import BLOCK_BYTES, PIPE_BLOCKS, BodyPipe
+
+
+async def _feed(pipe: BodyPipe, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        await pipe.feed(chunk)
+    await pipe.finish()
+
+
+def _read_all(pipe: BodyPipe, size: int) -> list[bytes]:
+    pieces = []
+    while piece := pipe.read(size):
+        pieces.append(piece)
+    return pieces
+
+
+def test_reads_give_exactly_what_is_asked_until_the_end() -> None:
+    body = bytes(range(256)) * 20_000  # ~5 MB in uneven request chunks
+    chunks = [body[i : i + 65_531] for i in range(0, len(body), 65_531)]
+    pipe = BodyPipe()
+    got: list[list[bytes]] = []
+    reader = threading.Thread(target=lambda: got.append(_read_all(pipe, 3_000_001)))
+    reader.start()
+    asyncio.run(_feed(pipe, chunks))
+    reader.join(10)
+    assert [len(p) for p in got[0]] == [3_000_001, len(body) - 3_000_001]
+    assert b"".join(got[0]) == body
+
+
+def test_read_without_a_size_returns_the_rest() -> None:
+    pipe = BodyPipe()
+    asyncio.run(_feed(pipe, [b"abc", b"defgh"]))
+    assert pipe.read(2) == b"ab"
+    assert pipe.read() == b"cdefgh"
+    assert pipe.read(5) == b""
+
+
+def test_an_empty_body_is_an_empty_read() -> None:
+    pipe = BodyPipe()
+    asyncio.run(_feed(pipe, []))
+    assert pipe.read(10) == b""
+
+
+def test_a_failed_body_raises_in_the_reader_after_what_arrived() -> None:
+    pipe = BodyPipe()
+
+    async def cut() -> None:
+        await pipe.feed(b"x" * (BLOCK_BYTES + 10))  # one whole block goes in
+        await pipe.fail(artifact_upload.UploadCut("gone"))
+
+    asyncio.run(cut())
+    assert pipe.read(BLOCK_BYTES) == b"x" * BLOCK_BYTES
+    with pytest.raises(artifact_upload.UploadCut):
+        pipe.read(BLOCK_BYTES)
+
+
+def test_the_pipe_is_bounded_and_a_gone_reader_frees_the_feeder() -> None:
+    """The feeder waits once PIPE_BLOCKS blocks are held; when the reader stops (the
+    upload failed), the waiting feeder returns instead of hanging."""
+    pipe = BodyPipe()
+    fed: list[int] = []
+
+    async def feed() -> None:
+        for i in range(PIPE_BLOCKS + 3):
+            await pipe.feed(b"z" * BLOCK_BYTES)
+            fed.append(i)
+
+    def stop_later() -> None:
+        import time
+
+        time.sleep(0.5)
+        pipe.close()
+
+    stopper = threading.Thread(target=stop_later)
+    stopper.start()
+    asyncio.run(asyncio.wait_for(feed(), 10))
+    stopper.join()
+    assert pipe._blocks.qsize() == PIPE_BLOCKS  # never more held than the bound
+    assert len(fed) == PIPE_BLOCKS + 3
+
+
+class Repo:
+    def __init__(self, owner: dict[str, str], environ: dict[str, str] | None) -> None:
+        self._bucket_owner_params = owner
+        self._environ = environ
+
+    def get_s3_file_upload_extra_args(self) -> dict[str, str] | None:
+        return self._environ
+
+
+@pytest.mark.parametrize(
+    ("name", "owner", "environ", "expected"),
+    [
+        ("m.json", {}, None, {"ContentType": "application/json"}),
+        ("data.csv.gz", {}, None, {"ContentType": "text/csv", "ContentEncoding": "gzip"}),
+        ("weights", {}, None, {}),
+        (
+            "m.bin",
+            {"ExpectedBucketOwner": "123"},
+            {"ServerSideEncryption": "AES256", "ContentType": "x/y"},
+            {"ContentType": "x/y", "ExpectedBucketOwner": "123", "ServerSideEncryption": "AES256"},
+        ),
+    ],
+)
+def test_upload_args_are_mlflows(
+    name: str, owner: dict[str, str], environ: dict[str, str] | None, expected: dict[str, Any]
+) -> None:
+    """As MLflow's S3 repository builds them: guessed type and encoding, the bucket owner,
+    then the environment's arguments over all of it."""
+    assert artifact_upload.upload_args(Repo(owner, environ), name) == expected
+
+
+def test_server_info_keeps_mlflows_payload_with_store_urls_off() -> None:
+    payload = {
+        "store_type": "SqlStore",
+        "multipart_uploads_enabled": True,
+        "multipart_downloads_enabled": True,
+        "presigned_upload_run_id_supported": True,
+    }
+    assert proxied_artifacts.proxied_server_info(payload) == {
+        **payload,
+        "multipart_uploads_enabled": False,
+        "multipart_downloads_enabled": False,
+    }
+    assert payload["multipart_uploads_enabled"] is True  # MLflow's dict is not changed
