@@ -43,7 +43,7 @@ UPLOAD_PATHS = (
 BLOCK_BYTES = 1024 * 1024  # what the request hands the pipe at a time
 PIPE_BLOCKS = 8  # blocks held in the pipe at most
 PART_BYTES = 8 * 1024 * 1024  # boto3's own default part and threshold
-PARTS_IN_FLIGHT = 4  # parts read ahead and being sent at once, per upload
+PARTS_IN_FLIGHT = 4  # parts in memory and being sent at once, per upload (~32 MB)
 _END = object()
 
 
@@ -150,8 +150,8 @@ def _send(client: Any, pipe: BodyPipe, bucket: str, key: str, extra: dict[str, A
         multipart_threshold=PART_BYTES,
         multipart_chunksize=PART_BYTES,
         max_concurrency=PARTS_IN_FLIGHT,
-        max_io_queue=PARTS_IN_FLIGHT,
     )
+    config.max_in_memory_upload_chunks = PARTS_IN_FLIGHT  # s3transfer's; boto3 takes no keyword
     try:
         client.upload_fileobj(pipe, bucket, key, ExtraArgs=extra, Config=config)
     finally:
