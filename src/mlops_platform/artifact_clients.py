@@ -1,9 +1,11 @@
-"""One S3 client per tracking worker for the artifact views, built through MLflow's own
-repository and renewed in the background (:mod:`mlops_platform.artifact_stream` for
-downloads, :mod:`mlops_platform.artifact_upload` for uploads)."""
+"""What the kit's artifact views share (:mod:`mlops_platform.artifact_stream` for
+downloads, :mod:`mlops_platform.artifact_upload` for uploads): MLflow's own resolution of
+a request's artifact path, and one S3 client per tracking worker, built through MLflow's
+repository and renewed in the background."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -64,3 +66,22 @@ class ClientKeeper:
 
 
 CLIENTS = ClientKeeper()
+
+
+def resolve(artifact_path: str) -> tuple[str, Any] | Any:
+    """ARTIFACT_PATH as MLflow's artifact views take it: ``(path, repository)``, validated
+    and scoped by MLflow's functions; or, for a path MLflow refuses, MLflow's JSON error
+    response."""
+    from fastapi.responses import JSONResponse
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import artifact_router as upstream
+    from mlflow.utils.uri import validate_path_is_safe
+
+    try:
+        path = validate_path_is_safe(artifact_path)
+        path = upstream._get_workspace_scoped_path(path)
+        return path, upstream._get_artifact_repo()
+    except MlflowException as exc:
+        return JSONResponse(
+            status_code=exc.get_http_status_code(), content=json.loads(exc.serialize_as_json())
+        )

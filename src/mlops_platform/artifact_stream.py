@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import posixpath
 import re
@@ -54,7 +53,7 @@ from starlette.types import Receive, Scope, Send
 from mlops_platform import artifact_handover as handover
 from mlops_platform import artifact_upload as upload
 from mlops_platform import gc_tuning, proxied_artifacts, route_memo
-from mlops_platform.artifact_clients import CLIENTS
+from mlops_platform.artifact_clients import CLIENTS, resolve
 
 _logger = logging.getLogger(__name__)
 
@@ -180,23 +179,16 @@ class ReadAheadResponse(StreamingResponse):
 async def download_artifact(artifact_path: str, request: Request) -> Response:
     """MLflow's download view, streamed; MLflow's own view for anything else."""
     from botocore.exceptions import ClientError
-    from fastapi.responses import JSONResponse
-    from mlflow.exceptions import MlflowException
     from mlflow.server import artifact_router as upstream
     from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
     from mlflow.utils.mime_type_utils import _guess_mime_type
-    from mlflow.utils.uri import validate_path_is_safe
 
     if not upstream._is_serving_proxied_artifacts():
         return await upstream.download_artifact(artifact_path)
-    try:
-        path = validate_path_is_safe(artifact_path)
-        path = upstream._get_workspace_scoped_path(path)
-        repo = upstream._get_artifact_repo()
-    except MlflowException as exc:
-        return JSONResponse(
-            status_code=exc.get_http_status_code(), content=json.loads(exc.serialize_as_json())
-        )
+    resolved = resolve(artifact_path)
+    if not isinstance(resolved, tuple):
+        return resolved  # type: ignore[no-any-return]
+    path, repo = resolved
     if not isinstance(repo, S3ArtifactRepository) or not path or path.endswith("/"):
         return await upstream.download_artifact(artifact_path)
 

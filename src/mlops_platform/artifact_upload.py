@@ -24,7 +24,6 @@ one ``PutObject`` is never sent.
 from __future__ import annotations
 
 import asyncio
-import json
 import mimetypes
 import posixpath
 import queue
@@ -34,7 +33,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mlops_platform.artifact_clients import CLIENTS
+from mlops_platform.artifact_clients import CLIENTS, resolve
 
 UPLOAD_PATHS = (
     "/api/2.0/mlflow-artifacts/artifacts/{artifact_path:path}",
@@ -161,22 +160,15 @@ def _send(client: Any, pipe: BodyPipe, bucket: str, key: str, extra: dict[str, A
 async def upload_artifact(artifact_path: str, request: Request) -> Response:
     """MLflow's upload view, the body passed on as it arrives; MLflow's own view for
     anything else."""
-    from fastapi.responses import JSONResponse
-    from mlflow.exceptions import MlflowException
     from mlflow.server import artifact_router as upstream
     from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
-    from mlflow.utils.uri import validate_path_is_safe
 
     if not upstream._is_serving_proxied_artifacts():
         return await upstream.upload_artifact(artifact_path, request)
-    try:
-        path = validate_path_is_safe(artifact_path)
-        path = upstream._get_workspace_scoped_path(path)
-        repo = upstream._get_artifact_repo()
-    except MlflowException as exc:
-        return JSONResponse(
-            status_code=exc.get_http_status_code(), content=json.loads(exc.serialize_as_json())
-        )
+    resolved = resolve(artifact_path)
+    if not isinstance(resolved, tuple):
+        return resolved  # type: ignore[no-any-return]
+    path, repo = resolved
     head, tail = posixpath.split(path)
     if not isinstance(repo, S3ArtifactRepository) or not tail:
         return await upstream.upload_artifact(artifact_path, request)
