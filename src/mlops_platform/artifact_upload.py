@@ -28,6 +28,7 @@ import mimetypes
 import posixpath
 import queue
 import threading
+from collections import deque
 from typing import Any
 
 from starlette.requests import Request
@@ -49,33 +50,42 @@ _END = object()
 class BodyPipe:
     """The request body as a file boto3 can read: the event loop feeds blocks in, boto3's
     thread reads them out. ``read(n)`` returns n bytes, fewer only at the end; it raises
-    whatever ``fail`` was given. Bounded: at most ``PIPE_BLOCKS`` blocks wait in it."""
+    whatever ``fail`` was given. Bounded: at most ``PIPE_BLOCKS`` blocks wait in it.
+
+    The request's chunks are passed on as they came (a block is a list of them) and
+    joined once, into the piece boto3 asked for.
+    """
 
     def __init__(self) -> None:
         self._blocks: queue.Queue[Any] = queue.Queue(maxsize=PIPE_BLOCKS)
-        self._held = bytearray()  # what the request has sent, not yet a whole block
-        self._left = b""  # what the reader took from a block and has not returned yet
+        self._held: list[bytes] = []  # what the request has sent, not yet a whole block
+        self._held_bytes = 0
+        self._left: deque[memoryview] = deque()  # taken from the queue, not returned yet
+        self._left_bytes = 0
         self._ended = False
         self.closed = threading.Event()  # the reader stopped: the upload ended or failed
 
     # -- the event loop's side ---------------------------------------------------------
 
     async def feed(self, chunk: bytes) -> None:
-        self._held += chunk
-        if len(self._held) >= BLOCK_BYTES:
-            block, self._held = bytes(self._held), bytearray()
+        if not chunk:
+            return
+        self._held.append(chunk)
+        self._held_bytes += len(chunk)
+        if self._held_bytes >= BLOCK_BYTES:
+            block, self._held, self._held_bytes = self._held, [], 0
             await self._put(block)
 
     async def finish(self) -> None:
         """The body is whole: what is held goes in, then the end."""
         if self._held:
-            block, self._held = bytes(self._held), bytearray()
+            block, self._held, self._held_bytes = self._held, [], 0
             await self._put(block)
         await self._put(_END)
 
     async def fail(self, exc: BaseException) -> None:
         """The body will not be whole: the reader raises ``exc``."""
-        self._held = bytearray()
+        self._held, self._held_bytes = [], 0
         await self._put(exc)
 
     async def _put(self, item: Any) -> None:
@@ -96,9 +106,7 @@ class BodyPipe:
 
     def read(self, size: int | None = -1) -> bytes:
         want = None if size is None or size < 0 else size
-        out = bytearray(self._left)
-        self._left = b""
-        while (want is None or len(out) < want) and not self._ended:
+        while (want is None or self._left_bytes < want) and not self._ended:
             item = self._blocks.get()
             if item is _END:
                 self._ended = True
@@ -106,11 +114,24 @@ class BodyPipe:
                 self._ended = True
                 raise item
             else:
-                out += item
-        if want is not None and len(out) > want:
-            self._left = bytes(out[want:])
-            del out[want:]
-        return bytes(out)
+                for chunk in item:
+                    self._left.append(memoryview(chunk))
+                    self._left_bytes += len(chunk)
+        if want is None or self._left_bytes <= want:
+            whole, self._left, self._left_bytes = self._left, deque(), 0
+            return b"".join(whole)
+        out: list[memoryview] = []
+        taken = 0
+        while taken < want:
+            piece = self._left.popleft()
+            if taken + len(piece) > want:
+                cut = want - taken
+                self._left.appendleft(piece[cut:])
+                piece = piece[:cut]
+            out.append(piece)
+            taken += len(piece)
+        self._left_bytes -= taken
+        return b"".join(out)
 
     def readable(self) -> bool:
         return True
