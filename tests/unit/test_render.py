@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -225,8 +227,15 @@ def test_long_state_paths_get_a_private_socket_folder(
     from mlops_platform.stack.proxy import Proxy
 
     assert nginx.auth_fail_socket(Path("/s/tmp")) == "/s/tmp/auth-failures.sock"
-    short = Proxy(settings, StateFile.load(settings.state_dir))
-    assert short.socket_dir() == short.root / "tmp"
+    # A short state folder of its own: pytest's own folders grow with its run counter
+    # (/tmp/pytest-of-root/pytest-111/...) and may not fit a socket path themselves.
+    near = Path(tempfile.mkdtemp(prefix="mlops-s-", dir="/tmp"))
+    try:
+        short_settings = settings.model_copy(update={"state_dir": near / "state"})
+        short = Proxy(short_settings, StateFile.load(short_settings.state_dir))
+        assert short.socket_dir() == short.root / "tmp"
+    finally:
+        shutil.rmtree(near, ignore_errors=True)
     deep = settings.model_copy(update={"state_dir": tmp_path / ("x" * 120)})
     proxy = Proxy(deep, StateFile.load(deep.state_dir))
     first = proxy.socket_dir()
