@@ -24,6 +24,8 @@ one ``PutObject`` is never sent.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import mimetypes
 import posixpath
 import queue
@@ -64,6 +66,8 @@ class BodyPipe:
         self._left_bytes = 0
         self._ended = False
         self.closed = threading.Event()  # the reader stopped: the upload ended or failed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._room: asyncio.Event | None = None  # set by the reader when it takes a block
 
     # -- the event loop's side ---------------------------------------------------------
 
@@ -89,18 +93,26 @@ class BodyPipe:
         await self._put(exc)
 
     async def _put(self, item: Any) -> None:
-        try:
-            self._blocks.put_nowait(item)
-        except queue.Full:
-            await asyncio.to_thread(self._put_waiting, item)
-
-    def _put_waiting(self, item: Any) -> None:
+        """Put ITEM in, waiting on the event loop (never in a pool thread: with every pool
+        thread held by a sending upload, a waiting put would never run) until the reader
+        makes room or stops."""
+        if self._room is None:
+            self._loop, self._room = asyncio.get_running_loop(), asyncio.Event()
         while not self.closed.is_set():
             try:
-                self._blocks.put(item, timeout=0.5)
+                self._blocks.put_nowait(item)
                 return
             except queue.Full:
-                continue
+                self._room.clear()
+                if self._blocks.full() and not self.closed.is_set():
+                    await self._room.wait()
+
+    def _made_room(self) -> None:
+        """From the reader's thread: wake a put waiting on the event loop."""
+        loop, room = self._loop, self._room
+        if loop is not None and room is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                loop.call_soon_threadsafe(room.set)
 
     # -- boto3's side --------------------------------------------------------------------
 
@@ -108,6 +120,7 @@ class BodyPipe:
         want = None if size is None or size < 0 else size
         while (want is None or self._left_bytes < want) and not self._ended:
             item = self._blocks.get()
+            self._made_room()
             if item is _END:
                 self._ended = True
             elif isinstance(item, BaseException):
@@ -141,6 +154,7 @@ class BodyPipe:
 
     def close(self) -> None:
         self.closed.set()
+        self._made_room()
 
 
 class UploadCut(Exception):
@@ -178,6 +192,22 @@ def _send(client: Any, pipe: BodyPipe, bucket: str, key: str, extra: dict[str, A
         pipe.close()
 
 
+def _in_own_thread(work: Any, *args: Any) -> asyncio.Future[Any]:
+    """WORK(*ARGS) in a thread of its own, as a future of the running loop. Not the loop's
+    shared pool: an upload holds its thread for as long as its body takes to arrive, and
+    a few slow uploads would hold the whole pool (os.cpu_count() + 4 threads)."""
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(work(*args))
+        except BaseException as exc:
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name="mlops-artifact-upload", daemon=True).start()
+    return asyncio.wrap_future(done)
+
+
 async def upload_artifact(artifact_path: str, request: Request) -> Response:
     """MLflow's upload view, the body passed on as it arrives; MLflow's own view for
     anything else."""
@@ -198,9 +228,7 @@ async def upload_artifact(artifact_path: str, request: Request) -> Response:
     key = posixpath.join(root, head, tail) if head else posixpath.join(root, tail)
     client = CLIENTS.get(repo)
     pipe = BodyPipe()
-    sending = asyncio.ensure_future(
-        asyncio.to_thread(_send, client, pipe, bucket, key, upload_args(repo, tail))
-    )
+    sending = _in_own_thread(_send, client, pipe, bucket, key, upload_args(repo, tail))
     try:
         async for chunk in request.stream():
             if sending.done():  # the store refused: stop reading, say why below

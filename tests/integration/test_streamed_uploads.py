@@ -248,3 +248,26 @@ def test_an_upload_needs_mlflows_edit_permission(platform: Platform) -> None:
     platform.cli("users", "grant", svc, "experiment", str(exp), "EDIT")
     assert writer.put(url, data=b"y" * 1000, timeout=60).status_code == 200
     assert admin.get(url, timeout=60).content == b"y" * 1000
+
+
+def test_many_uploads_at_once_all_arrive(platform: Platform) -> None:
+    """Ten uploads of 24 MB at once, more than the worker's shared pool of threads
+    (os.cpu_count() + 4): each upload has a sending thread of its own and its pipe wakes
+    the request on the event loop, so none waits for a thread another upload holds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, admin = platform.url, _admin(platform)
+    exp, run_id = _new_run(admin, base)
+    payloads = [os.urandom(24 * 1024 * 1024) for _ in range(10)]
+
+    def upload(i: int) -> int:
+        session = _admin(platform)
+        url = f"{base}{ARTIFACTS}/{exp}/{run_id}/artifacts/many/{i}.bin"
+        return session.put(url, data=payloads[i], timeout=120).status_code
+
+    with ThreadPoolExecutor(len(payloads)) as pool:
+        codes = list(pool.map(upload, range(len(payloads))))
+    assert codes == [200] * len(payloads)
+    for i, payload in enumerate(payloads):
+        got = admin.get(f"{base}{ARTIFACTS}/{exp}/{run_id}/artifacts/many/{i}.bin", timeout=120)
+        assert hashlib.sha256(got.content).digest() == hashlib.sha256(payload).digest()

@@ -134,3 +134,37 @@ def test_server_info_keeps_mlflows_payload_with_store_urls_off() -> None:
         "multipart_downloads_enabled": False,
     }
     assert payload["multipart_uploads_enabled"] is True  # MLflow's dict is not changed
+
+
+def test_waiting_feeders_hold_no_pool_thread() -> None:
+    """More uploads than the loop's pool has threads, each reader in a pool thread: a full
+    pipe's feeder waits on the event loop, not in the pool, so every upload finishes (a
+    feeder waiting in the pool deadlocked here: the readers held every thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def drain(pipe: BodyPipe) -> int:
+        total = 0
+        try:
+            while piece := pipe.read(8 * 1024 * 1024):
+                total += len(piece)
+        finally:
+            pipe.close()
+        return total
+
+    async def one() -> int:
+        pipe = BodyPipe()
+        reading = asyncio.ensure_future(asyncio.to_thread(drain, pipe))
+        for _ in range(24 * 16):
+            await pipe.feed(b"x" * 65536)
+        await pipe.finish()
+        return await reading
+
+    async def many() -> list[int]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(4))
+        return list(await asyncio.gather(*(one() for _ in range(10))))
+
+    results: list[list[int]] = []
+    runner = threading.Thread(target=lambda: results.append(asyncio.run(many())), daemon=True)
+    runner.start()
+    runner.join(60)
+    assert results == [[24 * 1024 * 1024] * 10], "the uploads did not finish: a deadlock"
