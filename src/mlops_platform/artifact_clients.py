@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Any
 
+from starlette.responses import Response
+
 _logger = logging.getLogger(__name__)
 
 CLIENT_RENEW_SECONDS = 300.0  # MLflow's own cache renews its clients on the same period
@@ -68,7 +70,7 @@ class ClientKeeper:
 CLIENTS = ClientKeeper()
 
 
-def resolve(artifact_path: str) -> tuple[str, Any] | Any:
+def resolve(artifact_path: str) -> tuple[str, Any] | Response:
     """ARTIFACT_PATH as MLflow's artifact views take it: ``(path, repository)``, validated
     and scoped by MLflow's functions; or, for a path MLflow refuses, MLflow's JSON error
     response."""

@@ -187,7 +187,7 @@ async def download_artifact(artifact_path: str, request: Request) -> Response:
         return await upstream.download_artifact(artifact_path)
     resolved = resolve(artifact_path)
     if not isinstance(resolved, tuple):
-        return resolved  # type: ignore[no-any-return]
+        return resolved
     path, repo = resolved
     if not isinstance(repo, S3ArtifactRepository) or not path or path.endswith("/"):
         return await upstream.download_artifact(artifact_path)
@@ -251,25 +251,23 @@ def install(app: Any) -> Any:
     from fastapi.routing import APIRoute
     from mlflow.server.artifact_router import artifact_router
 
-    routes = {(path, "GET", download_artifact) for path in DOWNLOAD_PATHS} | {
+    routes = [(path, "GET", download_artifact) for path in DOWNLOAD_PATHS] + [
         (path, "PUT", upload.upload_artifact) for path in upload.UPLOAD_PATHS
-    }
+    ]
     upstream = {
         (r.path, method)
         for r in artifact_router.routes
         if isinstance(r, APIRoute)
         for method in r.methods or ()
     }
-    missing = sorted(
-        f"{method} {path}" for path, method, _ in routes if (path, method) not in upstream
-    )
+    missing = [f"{method} {path}" for path, method, _ in routes if (path, method) not in upstream]
     if missing:
         raise RuntimeError(
             "mlops-platform: MLflow's artifact routes are not where the kit expects them "
             f"({', '.join(missing)}); this MLflow is not the one it knows"
         )
     app.router.lifespan_context = _warming(app.router.lifespan_context)
-    for path, method, view in sorted(routes, key=lambda r: (r[1], r[0]), reverse=True):
+    for path, method, view in reversed(routes):
         app.router.routes.insert(
             0,
             APIRoute(path, view, methods=[method], response_model=None, include_in_schema=False),

@@ -218,14 +218,14 @@ async def upload_artifact(artifact_path: str, request: Request) -> Response:
         return await upstream.upload_artifact(artifact_path, request)
     resolved = resolve(artifact_path)
     if not isinstance(resolved, tuple):
-        return resolved  # type: ignore[no-any-return]
+        return resolved
     path, repo = resolved
-    head, tail = posixpath.split(path)
+    tail = posixpath.basename(path)
     if not isinstance(repo, S3ArtifactRepository) or not tail:
         return await upstream.upload_artifact(artifact_path, request)
 
     bucket, root = repo.parse_s3_compliant_uri(repo.artifact_uri)
-    key = posixpath.join(root, head, tail) if head else posixpath.join(root, tail)
+    key = posixpath.join(root, path)
     client = CLIENTS.get(repo)
     pipe = BodyPipe()
     sending = _in_own_thread(_send, client, pipe, bucket, key, upload_args(repo, tail))
