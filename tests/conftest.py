@@ -13,6 +13,13 @@ from mlops_platform.stack.ports import pick_free_port
 # The suite's own MLOPS_ variable: root's default state folder, moved away from the
 # machine's /var/lib/mlops-platform. Tests that strip the developer's MLOPS_* keep it.
 SUITE_ENV = "MLOPS_SYSTEM_STATE_DIR"
+# The free space of the machine's disk is the machine's, not a test stack's health: a CI
+# machine with 23 GiB (9 %) free made every "doctor says healthy" test fail. The suite's
+# stacks warn under 1 % free (the default lines are tested in tests/unit/test_health.py).
+# Set here, on import, so every worker's processes and every stack's CLI inherit them.
+DISK_LINES = {"MLOPS_DISK_WARN_FREE_PERCENT": "1", "MLOPS_DISK_FAIL_FREE_PERCENT": "0.5"}
+os.environ.update(DISK_LINES)
+SUITE_ENVS = frozenset({SUITE_ENV, *DISK_LINES})
 
 # -- running the suite on several workers (pytest-xdist, `make test`) ---------------------
 # A worker takes whole modules: a module's tests share its module-scoped stack and run in
@@ -76,7 +83,8 @@ def clear_mlops_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No MLOPS_* variable of the developer's shell leaks into a unit test's settings."""
     for key in list(os.environ):
         # MLOPS_SYSTEM_STATE_DIR is the suite's own (root's default state folder moved
-        # away from the machine's /var/lib/mlops-platform), not the developer's.
+        # away from the machine's /var/lib/mlops-platform), not the developer's; the disk
+        # lines go too: a unit test's settings have the defaults.
         if key.upper().startswith("MLOPS_") and key != SUITE_ENV:
             monkeypatch.delenv(key)
 

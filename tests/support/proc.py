@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mlops_platform.settings import installed
-from tests.conftest import SUITE_ENV
+from tests.conftest import SUITE_ENVS
 
 CLI = [sys.executable, "-m", "mlops_platform"]
 
@@ -63,7 +63,7 @@ def run_cli(
 def clean_env(**extra: str) -> dict[str, str]:
     """os.environ without the developer's MLOPS_* variables, plus EXTRA."""
     env = {
-        k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_") or k == SUITE_ENV
+        k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_") or k in SUITE_ENVS
     }
     env.update(extra)
     return env

@@ -73,11 +73,31 @@ def test_disk_thresholds(
         return shutil._ntuple_diskusage(total, total - free, free)
 
     monkeypatch.setattr(shutil, "disk_usage", usage)
-    finding = health._disk("state folder", tmp_path / "not" / "yet")
+    finding = health._disk("state folder", tmp_path / "not" / "yet", 10, 3)
     assert finding.status == status, (total, free, finding)
     assert seen == [tmp_path]  # the nearest folder that exists is measured
     assert finding.detail.startswith(f"{free / GIB:.1f} GiB free")
     assert (finding.remedy != "") == (status != "ok"), finding
+
+
+def test_disk_lines_are_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: PlatformSettings
+) -> None:
+    """9 % free: a warning by default; fine with a warning line of 5 %, a failure with a
+    failure line of 9.5 %; the warning names the setting that moves its line."""
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(100 * GIB, 91 * GIB, 9 * GIB)
+    )
+    lines = {"state_dir": tmp_path}
+    default = health.check_disk(settings.model_copy(update=lines))
+    assert [f.status for f in default] == ["warn", "warn"]
+    assert "MLOPS_DISK_WARN_FREE_PERCENT, now 10" in default[0].remedy
+    lower = settings.model_copy(update={**lines, "disk_warn_free_percent": 5.0})
+    assert [f.status for f in health.check_disk(lower)] == ["ok", "ok"]
+    higher = settings.model_copy(
+        update={**lines, "disk_warn_free_percent": 20.0, "disk_fail_free_percent": 9.5}
+    )
+    assert [f.status for f in health.check_disk(higher)] == ["fail", "fail"]
 
 
 def test_lifecycle_rule_never_expires_artifacts() -> None:

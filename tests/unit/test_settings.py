@@ -141,6 +141,13 @@ def test_same_port_twice_is_a_problem(tmp_path: Path, monkeypatch: pytest.Monkey
     refused(monkeypatch, tmp_path, match, MLOPS_PROXY_PORT="5000")
 
 
+def test_disk_failure_line_below_the_warning_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    match = "MLOPS_DISK_FAIL_FREE_PERCENT=12 is not below MLOPS_DISK_WARN_FREE_PERCENT=10"
+    refused(monkeypatch, tmp_path, match, MLOPS_DISK_FAIL_FREE_PERCENT="12")
+
+
 def test_tls_needs_both_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("x")

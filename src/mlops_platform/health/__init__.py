@@ -28,8 +28,6 @@ from mlops_platform.errors import PlatformError
 from mlops_platform.health.database import check_database, check_settings
 from mlops_platform.health.disk import (
     DISK_FAIL_BYTES,
-    DISK_FAIL_FREE,
-    DISK_WARN_FREE,
     _disk,
     check_disk,
 )
@@ -50,8 +48,6 @@ __all__ = [
     "BODY_PROBE_BYTES",
     "CHECKS",
     "DISK_FAIL_BYTES",
-    "DISK_FAIL_FREE",
-    "DISK_WARN_FREE",
     "EXIT_CODES",
     "GATEWAY_ERRORS",
     "TRACKING_DOWN",

@@ -26,7 +26,7 @@ GROUPS = (
     ("Auth proxy (nginx)", ("proxy_",)),
     ("Identity and permissions", ("auth_",)),
     ("Backup and retention", ("backup_",)),
-    ("Monitoring", ("monitoring",)),
+    ("Monitoring", ("monitoring", "disk_")),
     ("Binaries", ("postgres_bin_dir", "nginx_bin", "weed_bin")),
 )
 

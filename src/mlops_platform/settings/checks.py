@@ -32,6 +32,7 @@ def problems(settings: PlatformSettings) -> list[str]:
         *_store_problems(settings),
         *_port_problems(settings),
         *_state_dir_problems(settings),
+        *_disk_problems(settings),
     ]
 
 
@@ -184,6 +185,16 @@ def _port_problems(settings: PlatformSettings) -> list[str]:
 def _state_dir_problems(settings: PlatformSettings) -> list[str]:
     if settings.state_dir.exists() and not settings.state_dir.is_dir():
         return [f"MLOPS_STATE_DIR={settings.state_dir} exists and is not a folder"]
+    return []
+
+
+def _disk_problems(settings: PlatformSettings) -> list[str]:
+    if settings.disk_fail_free_percent >= settings.disk_warn_free_percent:
+        return [
+            f"MLOPS_DISK_FAIL_FREE_PERCENT={settings.disk_fail_free_percent:g} is not below "
+            f"MLOPS_DISK_WARN_FREE_PERCENT={settings.disk_warn_free_percent:g}; "
+            "the failure line must be the lower one (defaults 3 and 10)"
+        ]
     return []
 
 

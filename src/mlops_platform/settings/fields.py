@@ -238,6 +238,20 @@ class SettingsFields(BaseSettings):
     monitoring_port: int = Field(
         9090, ge=1, le=65535, description="Port of the local stack's Prometheus (loopback)."
     )
+    disk_warn_free_percent: float = Field(
+        10.0,
+        gt=0,
+        lt=100,
+        description="`doctor` warns when the disk of the state folder or of PostgreSQL's "
+        "data has less free than this share (the MlopsDiskLow alert's line is its own).",
+    )
+    disk_fail_free_percent: float = Field(
+        3.0,
+        ge=0,
+        lt=100,
+        description="`doctor` fails under this share free, or under 512 MiB free whatever "
+        "the share; below MLOPS_DISK_WARN_FREE_PERCENT.",
+    )
     flask_secret_key: SecretStr = Field(
         SecretStr(""), description="Secret key of MLflow's Flask app (sessions, CSRF)."
     )

@@ -33,7 +33,7 @@ from typing import Any
 import mlflow
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import DISK_LINES, free_port
 from tests.integration.conftest import require_binaries
 from tests.integration.newcomer.support import REPO, SYSTEM_STATE, commands, sh_blocks
 
@@ -209,6 +209,7 @@ def _newcomer_env(person: Person, private_home: Path) -> dict[str, str]:
     for name in ("DB_PORT", "S3_PORT", "SERVER_PORT", "PROXY_PORT"):
         env[f"MLOPS_{name}"] = str(free_port())
     env["MLOPS_SERVER_WORKERS"] = "1"
+    env.update(DISK_LINES)  # the machine's disk is not the newcomer's stack's health
     return env
 
 
