@@ -264,6 +264,7 @@ def save_note(page: Page, dialog: Locator, note: str, admin: Rest, experiment_id
         dialog.get_by_role("button", name="Save", exact=True).click()
     assert tagged.value.status == 200, tagged.value.text()
     expect(dialog).to_be_hidden()
+    import time; time.sleep(2); print("URL-AFTER", page.url)
     expect(page.get_by_role("paragraph").filter(has_text=note)).to_be_visible()
     after = admin.ok("GET", "/experiments/get", {"experiment_id": experiment_id})["experiment"]
     tags = {t["key"]: t["value"] for t in after.get("tags", [])}
@@ -324,10 +325,16 @@ def test_editor_creates_renames_and_describes_an_experiment(
     expect(search_experiments(page, world["exp_name"])).to_be_visible()
 
     name = f"ui-editor-made-{world['tag']}"
-    _, answer = create_experiment(page, name)
+    dialog, answer = create_experiment(page, name)
     assert answer.status == 200, answer.text()
     made = admin.experiment(name)
     assert made is not None and made["experiment_id"] == answer.json()["experiment_id"]
+    # The UI closes its dialog and goes to the new experiment by itself: its page, then a
+    # tab of its choosing (runs, or the GenAI overview with a guidance popover). A goto of
+    # ours racing those steps once left a page without the experiment's header (a loaded
+    # machine, the whole suite on three workers): the UI's own navigation ends first.
+    expect(dialog).to_be_hidden()
+    expect(page).to_have_url(re.compile(rf"#/experiments/{made['experiment_id']}/\w+"))
 
     renamed, note = f"ui-editor-renamed-{world['tag']}", f"written in the browser {world['tag']}"
     dialog = open_edit_dialog(page, made["experiment_id"])
