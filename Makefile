@@ -104,7 +104,7 @@ test: install system-deps
 	else \
 	  echo "no Docker engine answers (docker info): the docker-engine tests are deselected"; \
 	fi
-	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q -n $(TEST_WORKERS)
+	PATH="$(CURDIR)/$(BIN):/usr/sbin:$$PATH" $(BIN)/pytest -q -n $(TEST_WORKERS) --durations=25
 
 # Only the docker-engine tests; without an engine they fail saying what is missing.
 test-compose: install $(VENV)/.installed-compose
