@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,12 +63,29 @@ def as_sql(dump: Path, platform: Platform) -> str:
     return result.stdout
 
 
-def test_a_backup_holds_no_secret(platform: Platform, tmp_path: Path) -> None:
+@pytest.fixture
+def scratch_folder() -> Iterator[Callable[[str], Path]]:
+    """make_stack_dir (a folder PostgreSQL's OS user can traverse), removed afterwards."""
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        made.append(make_stack_dir(prefix))
+        return made[-1]
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_backup_holds_no_secret(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, scratch_folder: Callable[[str], Path]
+) -> None:
     import mlflow
 
     secrets = secrets_of(platform)
     canary = f"planted-canary-{uuid.uuid4().hex}"
-    os.environ.update(platform.client_env)
+    for key, value in platform.client_env.items():  # for this test only
+        monkeypatch.setenv(key, value)
     client = mlflow.MlflowClient(platform.client_env["MLFLOW_TRACKING_URI"])
     experiment = client.create_experiment(f"secrets-{uuid.uuid4().hex[:8]}")
     run = client.create_run(experiment)
@@ -74,7 +93,7 @@ def test_a_backup_holds_no_secret(platform: Platform, tmp_path: Path) -> None:
     client.log_text(run.info.run_id, "planted", f"{canary}.txt")
     client.set_terminated(run.info.run_id)
 
-    backups = make_stack_dir("mlops-secrets-backup-")
+    backups = scratch_folder("mlops-secrets-backup-")
     env = {**os.environ, "MLOPS_BACKUP_DIR": str(backups)}
     created = platform.cli("backup", "create", "--json", env=env, timeout=600)
     listing = platform.cli("backup", "list", "--json", env=env)
@@ -149,11 +168,13 @@ def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def test_errors_name_the_problem_without_the_secret(platform: Platform) -> None:
+def test_errors_name_the_problem_without_the_secret(
+    platform: Platform, scratch_folder: Callable[[str], Path]
+) -> None:
     """Services that cannot be reached: each command fails with its message, no secret."""
     secrets = secrets_of(platform)
     db_port, s3_port = free_port(), free_port()
-    broken = make_stack_dir("mlops-secrets-env-")
+    broken = scratch_folder("mlops-secrets-env-")
     env_file = broken / ".env"
     env_file.write_text(
         platform.env_file.read_text()

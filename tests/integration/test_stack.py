@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -14,6 +16,7 @@ import pytest
 import requests
 
 from mlops_platform.bootstrap import GENERATED
+from mlops_platform.stack.seaweedfs import grpc_sockets
 from tests.conftest import free_port
 from tests.integration.conftest import Platform, make_stack_dir, run_cli, write_env
 
@@ -82,9 +85,13 @@ def test_crashed_tracking_server_is_recovered_by_up(platform: Platform) -> None:
 
 
 @pytest.fixture
-def spare_env(platform: Platform) -> Path:
-    """A second, never-started stack configuration (the session stack stays untouched)."""
-    return write_env(make_stack_dir("mlops-spare-"))
+def spare_env(platform: Platform) -> Iterator[Path]:
+    """A second, never-started stack configuration (the session stack stays untouched);
+    its folder is removed afterwards (a test that starts it brings it down)."""
+    root = make_stack_dir("mlops-spare-")
+    yield write_env(root)
+    if os.environ.get("MLOPS_TEST_KEEP") != "1":
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_taken_port_is_refused_before_anything_starts(spare_env: Path) -> None:
@@ -229,6 +236,8 @@ def test_crash_of_the_whole_stack_recovers_with_data(spare_env: Path) -> None:
         )
         assert created.status_code == 200, created.text
         state = json.loads((settings.state_dir / "state.json").read_text())
+        sockets = grpc_sockets(state["services"]["seaweedfs"]["internal_ports"])
+        assert all(path.is_socket() for path in sockets), "weed's /tmp sockets moved"
         victims: list[psutil.Process] = []
         for pid in [s["pid"] for s in state["services"].values()]:
             root = psutil.Process(pid)
@@ -253,8 +262,12 @@ def test_crash_of_the_whole_stack_recovers_with_data(spare_env: Path) -> None:
             timeout=10,
         )
         assert found.status_code == 200
+        state = json.loads((settings.state_dir / "state.json").read_text())
+        sockets += grpc_sockets(state["services"]["seaweedfs"]["internal_ports"])
     finally:
         run_cli(spare_env, "down")
+    # the killed weed's sockets went when `up` found it gone, the second's with `down`
+    assert [path for path in sockets if path.exists()] == []
 
 
 def test_no_secret_in_any_log(platform: Platform) -> None:

@@ -264,7 +264,6 @@ def save_note(page: Page, dialog: Locator, note: str, admin: Rest, experiment_id
         dialog.get_by_role("button", name="Save", exact=True).click()
     assert tagged.value.status == 200, tagged.value.text()
     expect(dialog).to_be_hidden()
-    import time; time.sleep(2); print("URL-AFTER", page.url)
     expect(page.get_by_role("paragraph").filter(has_text=note)).to_be_visible()
     after = admin.ok("GET", "/experiments/get", {"experiment_id": experiment_id})["experiment"]
     tags = {t["key"]: t["value"] for t in after.get("tags", [])}

@@ -156,6 +156,19 @@ def test_weed_unix_sockets_are_closed_to_others(stack: Stack) -> None:
     assert any(str(stack.store) in p for p in paths), "the filer and S3 sockets left /tmp"
 
 
+def test_weed_logs_to_its_service_log_only(stack: Stack) -> None:
+    """glog's lines reach the stack's seaweedfs.log and no file of weed's own in the
+    temp folder (named ``weed.<host>.<user>.log.<LEVEL>.<time>.<pid>``, a new set each
+    start, kept forever)."""
+    pid = stack.service("seaweedfs")["pid"]
+    environ = psutil.Process(pid).environ()
+    folders = {Path("/tmp"), Path(tempfile.gettempdir()), Path(environ.get("TMPDIR", "/tmp"))}
+    own = [path for folder in folders for path in folder.glob(f"weed.*.{pid}")]
+    assert own == [], own
+    log = (stack.settings.state_dir / "logs" / "seaweedfs.log").read_text()
+    assert re.search(r"(?m)^I\d{4} [\d:.]+ master_server\.go:\d+ ", log), log[-2000:]
+
+
 def http(method: str, url: str, **kwargs: Any) -> requests.Response:
     return requests.request(method, url, timeout=10, allow_redirects=False, **kwargs)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,8 +28,10 @@ from mlops_platform.settings import (
 )
 from mlops_platform.stack.seaweedfs import (
     KeyState,
+    grpc_sockets,
     kek_fingerprint,
     key_state,
+    remove_stale_sockets,
     security_toml,
     weed_argv,
 )
@@ -207,6 +211,36 @@ def test_security_toml_carries_the_sse_key_and_weed_exits_promptly() -> None:
         "weed", Path("/d"), Path("/c"), 1, {"master": 2, "volume": 3, "filer": 4, "s3_grpc": 5}
     )
     assert "-volume.preStopSeconds=0" in argv
+    assert argv.index("-logtostderr=true") < argv.index("server")  # a flag of weed's own
+
+
+def test_weeds_tmp_sockets_are_named_after_its_grpc_ports() -> None:
+    ports = {"master": 2, "volume": 3, "filer": 4, "s3_grpc": 5}
+    assert [str(p) for p in grpc_sockets(ports)] == [
+        "/tmp/seaweedfs-master-grpc-10002.sock",
+        "/tmp/seaweedfs-volume-grpc-10003.sock",
+        "/tmp/seaweedfs-filer-grpc-10004.sock",
+        "/tmp/seaweedfs-s3-grpc-5.sock",
+    ]
+    assert grpc_sockets({}) == []
+
+
+def test_only_stale_sockets_are_removed() -> None:
+    """A socket nobody listens on goes; a live one, a plain file and a missing path stay."""
+    folder = Path(tempfile.mkdtemp(prefix="sock-", dir="/tmp"))  # short: AF_UNIX's limit
+    stale, live, plain = folder / "stale.sock", folder / "live.sock", folder / "plain.sock"
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.bind(str(stale))  # closed without unlinking, as a killed weed leaves it
+    plain.write_text("not a socket")
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(live))
+        listening.listen(1)
+        removed = remove_stale_sockets([stale, live, plain, folder / "missing.sock"])
+        assert removed == [stale] and not stale.exists()
+        assert live.exists() and plain.exists()
+    live.unlink()
+    plain.unlink()
+    folder.rmdir()
 
 
 def _jwt_sections() -> tuple[str, ...]:

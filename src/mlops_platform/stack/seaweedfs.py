@@ -21,7 +21,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import os
 import secrets
+import socket
+import stat
 from pathlib import Path
 
 from mlops_platform import s3
@@ -40,6 +43,9 @@ from mlops_platform.stack.base import (
 
 GRPC_OFFSET = 10000  # weed's default gRPC port is the HTTP port + 10000
 INTERNAL = ("master", "volume", "filer")
+# weed also binds a unix socket for each gRPC port, under names of its own in /tmp that no
+# flag moves, and leaves the S3 gateway's (and, when killed, every one) behind.
+GRPC_SOCKET = "/tmp/seaweedfs-{name}-grpc-{port}.sock"
 
 
 def find_weed(configured: str | None) -> str:
@@ -223,6 +229,41 @@ MAX_SOCKET_PATH = 100
 WEED_MEMORY_LIMIT = "384MiB"
 
 
+def grpc_sockets(ports: dict[str, int]) -> list[Path]:
+    """The /tmp sockets weed binds for the gRPC ports of ``ports`` (a start's record)."""
+    out = [
+        Path(GRPC_SOCKET.format(name=name, port=ports[name] + GRPC_OFFSET))
+        for name in INTERNAL
+        if name in ports
+    ]
+    if "s3_grpc" in ports:
+        out.append(Path(GRPC_SOCKET.format(name="s3", port=ports["s3_grpc"])))
+    return out
+
+
+def remove_stale_sockets(paths: list[Path]) -> list[Path]:
+    """Remove each of ``paths`` that is a socket no process answers on (and, unless this
+    is root, one of this user's); return those removed. A live one is left alone: another
+    weed may have taken the port since."""
+    removed = []
+    for path in paths:
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISSOCK(info.st_mode) or os.geteuid() not in (0, info.st_uid):
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+                continue  # someone listens: not stale
+            except OSError:
+                pass
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def weed_argv(
     weed: str,
     data_dir: Path,
@@ -242,6 +283,10 @@ def weed_argv(
         ]
     return [
         weed,
+        # glog's lines to stderr (the service's log) only: by default weed also writes
+        # each of them again to files of its own in /tmp, a new set every start, never
+        # removed (compose's scripts/seaweedfs-start passes the same flag).
+        "-logtostderr=true",
         "server",
         f"-dir={data_dir}",
         "-ip=127.0.0.1",
@@ -367,3 +412,8 @@ class SeaweedFS(Service):
 
     def healthy(self) -> bool:
         return s3.reachable(self.settings)
+
+    def forget(self) -> None:
+        """Called once weed is gone (stopped, or found dead): its /tmp sockets go too."""
+        remove_stale_sockets(grpc_sockets(self.record.get("internal_ports") or {}))
+        super().forget()
