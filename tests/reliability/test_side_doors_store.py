@@ -222,7 +222,8 @@ def weed_shell(stack: Stack, command: str, *, cwd: Path, uid: int | None = None)
             capture_output=True,
             text=True,
             cwd=cwd,
-            env={"PATH": os.environ["PATH"], "HOME": str(cwd)},
+            # `weed shell` writes glog files to the temp folder whatever its flags: cwd's
+            env={"PATH": os.environ["PATH"], "HOME": str(cwd), "TMPDIR": str(cwd)},
             user=uid,
             group=uid,
             extra_groups=[] if uid is not None else None,
