@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -210,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         log("starting a throwaway stack")
         stack.cli("up")
         settings = stack.settings
-        with contextlib.redirect_stdout(sys.stderr):
-            populate(settings, args.runs)
+        populate(settings, args.runs)
         start = time.monotonic()
         objects, size = put_artifacts(settings, args.artifact_mb)
         log(f"wrote {objects} objects, {size / 2**20:.0f} MB in {time.monotonic() - start:.0f}s")

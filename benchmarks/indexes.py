@@ -58,6 +58,7 @@ def log_templates(
 
     for key, value in client_env(settings).items():
         os.environ[key] = value
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # no link per run
     client = MlflowClient(tracking_uri or client_env(settings)["MLFLOW_TRACKING_URI"])
     stamp = int(time.time())
     template_exp = client.create_experiment(f"templates-{stamp}")
@@ -286,8 +287,7 @@ def populate(
 ) -> Populated:
     """Template runs through the server's API (default: the proxy), replicated in SQL."""
     start = time.monotonic()
-    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints a link per run
-        template_exp, experiments = log_templates(settings, tracking_uri=tracking_uri)
+    template_exp, experiments = log_templates(settings, tracking_uri=tracking_uri)
     print(f"logged {TEMPLATES} template runs through the API", file=sys.stderr)
     replicate(settings, template_exp, experiments, runs)
     print(f"replicated to {runs} runs in {time.monotonic() - start:.0f}s", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def test_the_lockout_socket_and_cache_live_on_a_tmpfs(model: dict) -> None:
     assert "uid=101" in options and "mode=0700" in options  # the image's nginx user only
 
 
-def test_seaweedfs_runs_as_nobody_and_logs_to_stderr(tmp_path: Path) -> None:
+def test_seaweedfs_runs_as_nobody_and_logs_to_stderr(request: pytest.FixtureRequest) -> None:
     """scripts/seaweedfs-start reads the keys as root, then runs weed as SEAWEEDFS_USER with
     glog on stderr (no files in /tmp)."""
     if os.getuid() != 0:
@@ -176,6 +177,7 @@ def test_seaweedfs_runs_as_nobody_and_logs_to_stderr(tmp_path: Path) -> None:
 
     top = Path(tempfile.mkdtemp(prefix="sw-", dir="/tmp"))
     top.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
     bin_dir, data, work = top / "bin", top / "data", top / "work"
     for folder in (bin_dir, data, work):
         folder.mkdir()
