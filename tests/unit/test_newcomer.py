@@ -8,6 +8,7 @@ import re
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -241,6 +242,24 @@ def test_only_stale_sockets_are_removed() -> None:
     live.unlink()
     plain.unlink()
     folder.rmdir()
+
+
+def test_a_socket_that_closes_within_the_settling_time_is_removed() -> None:
+    """weed's leader can be gone a moment before its sockets close: asked again, then gone."""
+    folder = Path(tempfile.mkdtemp(prefix="sock-", dir="/tmp"))
+    closing = folder / "closing.sock"
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(closing))
+    listening.listen(1)
+    timer = threading.Timer(0.3, listening.close)
+    timer.start()
+    try:
+        assert remove_stale_sockets([closing], settle=5.0) == [closing]
+        assert not closing.exists()
+    finally:
+        timer.join()
+        closing.unlink(missing_ok=True)
+        folder.rmdir()
 
 
 def _jwt_sections() -> tuple[str, ...]:

@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import stat
+import time
 from pathlib import Path
 
 from mlops_platform import s3
@@ -241,10 +242,21 @@ def grpc_sockets(ports: dict[str, int]) -> list[Path]:
     return out
 
 
-def remove_stale_sockets(paths: list[Path]) -> list[Path]:
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+def remove_stale_sockets(paths: list[Path], settle: float = 0.0) -> list[Path]:
     """Remove each of ``paths`` that is a socket no process answers on (and, unless this
-    is root, one of this user's); return those removed. A live one is left alone: another
-    weed may have taken the port since."""
+    is root, one of this user's); return those removed. A socket that answers is asked
+    again until ``settle`` seconds have passed (a process that has just ended can hold its
+    sockets a moment longer), then left alone: another weed may have taken the port."""
+    deadline = time.monotonic() + settle
     removed = []
     for path in paths:
         try:
@@ -253,14 +265,13 @@ def remove_stale_sockets(paths: list[Path]) -> list[Path]:
             continue
         if not stat.S_ISSOCK(info.st_mode) or os.geteuid() not in (0, info.st_uid):
             continue
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(path))
-                continue  # someone listens: not stale
-            except OSError:
-                pass
-        path.unlink(missing_ok=True)
-        removed.append(path)
+        while _answers(path):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        else:
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 
@@ -415,5 +426,7 @@ class SeaweedFS(Service):
 
     def forget(self) -> None:
         """Called once weed is gone (stopped, or found dead): its /tmp sockets go too."""
-        remove_stale_sockets(grpc_sockets(self.record.get("internal_ports") or {}))
+        ports = self.record.get("internal_ports") or {}
+        # weed's leader can be gone a moment before its sockets close (seen: 1 stop in 3)
+        remove_stale_sockets(grpc_sockets(ports), settle=2.0)
         super().forget()
