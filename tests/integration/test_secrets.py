@@ -12,9 +12,9 @@ exits 0 silently must fail that check (the negative control).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -27,7 +27,8 @@ import pytest
 from mlops_platform import backup, db
 from mlops_platform.settings import SECRET_FIELDS
 from tests.conftest import free_port
-from tests.integration.conftest import CLI, Platform, make_stack_dir
+from tests.integration.conftest import CLI, Platform
+from tests.support.stacks import scratch_dir
 
 pytestmark = pytest.mark.integration
 
@@ -65,16 +66,9 @@ def as_sql(dump: Path, platform: Platform) -> str:
 
 @pytest.fixture
 def scratch_folder() -> Iterator[Callable[[str], Path]]:
-    """make_stack_dir (a folder PostgreSQL's OS user can traverse), removed afterwards."""
-    made: list[Path] = []
-
-    def make(prefix: str) -> Path:
-        made.append(make_stack_dir(prefix))
-        return made[-1]
-
-    yield make
-    for folder in made:
-        shutil.rmtree(folder, ignore_errors=True)
+    """``scratch_dir`` folders for the test, each removed after it."""
+    with contextlib.ExitStack() as folders:
+        yield lambda prefix: folders.enter_context(scratch_dir(prefix))
 
 
 def test_a_backup_holds_no_secret(

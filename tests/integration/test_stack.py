@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import time
@@ -18,7 +17,8 @@ import requests
 from mlops_platform.bootstrap import GENERATED
 from mlops_platform.stack.seaweedfs import grpc_sockets
 from tests.conftest import free_port
-from tests.integration.conftest import Platform, make_stack_dir, run_cli, write_env
+from tests.integration.conftest import Platform, run_cli, write_env
+from tests.support.stacks import scratch_dir
 
 pytestmark = pytest.mark.integration
 
@@ -88,10 +88,8 @@ def test_crashed_tracking_server_is_recovered_by_up(platform: Platform) -> None:
 def spare_env(platform: Platform) -> Iterator[Path]:
     """A second, never-started stack configuration (the session stack stays untouched);
     its folder is removed afterwards (a test that starts it brings it down)."""
-    root = make_stack_dir("mlops-spare-")
-    yield write_env(root)
-    if os.environ.get("MLOPS_TEST_KEEP") != "1":
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_dir("mlops-spare-") as root:
+        yield write_env(root)
 
 
 def test_taken_port_is_refused_before_anything_starts(spare_env: Path) -> None:

@@ -77,8 +77,8 @@ def down_later(
                 argv, capture_output=True, text=True, env=full_env, timeout=300, check=False
             )
         )
-        if remove is not None and os.environ.get("MLOPS_TEST_KEEP") != "1":
-            shutil.rmtree(remove, ignore_errors=True)
+        if remove is not None:
+            remove_unless_kept(remove)
 
     thread = threading.Thread(target=work, name=f"down {env_file}", daemon=True)
     thread.start()
@@ -103,6 +103,22 @@ def make_stack_dir(prefix: str) -> Path:
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(root, 0o755)
     return root
+
+
+def remove_unless_kept(folder: Path) -> None:
+    """Remove FOLDER, unless MLOPS_TEST_KEEP=1 (kept for a look after a failure)."""
+    if os.environ.get("MLOPS_TEST_KEEP") != "1":
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A ``make_stack_dir`` folder for the block, removed after it (``remove_unless_kept``)."""
+    root = make_stack_dir(prefix)
+    try:
+        yield root
+    finally:
+        remove_unless_kept(root)
 
 
 def write_env(root: Path, **values: str) -> Path:

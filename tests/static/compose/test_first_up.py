@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tests.static.compose.support import (
     run_script,
     tmpfs_targets,
 )
+from tests.support.stacks import scratch_dir
 
 # -- issue 16: what breaks a first `docker compose up`, or a running deployment ---------
 
@@ -168,44 +168,40 @@ def test_the_lockout_socket_and_cache_live_on_a_tmpfs(model: dict) -> None:
     assert "uid=101" in options and "mode=0700" in options  # the image's nginx user only
 
 
-def test_seaweedfs_runs_as_nobody_and_logs_to_stderr(request: pytest.FixtureRequest) -> None:
+def test_seaweedfs_runs_as_nobody_and_logs_to_stderr() -> None:
     """scripts/seaweedfs-start reads the keys as root, then runs weed as SEAWEEDFS_USER with
     glog on stderr (no files in /tmp)."""
     if os.getuid() != 0:
         pytest.skip("the privilege drop needs root, as in the container")
-    import tempfile
+    with scratch_dir("sw-") as top:  # nobody must traverse it: not pytest's 0700 tmp_path
+        bin_dir, data, work = top / "bin", top / "data", top / "work"
+        for folder in (bin_dir, data, work):
+            folder.mkdir()
+            folder.chmod(0o755)  # whatever umask an earlier test left: nobody must traverse
+        work.chmod(0o777)
+        (bin_dir / "weed").write_text('#!/bin/sh\necho "uid=$(id -u) $*"\n')
+        (bin_dir / "weed").chmod(0o755)
+        (top / "id").write_text("SAFEKEY12345\n")
+        (top / "secret").write_text("s3cretvalue\n")
+        env = {
+            "PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin",
+            "S3_ACCESS_KEY_ID_FILE": str(top / "id"),
+            "S3_SECRET_ACCESS_KEY_FILE": str(top / "secret"),
+            "SEAWEEDFS_DATA": str(data),
+            "SEAWEEDFS_WORK_DIR": str(work),
+            "SEAWEEDFS_USER": "nobody",
+        }
+        result = run_script("seaweedfs-start", env=env)
+        assert result.returncode == 0, result.stderr
+        import pwd
 
-    top = Path(tempfile.mkdtemp(prefix="sw-", dir="/tmp"))
-    top.chmod(0o755)
-    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
-    bin_dir, data, work = top / "bin", top / "data", top / "work"
-    for folder in (bin_dir, data, work):
-        folder.mkdir()
-        folder.chmod(0o755)  # whatever umask an earlier test left: nobody must traverse
-    work.chmod(0o777)
-    (bin_dir / "weed").write_text('#!/bin/sh\necho "uid=$(id -u) $*"\n')
-    (bin_dir / "weed").chmod(0o755)
-    (top / "id").write_text("SAFEKEY12345\n")
-    (top / "secret").write_text("s3cretvalue\n")
-    env = {
-        "PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin",
-        "S3_ACCESS_KEY_ID_FILE": str(top / "id"),
-        "S3_SECRET_ACCESS_KEY_FILE": str(top / "secret"),
-        "SEAWEEDFS_DATA": str(data),
-        "SEAWEEDFS_WORK_DIR": str(work),
-        "SEAWEEDFS_USER": "nobody",
-    }
-    result = run_script("seaweedfs-start", env=env)
-    assert result.returncode == 0, result.stderr
-    import pwd
-
-    nobody = pwd.getpwnam("nobody").pw_uid
-    assert result.stdout.startswith(f"uid={nobody} -logtostderr=true server "), result.stdout
-    assert data.stat().st_uid == nobody
-    assert "SAFEKEY12345" in (work / "s3-identities.json").read_text()
-    service = raw()["services"]["seaweedfs"]
-    assert service["environment"]["SEAWEEDFS_USER"] == "nobody"
-    assert any(str(t).startswith("/tmp:") for t in service["tmpfs"])
+        nobody = pwd.getpwnam("nobody").pw_uid
+        assert result.stdout.startswith(f"uid={nobody} -logtostderr=true server "), result.stdout
+        assert data.stat().st_uid == nobody
+        assert "SAFEKEY12345" in (work / "s3-identities.json").read_text()
+        service = raw()["services"]["seaweedfs"]
+        assert service["environment"]["SEAWEEDFS_USER"] == "nobody"
+        assert any(str(t).startswith("/tmp:") for t in service["tmpfs"])
 
 
 def test_stops_end_in_sigterm_not_sigkill(model: dict) -> None:
