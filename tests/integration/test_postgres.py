@@ -3,7 +3,6 @@ made by another major version is refused instead of damaged."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from mlops_platform.settings import PlatformSettings
 from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.postgres import Postgres
 from tests.conftest import free_port
-from tests.integration.conftest import make_stack_dir
+from tests.support.stacks import scratch_dir
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +30,7 @@ def wheel_bin_dir() -> Path:
 
 
 def test_embedded_wheel_runs_the_database_and_versions_are_guarded() -> None:
-    root = make_stack_dir("mlops-embpg-")
-    try:
+    with scratch_dir("mlops-embpg-") as root:
         settings = PlatformSettings(  # type: ignore[call-arg]
             _env_file=None,
             state_dir=root,
@@ -56,8 +54,7 @@ def test_embedded_wheel_runs_the_database_and_versions_are_guarded() -> None:
         # A data folder made by another major version: refused before anything touches it.
         major = str(version).split(".")[0]
         other = str(int(major) + 1)
-        foreign = make_stack_dir("mlops-pg-other-major-")
-        try:
+        with scratch_dir("mlops-pg-other-major-") as foreign:
             foreign_settings = settings.model_copy(update={"state_dir": foreign})
             data = Postgres(foreign_settings, StateFile.load(foreign)).data_dir
             data.mkdir(parents=True)
@@ -72,7 +69,3 @@ def test_embedded_wheel_runs_the_database_and_versions_are_guarded() -> None:
             # the same folder with this major's PG_VERSION passes the guard
             (data / "PG_VERSION").write_text(f"{major}\n")
             Postgres(foreign_settings, StateFile.load(foreign)).preflight()
-        finally:
-            shutil.rmtree(foreign, ignore_errors=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)

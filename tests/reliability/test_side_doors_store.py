@@ -20,7 +20,6 @@ import json
 import os
 import pwd
 import re
-import shutil
 import socket
 import ssl
 import stat
@@ -49,7 +48,7 @@ from mlops_platform.render.server import server_env
 from mlops_platform.settings import PlatformSettings, load_settings
 from mlops_platform.stack.seaweedfs import identities
 from tests.integration.conftest import make_stack_dir, require_binaries, run_cli, write_env
-from tests.support.stacks import down_later
+from tests.support.stacks import down_later, scratch_dir
 
 pytestmark = pytest.mark.integration
 
@@ -362,12 +361,9 @@ def test_grpc_ports_want_the_certificate_of_this_start(stack: Stack) -> None:
 def test_weed_shell_of_another_user_sees_nothing(stack: Stack) -> None:
     # Control: as the kit, in its folder (its security.toml), the shell lists the bucket.
     assert stack.settings.s3_bucket in weed_shell(stack, "fs.ls /buckets", cwd=stack.store)
-    home = Path(tempfile.mkdtemp(prefix="mlops-other-", dir="/tmp"))
-    try:
+    with scratch_dir("mlops-other-") as home:
         os.chown(home, OTHER_UID, OTHER_UID)
         out = weed_shell(stack, "fs.ls /buckets", cwd=home, uid=OTHER_UID)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
     assert stack.settings.s3_bucket not in out, out
 
 
@@ -669,8 +665,7 @@ def opened_by_another_user(paths: list[Path]) -> list[str]:
 
 def test_the_at_rest_checks_catch_a_leak() -> None:
     """The two checks below, on a folder with known leaks: each one is found."""
-    root = Path(tempfile.mkdtemp(prefix="mlops-leak-", dir="/tmp"))
-    try:
+    with scratch_dir("mlops-leak-") as root:
         os.chmod(root, 0o711)  # others may pass, not list
         (root / "open.txt").write_text("x")
         os.chmod(root / "open.txt", 0o644)  # leak: others read it by name
@@ -688,8 +683,6 @@ def test_the_at_rest_checks_catch_a_leak() -> None:
         assert leaking == {"open.txt", "group.txt"}, found
         if os.geteuid() == 0:
             assert opened_by_another_user(sorted(root.rglob("*"))) == [str(root / "open.txt")]
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_nothing_the_kit_wrote_is_open_to_other_users(stack: Stack) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 import requests
@@ -15,7 +15,8 @@ from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.proxy import Proxy
 from tests.conftest import free_port
 from tests.integration.access_control.support import check_proxy
-from tests.integration.conftest import Platform, make_stack_dir
+from tests.integration.conftest import Platform
+from tests.support.stacks import scratch_dir
 
 pytestmark = pytest.mark.integration
 
@@ -51,63 +52,60 @@ def broken_proxy(platform: Platform) -> Iterator[tuple[Platform, dict[str, int]]
     """One nginx per broken variant, in front of the session stack's tracking server."""
     ports: dict[str, int] = {}
     procs: list[subprocess.Popen[bytes]] = []
-    roots = []
-    try:
-        for name, breaks in BROKEN_VARIANTS.items():
-            root = make_stack_dir("mlops-broken-proxy-")
-            roots.append(root)
-            port = free_port()
-            settings = platform.settings.model_copy(
-                update={
-                    "state_dir": root,
-                    "proxy_port": port,
-                    "proxy_users_file": platform.settings.users_file,
-                }
-            )
-            proxy = Proxy(settings, StateFile.load(root))
-            proxy.write_config()
-            site = proxy.root / "conf.d" / "mlflow.conf"
-            original = site.read_text()
-            site.write_text(breaks(original))
-            assert site.read_text() != original
-            log = open(proxy.root / "logs" / "nginx.log", "wb")  # noqa: SIM115 - closed below
-            proc = subprocess.Popen(
-                [
-                    proxy.binary(),
-                    "-c",
-                    str(proxy.root / "nginx.conf"),
-                    "-p",
-                    str(proxy.root),
-                    "-e",
-                    str(proxy.root / "logs" / "error.log"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            log.close()
-            procs.append(proc)
-            deadline = time.monotonic() + 30
-            while True:
-                assert proc.poll() is None, (proxy.root / "logs" / "error.log").read_text()
+    with ExitStack() as folders:  # removed once every nginx has stopped
+        try:
+            for name, breaks in BROKEN_VARIANTS.items():
+                root = folders.enter_context(scratch_dir("mlops-broken-proxy-"))
+                port = free_port()
+                settings = platform.settings.model_copy(
+                    update={
+                        "state_dir": root,
+                        "proxy_port": port,
+                        "proxy_users_file": platform.settings.users_file,
+                    }
+                )
+                proxy = Proxy(settings, StateFile.load(root))
+                proxy.write_config()
+                site = proxy.root / "conf.d" / "mlflow.conf"
+                original = site.read_text()
+                site.write_text(breaks(original))
+                assert site.read_text() != original
+                log = open(proxy.root / "logs" / "nginx.log", "wb")  # noqa: SIM115 - closed below
+                proc = subprocess.Popen(
+                    [
+                        proxy.binary(),
+                        "-c",
+                        str(proxy.root / "nginx.conf"),
+                        "-p",
+                        str(proxy.root),
+                        "-e",
+                        str(proxy.root / "logs" / "error.log"),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+                log.close()
+                procs.append(proc)
+                deadline = time.monotonic() + 30
+                while True:
+                    assert proc.poll() is None, (proxy.root / "logs" / "error.log").read_text()
+                    try:
+                        if requests.get(f"http://127.0.0.1:{port}/-/proxy-health", timeout=2).ok:
+                            break
+                    except requests.RequestException:
+                        pass
+                    assert time.monotonic() < deadline, f"the broken nginx ({name}) did not start"
+                    time.sleep(0.1)
+                ports[name] = port
+            yield platform, ports
+        finally:
+            for proc in procs:
+                proc.terminate()
                 try:
-                    if requests.get(f"http://127.0.0.1:{port}/-/proxy-health", timeout=2).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                assert time.monotonic() < deadline, f"the broken nginx ({name}) did not start"
-                time.sleep(0.1)
-            ports[name] = port
-        yield platform, ports
-    finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=20)
-        for root in roots:
-            shutil.rmtree(root, ignore_errors=True)
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=20)
 
 
 def test_a_broken_proxy_fails_the_check(broken_proxy: tuple[Platform, dict[str, int]]) -> None:

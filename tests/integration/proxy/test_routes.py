@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +22,7 @@ import requests
 from tests.integration.conftest import Platform
 from tests.integration.proxy.support import loopback_url
 from tests.support.http import SEARCH, SourceAdapter, client
+from tests.support.stacks import scratch_dir
 
 pytestmark = pytest.mark.integration
 
@@ -172,19 +171,16 @@ def _sha256_of(path: Path) -> str:
 
 @pytest.fixture
 def big_file() -> Iterator[tuple[Path, str]]:
-    folder = Path(tempfile.mkdtemp(prefix="mlops-1g-", dir="/tmp"))
-    path = folder / "model.bin"
-    digest = hashlib.sha256()
-    block = os.urandom(1 << 20)
-    with path.open("wb") as out:
-        for i in range(1024):  # 1 GiB, written 1 MiB at a time
-            chunk = i.to_bytes(8, "big") + block[8:]
-            digest.update(chunk)
-            out.write(chunk)
-    try:
+    with scratch_dir("mlops-1g-") as folder:
+        path = folder / "model.bin"
+        digest = hashlib.sha256()
+        block = os.urandom(1 << 20)
+        with path.open("wb") as out:
+            for i in range(1024):  # 1 GiB, written 1 MiB at a time
+                chunk = i.to_bytes(8, "big") + block[8:]
+                digest.update(chunk)
+                out.write(chunk)
         yield path, digest.hexdigest()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_one_gigabyte_artifact_through_the_proxy(
@@ -200,16 +196,15 @@ def test_one_gigabyte_artifact_through_the_proxy(
         started = time.perf_counter()
         mlflow.log_artifact(str(path), artifact_path="big")
         upload = time.perf_counter() - started
-    out = Path(tempfile.mkdtemp(prefix="mlops-1g-dl-", dir="/tmp"))
     try:
-        started = time.perf_counter()
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path="big/model.bin", dst_path=str(out)
-        )
-        download = time.perf_counter() - started
-        assert Path(local).stat().st_size == 1 << 30
-        assert _sha256_of(Path(local)) == expected
+        with scratch_dir("mlops-1g-dl-") as out:
+            started = time.perf_counter()
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="big/model.bin", dst_path=str(out)
+            )
+            download = time.perf_counter() - started
+            assert Path(local).stat().st_size == 1 << 30
+            assert _sha256_of(Path(local)) == expected
     finally:
-        shutil.rmtree(out, ignore_errors=True)
         MlflowClient()._tracking_client._get_artifact_repo(run.info.run_id).delete_artifacts("big")
     print(f"\n1 GiB ARTIFACT via proxy: upload {upload:.1f} s, download {download:.1f} s")

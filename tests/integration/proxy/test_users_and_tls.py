@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -16,9 +15,10 @@ from mlops_platform.settings import PlatformSettings
 from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.proxy import Proxy
 from tests.conftest import free_port
-from tests.integration.conftest import Platform, make_stack_dir
+from tests.integration.conftest import Platform
 from tests.integration.proxy.support import loopback_url, settings_for
 from tests.support.http import SEARCH, client, self_signed
+from tests.support.stacks import scratch_dir
 
 pytestmark = pytest.mark.integration
 
@@ -84,25 +84,24 @@ def _cli(platform: Platform) -> list[str]:
 @pytest.fixture
 def tls_proxy(platform: Platform) -> Iterator[tuple[PlatformSettings, Path]]:
     """A second nginx of the kit, with TLS, in front of the same tracking server."""
-    root = make_stack_dir("mlops-tls-")
-    cert, key = self_signed(root)
-    settings = platform.settings.model_copy(
-        update={
-            "state_dir": root / "state",
-            "proxy_port": free_port(),
-            "proxy_tls_cert_file": cert,
-            "proxy_tls_key_file": key,
-            "proxy_users_file": None,
-        }
-    )
-    assert settings.problems() == [] or all("TLS" not in p for p in settings.problems())
-    proxy = Proxy(settings, StateFile.load(settings.state_dir))
-    proxy.start(lambda _msg: None)
-    try:
-        yield settings, cert
-    finally:
-        proxy.stop(lambda _msg: None)
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_dir("mlops-tls-") as root:
+        cert, key = self_signed(root)
+        settings = platform.settings.model_copy(
+            update={
+                "state_dir": root / "state",
+                "proxy_port": free_port(),
+                "proxy_tls_cert_file": cert,
+                "proxy_tls_key_file": key,
+                "proxy_users_file": None,
+            }
+        )
+        assert settings.problems() == [] or all("TLS" not in p for p in settings.problems())
+        proxy = Proxy(settings, StateFile.load(settings.state_dir))
+        proxy.start(lambda _msg: None)
+        try:
+            yield settings, cert
+        finally:
+            proxy.stop(lambda _msg: None)
 
 
 def test_tls_serves_https_and_redirects_http(
@@ -144,60 +143,58 @@ def test_tls_serves_https_and_redirects_http(
 
 def test_health_says_unavailable_when_mlflow_is_down() -> None:
     """The kit's nginx in front of a port where nothing listens."""
-    root = make_stack_dir("mlops-down-")
-    settings = settings_for(root)
-    proxy = Proxy(settings, StateFile.load(settings.state_dir))
-    proxy.start(lambda _msg: None)
-    try:
-        url = f"http://127.0.0.1:{settings.proxy_port}"
-        down = requests.get(url + "/health", timeout=10)
-        assert (down.status_code, down.text) == (503, "unavailable\n")
-        assert requests.get(url + "/-/proxy-health", timeout=10).text == "ok\n"
-        auth = (settings.proxy_user, settings.proxy_password.get_secret_value())
-        assert requests.get(url + SEARCH, auth=auth, timeout=10).status_code == 502
-    finally:
-        proxy.stop(lambda _msg: None)
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_dir("mlops-down-") as root:
+        settings = settings_for(root)
+        proxy = Proxy(settings, StateFile.load(settings.state_dir))
+        proxy.start(lambda _msg: None)
+        try:
+            url = f"http://127.0.0.1:{settings.proxy_port}"
+            down = requests.get(url + "/health", timeout=10)
+            assert (down.status_code, down.text) == (503, "unavailable\n")
+            assert requests.get(url + "/-/proxy-health", timeout=10).text == "ok\n"
+            auth = (settings.proxy_user, settings.proxy_password.get_secret_value())
+            assert requests.get(url + SEARCH, auth=auth, timeout=10).status_code == 502
+        finally:
+            proxy.stop(lambda _msg: None)
 
 
 def test_plain_and_tls_ports_redirect_plain_http_except_health(tmp_path: Path) -> None:
     """The compose layout: a snippet adds a TLS port and asks for the redirect."""
-    root = make_stack_dir("mlops-dual-")
-    cert, key = self_signed(root)
-    settings = settings_for(root)
-    tls_port = free_port()
-    snippets = settings.state_dir / "nginx" / "snippets"
-    snippets.mkdir(parents=True)
-    (snippets / "dual.conf").write_text(
-        f"listen 127.0.0.1:{tls_port} ssl;\n"
-        f"ssl_certificate {cert};\nssl_certificate_key {key};\n"
-        "if ($scheme = http) {\n    set $mlops_https_redirect on;\n}\n"
-        f"set $mlops_https_origin https://$host:{tls_port};\n"
-    )
-    proxy = Proxy(settings, StateFile.load(settings.state_dir))
-    proxy.start(lambda _msg: None)
-    try:
-        plain = f"http://127.0.0.1:{settings.proxy_port}"
-        moved = requests.get(
-            plain + SEARCH, headers={"Host": "mlflow.test"}, allow_redirects=False, timeout=10
+    with scratch_dir("mlops-dual-") as root:
+        cert, key = self_signed(root)
+        settings = settings_for(root)
+        tls_port = free_port()
+        snippets = settings.state_dir / "nginx" / "snippets"
+        snippets.mkdir(parents=True)
+        (snippets / "dual.conf").write_text(
+            f"listen 127.0.0.1:{tls_port} ssl;\n"
+            f"ssl_certificate {cert};\nssl_certificate_key {key};\n"
+            "if ($scheme = http) {\n    set $mlops_https_redirect on;\n}\n"
+            f"set $mlops_https_origin https://$host:{tls_port};\n"
         )
-        assert (moved.status_code, moved.headers["Location"]) == (
-            308,
-            f"https://mlflow.test:{tls_port}{SEARCH}",
-        )
-        auth = (settings.proxy_user, settings.proxy_password.get_secret_value())
-        refused = requests.get(plain + SEARCH, auth=auth, allow_redirects=False, timeout=10)
-        assert refused.status_code == 403 and "Location" not in refused.headers
-        assert requests.get(plain + "/-/proxy-health", timeout=10).status_code == 200
-        assert requests.get(plain + "/health", timeout=10).status_code == 503  # no MLflow
-        over_tls = requests.get(
-            f"https://127.0.0.1:{tls_port}/-/proxy-health", verify=str(cert), timeout=10
-        )
-        assert over_tls.status_code == 200
-        anonymous = requests.get(
-            f"https://127.0.0.1:{tls_port}{SEARCH}", verify=str(cert), timeout=10
-        )
-        assert anonymous.status_code == 401
-    finally:
-        proxy.stop(lambda _msg: None)
-        shutil.rmtree(root, ignore_errors=True)
+        proxy = Proxy(settings, StateFile.load(settings.state_dir))
+        proxy.start(lambda _msg: None)
+        try:
+            plain = f"http://127.0.0.1:{settings.proxy_port}"
+            moved = requests.get(
+                plain + SEARCH, headers={"Host": "mlflow.test"}, allow_redirects=False, timeout=10
+            )
+            assert (moved.status_code, moved.headers["Location"]) == (
+                308,
+                f"https://mlflow.test:{tls_port}{SEARCH}",
+            )
+            auth = (settings.proxy_user, settings.proxy_password.get_secret_value())
+            refused = requests.get(plain + SEARCH, auth=auth, allow_redirects=False, timeout=10)
+            assert refused.status_code == 403 and "Location" not in refused.headers
+            assert requests.get(plain + "/-/proxy-health", timeout=10).status_code == 200
+            assert requests.get(plain + "/health", timeout=10).status_code == 503  # no MLflow
+            over_tls = requests.get(
+                f"https://127.0.0.1:{tls_port}/-/proxy-health", verify=str(cert), timeout=10
+            )
+            assert over_tls.status_code == 200
+            anonymous = requests.get(
+                f"https://127.0.0.1:{tls_port}{SEARCH}", verify=str(cert), timeout=10
+            )
+            assert anonymous.status_code == 401
+        finally:
+            proxy.stop(lambda _msg: None)

@@ -4,9 +4,8 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,18 +15,20 @@ from mlops_platform.render import htpasswd
 from mlops_platform.stack.base import StateFile
 from mlops_platform.stack.proxy import Proxy
 from tests.conftest import free_port
-from tests.integration.conftest import Platform, make_stack_dir
+from tests.integration.conftest import Platform
 from tests.reliability.side_doors_proxy.support import OTHER_USER, KitProxy, StartProxy
 from tests.support.http import self_signed
+from tests.support.stacks import scratch_dir
 
 
 @pytest.fixture
 def start_proxy(platform: Platform) -> Iterator[StartProxy]:
     """Start the kit's nginx (fresh counters) with settings changed as asked."""
-    started: list[tuple[Proxy, Path]] = []
+    started: list[Proxy] = []
+    folders = ExitStack()
 
     def start(*, tls: bool = False, **update: Any) -> KitProxy:
-        root = make_stack_dir("mlops-sidedoor-")
+        root = folders.enter_context(scratch_dir("mlops-sidedoor-"))
         values: dict[str, Any] = {
             "state_dir": root / "state",
             "proxy_port": free_port(),
@@ -44,14 +45,14 @@ def start_proxy(platform: Platform) -> Iterator[StartProxy]:
         users = settings.users_file  # a second user behind the same addresses
         users.write_text(htpasswd.with_user(users.read_text(), *OTHER_USER))
         proxy.start(lambda _msg: None)
-        started.append((proxy, root))
+        started.append(proxy)
         scheme = "https" if tls else "http"
         url = f"{scheme}://127.0.0.1:{settings.proxy_port}"
         return KitProxy(settings, proxy.root, url, urlsplit(platform.url).netloc, cert)
 
-    try:
-        yield start
-    finally:
-        for proxy, root in started:
-            proxy.stop(lambda _msg: None)
-            shutil.rmtree(root, ignore_errors=True)
+    with folders:  # removed once every proxy is stopped
+        try:
+            yield start
+        finally:
+            for proxy in started:
+                proxy.stop(lambda _msg: None)
