@@ -215,3 +215,97 @@ def test_nginx_fetches_allowed_downloads_from_the_store_itself(platform: Platfor
         streamed = requests.get(direct + uri, headers={**headers, **other}, timeout=60)
         assert streamed.status_code == 200 and streamed.content == payload
         assert "X-Accel-Redirect" not in streamed.headers
+
+
+def test_the_uis_file_routes_hand_downloads_to_nginx(platform: Platform) -> None:
+    """MLflow's three routes that send one file (a run's, as the UI previews and downloads
+    it; a model version's; a logged model's) are answered by nginx from the store, not
+    from a copy in the server's temporary folder: the access log shows the store's hop,
+    and the answer is MLflow's (bytes, type, attachment, a range). Permissions still
+    decide first; a folder, and a caller other than the kit's nginx, get MLflow's own."""
+    from mlflow.server.handlers import _content_disposition_attachment
+    from mlflow.utils.mime_type_utils import _guess_mime_type
+
+    admin = requests.Session()
+    admin.auth = platform.auth
+    base = platform.url
+
+    def ok(path: str, body: dict[str, str]) -> dict[str, object]:
+        response = admin.post(base + API + path, json=body, timeout=60)
+        assert response.status_code == 200, (path, response.text)
+        return dict(response.json())
+
+    def put(artifact_uri: str, rel: str, payload: bytes) -> None:
+        where = artifact_uri.removeprefix("mlflow-artifacts:")
+        url = f"{base}/api/2.0/mlflow-artifacts/artifacts{where}/{quote(rel)}"
+        assert admin.put(url, data=payload, timeout=60).status_code == 200
+
+    exp = str(ok("/experiments/create", {"name": f"ui-dl-{uuid.uuid4().hex[:8]}"})["experiment_id"])
+    run = ok("/runs/create", {"experiment_id": exp})["run"]["info"]  # type: ignore[index]
+    name = "weights 重み.bin"
+    payload = os.urandom(2 * 1024 * 1024 + 7)
+    put(run["artifact_uri"], f"model/{name}", payload)
+    model = ok("/logged-models", {"experiment_id": exp, "name": "m"})["model"]["info"]  # type: ignore[index]
+    put(model["artifact_uri"], name, payload)
+    registered = f"ui-dl-{uuid.uuid4().hex[:8]}"
+    ok("/registered-models/create", {"name": registered})
+    version = ok(
+        "/model-versions/create",
+        {"name": registered, "source": f"{run['artifact_uri']}/model", "run_id": run["run_id"]},
+    )["model_version"]["version"]  # type: ignore[index]
+    urls = [
+        f"/get-artifact?path={quote('model/' + name)}&run_uuid={run['run_id']}",
+        f"/model-versions/get-artifact?path={quote(name)}&name={registered}&version={version}",
+        f"/ajax-api/2.0/mlflow/logged-models/{model['model_id']}/artifacts/files"
+        f"?artifact_file_path={quote(name)}",
+    ]
+    log = platform.settings.state_dir / "nginx" / "logs" / "access.log"
+    store = f"127.0.0.1:{platform.settings.s3_port}"
+    for url in urls:
+        offset = log.stat().st_size
+        got = admin.get(base + url, timeout=60)
+        assert got.status_code == 200 and got.content == payload, (url, got.status_code)
+        assert got.headers["Content-Type"].split(";")[0] == _guess_mime_type(name)
+        assert got.headers["Content-Disposition"] == _content_disposition_attachment(name)
+        assert got.headers["X-Content-Type-Options"] == "nosniff"
+        leaked = [h for h in got.headers if h.lower().startswith(("x-accel", "x-amz", "x-mlops"))]
+        assert not leaked, leaked
+        entry = _proxy_log_line(platform, offset, url)
+        assert entry["upstream"].split(" : ")[1:] == [store], entry
+        offset = log.stat().st_size
+        part = admin.get(base + url, headers={"Range": "bytes=100-199"}, timeout=60)
+        assert (part.status_code, part.content) == (206, payload[100:200])
+        assert _proxy_log_line(platform, offset, url)["upstream_status"] == "200 : 206"
+
+    # a folder: MLflow's own answer, as before
+    folder = admin.get(f"{base}/get-artifact?path=model&run_uuid={run['run_id']}", timeout=60)
+    assert folder.status_code == 400, folder.status_code
+
+    # MLflow's permission check still comes first: no READ, no bytes; READ, the bytes
+    svc = f"svc-ui-{uuid.uuid4().hex[:6]}"
+    added = json.loads(
+        platform.cli("users", "add", svc, "--role", "service", "--generate", "--json").stdout
+    )
+    reader = requests.Session()
+    reader.auth = (svc, added["generated_password"])
+    refused = reader.get(base + urls[0], timeout=60)
+    assert refused.status_code == 403 and payload[:64] not in refused.content
+    platform.cli("users", "grant", svc, "experiment", exp, "READ")
+    assert reader.get(base + urls[0], timeout=60).content == payload
+
+    # Straight to the server: the hand-over only when nginx names this server's store
+    direct = f"http://127.0.0.1:{platform.settings.server_port}"
+    headers = {
+        "Host": f"localhost:{platform.settings.server_port}",
+        "X-Forwarded-User": platform.user,
+        "X-Mlops-Proxy-Secret": platform.settings.proxy_secret.get_secret_value(),
+    }
+    handed = requests.get(
+        direct + urls[0], headers={**headers, "X-Mlops-Artifact-Store": f"http://{store}"}
+    )
+    assert handed.status_code == 200 and handed.content == b""
+    assert handed.headers["X-Accel-Redirect"].startswith("/_mlops/artifact-store/")
+    for other in ({}, {"X-Mlops-Artifact-Store": "http://127.0.0.1:9"}):
+        sent = requests.get(direct + urls[0], headers={**headers, **other}, timeout=60)
+        assert sent.status_code == 200 and sent.content == payload
+        assert "X-Accel-Redirect" not in sent.headers
