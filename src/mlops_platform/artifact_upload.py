@@ -16,9 +16,18 @@ bucket owner, ``MLFLOW_S3_UPLOAD_EXTRA_ARGS``). Anything outside the plain case
 (artifact serving off, a store other than S3, a path without a file name) goes to
 MLflow's own view unchanged.
 
+A body of known length with nothing but a type and an encoding to set, bound for a
+plain-HTTP store (the kit's own SeaweedFS), goes as one ``PUT`` of a presigned URL
+instead, written to the store's connection as it arrives: the store takes one streamed
+object for less work than the parts of a multipart upload (SeaweedFS, 1 GB on these two
+cores: 153 MB/s in one PUT against 96 with boto3's parts), and the server does no more
+than copy bytes. Anything else (no ``Content-Length``, under one part, over S3's 5 GiB
+for one PUT, an https store, other upload arguments) takes boto3's managed upload.
+
 A body that does not arrive whole (the client gone, the connection cut) leaves no object:
 the pipe raises to boto3, which aborts the multipart upload, and a body small enough for
-one ``PutObject`` is never sent.
+one ``PutObject`` is never sent; a single PUT is cut off short of its length, which the
+store refuses.
 """
 
 from __future__ import annotations
@@ -26,12 +35,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import http.client
 import mimetypes
 import posixpath
 import queue
 import threading
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -46,6 +57,11 @@ BLOCK_BYTES = 1024 * 1024  # what the request hands the pipe at a time
 PIPE_BLOCKS = 8  # blocks held in the pipe at most
 PART_BYTES = 8 * 1024 * 1024  # boto3's own default part and threshold
 PARTS_IN_FLIGHT = 4  # parts in memory and being sent at once, per upload (~32 MB)
+SINGLE_PUT_MAX = 5 * 1024**3  # S3's limit on one PutObject
+PUT_URL_SECONDS = 300  # the URL is used at once; the store checks it when the PUT starts
+STORE_TIMEOUT = 120.0  # seconds the store may take to read a block or answer
+# The upload arguments a single PUT sends itself, as the headers they are.
+PLAIN_HEADERS = {"ContentType": "Content-Type", "ContentEncoding": "Content-Encoding"}
 _END = object()
 
 
@@ -161,6 +177,10 @@ class UploadCut(Exception):
     """The request body did not arrive whole."""
 
 
+class StoreRefused(Exception):
+    """The object store did not take a single PUT."""
+
+
 def upload_args(repo: Any, filename: str) -> dict[str, Any]:
     """The ``ExtraArgs`` MLflow's S3 repository gives an upload of FILENAME: the type and
     encoding guessed from its name, the expected bucket owner, then the environment's."""
@@ -192,6 +212,63 @@ def _send(client: Any, pipe: BodyPipe, bucket: str, key: str, extra: dict[str, A
         pipe.close()
 
 
+def single_put_url(
+    client: Any, bucket: str, key: str, extra: dict[str, Any], length: int | None
+) -> str | None:
+    """A presigned PUT of the object when the body can go to the store in one request of
+    LENGTH bytes; None when boto3's managed upload should take it."""
+    if length is None or not PART_BYTES <= length <= SINGLE_PUT_MAX:
+        return None
+    if set(extra) - set(PLAIN_HEADERS):
+        return None
+    if urlsplit(client.meta.endpoint_url).scheme != "http":
+        return None
+    return str(
+        client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": bucket, "Key": key, **extra},
+            ExpiresIn=PUT_URL_SECONDS,
+        )
+    )
+
+
+def _put_whole(url: str, pipe: BodyPipe, length: int, extra: dict[str, Any]) -> None:
+    """The body to the store as one PUT of LENGTH bytes to the presigned URL, each block
+    written as it comes out of the pipe. Raises what the pipe raises (the body cut: the
+    connection closes short of LENGTH, and the store keeps nothing) or StoreRefused."""
+    parts = urlsplit(url)
+    store = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=STORE_TIMEOUT)
+    try:
+        store.putrequest("PUT", f"{parts.path}?{parts.query}", skip_host=True,
+                         skip_accept_encoding=True)  # fmt: skip
+        store.putheader("Host", parts.netloc)  # the name the URL is signed for
+        store.putheader("Content-Length", str(length))
+        for arg, header in PLAIN_HEADERS.items():
+            if arg in extra:
+                store.putheader(header, extra[arg])
+        store.endheaders()
+        sent = 0
+        with contextlib.suppress(OSError):  # the store stopped reading: its answer says why
+            while sent < length:
+                block = pipe.read(min(BLOCK_BYTES, length - sent))
+                if not block:
+                    raise UploadCut(f"the request body ended after {sent} of {length} bytes")
+                store.send(block)
+                sent += len(block)
+        try:
+            answer = store.getresponse()
+            said = answer.read(2048)
+        except OSError as exc:
+            raise StoreRefused(f"the object store did not answer the upload: {exc}") from exc
+        if answer.status != 200:
+            raise StoreRefused(
+                f"the object store refused the upload: {answer.status} {said[:300]!r}"
+            )
+    finally:
+        store.close()
+        pipe.close()
+
+
 def _in_own_thread(work: Any, *args: Any) -> asyncio.Future[Any]:
     """WORK(*ARGS) in a thread of its own, as a future of the running loop. Not the loop's
     shared pool: an upload holds its thread for as long as its body takes to arrive, and
@@ -206,6 +283,14 @@ def _in_own_thread(work: Any, *args: Any) -> asyncio.Future[Any]:
 
     threading.Thread(target=run, name="mlops-artifact-upload", daemon=True).start()
     return asyncio.wrap_future(done)
+
+
+def _content_length(request: Request) -> int | None:
+    """The body's announced length; None when it is sent in chunks or says nothing."""
+    value = request.headers.get("content-length")
+    if value is None or "transfer-encoding" in request.headers or not value.isdigit():
+        return None
+    return int(value)
 
 
 async def upload_artifact(artifact_path: str, request: Request) -> Response:
@@ -227,8 +312,14 @@ async def upload_artifact(artifact_path: str, request: Request) -> Response:
     bucket, root = repo.parse_s3_compliant_uri(repo.artifact_uri)
     key = posixpath.join(root, path)
     client = CLIENTS.get(repo)
+    extra = upload_args(repo, tail)
+    length = _content_length(request)
     pipe = BodyPipe()
-    sending = _in_own_thread(_send, client, pipe, bucket, key, upload_args(repo, tail))
+    url = single_put_url(client, bucket, key, extra, length)
+    if url is not None and length is not None:
+        sending = _in_own_thread(_put_whole, url, pipe, length, extra)
+    else:
+        sending = _in_own_thread(_send, client, pipe, bucket, key, extra)
     try:
         async for chunk in request.stream():
             if sending.done():  # the store refused: stop reading, say why below

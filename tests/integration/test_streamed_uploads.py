@@ -180,31 +180,94 @@ def test_an_upload_reaches_the_store_without_a_file_on_the_server(platform: Plat
     assert hashlib.sha256(got.content).digest() == hashlib.sha256(payload).digest()
 
 
+class SlowBody:
+    """A body of known length (requests sends its Content-Length) that arrives in 1 MB
+    reads over a second or more."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload, self.at = payload, 0
+
+    def __len__(self) -> int:
+        return len(self.payload) - self.at
+
+    def read(self, size: int = -1) -> bytes:
+        time.sleep(0.02)
+        piece = self.payload[self.at : self.at + min(size if size > 0 else 1 << 20, 1 << 20)]
+        self.at += len(piece)
+        return piece
+
+
+def test_an_upload_of_known_length_goes_to_the_store_in_one_put(platform: Platform) -> None:
+    """A 24 MB upload that says its length (as MLflow's client's do) is one PUT of the
+    object: no parts (an ETag without a part count), MLflow's type and encoding on it,
+    the bytes whole, nothing in the server's temporary folder meanwhile."""
+    base, admin = platform.url, _admin(platform)
+    exp, run_id = _new_run(admin, base)
+    payload = os.urandom(24 * 1024 * 1024)
+    tmp = platform.settings.state_dir / "tmp"
+    peak, done = [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], dir_mb(tmp))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        url = f"{base}{ARTIFACTS}/{exp}/{run_id}/artifacts/d/data.csv.gz"
+        put = admin.put(url, data=SlowBody(payload), timeout=120)
+    finally:
+        done.set()
+        sampler.join()
+    assert put.status_code == 200, put.text
+    assert put.request.headers.get("Content-Length") == str(len(payload))
+    assert peak[0] < 1.0, f"the server's temporary folder held {peak[0]:.1f} MB"
+
+    s3, bucket = platform_s3(platform), platform.settings.s3_bucket
+    key = f"{platform.settings.s3_prefix}/{exp}/{run_id}/artifacts/d/data.csv.gz"
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert "-" not in head["ETag"], head["ETag"]  # one PUT, not a multipart upload
+    assert (head["ContentLength"], head["ContentType"], head["ContentEncoding"]) == (
+        len(payload), "text/csv", "gzip"
+    )  # fmt: skip
+    stored = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(payload).digest()
+
+
 def platform_s3(platform: Platform) -> Any:
     from mlops_platform import s3
 
     return s3.client(platform.settings, purpose="admin", timeout=60)
 
 
-def test_a_cut_upload_leaves_no_object_and_no_open_upload(platform: Platform) -> None:
-    """A client that announces 40 MB, sends 20 and goes away: no object, and the multipart
-    upload begun for it is aborted (none left open under that key)."""
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_cut_upload_leaves_no_object_and_no_open_upload(platform: Platform, framing: str) -> None:
+    """A client that sends 20 MB of 40 and goes away: no object, whether the body was on
+    its way in one PUT (a length announced) or in parts (sent in chunks: the multipart
+    upload begun for it is aborted, none left open under that key)."""
     base, admin = platform.url, _admin(platform)
     exp, run_id = _new_run(admin, base)
     path = f"{ARTIFACTS}/{exp}/{run_id}/artifacts/cut/model.bin"
     port = int(base.rsplit(":", 1)[1])
     auth = requests.auth._basic_auth_str(*platform.auth)  # type: ignore[attr-defined]
+    framed = {
+        "length": f"Content-Length: {40 * 1024 * 1024}",
+        "chunked": "Transfer-Encoding: chunked",
+    }[framing]
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
         conn.sendall(
             (
                 f"PUT {path} HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: {auth}\r\n"
-                f"Content-Length: {40 * 1024 * 1024}\r\n\r\n"
+                f"{framed}\r\n\r\n"
             ).encode()
         )
         chunk = os.urandom(1024 * 1024)
+        if framing == "chunked":
+            chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
         for _ in range(20):
             conn.sendall(chunk)
-        time.sleep(1.0)  # the server has begun the multipart upload by now
+        time.sleep(1.0)  # the server has begun sending to the store by now
     key = f"{platform.settings.s3_prefix}/{exp}/{run_id}/artifacts/cut/model.bin"
     s3, bucket = platform_s3(platform), platform.settings.s3_bucket
     left: Any = None
