@@ -56,11 +56,14 @@ def test_quick_harness_produces_every_figure(tmp_path: Path) -> None:
 
     assert {r["direction"] for r in report["artifacts"]} == {"upload", "download"}
     assert all(r["kit_mb_s"] > 0 and r["store_direct_mb_s"] > 0 for r in report["artifacts"])
-    # One streamed GET through each server, and the same read straight from the store.
+    # One streamed GET through each server (the artifact API's route and the UI's), and the
+    # same read straight from the store.
     streamed = report["artifacts_streamed"]
     assert set(streamed) == {
         "kit (through the proxy)",
         "reference server",
+        "kit (through the proxy), the UI's get-artifact",
+        "reference server, the UI's get-artifact",
         "object store directly (one GetObject)",
     }
     for name, row in streamed.items():
