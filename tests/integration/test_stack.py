@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from mlops_platform.bootstrap import GENERATED
-from mlops_platform.stack.seaweedfs import grpc_sockets
+from mlops_platform.stack.weed_sockets import grpc_sockets
 from tests.conftest import free_port
 from tests.integration.conftest import Platform, run_cli, write_env
 from tests.support.stacks import scratch_dir

@@ -29,13 +29,12 @@ from mlops_platform.settings import (
 )
 from mlops_platform.stack.seaweedfs import (
     KeyState,
-    grpc_sockets,
     kek_fingerprint,
     key_state,
-    remove_stale_sockets,
     security_toml,
     weed_argv,
 )
+from mlops_platform.stack.weed_sockets import grpc_sockets, remove_stale_sockets
 from tests.conftest import clear_mlops_env
 
 runner = CliRunner()

@@ -21,11 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 import secrets
-import socket
-import stat
-import time
 from pathlib import Path
 
 from mlops_platform import s3
@@ -41,12 +37,12 @@ from mlops_platform.stack.base import (
     spawn,
     wait_until,
 )
-
-GRPC_OFFSET = 10000  # weed's default gRPC port is the HTTP port + 10000
-INTERNAL = ("master", "volume", "filer")
-# weed also binds a unix socket for each gRPC port, under names of its own in /tmp that no
-# flag moves, and leaves the S3 gateway's (and, when killed, every one) behind.
-GRPC_SOCKET = "/tmp/seaweedfs-{name}-grpc-{port}.sock"
+from mlops_platform.stack.weed_sockets import (
+    GRPC_OFFSET,
+    INTERNAL,
+    grpc_sockets,
+    remove_stale_sockets,
+)
 
 
 def find_weed(configured: str | None) -> str:
@@ -228,51 +224,6 @@ MAX_SOCKET_PATH = 100
 # once the filer's empty-folder cleaner had run, the collector ran without pause and weed
 # burned 10-18 % of a core while idle, for good (pprof: 84 % of its CPU in GC mark).
 WEED_MEMORY_LIMIT = "384MiB"
-
-
-def grpc_sockets(ports: dict[str, int]) -> list[Path]:
-    """The /tmp sockets weed binds for the gRPC ports of ``ports`` (a start's record)."""
-    out = [
-        Path(GRPC_SOCKET.format(name=name, port=ports[name] + GRPC_OFFSET))
-        for name in INTERNAL
-        if name in ports
-    ]
-    if "s3_grpc" in ports:
-        out.append(Path(GRPC_SOCKET.format(name="s3", port=ports["s3_grpc"])))
-    return out
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
-
-
-def remove_stale_sockets(paths: list[Path], settle: float = 0.0) -> list[Path]:
-    """Remove each of ``paths`` that is a socket no process answers on (and, unless this
-    is root, one of this user's); return those removed. A socket that answers is asked
-    again until ``settle`` seconds have passed (a process that has just ended can hold its
-    sockets a moment longer), then left alone: another weed may have taken the port."""
-    deadline = time.monotonic() + settle
-    removed = []
-    for path in paths:
-        try:
-            info = path.lstat()
-        except OSError:
-            continue
-        if not stat.S_ISSOCK(info.st_mode) or os.geteuid() not in (0, info.st_uid):
-            continue
-        while _answers(path):
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
-        else:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
 
 
 def weed_argv(
