@@ -65,7 +65,8 @@ def _handover_target(repo: Any, path: str) -> str | None:
     from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
     offered = request.headers.get(handover.STORE_HEADER)
-    if not offered or not path or path.endswith("/"):
+    # A GET only: the presigned URL is one, and the store refuses any other method on it.
+    if request.method != "GET" or not offered or not path or path.endswith("/"):
         return None
     # Only the proxied destination: the repository the worker's S3 client is built for.
     # A run whose artifacts live elsewhere gets a repository of its own: MLflow's then.

@@ -277,6 +277,10 @@ def test_the_uis_file_routes_hand_downloads_to_nginx(platform: Platform) -> None
         assert (part.status_code, part.content) == (206, payload[100:200])
         assert _proxy_log_line(platform, offset, url)["upstream_status"] == "200 : 206"
 
+    # a HEAD: MLflow's own answer (the presigned URL is a GET's)
+    head = admin.head(base + urls[0], timeout=60)
+    assert head.status_code == 200, head.status_code
+    assert head.headers["Content-Length"] == str(len(payload))
     # a folder: MLflow's own answer, as before
     folder = admin.get(f"{base}/get-artifact?path=model&run_uuid={run['run_id']}", timeout=60)
     assert folder.status_code == 400, folder.status_code
