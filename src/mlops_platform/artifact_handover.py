@@ -2,8 +2,9 @@
 
 Behind the kit's nginx the bytes of a download need not cross Python at all. nginx names
 the object store it can reach (``X-Mlops-Artifact-Store``, set on the artifact routes
-only); when that is the very store this server signs for, the download view
-(``artifact_stream``) answers an allowed download with an ``X-Accel-Redirect`` to nginx's
+and the UI's three file routes only); when that is the very store this server signs for,
+the download view (``artifact_stream``; ``artifact_send`` for the UI's routes) answers an
+allowed download with an ``X-Accel-Redirect`` to nginx's
 internal store location carrying a presigned GET of the object. nginx fetches it and
 streams it to the client, ranges included; MLflow's permission check has run by then, as
 for any download. Anything else (no header, another store, a client that addresses
