@@ -10,6 +10,7 @@ import shutil
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,20 +205,30 @@ def direct_get(store: Any, bucket: str, key: str) -> tuple[float, float]:
         body.close()
 
 
-def streamed_get(url: str, auth: tuple[str, str] | None, tmp: Path) -> tuple[float, float, float]:
-    """(seconds to the first byte, seconds to the last, peak MB in ``tmp`` meanwhile)."""
-    peak = [0.0]
-    done = threading.Event()
+@contextlib.contextmanager
+def peak_mb(folder: Path, every: float = 0.05) -> Iterator[list[float]]:
+    """The most ``folder`` held during the block, in MB (``[0]`` of what it yields),
+    sampled every EVERY seconds."""
+    peak, done = [0.0], threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], dir_mb(tmp))
-            time.sleep(0.05)
+            peak[0] = max(peak[0], dir_mb(folder))
+            time.sleep(every)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    start = time.perf_counter()
     try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+
+
+def streamed_get(url: str, auth: tuple[str, str] | None, tmp: Path) -> tuple[float, float, float]:
+    """(seconds to the first byte, seconds to the last, peak MB in ``tmp`` meanwhile)."""
+    with peak_mb(tmp) as peak:
+        start = time.perf_counter()
         with requests.get(url, auth=auth, stream=True, timeout=600) as response:
             response.raise_for_status()
             # The first piece of at most 64 KB arrives as soon as the server sends one,
@@ -229,7 +240,4 @@ def streamed_get(url: str, auth: tuple[str, str] | None, tmp: Path) -> tuple[flo
                 return raw.stream(size, decode_content=True)
 
             ttfb, total = read_through(pieces, start)
-        return ttfb, total, peak[0]
-    finally:
-        done.set()
-        sampler.join()
+    return ttfb, total, peak[0]

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from benchmarks.harness.artifacts import dir_mb
+from benchmarks.harness.artifacts import peak_mb
 from tests.integration.conftest import Platform
 
 pytestmark = pytest.mark.integration
@@ -146,27 +145,14 @@ def test_an_upload_reaches_the_store_without_a_file_on_the_server(platform: Plat
     base, admin = platform.url, _admin(platform)
     exp, run_id = _new_run(admin, base)
     payload = os.urandom(48 * 1024 * 1024)
-    tmp = platform.settings.state_dir / "tmp"
-    peak, done = [0.0], threading.Event()
-
-    def sample() -> None:  # as the harness samples a server's temporary folder
-        while not done.is_set():
-            peak[0] = max(peak[0], dir_mb(tmp))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
 
     def slowly() -> Any:  # the body arrives over a second or more: the sampler sees it
         for i in range(0, len(payload), 1024 * 1024):
             yield payload[i : i + 1024 * 1024]
             time.sleep(0.02)
 
-    try:
+    with peak_mb(platform.settings.state_dir / "tmp", every=0.02) as peak:
         put = admin.put(f"{base}{ARTIFACTS}/{exp}/{run_id}/artifacts/w/model.json", data=slowly())
-    finally:
-        done.set()
-        sampler.join()
     assert put.status_code == 200, put.text
     assert peak[0] < 1.0, f"the server's temporary folder held {peak[0]:.1f} MB"
 
@@ -204,22 +190,9 @@ def test_an_upload_of_known_length_goes_to_the_store_in_one_put(platform: Platfo
     base, admin = platform.url, _admin(platform)
     exp, run_id = _new_run(admin, base)
     payload = os.urandom(24 * 1024 * 1024)
-    tmp = platform.settings.state_dir / "tmp"
-    peak, done = [0.0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], dir_mb(tmp))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        url = f"{base}{ARTIFACTS}/{exp}/{run_id}/artifacts/d/data.csv.gz"
+    url = f"{base}{ARTIFACTS}/{exp}/{run_id}/artifacts/d/data.csv.gz"
+    with peak_mb(platform.settings.state_dir / "tmp", every=0.02) as peak:
         put = admin.put(url, data=SlowBody(payload), timeout=120)
-    finally:
-        done.set()
-        sampler.join()
     assert put.status_code == 200, put.text
     assert put.request.headers.get("Content-Length") == str(len(payload))
     assert peak[0] < 1.0, f"the server's temporary folder held {peak[0]:.1f} MB"

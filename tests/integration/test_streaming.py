@@ -18,6 +18,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -28,6 +29,40 @@ from tests.integration.conftest import Platform
 pytestmark = pytest.mark.integration
 
 API = "/api/2.0/mlflow"
+
+
+def _admin(platform: Platform) -> requests.Session:
+    session = requests.Session()
+    session.auth = platform.auth
+    return session
+
+
+def _ok(admin: requests.Session, base: str, path: str, body: dict[str, str]) -> dict[str, Any]:
+    """POST BODY to MLflow's REST API PATH as the admin; the answer, which must be a 200."""
+    response = admin.post(base + API + path, json=body, timeout=60)
+    assert response.status_code == 200, (path, response.text)
+    return dict(response.json())
+
+
+def _service_account(platform: Platform, prefix: str) -> tuple[str, str, requests.Session]:
+    """A new service account with no grant: (its name, its password, a session as it)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    added = json.loads(
+        platform.cli("users", "add", name, "--role", "service", "--generate", "--json").stdout
+    )
+    session = requests.Session()
+    session.auth = (name, added["generated_password"])
+    return name, added["generated_password"], session
+
+
+def _as_nginx(platform: Platform) -> dict[str, str]:
+    """What the kit's nginx adds to a request it passes to the server (the store's name
+    aside)."""
+    return {
+        "Host": f"localhost:{platform.settings.server_port}",
+        "X-Forwarded-User": platform.user,
+        "X-Mlops-Proxy-Secret": platform.settings.proxy_secret.get_secret_value(),
+    }
 
 
 def _check_ranges(reader: requests.Session, urls: list[str], payload: bytes) -> None:
@@ -70,29 +105,20 @@ def _download_with_mlflows_client(
 
 
 def test_streamed_download_keeps_mlflows_permissions(platform: Platform, tmp_path: Path) -> None:
-    admin = requests.Session()
-    admin.auth = platform.auth
-    base = platform.url
+    admin, base = _admin(platform), platform.url
 
-    def ok(path: str, body: dict[str, str]) -> dict[str, object]:
-        response = admin.post(base + API + path, json=body, timeout=60)
-        assert response.status_code == 200, (path, response.text)
-        return dict(response.json())
+    def ok(path: str, body: dict[str, str]) -> dict[str, Any]:
+        return _ok(admin, base, path, body)
 
     exp = ok("/experiments/create", {"name": f"stream-{uuid.uuid4().hex[:8]}"})["experiment_id"]
     run = ok("/runs/create", {"experiment_id": str(exp)})["run"]
-    run_id = run["info"]["run_id"]  # type: ignore[index]
+    run_id = run["info"]["run_id"]
     payload = os.urandom(3 * 1024 * 1024 + 12345)
     rel = f"{exp}/{run_id}/artifacts/model/weights.bin"
     put = admin.put(f"{base}/api/2.0/mlflow-artifacts/artifacts/{rel}", data=payload, timeout=60)
     assert put.status_code == 200, put.text
 
-    svc = f"svc-stream-{uuid.uuid4().hex[:6]}"
-    added = json.loads(
-        platform.cli("users", "add", svc, "--role", "service", "--generate", "--json").stdout
-    )
-    reader = requests.Session()
-    reader.auth = (svc, added["generated_password"])
+    svc, password, reader = _service_account(platform, "svc-stream")
     urls = [
         f"{base}/api/2.0/mlflow-artifacts/artifacts/{rel}",
         f"{base}/ajax-api/2.0/mlflow-artifacts/artifacts/{rel}",
@@ -131,9 +157,7 @@ def test_streamed_download_keeps_mlflows_permissions(platform: Platform, tmp_pat
     )
 
     # MLflow's own client, as the reader
-    _download_with_mlflows_client(
-        platform, svc, added["generated_password"], run_id, payload, tmp_path
-    )
+    _download_with_mlflows_client(platform, svc, password, run_id, payload, tmp_path)
 
 
 def _proxy_log_line(platform: Platform, offset: int, uri: str) -> dict[str, str]:
@@ -150,17 +174,36 @@ def _proxy_log_line(platform: Platform, offset: int, uri: str) -> dict[str, str]
     raise AssertionError(f"no access-log line for {uri}")
 
 
+def _served_from_the_store(
+    platform: Platform, admin: requests.Session, url: str, payload: bytes, name: str
+) -> None:
+    """A GET of URL through the proxy (a path on it) is nginx's from the store: the access
+    log shows the second hop to the store, and the answer is MLflow's (the bytes, the
+    type and attachment for NAME) with nothing of the hand-over in it."""
+    from mlflow.server.handlers import _content_disposition_attachment
+    from mlflow.utils.mime_type_utils import _guess_mime_type
+
+    log = platform.settings.state_dir / "nginx" / "logs" / "access.log"
+    offset = log.stat().st_size
+    got = admin.get(platform.url + url, timeout=60)
+    assert got.status_code == 200 and got.content == payload, (url, got.status_code)
+    assert got.headers["Content-Type"].split(";")[0] == _guess_mime_type(name)
+    assert got.headers["Content-Disposition"] == _content_disposition_attachment(name)
+    assert got.headers["X-Content-Type-Options"] == "nosniff"
+    leaked = [h for h in got.headers if h.lower().startswith(("x-accel", "x-amz", "x-mlops"))]
+    assert not leaked, leaked
+    entry = _proxy_log_line(platform, offset, url)
+    assert entry["upstream"].split(" : ")[1:] == [f"127.0.0.1:{platform.settings.s3_port}"]
+    assert entry["upstream_status"] == "200 : 200", entry
+
+
 def test_nginx_fetches_allowed_downloads_from_the_store_itself(platform: Platform) -> None:
     """Behind the kit's nginx an allowed download is served by nginx from the object store
     (a presigned GET handed back by the server): the access log shows the second hop to
     the store, the answer is MLflow's (bytes, type, disposition, ranges), nothing of the
     hand-over reaches the client, and the server still streams when no such nginx asks."""
-    from mlflow.server.artifact_router import _content_disposition
-    from mlflow.utils.mime_type_utils import _guess_mime_type
 
-    admin = requests.Session()
-    admin.auth = platform.auth
-    base = platform.url
+    admin, base = _admin(platform), platform.url
     exp = admin.post(
         base + API + "/experiments/create", json={"name": f"xa-{uuid.uuid4().hex[:8]}"}
     ).json()["experiment_id"]
@@ -174,17 +217,7 @@ def test_nginx_fetches_allowed_downloads_from_the_store_itself(platform: Platfor
     log = platform.settings.state_dir / "nginx" / "logs" / "access.log"
     store = f"127.0.0.1:{platform.settings.s3_port}"
 
-    offset = log.stat().st_size
-    got = admin.get(base + uri, timeout=60)
-    assert got.status_code == 200 and got.content == payload
-    assert got.headers["Content-Type"].split(";")[0] == _guess_mime_type(name)
-    assert got.headers["Content-Disposition"] == _content_disposition(name)
-    assert got.headers["X-Content-Type-Options"] == "nosniff"
-    leaked = [h for h in got.headers if h.lower().startswith(("x-accel", "x-amz", "x-mlops"))]
-    assert not leaked, leaked
-    entry = _proxy_log_line(platform, offset, uri)
-    assert entry["upstream"].split(" : ")[1:] == [store], entry
-    assert entry["upstream_status"] == "200 : 200", entry
+    _served_from_the_store(platform, admin, uri, payload, name)
 
     offset = log.stat().st_size
     part = admin.get(base + uri, headers={"Range": "bytes=100-199"}, timeout=60)
@@ -201,11 +234,7 @@ def test_nginx_fetches_allowed_downloads_from_the_store_itself(platform: Platfor
     # Straight to the server with what nginx adds: the hand-over when nginx names this
     # server's store; the bytes, streamed by the server, for any other caller.
     direct = f"http://127.0.0.1:{platform.settings.server_port}"
-    headers = {
-        "Host": f"localhost:{platform.settings.server_port}",
-        "X-Forwarded-User": platform.user,
-        "X-Mlops-Proxy-Secret": platform.settings.proxy_secret.get_secret_value(),
-    }
+    headers = _as_nginx(platform)
     handed = requests.get(
         direct + uri, headers={**headers, "X-Mlops-Artifact-Store": f"http://{store}"}, timeout=60
     )
@@ -223,17 +252,11 @@ def test_the_uis_file_routes_hand_downloads_to_nginx(platform: Platform) -> None
     from a copy in the server's temporary folder: the access log shows the store's hop,
     and the answer is MLflow's (bytes, type, attachment, a range). Permissions still
     decide first; a folder, and a caller other than the kit's nginx, get MLflow's own."""
-    from mlflow.server.handlers import _content_disposition_attachment
-    from mlflow.utils.mime_type_utils import _guess_mime_type
 
-    admin = requests.Session()
-    admin.auth = platform.auth
-    base = platform.url
+    admin, base = _admin(platform), platform.url
 
-    def ok(path: str, body: dict[str, str]) -> dict[str, object]:
-        response = admin.post(base + API + path, json=body, timeout=60)
-        assert response.status_code == 200, (path, response.text)
-        return dict(response.json())
+    def ok(path: str, body: dict[str, str]) -> dict[str, Any]:
+        return _ok(admin, base, path, body)
 
     def put(artifact_uri: str, rel: str, payload: bytes) -> None:
         where = artifact_uri.removeprefix("mlflow-artifacts:")
@@ -241,18 +264,18 @@ def test_the_uis_file_routes_hand_downloads_to_nginx(platform: Platform) -> None
         assert admin.put(url, data=payload, timeout=60).status_code == 200
 
     exp = str(ok("/experiments/create", {"name": f"ui-dl-{uuid.uuid4().hex[:8]}"})["experiment_id"])
-    run = ok("/runs/create", {"experiment_id": exp})["run"]["info"]  # type: ignore[index]
+    run = ok("/runs/create", {"experiment_id": exp})["run"]["info"]
     name = "weights 重み.bin"
     payload = os.urandom(2 * 1024 * 1024 + 7)
     put(run["artifact_uri"], f"model/{name}", payload)
-    model = ok("/logged-models", {"experiment_id": exp, "name": "m"})["model"]["info"]  # type: ignore[index]
+    model = ok("/logged-models", {"experiment_id": exp, "name": "m"})["model"]["info"]
     put(model["artifact_uri"], name, payload)
     registered = f"ui-dl-{uuid.uuid4().hex[:8]}"
     ok("/registered-models/create", {"name": registered})
     version = ok(
         "/model-versions/create",
         {"name": registered, "source": f"{run['artifact_uri']}/model", "run_id": run["run_id"]},
-    )["model_version"]["version"]  # type: ignore[index]
+    )["model_version"]["version"]
     urls = [
         f"/get-artifact?path={quote('model/' + name)}&run_uuid={run['run_id']}",
         f"/model-versions/get-artifact?path={quote(name)}&name={registered}&version={version}",
@@ -262,16 +285,7 @@ def test_the_uis_file_routes_hand_downloads_to_nginx(platform: Platform) -> None
     log = platform.settings.state_dir / "nginx" / "logs" / "access.log"
     store = f"127.0.0.1:{platform.settings.s3_port}"
     for url in urls:
-        offset = log.stat().st_size
-        got = admin.get(base + url, timeout=60)
-        assert got.status_code == 200 and got.content == payload, (url, got.status_code)
-        assert got.headers["Content-Type"].split(";")[0] == _guess_mime_type(name)
-        assert got.headers["Content-Disposition"] == _content_disposition_attachment(name)
-        assert got.headers["X-Content-Type-Options"] == "nosniff"
-        leaked = [h for h in got.headers if h.lower().startswith(("x-accel", "x-amz", "x-mlops"))]
-        assert not leaked, leaked
-        entry = _proxy_log_line(platform, offset, url)
-        assert entry["upstream"].split(" : ")[1:] == [store], entry
+        _served_from_the_store(platform, admin, url, payload, name)
         offset = log.stat().st_size
         part = admin.get(base + url, headers={"Range": "bytes=100-199"}, timeout=60)
         assert (part.status_code, part.content) == (206, payload[100:200])
@@ -286,12 +300,7 @@ def test_the_uis_file_routes_hand_downloads_to_nginx(platform: Platform) -> None
     assert folder.status_code == 400, folder.status_code
 
     # MLflow's permission check still comes first: no READ, no bytes; READ, the bytes
-    svc = f"svc-ui-{uuid.uuid4().hex[:6]}"
-    added = json.loads(
-        platform.cli("users", "add", svc, "--role", "service", "--generate", "--json").stdout
-    )
-    reader = requests.Session()
-    reader.auth = (svc, added["generated_password"])
+    svc, _password, reader = _service_account(platform, "svc-ui")
     refused = reader.get(base + urls[0], timeout=60)
     assert refused.status_code == 403 and payload[:64] not in refused.content
     platform.cli("users", "grant", svc, "experiment", exp, "READ")
@@ -299,11 +308,7 @@ def test_the_uis_file_routes_hand_downloads_to_nginx(platform: Platform) -> None
 
     # Straight to the server: the hand-over only when nginx names this server's store
     direct = f"http://127.0.0.1:{platform.settings.server_port}"
-    headers = {
-        "Host": f"localhost:{platform.settings.server_port}",
-        "X-Forwarded-User": platform.user,
-        "X-Mlops-Proxy-Secret": platform.settings.proxy_secret.get_secret_value(),
-    }
+    headers = _as_nginx(platform)
     handed = requests.get(
         direct + urls[0], headers={**headers, "X-Mlops-Artifact-Store": f"http://{store}"}
     )
