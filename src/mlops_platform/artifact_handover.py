@@ -30,6 +30,13 @@ def nginx_fetches(offered: str | None, endpoint: str | None) -> bool:
     return offered.rstrip("/") == endpoint.rstrip("/")
 
 
+def nginx_can_fetch(repo: Any, client: Any, offered: str | None) -> bool:
+    """Whether the proxy in front can fetch objects of REPO (read with CLIENT) itself: it
+    names the store CLIENT signs for, and REPO expects no bucket owner (a check a
+    presigned GET fetched by nginx would not carry)."""
+    return not repo._bucket_owner_params and nginx_fetches(offered, client.meta.endpoint_url)
+
+
 def store_location(presigned: str, endpoint: str) -> str:
     """nginx's internal location for PRESIGNED, a URL signed for ENDPOINT; ``""`` when
     nginx cannot use it: the URL names another host than the endpoint (a client that

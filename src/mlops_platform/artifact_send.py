@@ -72,10 +72,10 @@ def _handover_target(repo: Any, path: str) -> str | None:
     # A run whose artifacts live elsewhere gets a repository of its own: MLflow's then.
     if repo is not getattr(handlers, "_artifact_repo", None):
         return None
-    if not isinstance(repo, S3ArtifactRepository) or repo._bucket_owner_params:
+    if not isinstance(repo, S3ArtifactRepository):
         return None
     client = CLIENTS.get(repo)
-    if not handover.nginx_fetches(offered, client.meta.endpoint_url):
+    if not handover.nginx_can_fetch(repo, client, offered):
         return None
     bucket, root = repo.parse_s3_compliant_uri(repo.artifact_uri)
     return handover.nginx_target(client, bucket, posixpath.join(root, path)) or None

@@ -199,9 +199,7 @@ async def download_artifact(artifact_path: str, request: Request) -> Response:
     if wanted:
         extra["Range"] = wanted
     client = CLIENTS.get(repo)
-    if not repo._bucket_owner_params and handover.nginx_fetches(
-        request.headers.get(handover.STORE_HEADER), client.meta.endpoint_url
-    ):
+    if handover.nginx_can_fetch(repo, client, request.headers.get(handover.STORE_HEADER)):
         target = await asyncio.to_thread(handover.nginx_target, client, bucket, key)
         if target is None:  # not an object: MLflow's own view decides, as below
             return await upstream.download_artifact(artifact_path)
