@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -225,9 +227,18 @@ def test_weeds_tmp_sockets_are_named_after_its_grpc_ports() -> None:
     assert grpc_sockets({}) == []
 
 
-def test_only_stale_sockets_are_removed() -> None:
+@pytest.fixture
+def socket_folder() -> Iterator[Path]:
+    """A folder with a path short enough for AF_UNIX (pytest's tmp_path may not be),
+    removed afterwards whatever the test left in it."""
+    folder = Path(tempfile.mkdtemp(prefix="sock-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_only_stale_sockets_are_removed(socket_folder: Path) -> None:
     """A socket nobody listens on goes; a live one, a plain file and a missing path stay."""
-    folder = Path(tempfile.mkdtemp(prefix="sock-", dir="/tmp"))  # short: AF_UNIX's limit
+    folder = socket_folder
     stale, live, plain = folder / "stale.sock", folder / "live.sock", folder / "plain.sock"
     with socket.socket(socket.AF_UNIX) as gone:
         gone.bind(str(stale))  # closed without unlinking, as a killed weed leaves it
@@ -238,15 +249,11 @@ def test_only_stale_sockets_are_removed() -> None:
         removed = remove_stale_sockets([stale, live, plain, folder / "missing.sock"])
         assert removed == [stale] and not stale.exists()
         assert live.exists() and plain.exists()
-    live.unlink()
-    plain.unlink()
-    folder.rmdir()
 
 
-def test_a_socket_that_closes_within_the_settling_time_is_removed() -> None:
+def test_a_socket_that_closes_within_the_settling_time_is_removed(socket_folder: Path) -> None:
     """weed's leader can be gone a moment before its sockets close: asked again, then gone."""
-    folder = Path(tempfile.mkdtemp(prefix="sock-", dir="/tmp"))
-    closing = folder / "closing.sock"
+    closing = socket_folder / "closing.sock"
     listening = socket.socket(socket.AF_UNIX)
     listening.bind(str(closing))
     listening.listen(1)
@@ -257,8 +264,6 @@ def test_a_socket_that_closes_within_the_settling_time_is_removed() -> None:
         assert not closing.exists()
     finally:
         timer.join()
-        closing.unlink(missing_ok=True)
-        folder.rmdir()
 
 
 def _jwt_sections() -> tuple[str, ...]:
