@@ -51,7 +51,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from mlops_platform import artifact_handover as handover
-from mlops_platform import artifact_send, gc_tuning, proxied_artifacts, route_memo
+from mlops_platform import artifact_send, gc_tuning, proxied_artifacts, route_memo, wsgi_bridge
 from mlops_platform import artifact_upload as upload
 from mlops_platform.artifact_clients import CLIENTS, resolve
 
@@ -330,11 +330,14 @@ def create_auth_app() -> Any:
 def _with_kit_routing(app: Any) -> Any:
     """``app`` with the streamed download and upload routes, the UI's file downloads
     handed to nginx (:mod:`mlops_platform.artifact_send`), every artifact byte through
-    the proxy (:mod:`mlops_platform.proxied_artifacts`) and the router's memo
+    the proxy (:mod:`mlops_platform.proxied_artifacts`), MLflow's Flask app served
+    through the kit's bridge (:mod:`mlops_platform.wsgi_bridge`) and the router's memo
     (:mod:`mlops_platform.route_memo`, installed last: it wraps the finished routes)."""
     install(app)
     artifact_send.install()
     proxied_artifacts.install(app)
+    if not wsgi_bridge.install(app):
+        _logger.warning("mlops-platform: MLflow's Flask mount not found: left on its bridge")
     route_memo.install(app)
     return app
 

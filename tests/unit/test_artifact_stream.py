@@ -66,6 +66,18 @@ def test_both_download_routes_get_the_streamed_view() -> None:
             assert is_ours is streamed, (method, path)
 
 
+def test_mlflows_flask_app_is_served_through_the_kits_bridge() -> None:
+    from mlflow.server import app as flask_app
+    from starlette.routing import Mount
+
+    from mlops_platform.wsgi_bridge import FlaskBridge
+
+    app = artifact_stream.create_default_app()
+    bridges = [r.app for r in app.router.routes if isinstance(r, Mount)]
+    assert [type(b) for b in bridges] == [FlaskBridge]
+    assert bridges[0].app is flask_app
+
+
 class EndlessBody:
     """An S3 body that never ends: what was read, how, and whether it was closed."""
 
