@@ -249,7 +249,9 @@ def open_edit_dialog(page: Page, experiment_id: str) -> Locator:
 def create_experiment(page: Page, name: str) -> tuple[Locator, Response]:
     """NAME typed into the UI's Create dialog and submitted: the dialog, the server's answer."""
     page.get_by_role("button", name="Create", exact=True).click()
-    dialog = page.get_by_role("dialog")
+    # the Create dialog, not any dialog: the experiment page the UI goes to next may open
+    # a guidance popover (role "dialog" too) that stays while the test goes on
+    dialog = page.get_by_role("dialog").filter(has=page.get_by_label("Experiment Name"))
     dialog.get_by_label("Experiment Name").fill(name)
     with page.expect_response(is_call("POST", "/experiments/create")) as answer:
         dialog.get_by_role("button", name="Create", exact=True).click()
