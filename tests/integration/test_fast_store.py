@@ -73,6 +73,7 @@ class Databases:
     model_id: str
     experiment_id: str
     race_run_ids: list[str]
+    template_db: str  # the migrated database the others were copied from
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def databases(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> I
         stores += [stock, fast]
         assert type(fast) is FastSqlAlchemyStore
         yield Databases(
-            settings, stock, fast, server_db, run_ids, model_id, experiment_id, race_run_ids
+            settings, stock, fast, server_db, run_ids, model_id, experiment_id, race_run_ids, base
         )
     finally:
         for store in stores:
@@ -391,6 +392,34 @@ def test_fast_store_reads_metric_history_as_mlflow_does(databases: Databases) ->
     assert points > 3000  # the workload's rows, NaN, ±inf and -0 among them
     reads = [s for s in statements if "FROM metrics" in s]
     assert reads and not any("metrics.run_uuid AS" in s for s in reads), reads[:1]
+
+
+def test_fast_store_fails_a_history_read_as_mlflow_does_once_the_database_is_gone(
+    platform: Platform, databases: Databases, tmp_path: Path
+) -> None:
+    """The kit reads a history on a pooled connection, not MLflow's session: a database
+    that went away still fails the read with MLflow's error code."""
+    name = f"fs_gone_{secrets.token_hex(4)}"
+    owner = databases.settings.db_user
+    platform.superuser_sql(
+        f'CREATE DATABASE {name} TEMPLATE {databases.template_db} OWNER "{owner}"'
+    )
+    url = databases.settings.model_copy(update={"db_name": name}).database_url(with_password=True)
+    stores = [SqlAlchemyStore(url, str(tmp_path)), build_store(to_store_uri(url), str(tmp_path))]
+    try:
+        run_id = databases.run_ids[0]
+        assert [list(s.get_metric_history(run_id, "loss")) for s in stores] == [[], []]
+        platform.superuser_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        codes = []
+        for store in stores:
+            with pytest.raises(MlflowException) as failed:
+                store.get_metric_history(run_id, "loss")
+            codes.append(failed.value.error_code)
+        assert codes == ["TEMPORARILY_UNAVAILABLE"] * 2
+    finally:
+        for store in stores:
+            dispose(store)
+        platform.superuser_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_fast_store_searches_as_mlflow_does_with_one_read_per_table(databases: Databases) -> None:

@@ -5,13 +5,21 @@ See the package's docstring (mlops_platform.fast_store) for the rules it keeps.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy.exc
 from mlflow.entities import Metric, Param, Run, RunData, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+from mlflow.protos.databricks_pb2 import (
+    BAD_REQUEST,
+    INTERNAL_ERROR,
+    TEMPORARILY_UNAVAILABLE,
+)
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.store.tracking.dbmodels.models import (
     SqlLatestMetric,
@@ -34,6 +42,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from mlops_platform.fast_store import SCHEME, search, to_sqlalchemy_url
 
+_logger = logging.getLogger(__name__)
 _INT64 = (-(2**63), 2**63 - 1)
 _EXACT_INT = 2**53  # ints beyond this do not survive the trip through double precision
 
@@ -95,6 +104,23 @@ WHERE run_uuid = %(run_id)s AND key = %(key)s
 ORDER BY timestamp, step, value
 OFFSET %(offset)s LIMIT %(limit)s
 """
+
+
+@contextlib.contextmanager
+def _mlflow_errors() -> Iterator[None]:
+    """SQLAlchemy's errors as MLflow's managed session raises them (a lost database is
+    TEMPORARILY_UNAVAILABLE, another SQLAlchemy error BAD_REQUEST, the rest INTERNAL_ERROR)."""
+    try:
+        yield
+    except MlflowException:
+        raise
+    except sqlalchemy.exc.OperationalError as error:
+        _logger.exception("SQLAlchemy database error. The following exception is caught.")
+        raise MlflowException(str(error), error_code=TEMPORARILY_UNAVAILABLE) from error
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        raise MlflowException(str(error), error_code=BAD_REQUEST) from error
+    except Exception as error:
+        raise MlflowException(str(error), error_code=INTERNAL_ERROR) from error
 
 
 def _fast_row(metric: Metric) -> tuple[str, float, int, int] | None:
@@ -300,6 +326,10 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
             out.append(Run(run.info, data, run.inputs, run.outputs))
         return out
 
+    def _read_engine(self) -> Any:
+        """The engine MLflow's read-only sessions use: its read replica's, if any."""
+        return getattr(self, "read_engine", None) or self.engine
+
     def get_metric_history(self, run_id, metric_key, max_results=None, page_token=None):  # type: ignore[no-untyped-def]
         """MLflow's query, order and paging, as one statement outside a transaction.
 
@@ -309,7 +339,10 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
         entities. The statement is MLflow's (``WHERE run_uuid, key ORDER BY timestamp,
         step, value OFFSET … LIMIT …``) run on an autocommit connection: one statement
         sees one snapshot, and the ``BEGIN`` and ``COMMIT`` round trips of a transaction
-        around it (half of a short history's database time) are gone.
+        around it (half of a short history's database time) are gone. A pooled
+        connection of the engine MLflow reads from (its read replica's, when it has one),
+        not an ORM session (server CPU per 10-point history 1.72 -> 1.55-1.62 ms, p50
+        2.87 -> 2.66-2.80 ms through nginx); errors become MLflow's as in its session.
 
         A store whose ``_validate_run_accessible`` does something (MLflow's workspace
         stores) keeps a transaction, so the check and the read see the same data.
@@ -325,13 +358,14 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
         checks_run = (
             type(self)._validate_run_accessible is not SqlAlchemyStore._validate_run_accessible
         )
-        with self.ManagedSessionMaker() as session:
-            if checks_run:
+        if checks_run:
+            with self.ManagedSessionMaker() as session:
                 self._validate_run_accessible(session, run_id)
-                connection = session.connection()
-            else:
-                connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            rows = connection.exec_driver_sql(_HISTORY_SQL, params).all()
+                rows = session.connection().exec_driver_sql(_HISTORY_SQL, params).all()
+        else:
+            with _mlflow_errors(), self._read_engine().connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+                rows = connection.exec_driver_sql(_HISTORY_SQL, params).all()
         next_token = None
         if max_results is not None and len(rows) == max_results + 1:
             next_token = SearchUtils.create_page_token(offset + max_results)
