@@ -153,7 +153,7 @@ def render(report: Report) -> str:
         out += [
             "",
             "One streamed GET of it (requests; first byte within 64 KB, then 1 MB reads),"
-            " and the same read straight from the store:",
+            " and the same read straight from the store; medians of 4 rounds or more:",
             "",
             streamed_table(report.artifacts_streamed),
         ]
