@@ -24,10 +24,15 @@ of a large streamed Flask answer holds what Flask has produced, as it did before
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio.to_thread
+
+with warnings.catch_warnings():  # deprecated with the bridge MLflow uses (it imports it too)
+    warnings.filterwarnings("ignore", "starlette.middleware.wsgi is deprecated")
+    from starlette.middleware.wsgi import build_environ
 
 Message = dict[str, Any]
 _END = None  # what the thread queues once Flask's response is exhausted
@@ -86,8 +91,6 @@ class FlaskBridge:
             if scope["type"] == "websocket":  # WSGI cannot serve one: refused, as MLflow does
                 await send({"type": "websocket.close", "code": 1000})
             return
-        from starlette.middleware.wsgi import build_environ
-
         chunks: list[bytes] = []
         more_body = True
         while more_body:

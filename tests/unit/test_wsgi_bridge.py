@@ -196,3 +196,13 @@ def test_install_replaces_mlflows_bridge_only() -> None:
     assert isinstance(mount.app, FlaskBridge)  # type: ignore[attr-defined]
     assert mount.app.app is flask_app  # type: ignore[attr-defined]
     assert not install(app)  # nothing of MLflow's left to replace
+
+
+def test_the_benchmark_serves_the_same_answer_through_both_bridges() -> None:
+    """`python -m benchmarks.wsgi_bridge` runs a real uvicorn on each bridge; it stops
+    with an error if either answers other bytes than the view wrote."""
+    from benchmarks import wsgi_bridge as bench
+
+    result = bench.main(["--requests", "20", "--rounds", "1"])
+    assert set(result) == {"mlflow", "kit"}
+    assert all(r["p50_ms"] > 0 for r in result.values())

@@ -1,0 +1,138 @@
+"""MLflow's WSGI bridge and the kit's, side by side: one Flask view under uvicorn.
+
+Starts uvicorn (with ``httptools`` and ``uvloop``, as the kit's server runs) on a FastAPI
+app that mounts one Flask app, through MLflow's ``_EfficientWSGIMiddleware`` or through
+:class:`mlops_platform.wsgi_bridge.FlaskBridge`, alternately, and times one kept-alive
+client's requests for a 1 KB JSON answer (a 10-point metric history's size) and the
+server's CPU per request. Loopback only.
+
+    python -m benchmarks.wsgi_bridge [--requests 3000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from typing import Any
+
+import psutil
+
+from tests.conftest import free_port
+
+BRIDGES = ("mlflow", "kit")
+_CHOICE = "MLOPS_BENCH_BRIDGE"
+_POINTS = [
+    {"key": "loss", "value": 0.5, "timestamp": 1_700_000_000_000, "step": i} for i in range(10)
+]
+BODY = json.dumps({"metrics": _POINTS}, indent=2)  # MLflow's layout, ~1 KB
+
+
+def app() -> Any:
+    """The app uvicorn serves (``--factory``): the bridge named by MLOPS_BENCH_BRIDGE."""
+    from fastapi import FastAPI
+    from flask import Flask, Response
+
+    flask_app = Flask("bench")
+
+    @flask_app.get("/api/history")
+    def history() -> Response:
+        return Response(BODY, mimetype="application/json")
+
+    served = FastAPI()
+    if os.environ[_CHOICE] == "kit":
+        from mlops_platform.wsgi_bridge import FlaskBridge
+
+        served.mount("/", FlaskBridge(flask_app))
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "starlette.middleware.wsgi is deprecated")
+            from mlflow.server.fastapi_app import _EfficientWSGIMiddleware
+        served.mount("/", _EfficientWSGIMiddleware(flask_app))
+    return served
+
+
+def _get(connection: http.client.HTTPConnection) -> bytes:
+    connection.request("GET", "/api/history")
+    response = connection.getresponse()
+    body = response.read()
+    if response.status != 200:
+        raise SystemExit(f"the server answered {response.status}: {body[:200]!r}")
+    return body
+
+
+def _connect(port: int, server: subprocess.Popen[bytes]) -> http.client.HTTPConnection:
+    deadline = time.monotonic() + 60
+    while True:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            _get(connection)
+            return connection
+        except OSError:
+            connection.close()
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("uvicorn did not start: see its output above") from None
+            time.sleep(0.1)
+
+
+def one_round(bridge: str, requests: int) -> dict[str, float]:
+    """Start a server on ``bridge``, warm it, time REQUESTS requests: p50 ms, CPU ms each."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.wsgi_bridge:app"]
+    command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    server = subprocess.Popen(command, env={**os.environ, _CHOICE: bridge})
+    try:
+        connection = _connect(port, server)
+        for _ in range(300):
+            _get(connection)
+        process = psutil.Process(server.pid)
+        cpu_before = sum(process.cpu_times()[:2])
+        seconds = []
+        for _ in range(requests):
+            start = time.perf_counter()
+            body = _get(connection)
+            seconds.append(time.perf_counter() - start)
+        cpu = sum(process.cpu_times()[:2]) - cpu_before
+        if body != BODY.encode():
+            raise SystemExit(f"the {bridge} bridge answered other bytes")
+        connection.close()
+        return {"p50_ms": statistics.median(seconds) * 1e3, "cpu_ms": cpu / requests * 1e3}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.wsgi_bridge")
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    samples: dict[str, list[dict[str, float]]] = {b: [] for b in BRIDGES}
+    for _ in range(args.rounds):
+        for bridge in BRIDGES:
+            samples[bridge].append(one_round(bridge, args.requests))
+    result = {
+        b: {k: statistics.median(s[k] for s in samples[b]) for k in ("p50_ms", "cpu_ms")}
+        for b in BRIDGES
+    }
+    print(f"one client, {args.requests} requests a round, medians of {args.rounds} rounds")
+    print("| bridge | p50 ms | server CPU ms per request |")
+    print("|---|---|---|")
+    for bridge in BRIDGES:
+        print(f"| {bridge} | {result[bridge]['p50_ms']:.3f} | {result[bridge]['cpu_ms']:.3f} |")
+    mlflow, kit = result["mlflow"], result["kit"]
+    print(
+        f"kit / MLflow: p50 {kit['p50_ms'] / mlflow['p50_ms']:.2f}x the time, "
+        f"CPU {kit['cpu_ms'] / mlflow['cpu_ms']:.2f}x"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
