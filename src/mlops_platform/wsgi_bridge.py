@@ -13,9 +13,10 @@ the loop has taken it: three waits on the loop for a short JSON answer.
 the body sent as Flask yields it, the end sent once Flask returns, ``exc_info`` raised
 after, a WebSocket refused) but the thread queues each message for the loop without
 waiting for it, and calls the response's ``close()`` as a WSGI server must. On a 2-core
-machine, a 1 KB JSON answer from Flask through uvicorn: p50 0.86-0.88 -> 0.45-0.50 ms,
-server CPU per request 0.85-0.90 -> 0.35-0.38 ms (``a2wsgi``, Starlette's suggested
-replacement, 0.64-0.66 ms: it builds its own environ and thread pool).
+machine, a 1 KB JSON answer from Flask through uvicorn (``python -m
+benchmarks.wsgi_bridge``): p50 0.85-0.95 -> 0.45-0.51 ms, server CPU per request
+0.85-0.94 -> 0.35-0.41 ms (``a2wsgi``, Starlette's suggested replacement: 0.64-0.66 ms,
+with an environ and a thread pool of its own).
 
 The queue is unbounded, as Starlette's memory stream is (``math.inf``): a slow client
 of a large streamed Flask answer holds what Flask has produced, as it did before.
@@ -39,7 +40,7 @@ _END = None  # what the thread queues once Flask's response is exhausted
 
 
 class _Response:
-    """What one call of the WSGI app produced: messages for the loop, the start held."""
+    """One call of the WSGI app: its messages queued for the event loop as they come."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
         self._loop, self._queue = loop, queue
@@ -107,7 +108,9 @@ class FlaskBridge:
             while (message := await queue.get()) is not _END:
                 await send(message)
         except BaseException:
-            flask.add_done_callback(_retrieve)  # the thread runs on; its error is not lost
+            # A thread cannot be cancelled: it runs to its end, and what it raises then
+            # is dropped (nobody waits for it), not logged as never retrieved.
+            flask.add_done_callback(_retrieve)
             raise
         await flask  # Flask's own error, raised as Starlette's bridge raises it
         if response.started:
