@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from flask import Flask, Response, request
 
-from mlops_platform.wsgi_bridge import FlaskBridge, install
+from mlops_platform.wsgi_bridge import MAX_UNSENT, FlaskBridge, install
 from tests.support.asgi import http_scope
 
 with warnings.catch_warnings():  # MLflow's bridge imports Starlette's deprecated module
@@ -203,6 +203,70 @@ def test_the_benchmark_serves_the_same_answer_through_both_bridges() -> None:
     with an error if either answers other bytes than the view wrote."""
     from benchmarks import wsgi_bridge as bench
 
-    result = bench.main(["--requests", "20", "--rounds", "1"])
+    result = bench.main(["--requests", "20", "--rounds", "1", "--file-mb", "2"])
     assert set(result) == {"mlflow", "kit"}
     assert all(r["p50_ms"] > 0 for r in result.values())
+
+
+def _counted_pieces(produced: list[int], closed: threading.Event, pieces: int) -> Any:
+    """A WSGI app streaming PIECES pieces of 64 KB, counting them as Flask would make them."""
+
+    def app(environ: Message, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        try:
+            for _ in range(pieces):
+                produced.append(1)
+                yield b"x" * 65536
+        finally:
+            closed.set()
+
+    return app
+
+
+def _ahead_of_a_stalled_client(bridge: Any) -> tuple[int, bytes]:
+    """Pieces the app had made when the client, stalled half a second after the first
+    piece, took the next; and the whole body it got."""
+    produced: list[int] = []
+    app = _counted_pieces(produced, threading.Event(), 100)
+    sent: list[Message] = []
+    ahead: list[int] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if len(sent) == 2:  # the first piece: the client stalls
+            await asyncio.sleep(0.5)
+            ahead.append(len(produced))
+
+    asyncio.run(bridge(app)(http_scope("/", "GET"), receive, send))
+    return ahead[0], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_a_slow_client_holds_the_thread_at_most_a_mebibyte_ahead() -> None:
+    """MLflow's bridge reads all 6.4 MB ahead of a stalled client, the kit's stops
+    MAX_UNSENT ahead; then every piece arrives, in order."""
+    theirs, their_body = _ahead_of_a_stalled_client(_EfficientWSGIMiddleware)
+    ours, our_body = _ahead_of_a_stalled_client(FlaskBridge)
+    assert our_body == their_body == b"x" * 65536 * 100
+    assert theirs == 100
+    assert ours <= MAX_UNSENT // 65536 + 2
+
+
+def test_a_response_nobody_sends_any_more_stops_and_is_closed() -> None:
+    produced: list[int] = []
+    closed = threading.Event()
+    app = _counted_pieces(produced, closed, 10_000)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        if message.get("body"):
+            raise OSError("the client went away")
+
+    with pytest.raises(OSError):
+        asyncio.run(FlaskBridge(app)(http_scope("/", "GET"), receive, send))
+    assert closed.wait(10)
+    assert len(produced) < 10_000
