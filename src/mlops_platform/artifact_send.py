@@ -15,9 +15,9 @@ and streams it, ranges included, with MLflow's headers for these routes (the typ
 guessed from the name, an attachment). Anything else (another repository, a folder, no
 such object, a caller other than the kit's nginx) gets MLflow's own function.
 
-Not a streamed answer from Python for the other callers: a WSGI response under MLflow's
-ASGI server is queued without a bound, so a slow client would hold the file in memory
-instead of on disk.
+The other callers keep MLflow's function whole: it copies the file to the server's
+temporary folder, then Flask sends it through the kit's bridge
+(:mod:`mlops_platform.wsgi_bridge`), which reads at most 1 MiB of it ahead of the client.
 
 The permission check is untouched: MLflow's basic-auth app checks these routes before
 the view runs (READ on the run's experiment, on the registered model, on the logged
