@@ -15,6 +15,7 @@ tests/unit/test_wsgi_bridge.py.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -29,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from mlops_platform.stack.base import wait_until
 from tests.conftest import free_port
 
 BRIDGES = ("mlflow", "kit")
@@ -87,22 +89,24 @@ def _read_file(connection: http.client.HTTPConnection) -> tuple[int, float]:
 
 
 def _connect(port: int, server: subprocess.Popen[bytes]) -> http.client.HTTPConnection:
-    deadline = time.monotonic() + 60
-    while True:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        try:
-            _get(connection)
-            return connection
-        except OSError:
-            connection.close()
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("uvicorn did not start: see its output above") from None
-            time.sleep(0.1)
+    """A kept-alive connection to the server on PORT, once it answers."""
+
+    def answers() -> bool:
+        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=30)) as c:
+            try:
+                _get(c)
+            except OSError:
+                return False
+            return True
+
+    wait_until(answers, timeout=60, what="uvicorn (its output is above)",
+               alive=lambda: server.poll() is None, interval=0.1)  # fmt: skip
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
 
 def one_round(bridge: str, requests: int, file: Path) -> dict[str, float]:
     """Start a server on ``bridge``, warm it, time REQUESTS requests (p50 ms, CPU ms
-    each), then read FILE through it (MB/s, the server's RSS in MB after)."""
+    each), then read FILE through it (MB/s)."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.wsgi_bridge:app"]
     command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
