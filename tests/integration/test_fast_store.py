@@ -76,6 +76,16 @@ class Databases:
     template_db: str  # the migrated database the others were copied from
 
 
+def _db_url(settings: PlatformSettings, name: str) -> str:
+    return settings.model_copy(update={"db_name": name}).database_url(with_password=True)
+
+
+def _copy_database(platform: Platform, template: str, name: str) -> None:
+    """NAME, a new database with TEMPLATE's rows, owned by the platform's user."""
+    owner = platform.settings.db_user
+    platform.superuser_sql(f'CREATE DATABASE {name} TEMPLATE {template} OWNER "{owner}"')
+
+
 @pytest.fixture(scope="module")
 def databases(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
     settings = platform.settings
@@ -84,14 +94,11 @@ def databases(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> I
     owner = settings.db_user
     artifacts = str(tmp_path_factory.mktemp("fast-store-artifacts"))
 
-    def url(name: str) -> str:
-        return settings.model_copy(update={"db_name": name}).database_url(with_password=True)
-
     platform.superuser_sql(f'CREATE DATABASE {base} OWNER "{owner}"')
     created = [base]
     stores: list[SqlAlchemyStore] = []
     try:
-        seed = SqlAlchemyStore(url(base), artifacts)  # migrates the fresh database
+        seed = SqlAlchemyStore(_db_url(settings, base), artifacts)  # migrates the fresh database
         experiment_id = seed.create_experiment("differential")
         run_ids = [
             seed.create_run(
@@ -106,10 +113,10 @@ def databases(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> I
         ]
         dispose(seed)
         for name in (stock_db, fast_db, server_db):
-            platform.superuser_sql(f'CREATE DATABASE {name} TEMPLATE {base} OWNER "{owner}"')
+            _copy_database(platform, base, name)
             created.append(name)
-        stock = SqlAlchemyStore(url(stock_db), artifacts)
-        fast = build_store(to_store_uri(url(fast_db)), artifacts)
+        stock = SqlAlchemyStore(_db_url(settings, stock_db), artifacts)
+        fast = build_store(to_store_uri(_db_url(settings, fast_db)), artifacts)
         stores += [stock, fast]
         assert type(fast) is FastSqlAlchemyStore
         yield Databases(
@@ -400,11 +407,8 @@ def test_fast_store_fails_a_history_read_as_mlflow_does_once_the_database_is_gon
     """The kit reads a history on a pooled connection, not MLflow's session: a database
     that went away still fails the read with MLflow's error code."""
     name = f"fs_gone_{secrets.token_hex(4)}"
-    owner = databases.settings.db_user
-    platform.superuser_sql(
-        f'CREATE DATABASE {name} TEMPLATE {databases.template_db} OWNER "{owner}"'
-    )
-    url = databases.settings.model_copy(update={"db_name": name}).database_url(with_password=True)
+    _copy_database(platform, databases.template_db, name)
+    url = _db_url(databases.settings, name)
     stores = [SqlAlchemyStore(url, str(tmp_path)), build_store(to_store_uri(url), str(tmp_path))]
     try:
         run_id = databases.run_ids[0]
