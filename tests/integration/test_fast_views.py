@@ -28,6 +28,7 @@ from mlflow.utils import proto_json_utils
 from mlops_platform import fast_views
 from tests.integration.conftest import Platform
 from tests.support.mlflow_stores import dispose
+from tests.support.users import add_user
 
 pytestmark = pytest.mark.integration
 
@@ -133,15 +134,6 @@ def test_the_kits_view_is_the_one_installed() -> None:
     assert view.__name__ == fast_views.ENDPOINT
 
 
-def _service_user(platform: Platform, prefix: str) -> tuple[str, str]:
-    """A new service account (no grants yet): its name and password."""
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    added = json.loads(
-        platform.cli("users", "add", name, "--role", "service", "--generate", "--json").stdout
-    )
-    return name, added["generated_password"]
-
-
 def _grant_read_on_run(platform: Platform, user: str, run_id: str) -> None:
     """READ for USER on the experiment of RUN_ID."""
     run = requests.get(
@@ -155,7 +147,7 @@ def _grant_read_on_run(platform: Platform, user: str, run_id: str) -> None:
 
 def test_metric_history_keeps_mlflows_permission_check(platform: Platform, history: str) -> None:
     """MLflow's hook (read on the run's experiment) still decides for the kit's view."""
-    auth = _service_user(platform, "svc-views")
+    auth = add_user(platform, "svc-views")
     url = platform.url + "/api/2.0/mlflow/metrics/get-history"
     params = {"run_id": history, "metric_key": "loss"}
     assert requests.get(url, params=params, auth=auth, timeout=30).status_code == 403
@@ -172,7 +164,7 @@ def test_metric_history_for_a_reader_is_mlflows(
     the grants) and MLflow's after-request redaction, which the kit skips for a history
     that names no logged model: the bytes are still MLflow's, whole and paged. Without a
     grant: 403 for this run and for a run that does not exist, as MLflow answers."""
-    auth = _service_user(platform, "svc-reader")
+    auth = add_user(platform, "svc-reader")
     url = platform.url + "/api/2.0/mlflow/metrics/get-history"
     asked = [
         {"run_id": history, "metric_key": "loss"},

@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import CLI, Platform, down_later, make_stack_dir, write_env
-from tests.support.users import add_role_users
+from tests.support.users import add_role_users, add_user
 
 pytestmark = pytest.mark.integration
 
@@ -355,11 +355,8 @@ def test_forged_identity_is_refused(platform: Platform, people: dict[str, Client
 def test_remove_keeps_runs_and_drops_the_user(
     platform: Platform, people: dict[str, Client]
 ) -> None:
-    name = f"leaver-{uuid.uuid4().hex[:6]}"
-    added = json.loads(
-        platform.cli("users", "add", name, "--role", "editor", "--generate", "--json").stdout
-    )
-    leaver = Client(platform.url, name, added["generated_password"])
+    name, password = add_user(platform, "leaver", "editor")
+    leaver = Client(platform.url, name, password)
     exp = leaver.ok("POST", f"{API}/experiments/create", {"name": f"leaver-{uuid.uuid4().hex}"})[
         "experiment_id"
     ]
@@ -533,11 +530,8 @@ def _champion_as_a_service_account(
     platform: Platform, people: dict[str, Client], name: str
 ) -> Client:
     # What serving would load: a service account granted this model and its experiment.
-    svc = f"svc-{uuid.uuid4().hex[:6]}"
-    added = json.loads(
-        platform.cli("users", "add", svc, "--role", "service", "--generate", "--json").stdout
-    )
-    reader = Client(platform.url, svc, added["generated_password"])
+    svc, password = add_user(platform, "svc")
+    reader = Client(platform.url, svc, password)
     assert reader.call("GET", f"{API}/registered-models/get", {"name": name}).status_code == 403
     version = people["admin"].ok(
         "GET", f"{API}/registered-models/alias", {"name": name, "alias": "champion"}

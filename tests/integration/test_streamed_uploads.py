@@ -23,6 +23,7 @@ import requests
 
 from benchmarks.harness.artifacts import peak_mb
 from tests.integration.conftest import Platform
+from tests.support.users import add_user
 
 pytestmark = pytest.mark.integration
 
@@ -260,12 +261,9 @@ def test_an_upload_needs_mlflows_edit_permission(platform: Platform) -> None:
     and writes nothing; EDIT uploads."""
     base, admin = platform.url, _admin(platform)
     exp, run_id = _new_run(admin, base)
-    svc = f"svc-up-{uuid.uuid4().hex[:6]}"
-    added = json.loads(
-        platform.cli("users", "add", svc, "--role", "service", "--generate", "--json").stdout
-    )
+    svc, password = add_user(platform, "svc-up")
     writer = requests.Session()
-    writer.auth = (svc, added["generated_password"])
+    writer.auth = (svc, password)
     url = f"{base}{ARTIFACTS}/{exp}/{run_id}/artifacts/perm/w.bin"
     assert writer.put(url, data=b"x" * 1000, timeout=60).status_code == 403
     platform.cli("users", "grant", svc, "experiment", str(exp), "READ")

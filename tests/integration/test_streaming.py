@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import Platform
+from tests.support.users import add_user
 
 pytestmark = pytest.mark.integration
 
@@ -46,13 +47,10 @@ def _ok(admin: requests.Session, base: str, path: str, body: dict[str, str]) -> 
 
 def _service_account(platform: Platform, prefix: str) -> tuple[str, str, requests.Session]:
     """A new service account with no grant: (its name, its password, a session as it)."""
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    added = json.loads(
-        platform.cli("users", "add", name, "--role", "service", "--generate", "--json").stdout
-    )
+    name, password = add_user(platform, prefix)
     session = requests.Session()
-    session.auth = (name, added["generated_password"])
-    return name, added["generated_password"], session
+    session.auth = (name, password)
+    return name, password, session
 
 
 def _as_nginx(platform: Platform) -> dict[str, str]:

@@ -15,7 +15,6 @@ Flask check still refuses a caller without permission through the proxy.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
@@ -29,6 +28,7 @@ from starlette.responses import PlainTextResponse
 from mlops_platform import asgi_gates
 from tests.integration.conftest import Platform
 from tests.support.asgi import http_scope
+from tests.support.users import add_user
 
 pytestmark = pytest.mark.integration
 
@@ -151,11 +151,7 @@ def test_the_gates_take_mlflows_places() -> None:
 def test_decided_routes_still_refuse_through_the_platform(platform: Platform) -> None:
     """Through the proxy, with the gate in place: a user without grants is refused the
     history of an existing run and of a missing one; the owner reads it."""
-    name = f"viewer-gate-{uuid.uuid4().hex[:6]}"
-    added = json.loads(
-        platform.cli("users", "add", name, "--role", "service", "--generate", "--json").stdout
-    )
-    auth = (name, added["generated_password"])
+    auth = add_user(platform, "viewer-gate")
     experiment = requests.post(
         platform.url + "/api/2.0/mlflow/experiments/create",
         json={"name": f"gate-{uuid.uuid4().hex[:8]}"},
