@@ -130,6 +130,9 @@ def render(report: Report) -> str:
     out = [
         f"{report.machine['cpus']} cores, {report.machine['memory_gb']} GiB; medians of "
         f"{report.sizes['rounds']} alternating rounds; harness ran {report.seconds:.0f} s.",
+        "The kit's settings for the run: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(report.settings.items())) or "defaults")
+        + ".",
         "",
         memory_table(report),
     ]

@@ -41,7 +41,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from mlops_platform.fast_store import APPLICATION_NAME, build_store, to_store_uri
-from mlops_platform.fast_store.store import FastSqlAlchemyStore
+from mlops_platform.fast_store.store import PREPARED_WRITES_ENV, FastSqlAlchemyStore
 from mlops_platform.render.server import server_argv, server_env
 from mlops_platform.settings import PlatformSettings, inherited_environment
 from mlops_platform.stack.base import spawn, terminate, wait_until
@@ -401,11 +401,12 @@ def test_fast_store_reads_metric_history_as_mlflow_does(databases: Databases) ->
     assert reads and not any("metrics.run_uuid AS" in s for s in reads), reads[:1]
 
 
-def test_fast_store_fails_a_history_read_as_mlflow_does_once_the_database_is_gone(
+def test_fast_store_fails_reads_and_writes_as_mlflow_does_once_the_database_is_gone(
     platform: Platform, databases: Databases, tmp_path: Path
 ) -> None:
-    """The kit reads a history on a pooled connection, not MLflow's session: a database
-    that went away still fails the read with MLflow's error code."""
+    """The kit reads a history and writes metrics on pooled connections, not MLflow's
+    session (the write as a prepared statement, through the driver): a database that
+    went away still fails both with MLflow's error code."""
     name = f"fs_gone_{secrets.token_hex(4)}"
     _copy_database(platform, databases.template_db, name)
     url = _db_url(databases.settings, name)
@@ -413,13 +414,18 @@ def test_fast_store_fails_a_history_read_as_mlflow_does_once_the_database_is_gon
     try:
         run_id = databases.run_ids[0]
         assert [list(s.get_metric_history(run_id, "loss")) for s in stores] == [[], []]
+        for store in stores:
+            store.log_metric(run_id, Metric("loss", 1.0, 1, 1))
         platform.superuser_sql(f"DROP DATABASE {name} WITH (FORCE)")
         codes = []
         for store in stores:
             with pytest.raises(MlflowException) as failed:
                 store.get_metric_history(run_id, "loss")
             codes.append(failed.value.error_code)
-        assert codes == ["TEMPORARILY_UNAVAILABLE"] * 2
+            with pytest.raises(MlflowException) as failed:
+                store.log_metric(run_id, Metric("loss", 2.0, 2, 2))
+            codes.append(failed.value.error_code)
+        assert codes == ["TEMPORARILY_UNAVAILABLE"] * 4
     finally:
         for store in stores:
             dispose(store)
@@ -452,9 +458,9 @@ def test_fast_store_searches_as_mlflow_does_with_one_read_per_table(databases: D
         statements.clear()
 
 
-def _prepared_after_repeated_searches(store: SqlAlchemyStore, experiment_id: str) -> list[int]:
-    """Run one search 12 times; then, on every connection it used, the statements the
-    server holds prepared (pg_prepared_statements is per session)."""
+def _prepared_on_connections_used_by(store: SqlAlchemyStore, calls: Any) -> list[list[str]]:
+    """Run ``calls(store)``; then, on every connection it used, the statements the server
+    holds prepared (pg_prepared_statements is per session)."""
     used: dict[int, Any] = {}
 
     def checkout(dbapi_connection, record, proxy):  # type: ignore[no-untyped-def]
@@ -462,28 +468,79 @@ def _prepared_after_repeated_searches(store: SqlAlchemyStore, experiment_id: str
 
     sqlalchemy.event.listen(store.engine, "checkout", checkout)
     try:
-        for _ in range(12):
-            store.search_runs([experiment_id], "params.p1 = 'x'", 1, 10)
+        calls(store)
     finally:
         sqlalchemy.event.remove(store.engine, "checkout", checkout)
-    counts = []
+    prepared = []
     for dbapi_connection in used.values():  # idle in the pool: nobody else uses them
-        counts.append(
-            dbapi_connection.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
-        )
+        rows = dbapi_connection.execute("SELECT statement FROM pg_prepared_statements").fetchall()
+        prepared.append([row[0] for row in rows])
         dbapi_connection.rollback()
-    return counts
+    return prepared
 
 
-def test_fast_store_plans_each_statement_with_its_values(databases: Databases) -> None:
+def _searches(experiment_id: str) -> Any:
+    def calls(store: SqlAlchemyStore) -> None:
+        for _ in range(12):
+            store.search_runs([experiment_id], "params.p1 = 'x'", 1, 10)
+
+    return calls
+
+
+def test_fast_store_plans_each_search_with_its_values(databases: Databases) -> None:
     """psycopg 3 prepares a statement on its fifth run on a connection, after which
     PostgreSQL may plan it for any values (3x slower searches with the index pack,
-    docs/performance.md); the fast store's connections never prepare. MLflow's store on
-    the same driver does, which shows the check sees prepared statements when there are."""
-    stock = _prepared_after_repeated_searches(databases.stock, databases.experiment_id)
-    assert max(stock) > 0, stock
-    fast = _prepared_after_repeated_searches(databases.fast, databases.experiment_id)
-    assert fast and max(fast) == 0, fast
+    docs/performance.md); the fast store's searches are never prepared (the only
+    statement its connections may hold prepared is its metrics write). MLflow's store on
+    the same driver does prepare, which shows the check sees prepared statements."""
+    searches = _searches(databases.experiment_id)
+    stock = _prepared_on_connections_used_by(databases.stock, searches)
+    assert any("FROM runs" in text for texts in stock for text in texts), stock
+    fast = _prepared_on_connections_used_by(databases.fast, searches)
+    assert fast and not any(
+        "INSERT INTO metrics" not in text for texts in fast for text in texts
+    ), fast
+
+
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "unprepared"])
+def test_fast_store_writes_metrics_with_a_prepared_statement_unless_told_not_to(
+    platform: Platform,
+    databases: Databases,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    prepared: bool,
+) -> None:
+    """The metrics statement is prepared once per connection (MLOPS_DB_PREPARED_WRITES,
+    default true), or never with false (for a pooler that cannot keep prepared
+    statements); either way the rows are the ones written."""
+    if not prepared:
+        monkeypatch.setenv(PREPARED_WRITES_ENV, "false")
+    name = f"fs_prep_{secrets.token_hex(4)}"
+    _copy_database(platform, databases.template_db, name)
+    store = build_store(to_store_uri(_db_url(databases.settings, name)), str(tmp_path))
+    run_id = databases.run_ids[0]
+
+    def writes(s: SqlAlchemyStore) -> None:
+        for step in range(8):
+            s.log_metric(run_id, Metric("loss", 1.0 / (step + 1), step, step))
+            s.log_batch(run_id, [Metric(f"m{i}", float(step), 0, step) for i in range(3)], [], [])
+
+    try:
+        texts = _prepared_on_connections_used_by(store, writes)
+        flat = [text for per_connection in texts for text in per_connection]
+        if prepared:
+            assert flat and all("INSERT INTO metrics" in text for text in flat), texts
+            # once per connection (and psycopg's parameter types), not once per call
+            assert all(len(t) == len(set(t)) for t in texts) and len(flat) < 16, texts
+        else:
+            assert flat == [], texts
+        history = [(m.value, m.step) for m in store.get_metric_history(run_id, "loss")]
+        assert history == [(1.0 / (step + 1), step) for step in range(8)]
+        latest = {m.key: (m.value, m.step) for m in store.get_run(run_id).data._metric_objs}
+        assert latest == {"loss": (1.0 / 8, 7), "m0": (7.0, 7), "m1": (7.0, 7), "m2": (7.0, 7)}
+    finally:
+        dispose(store)
+        platform.superuser_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 # -- several writers at once -----------------------------------------------------------

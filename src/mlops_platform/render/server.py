@@ -100,6 +100,8 @@ def server_env(settings: PlatformSettings) -> dict[str, str]:
         "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE": "path" if settings.s3_path_style else "auto",
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(settings.db_pool_size),
         "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(settings.db_pool_max_overflow),
+        # read by the kit's store (mlops_platform.fast_store.store.PREPARED_WRITES_ENV)
+        **as_environment(settings, "db_prepared_writes"),
     }
     if settings.db_pool_recycle_seconds:
         env["MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE"] = str(settings.db_pool_recycle_seconds)

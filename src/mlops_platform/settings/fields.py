@@ -131,6 +131,13 @@ class SettingsFields(BaseSettings):
         "MLflow's own store. Not used with MLOPS_JOB_EXECUTION=true (MLflow's job runner "
         "takes only a plain database URI).",
     )
+    db_prepared_writes: bool = Field(
+        True,
+        description="With MLOPS_DB_FAST_METRICS: run the kit's metrics write as a prepared "
+        "statement (PostgreSQL parses it once per connection, not once per call). false "
+        "behind a pooler that cannot keep prepared statements: PgBouncer in transaction "
+        "mode before 1.21, or with max_prepared_statements = 0.",
+    )
     db_max_connections: int = Field(
         100,
         ge=20,
