@@ -27,6 +27,7 @@ import random
 import secrets
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +42,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from mlops_platform.fast_store import APPLICATION_NAME, build_store, to_store_uri
-from mlops_platform.fast_store.store import PREPARED_WRITES_ENV, FastSqlAlchemyStore
+from mlops_platform.fast_store.store import (
+    PING_IDLE_SECONDS,
+    PREPARED_WRITES_ENV,
+    FastSqlAlchemyStore,
+)
 from mlops_platform.render.server import server_argv, server_env
 from mlops_platform.settings import PlatformSettings, inherited_environment
 from mlops_platform.stack.base import spawn, terminate, wait_until
@@ -429,6 +434,63 @@ def test_fast_store_fails_reads_and_writes_as_mlflow_does_once_the_database_is_g
     finally:
         for store in stores:
             dispose(store)
+        platform.superuser_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _backends(platform: Platform, database: str) -> int:
+    """Terminate the fast store's connections to ``database``; how many there were."""
+    return int(
+        platform.superuser_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND application_name = '{APPLICATION_NAME}'"
+        ).strip()
+    )
+
+
+def test_fast_store_pings_only_a_connection_that_was_idle(
+    platform: Platform, databases: Databases, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MLflow's engine pings on every checkout; the fast store's only after
+    PING_IDLE_SECONDS in the pool. A connection PostgreSQL dropped while it sat idle is
+    pinged and replaced, and the read succeeds; one dropped a moment after its last use
+    fails a statement with MLflow's TEMPORARILY_UNAVAILABLE (a 503 MLflow's client
+    retries), and the next call has a new connection: the trade, shown."""
+    name = f"fs_ping_{secrets.token_hex(4)}"
+    _copy_database(platform, databases.template_db, name)
+    store = build_store(to_store_uri(_db_url(databases.settings, name)), str(tmp_path))
+    pings: list[float] = []
+    ping = store.engine.dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> Any:
+        pings.append(time.monotonic())
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(store.engine.dialect, "do_ping", counted)
+    run_id = databases.run_ids[0]
+    try:
+        for _ in range(5):  # back to back: the connection was used a moment ago
+            store.get_metric_history(run_id, "loss")
+        assert pings == []
+        time.sleep(PING_IDLE_SECONDS + 0.2)
+        store.get_metric_history(run_id, "loss")
+        assert len(pings) == 1
+
+        # dropped while idle: the ping finds out, the pool reconnects, the read succeeds
+        assert _backends(platform, name) >= 1
+        time.sleep(PING_IDLE_SECONDS + 0.2)
+        store.log_metric(run_id, Metric("loss", 1.0, 1, 1))
+        assert len(pings) == 2
+        assert [m.value for m in store.get_metric_history(run_id, "loss")] == [1.0]
+
+        # dropped a moment after its last use: no ping, one failed call, then a new one
+        assert _backends(platform, name) >= 1
+        with pytest.raises(MlflowException) as failed:
+            store.get_metric_history(run_id, "loss")
+        assert failed.value.error_code == "TEMPORARILY_UNAVAILABLE"
+        assert [m.value for m in store.get_metric_history(run_id, "loss")] == [1.0]
+        assert len(pings) == 2
+    finally:
+        dispose(store)
         platform.superuser_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 

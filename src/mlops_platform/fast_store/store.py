@@ -6,10 +6,12 @@ See the package's docstring (mlops_platform.fast_store) for the rules it keeps.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,6 +184,50 @@ def _plan_with_the_values(dbapi_connection: Any, connection_record: Any) -> None
     dbapi_connection.prepare_threshold = _NEVER
 
 
+# A connection checked in less than this ago is not pinged when it is checked out again.
+PING_IDLE_SECONDS = 0.5
+_CHECKED_IN = "mlops_checked_in"
+
+
+def _note_checkin(dbapi_connection: Any, connection_record: Any) -> None:
+    connection_record.info[_CHECKED_IN] = time.monotonic()
+
+
+def _ping_if_idle(
+    dialect: Any, dbapi_connection: Any, connection_record: Any, connection_proxy: Any
+) -> None:
+    """Ping a connection that has been idle ``PING_IDLE_SECONDS`` or more; one the
+    database dropped is replaced (``InvalidatePoolError``: the pool reconnects, and
+    drops every connection older than that, as SQLAlchemy's own pre-ping does)."""
+    checked_in = connection_record.info.get(_CHECKED_IN)
+    if checked_in is None or time.monotonic() - checked_in < PING_IDLE_SECONDS:
+        return  # just opened, or back in the pool a moment ago
+    try:
+        dialect.do_ping(dbapi_connection)
+    except Exception as error:
+        if dialect.is_disconnect(error, dbapi_connection, None):
+            raise sqlalchemy.exc.InvalidatePoolError() from error
+        raise
+
+
+def _ping_only_idle_connections(engine: Any) -> None:
+    """MLflow's engines ping PostgreSQL (``SELECT 1``) on every checkout of a pooled
+    connection: a round trip before each statement of a short request (11 % of the
+    server's active samples under a history loop). Here only a connection idle for
+    ``PING_IDLE_SECONDS`` is pinged, as HikariCP does (its ``aliveBypassWindowMs``, 500 ms):
+    a database that restarted or failed over was away longer than that, so every
+    connection that predates it is pinged and replaced. What is given up: a connection
+    dropped within half a second of its last use (a backend killed by hand) fails one
+    statement, which MLflow answers as TEMPORARILY_UNAVAILABLE (503, retried by MLflow's
+    client) and SQLAlchemy then replaces."""
+    pool = engine.pool
+    if not getattr(pool, "_pre_ping", False):
+        return  # no pings asked for: nothing to narrow (or a SQLAlchemy that moved it)
+    event.listen(engine, "checkin", _note_checkin)
+    event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))
+    pool._pre_ping = False  # a pool engine.dispose() recreates keeps it, and the listeners
+
+
 # Set while MLflow's _search_runs runs in this thread: its runs then come without their
 # params, tags and metrics, which the fast store reads afterwards as plain rows.
 _searching = threading.local()
@@ -208,6 +254,7 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
         if not event.contains(engine, "connect", _plan_with_the_values):
             event.listen(engine, "connect", _plan_with_the_values)
             event.listen(engine, "do_execute", _execute_prepared)
+            _ping_only_idle_connections(engine)
             engine.dispose()  # the connection MLflow opened to wait for the database
         return engine
 
