@@ -73,3 +73,17 @@ def test_on_by_default_and_set_aside_for_the_job_runner(settings: PlatformSettin
     off = settings.model_copy(update={"db_fast_metrics": False})
     argv = server_argv(off)
     assert argv[argv.index("--backend-store-uri") + 1] == off.database_url(with_password=False)
+
+
+def test_the_server_is_told_whether_to_prepare_the_metrics_write(
+    settings: PlatformSettings,
+) -> None:
+    """`serve` passes MLOPS_DB_PREPARED_WRITES to the server, where the store reads it
+    under the name the store knows (on by default, off for a pooler that cannot keep
+    prepared statements)."""
+    from mlops_platform.fast_store.store import PREPARED_WRITES_ENV
+    from mlops_platform.render.server import server_env
+
+    assert server_env(settings)[PREPARED_WRITES_ENV] == "true"
+    off = settings.model_copy(update={"db_prepared_writes": False})
+    assert server_env(off)[PREPARED_WRITES_ENV] == "false"

@@ -34,9 +34,13 @@ search answers with MLflow's own handler over MLflow's own store, and
 ``tests/integration/test_fast_search.py`` the searches of the shared join with MLflow's
 store, page by page.
 
-Its connections never prepare statements on the server (psycopg 3 does from a
-statement's fifth run, and PostgreSQL's generic plan for a prepared search was three
-times slower with the index pack; see ``store._plan_with_the_values``).
+Its connections prepare one statement on the server, the metrics write (parsed once
+per connection instead of on every call; ``MLOPS_DB_PREPARED_WRITES=false`` turns that
+off for a pooler that cannot keep prepared statements), and nothing else: psycopg 3
+prepares any statement from its fifth run, and PostgreSQL's generic plan for a prepared
+search was three times slower with the index pack (``store._plan_with_the_values``).
+Writes run outside a transaction (one statement is its own), and a pooled connection is
+pinged only after half a second idle (``store._ping_only_idle_connections``).
 
 It registers the URI scheme ``mlops-postgresql`` (entry point group
 ``mlflow.tracking_store``): ``mlops-postgresql://user@host:port/db`` is

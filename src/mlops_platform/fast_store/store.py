@@ -47,10 +47,10 @@ from mlops_platform.fast_store import SCHEME, search, to_sqlalchemy_url
 
 _logger = logging.getLogger(__name__)
 _INT64 = (-(2**63), 2**63 - 1)
+_EXACT_INT = 2**53  # ints beyond this do not survive the trip through double precision
 # MLOPS_DB_PREPARED_WRITES (the setting db_prepared_writes, passed by `serve`): "false"
 # runs the metrics statement unprepared, for a pooler that cannot keep prepared statements.
 PREPARED_WRITES_ENV = "MLOPS_DB_PREPARED_WRITES"
-_EXACT_INT = 2**53  # ints beyond this do not survive the trip through double precision
 
 # One round trip: the run check, the rows, and latest_metrics. Data-modifying CTEs all
 # run; `ins` returns only the rows really inserted, so duplicates of stored rows and
