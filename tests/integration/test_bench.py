@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,28 @@ def test_quick_harness_produces_every_figure(tmp_path: Path) -> None:
 
     # The same figures as a table on stdout.
     assert "| log_batch |" in result.stdout and "kit speed-up" in result.stdout
+
+
+def test_cpu_per_call_accounts_every_group_of_processes() -> None:
+    """`python -m benchmarks.cpu_per_call` (docs/performance.md, "What one `log_metric`
+    call costs") runs at small sizes and gives each group of processes its CPU: the
+    reference reached directly (no nginx), the kit through its nginx."""
+    require_binaries()
+    small = ["--seconds", "1", "--rounds", "1", "--clients", "2", "--json"]
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cpu_per_call", *small],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout)
+    assert [row["server"] for row in rows] == ["default mlflow", "kit"]
+    for row in rows:
+        cpu = row["cpu_ms_per_call"]
+        assert row["calls_s"] > 0 and row["errors"] == 0, row
+        assert cpu["tracking server"] > 0 and cpu["postgres"] > 0 and cpu["clients"] > 0, row
+        assert cpu["all"] == pytest.approx(sum(v for k, v in cpu.items() if k != "all"), abs=0.01)
+    assert rows[1]["cpu_ms_per_call"]["nginx"] > 0  # the kit's calls cross its proxy
