@@ -28,8 +28,10 @@ from typing import Any
 import psutil
 
 from benchmarks.common import throwaway_stack
+from benchmarks.harness import HARNESS_VALUES
+from benchmarks.permissions import server_pid
 from benchmarks.throughput import Target, client, measure, start_reference
-from mlops_platform.stack.base import StateFile, terminate
+from mlops_platform.stack.base import terminate
 
 GROUPS = ("tracking server", "postgres", "nginx")
 
@@ -78,13 +80,13 @@ def one(target: Target, server_pid: int, kind: str, clients: int, seconds: float
 
 
 def run(clients: int, kind: str, seconds: float, rounds: int) -> list[dict[str, Any]]:
-    # nginx's per-address limit would answer some calls with 429 (benchmarks.harness)
-    with throwaway_stack(proxy_rate_limit="100000") as stack:
+    # the harness's settings: nginx's per-address limit out of the way of the clients
+    with throwaway_stack(**HARNESS_VALUES) as stack:
         stack.cli("up")
         s = stack.settings
         password = s.proxy_password.get_secret_value()
         kit = Target("kit", s.resolved_public_url, (s.proxy_user, password))
-        kit_pid = int(StateFile.load(s.state_dir).services["tracking"]["pid"])
+        kit_pid = server_pid(stack)
         reference_pid, reference, _ = start_reference(stack)
         try:
             return [

@@ -152,6 +152,15 @@ def _mlflow_errors() -> Iterator[None]:
         raise MlflowException(str(error), error_code=INTERNAL_ERROR) from error
 
 
+@contextlib.contextmanager
+def _autocommit(engine: Any) -> Iterator[Any]:
+    """A pooled connection of ``engine`` outside any transaction (one statement on it is
+    its own), its SQLAlchemy errors raised as MLflow's managed session raises them."""
+    with _mlflow_errors(), engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
+
+
 def _fast_row(metric: Metric) -> tuple[str, float, int, int] | None:
     """The metric as plain (key, value, timestamp, step), or None when MLflow's code
     must handle it (types whose round trip through PostgreSQL could differ)."""
@@ -333,8 +342,7 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
         }
         # One statement on an autocommit connection is its own transaction: the BEGIN and
         # COMMIT round trips of a session around it are gone (as for the history read).
-        with _mlflow_errors(), self.engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
+        with _autocommit(self.engine) as connection:
             options = {PREPARE: self.prepared_writes}
             run_ok = connection.exec_driver_sql(_LOG_METRICS_SQL, params, options).scalar()
         if not run_ok:
@@ -444,8 +452,7 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
                 self._validate_run_accessible(session, run_id)
                 rows = session.connection().exec_driver_sql(_HISTORY_SQL, params).all()
         else:
-            with _mlflow_errors(), self._read_engine().connect() as connection:
-                connection.execution_options(isolation_level="AUTOCOMMIT")
+            with _autocommit(self._read_engine()) as connection:
                 rows = connection.exec_driver_sql(_HISTORY_SQL, params).all()
         next_token = None
         if max_results is not None and len(rows) == max_results + 1:
